@@ -1,0 +1,206 @@
+r"""Isotropic Gaussian mixtures and their exact noised scores.
+
+The data distribution has :math:`K` classes in :math:`d` dimensions,
+
+.. math:: p_0(x) = \sum_{k=1}^K \pi_k\, \mathcal N(x;\, \mu_k, s^2 I),
+
+so under any process of :mod:`physics.processes` the noised density is
+:math:`p_t(x) = \sum_k \pi_k \mathcal N(x; a_t\mu_k, \Gamma_t I)` (docs/theory.md eq. 2).
+The class posterior is a softmax of logits linear in :math:`x` (eq. 5),
+
+.. math:: \ell_k(x,t) = \frac{a_t}{\Gamma_t}\, x\cdot\mu_k
+          - \frac{a_t^2 |\mu_k|^2}{2\Gamma_t} + \log \pi_k ,
+
+and every exact score is written through the *class-mean estimate*
+:math:`\hat m(x,t) = \sum_k \pi_k(x,t)\, \mu_k` (eq. 6):
+
+.. math:: s(x,t) = -\frac{x - a_t\, \hat m(x,t)}{\Gamma_t}, \qquad
+          D(x,t) = E[x_0 \mid x_t = x] = \frac{a_t s^2 x + \sigma_t^2 \hat m}{\Gamma_t}.
+
+For the conditional score of class :math:`c`, :math:`\hat m = \mu_c`.
+
+The dense methods here build the :math:`B\times K` logit matrix: they are the reference
+implementation, meant for small K. Large K goes through :func:`solvers.kernel.posterior_moments`,
+which uses the same :meth:`GaussianMixture.logit_coefficients`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+from scipy.special import logsumexp, softmax
+
+#: Default memory budget for the class means (bytes): half of physical memory.
+try:
+    MEMORY_BUDGET = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
+except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+    MEMORY_BUDGET = 8 * 2**30
+
+
+def _check_nonneg(value, name):
+    value = float(value)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite non-negative number, got {value!r}")
+    return value
+
+
+def number_of_classes(d, classes=None, alpha=None, itemsize=8, budget=None):
+    """Number of classes K, from ``classes`` directly or ``K = round(exp(alpha d))``.
+
+    Exactly one of ``classes`` and ``alpha`` must be given. Raises ValueError naming the
+    parameter if K < 1, or if the K x d class means (``itemsize`` bytes each) would exceed
+    ``budget`` bytes (default: half the physical memory).
+    """
+    d = int(d)
+    if d < 1:
+        raise ValueError(f"d must be >= 1, got {d}")
+    if (classes is None) == (alpha is None):
+        raise ValueError("give exactly one of classes (K) and alpha (K = exp(alpha d))")
+    budget = MEMORY_BUDGET if budget is None else budget
+    if alpha is not None:
+        alpha = float(alpha)
+        if not math.isfinite(alpha) or alpha < 0:
+            raise ValueError(f"alpha must be a finite number >= 0, got {alpha!r}")
+        log_k = alpha * d
+        if log_k > math.log(budget / (itemsize * d)):
+            raise ValueError(
+                f"alpha={alpha} gives K = exp({log_k:.4g}) classes, whose means do not fit in "
+                f"{budget / 2**30:.1f} GiB at d={d}"
+            )
+        return max(1, round(math.exp(log_k)))
+    if int(classes) != classes or classes < 1:
+        raise ValueError(f"classes (K) must be an integer >= 1, got {classes!r}")
+    classes = int(classes)
+    if classes * d * itemsize > budget:
+        raise ValueError(f"classes={classes} means do not fit in {budget / 2**30:.1f} GiB at d={d}")
+    return classes
+
+
+class GaussianMixture:
+    r"""K isotropic Gaussian classes :math:`\mathcal N(\mu_k, s^2 I)` with weights :math:`\pi_k`.
+
+    Parameters
+    ----------
+    means : array_like, shape (K, d)
+        Class means :math:`\mu_k`, float64.
+    class_var : float, default 0.25
+        Within-class variance :math:`s^2 \ge 0`.
+    weights : array_like, shape (K,), optional
+        Positive class weights :math:`\pi_k`, normalised here; uniform if omitted.
+    """
+
+    def __init__(self, means, class_var=0.25, weights=None):
+        means = np.ascontiguousarray(means, dtype=np.float64)
+        if means.ndim != 2 or means.shape[0] < 1 or means.shape[1] < 1:
+            raise ValueError(f"means must have shape (K, d) with K, d >= 1, got {means.shape}")
+        if not np.all(np.isfinite(means)):
+            raise ValueError("means must be finite")
+        self.means = means
+        self.class_var = _check_nonneg(class_var, "class_var")
+        K = means.shape[0]
+        if weights is None:
+            self.weights = np.full(K, 1.0 / K)
+        else:
+            w = np.asarray(weights, dtype=np.float64)
+            if w.shape != (K,):
+                raise ValueError(f"weights must have shape ({K},), got {w.shape}")
+            if not np.all(np.isfinite(w)) or np.any(w <= 0):
+                raise ValueError("weights must be finite and positive")
+            self.weights = w / w.sum()
+        self.log_weights = np.log(self.weights)
+        self.sq_norms = np.einsum("kd,kd->k", means, means)
+
+    @classmethod
+    def random(cls, d, classes=None, alpha=None, mean_var=1.0, class_var=0.25, weights=None, seed=0):
+        r"""Means drawn i.i.d. from :math:`\mathcal N(0, \sigma_\mu^2 I)` with a fixed seed.
+
+        Give the number of classes either directly (``classes``) or through the exponential
+        scaling ``K = round(exp(alpha d))`` (``alpha``). ``mean_var`` is :math:`\sigma_\mu^2`.
+        """
+        K = number_of_classes(d, classes=classes, alpha=alpha)
+        mean_var = _check_nonneg(mean_var, "mean_var")
+        rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(7,)))
+        means = rng.standard_normal((K, int(d))) * math.sqrt(mean_var)
+        return cls(means, class_var=class_var, weights=weights)
+
+    @property
+    def K(self):
+        return self.means.shape[0]
+
+    @property
+    def d(self):
+        return self.means.shape[1]
+
+    # --- exact formulas (docs/theory.md eqs. 2, 5, 6) ---------------------------------
+
+    def logit_coefficients(self, t, process):
+        r"""Scale :math:`a_t/\Gamma_t` and bias :math:`-a_t^2|\mu_k|^2/(2\Gamma_t) + \log\pi_k` (eq. 5).
+
+        Returns ``(scale: float, bias: ndarray (K,))``.
+        """
+        a = float(process.a(t))
+        gamma = float(process.class_var(t, self.class_var))
+        return a / gamma, self.log_weights - (0.5 * a * a / gamma) * self.sq_norms
+
+    def logits(self, x, t, process):
+        """Class logits :math:`\\ell_k(x, t)`, shape (B, K) (eq. 5). Dense: small K only."""
+        scale, bias = self.logit_coefficients(t, process)
+        return scale * (np.atleast_2d(x) @ self.means.T) + bias
+
+    def posterior(self, x, t, process):
+        """Class posterior :math:`\\pi_k(x, t)`, shape (B, K). Dense: small K only."""
+        return softmax(self.logits(x, t, process), axis=1)
+
+    def class_mean_estimate(self, x, t, process):
+        r""":math:`\hat m(x,t) = \sum_k \pi_k(x,t) \mu_k`, shape (B, d) (eq. 6). Dense: small K only."""
+        return self.posterior(x, t, process) @ self.means
+
+    def score(self, x, t, process):
+        """Unconditional score :math:`\\nabla \\log p_t(x)`, shape (B, d) (eq. 6)."""
+        return score_from_mean(x, self.class_mean_estimate(x, t, process), t, process, self.class_var)
+
+    def conditional_score(self, x, t, process, target=0):
+        """Score of class ``target``, :math:`-(x - a_t\\mu_c)/\\Gamma_t`, shape (B, d) (eq. 6)."""
+        return score_from_mean(x, self.means[target], t, process, self.class_var)
+
+    def denoiser(self, x, t, process):
+        """Unconditional denoiser :math:`E[x_0 | x_t = x]`, shape (B, d) (eq. 6)."""
+        return denoiser_from_mean(x, self.class_mean_estimate(x, t, process), t, process, self.class_var)
+
+    def log_density(self, x, t, process):
+        """:math:`\\log p_t(x)`, shape (B,), from the Gaussian densities directly (eq. 2)."""
+        x = np.atleast_2d(x)
+        a = float(process.a(t))
+        gamma = float(process.class_var(t, self.class_var))
+        sq = (
+            np.einsum("bd,bd->b", x, x)[:, None]
+            - 2 * a * (x @ self.means.T)
+            + a * a * self.sq_norms[None, :]
+        )
+        return logsumexp(self.log_weights - sq / (2 * gamma), axis=1) - 0.5 * self.d * np.log(
+            2 * np.pi * gamma
+        )
+
+    def sample_noised(self, t, process, n, rng, target=None):
+        r"""``n`` exact draws of :math:`x_t`: class :math:`k\sim\pi` (or ``target``), then
+        :math:`a_t\mu_k + \sqrt{\Gamma_t}\, z` (eq. 2). Returns (samples (n, d), classes (n,))."""
+        if target is None:
+            classes = rng.choice(self.K, size=n, p=self.weights)
+        else:
+            classes = np.full(n, int(target))
+        a = float(process.a(t))
+        gamma = float(process.class_var(t, self.class_var))
+        return a * self.means[classes] + math.sqrt(gamma) * rng.standard_normal((n, self.d)), classes
+
+
+def score_from_mean(x, m, t, process, class_var):
+    r"""Score :math:`-(x - a_t m)/\Gamma_t` from a class-mean estimate ``m`` (eq. 6)."""
+    return -(x - float(process.a(t)) * m) / float(process.class_var(t, class_var))
+
+
+def denoiser_from_mean(x, m, t, process, class_var):
+    r"""Denoiser :math:`(a_t s^2 x + \sigma_t^2 m)/\Gamma_t` from a class-mean estimate (eq. 6)."""
+    a = float(process.a(t))
+    return (a * class_var * x + float(process.var(t)) * m) / float(process.class_var(t, class_var))

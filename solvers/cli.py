@@ -1,0 +1,139 @@
+"""The ``cfgphase`` command line (DESIGN.md, "Command line contract").
+
+Bad input prints one line on stderr and exits with status 2, writing nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+
+from physics.guidance import DEFAULT_OMEGA
+from physics.processes import PROCESSES
+from solvers.steppers import STEPPERS
+from solvers.timegrid import GRIDS
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _model_options(p):
+    g = p.add_argument_group("model")
+    g.add_argument("--d", type=int, default=64, help="dimension (default 64)")
+    k = g.add_mutually_exclusive_group()
+    k.add_argument("--alpha", type=float, help="K = round(exp(alpha d)) classes (default 0.12)")
+    k.add_argument("--classes", type=int, help="number of classes K")
+    g.add_argument("--mean-var", type=float, default=1.0, help="variance sigma_mu^2 of the class means (default 1)")
+    g.add_argument("--class-var", type=float, default=0.25, help="within-class variance s^2 (default 0.25)")
+    g.add_argument("--process", choices=sorted(PROCESSES), default="ou", help="forward process (default ou)")
+    g.add_argument("--target", type=int, default=0, help="target class c (default 0)")
+    g.add_argument("--seed", type=int, default=0, help="seed of the class means and of the noise (default 0)")
+
+
+def _guidance_options(p):
+    g = p.add_argument_group("guidance (excess convention: s_c + omega (s_c - s_u))")
+    w = g.add_mutually_exclusive_group()
+    w.add_argument("--omega", type=float, help=f"excess weight omega (default {DEFAULT_OMEGA})")
+    w.add_argument("--guidance-scale", type=float, help="diffusers weight w = 1 + omega")
+    g.add_argument("--schedule", choices=["constant"], default="constant", help="omega(t) schedule (default constant)")
+
+
+def _sampler_options(p):
+    g = p.add_argument_group("sampler")
+    g.add_argument("--sampler", choices=["ode", "sde"], default="ode", help="probability-flow ODE or reverse SDE")
+    g.add_argument("--method", choices=sorted(STEPPERS), help="stepper (default heun for ode, exponential for sde)")
+    g.add_argument("--steps", type=int, default=200, help="number of steps (default 200)")
+    g.add_argument("--t-max", type=float, help="start time (default: data signal-to-noise 1e-4)")
+    g.add_argument("--t-min", type=float, default=0.0, help="end time (default 0)")
+    g.add_argument("--grid", choices=GRIDS, default="snr", help="time grid (default snr: refined near t = 0)")
+    g.add_argument("--particles", type=int, default=1024, help="number of particles (default 1024)")
+    g.add_argument("--init", choices=["unconditional", "conditional"], default="unconditional",
+                   help="initial particles: exact noised unconditional or target-class data at t_max")
+    g.add_argument("--dtype", choices=["float64", "float32"], default="float64", help="precision of the score GEMMs")
+
+
+def build_parser():
+    parser = _Parser(prog="cfgphase", description="Classifier-free guidance on Gaussian mixtures with exact scores.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sim = sub.add_parser("simulate", help="guided sampling with exact scores; prints final statistics")
+    _model_options(sim)
+    _guidance_options(sim)
+    _sampler_options(sim)
+    out = sim.add_argument_group("output")
+    out.add_argument("--out", help="write observables and parameters to this HDF5 file")
+    out.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    out.add_argument("--samples", action="store_true", help="also store the final particles in --out")
+    out.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    out.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def _fmt(value, stderr=None):
+    if value is None:
+        return "n/a"
+    text = f"{value:.4g}"
+    return text if stderr is None else f"{text} +- {stderr:.2g}"
+
+
+def _print_summary(summary, class_var):
+    print(f"cfgphase simulate: d={summary['d']} K={summary['K']} omega={_fmt(summary['omega'])} "
+          f"process={summary['process']} sampler={summary['sampler']} ({summary['method']}, "
+          f"{summary['steps']} steps) particles={summary['particles']}")
+    rows = [
+        ("mean_ratio", "E[x.mu_c]/|mu_c|^2", 1.0),
+        ("var_par", "variance along mu_c", class_var),
+        ("var_perp", "variance across mu_c", class_var),
+        ("distortion", "KL(fit || conditional)/d", 0.0),
+        ("accuracy", "Bayes accuracy", None),
+        ("inv_prob", "E[1/p(c|x)]", None),
+        ("t_condensation", "t where <pi_c> = 1/2", None),
+    ]
+    print(f"  {'statistic':<16}{'meaning':<28}{'simulated':<24}conditional")
+    for key, meaning, target in rows:
+        print(f"  {key:<16}{meaning:<28}{_fmt(summary.get(key), summary.get(key + '_stderr')):<24}{_fmt(target)}")
+    print(f"  {summary['n_score_evals']} score evaluations in {summary['wall_time']:.1f} s")
+
+
+def _simulate(args):
+    from solvers.simulate import simulate
+    from solvers.storage import check_output_path, write_simulation
+
+    if args.out is not None:
+        check_output_path(args.out, args.overwrite)
+    result = simulate(
+        d=args.d, alpha=args.alpha, classes=args.classes, mean_var=args.mean_var, class_var=args.class_var,
+        process=args.process, target=args.target, seed=args.seed, dtype=args.dtype,
+        omega=args.omega, guidance_scale=args.guidance_scale, sampler=args.sampler, method=args.method,
+        steps=args.steps, t_max=args.t_max, t_min=args.t_min, grid=args.grid, particles=args.particles,
+        init=args.init, keep_samples=args.samples, progress=not args.quiet and sys.stderr.isatty(),
+    )
+    if args.out is not None:
+        write_simulation(args.out, result)
+    summary = result.summary()
+    if args.json:
+        print(json.dumps({k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in summary.items()}))
+    else:
+        _print_summary(summary, result.params["class_var"])
+        if args.out is not None:
+            print(f"  written to {args.out}")
+    if result.status != 0:
+        print(f"cfgphase: simulation failed: {result.message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        return {"simulate": _simulate}[args.command](args)
+    except ValueError as err:
+        print(f"cfgphase {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
