@@ -196,11 +196,14 @@ class GaussianMixture:
 
 
 def score_from_mean(x, m, t, process, class_var):
-    r"""Score :math:`-(x - a_t m)/\Gamma_t` from a class-mean estimate ``m`` (eq. 6)."""
-    return -(x - float(process.a(t)) * m) / float(process.class_var(t, class_var))
+    r"""Score :math:`-(x - a_t m)/\Gamma_t` from a class-mean estimate ``m`` (eq. 6).
+
+    ``class_var`` (the reference variance of :math:`\Gamma_t`) is a float or a (d,) array.
+    """
+    return -(x - float(process.a(t)) * m) / process.class_var(t, class_var)
 
 
 def denoiser_from_mean(x, m, t, process, class_var):
     r"""Denoiser :math:`(a_t s^2 x + \sigma_t^2 m)/\Gamma_t` from a class-mean estimate (eq. 6)."""
     a = float(process.a(t))
-    return (a * class_var * x + float(process.var(t)) * m) / float(process.class_var(t, class_var))
+    return (a * class_var * x + float(process.var(t)) * m) / process.class_var(t, class_var)

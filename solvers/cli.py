@@ -49,7 +49,7 @@ def _sampler_options(p):
     g.add_argument("--steps", type=int, default=200, help="number of steps (default 200)")
     g.add_argument("--t-max", type=float, help="start time (default: data signal-to-noise 1e-4)")
     g.add_argument("--t-min", type=float, default=0.0, help="end time (default 0)")
-    g.add_argument("--grid", choices=GRIDS, default="snr", help="time grid (default snr: refined near t = 0)")
+    g.add_argument("--grid", choices=GRIDS, default="log", help="time grid (default log: uniform in log(t + t0), refined near t = 0)")
     g.add_argument("--particles", type=int, default=1024, help="number of particles (default 1024)")
     g.add_argument("--init", choices=["unconditional", "conditional"], default="unconditional",
                    help="initial particles: exact noised unconditional or target-class data at t_max")

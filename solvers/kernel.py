@@ -159,10 +159,11 @@ def _stream_rows(x, means, scale, bias, chunk, out):
         _softmax_pass(S, bias[k0 : k0 + chunk], scale, k0, run_max, run_sum, run_w, run_arg, Y, T, k0 > 0)
         np.matmul(S, Mc, out=T)
     Y += T
-    Y /= run_sum[:, None].astype(x.dtype)
-    log_sum = np.log(run_sum)
-    log_partition[:] = run_max + log_sum
-    entropy[:] = log_sum - run_w / run_sum
+    with np.errstate(invalid="ignore", divide="ignore"):  # non-finite x gives NaN rows, by design
+        Y /= run_sum[:, None].astype(x.dtype)
+        log_sum = np.log(run_sum)
+        log_partition[:] = run_max + log_sum
+        entropy[:] = log_sum - run_w / run_sum
 
 
 def default_chunk(rows, itemsize, K):

@@ -115,6 +115,15 @@ def jackknife(stat, values, labels, counts):
 # --- final statistics (eq. 13); each takes the final particles and helper arrays -------------
 
 
+#: Names of the final statistics; each also has a ``_stderr`` companion.
+FINAL = ("mean_ratio", "var_par", "var_perp", "distortion", "accuracy", "inv_prob")
+
+
+def undefined_statistics():
+    """Every final statistic and its error set to None (a run that failed)."""
+    return {k + suffix: None for k in FINAL for suffix in ("", "_stderr")}
+
+
 def _projections(x, u):
     par = x @ u
     return par, x - par[:, None] * u
@@ -124,7 +133,7 @@ def final_statistics(field, x, ev, labels, counts):
     """Every final statistic with its jackknife standard error, as a flat dict (eq. 13).
 
     Keys: name and name_stderr for each statistic that applies, plus for ``inv_prob`` a
-    95 % BCa bootstrap interval (``inv_prob_ci_low``/``_high``) and the median of group means
+    95 % percentile-bootstrap interval (BCa's jackknife is O(B^2)) (``inv_prob_ci_low``/``_high``) and the median of group means
     (``inv_prob_median_of_means``), since 1/pi_c is heavy-tailed.
     """
     mu = field.target_mean
@@ -169,7 +178,8 @@ def final_statistics(field, x, ev, labels, counts):
         out["accuracy"], out["accuracy_stderr"] = jackknife(np.mean, (hit,), labels, counts)
         out["inv_prob"], out["inv_prob_stderr"] = jackknife(np.mean, (inv,), labels, counts)
         if np.all(np.isfinite(inv)) and np.ptp(inv) > 0:
-            ci = stats.bootstrap((inv,), np.mean, confidence_level=0.95, n_resamples=2000, rng=0).confidence_interval
+            ci = stats.bootstrap((inv,), np.mean, confidence_level=0.95, n_resamples=2000, method="percentile",
+                                 rng=0).confidence_interval
             out["inv_prob_ci_low"], out["inv_prob_ci_high"] = float(ci.low), float(ci.high)
         else:
             out["inv_prob_ci_low"] = out["inv_prob_ci_high"] = float(np.mean(inv))

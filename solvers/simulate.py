@@ -77,7 +77,7 @@ def _save_indices(grid, save_times):
 
 
 def run(field, omega=None, guidance_scale=None, sampler="ode", method=None, steps=200, t_max=None,
-        t_min=0.0, grid="snr", particles=1024, seed=0, init="unconditional", save_times=None,
+        t_min=0.0, grid="log", particles=1024, seed=0, init="unconditional", save_times=None,
         keep_samples=False, progress=False, params=None):
     """Integrate the guided reverse dynamics of ``field`` and measure (docs/theory.md eqs. 9-14).
 
@@ -90,7 +90,7 @@ def run(field, omega=None, guidance_scale=None, sampler="ode", method=None, step
     sampler : {'ode', 'sde'}
         Probability-flow ODE or reverse SDE; ``method`` picks the stepper (solvers.steppers).
     steps, t_max, t_min, grid :
-        Time grid: ``grid`` is 'snr' (uniform in log a_t^2/Gamma_t, refined near t = 0), 'uniform', or an explicit strictly
+        Time grid: ``grid`` is 'log' (uniform in log(t + t_0), refined near t = 0), 'uniform', or an explicit strictly
         monotone array of forward times (then steps, t_max and t_min are taken from it).
         Default ``t_max``: where the signal-to-noise ratio of the data falls to 1e-4.
     particles : int >= 2
@@ -155,28 +155,30 @@ def run(field, omega=None, guidance_scale=None, sampler="ode", method=None, step
     n_evals, status, message = 1, 0, "ok"
     bar = tqdm(total=steps, disable=not progress, delay=2.0, file=sys.stderr, unit="step", desc="simulate")
     save_set = set(save_idx.tolist())
-    for i in range(steps + 1):
-        t = float(times[i])
-        if i in save_set:
-            state = obs.State(t, weight_at(omega, t), x, ev, field)
-            values = {name: f(state) for name, f in obs.TRAJECTORY.items()}
-            if names is None:
-                names = [n for n, v in values.items() if v is not None]
-                trajectory = {n: [] for n in names}
-            for n in names:
-                trajectory[n].append(obs.group_means(values[n], labels, counts))
-            saved_times.append(t)
-        if i == steps:
-            break
-        xi = brownian.increment(i, x.shape) if sampler == "sde" else None
-        x, extra = stepper(field, omega, t, float(times[i + 1]), x, ev, xi)
-        if not np.all(np.isfinite(x)):
-            status, message = 1, f"non-finite particles after the step to t = {times[i + 1]:.6g}"
-            break
-        ev = field.evaluate(x, float(times[i + 1]))
-        n_evals += extra + 1
-        bar.update()
-    bar.close()
+    # a diverging run (huge omega) is reported through status/message, not through warnings
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        for i in range(steps + 1):
+            t = float(times[i])
+            if i in save_set:
+                state = obs.State(t, weight_at(omega, t), x, ev, field)
+                values = {name: f(state) for name, f in obs.TRAJECTORY.items()}
+                if names is None:
+                    names = [n for n, v in values.items() if v is not None]
+                    trajectory = {n: [] for n in names}
+                for n in names:
+                    trajectory[n].append(obs.group_means(values[n], labels, counts))
+                saved_times.append(t)
+            if i == steps:
+                break
+            xi = brownian.increment(i, x.shape) if sampler == "sde" else None
+            x, extra = stepper(field, omega, t, float(times[i + 1]), x, ev, xi)
+            if not np.all(np.isfinite(x)):
+                status, message = 1, f"non-finite particles after the step to t = {times[i + 1]:.6g}"
+                break
+            ev = field.evaluate(x, float(times[i + 1]))
+            n_evals += extra + 1
+            bar.update()
+        bar.close()
 
     trajectory = {n: np.array(v) for n, v in trajectory.items()}
     saved = np.array(saved_times)
@@ -184,7 +186,7 @@ def run(field, omega=None, guidance_scale=None, sampler="ode", method=None, step
         final = obs.final_statistics(field, x, ev, labels, counts)
         final_mean, final_var = x.mean(0), x.var(0, ddof=1)
     else:
-        final, final_mean, final_var = {}, np.full(field.d, np.nan), np.full(field.d, np.nan)
+        final, final_mean, final_var = obs.undefined_statistics(), np.full(field.d, np.nan), np.full(field.d, np.nan)
     final["t_condensation"], final["t_condensation_stderr"] = _condensation(saved, trajectory, counts)
     return SimulationResult(
         params=record, grid=times, times=saved, group_counts=counts, trajectory=trajectory,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-GRIDS = ("snr", "uniform")
+GRIDS = ("log", "uniform")
 
 
 def default_t_max(process, signal_var, snr=1e-4):
@@ -15,14 +15,21 @@ def default_t_max(process, signal_var, snr=1e-4):
     return float(min(process.time_at_snr(snr / signal_var), process.t_upper))
 
 
-def time_grid(process, steps, t_max, t_min=0.0, kind="snr", class_var=0.25):
+def class_width_time(process, class_var):
+    """Time t_0 at which the noise level equals the class width, sigma_t / a_t = s (0 if s = 0)."""
+    s2 = float(np.max(class_var))
+    return 0.0 if s2 <= 0 else float(process.time_at_snr(1.0 / s2))
+
+
+def time_grid(process, steps, t_max, t_min=0.0, kind="log", class_var=0.25):
     r"""A decreasing grid of ``steps + 1`` forward times from ``t_max`` to ``t_min``.
 
-    ``uniform``: equal steps in t. ``snr`` (refined near t = 0): equal steps in the log
-    signal-to-noise ratio of a noised class, :math:`\log R_t` with :math:`R_t = a_t^2/\Gamma_t`
-    and :math:`\Gamma_t = a_t^2 s^2 + \sigma_t^2` (``class_var`` is :math:`s^2`, eq. 15). It is
-    geometric in t for VE, uniform at large t and about :math:`1/s^2` times denser near t = 0
-    for OU, and needs no cut-off at t = 0 when :math:`s^2 > 0`.
+    ``uniform``: equal steps in t. ``log`` (refined near t = 0): equal steps in
+    :math:`\log(t + t_0)`, with :math:`t_0` the time at which the noise level equals the class
+    width, :math:`\sigma_{t_0}/a_{t_0} = s` (eq. 15; ``class_var`` is :math:`s^2`). Steps shrink
+    from about :math:`t_{max}` to :math:`t_0` in relative size; the map from a uniform grid is
+    smooth, so each stepper keeps its order (tests/solvers/test_steppers.py). For VE this is
+    geometric in the noised class variance :math:`\Gamma_t = s^2 + t`.
     """
     if int(steps) != steps or steps < 1:
         raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
@@ -34,18 +41,14 @@ def time_grid(process, steps, t_max, t_min=0.0, kind="snr", class_var=0.25):
         raise ValueError(f"t_max must be larger than t_min, got t_max={t_max}, t_min={t_min}")
     if kind == "uniform":
         return np.linspace(t_max, t_min, steps + 1)
-    if kind != "snr":
+    if kind != "log":
         raise ValueError(f"grid must be one of {GRIDS}, got {kind!r}")
-    s2 = float(np.max(class_var))
-    if t_min == 0.0 and s2 <= 0:
-        raise ValueError("t_min must be > 0 for the snr grid when class_var is 0")
-    log_r = np.log(process.a([t_max, t_min]) ** 2 / process.class_var(np.array([t_max, t_min]), s2))
-    inv_r = np.exp(-np.linspace(log_r[0], log_r[1], steps + 1))  # 1/R = s^2 + 1/snr
-    with np.errstate(divide="ignore"):
-        times = process.time_at_snr(1.0 / np.maximum(inv_r - s2, 0.0))
+    t0 = class_width_time(process, class_var)
+    if t_min + t0 <= 0:
+        raise ValueError("t_min must be > 0 for the log grid when class_var is 0")
+    times = np.exp(np.linspace(np.log(t_max + t0), np.log(t_min + t0), steps + 1)) - t0
     times[0], times[-1] = t_max, t_min
     return check_grid(times, process)
-
 
 def check_grid(times, process):
     """Validate a user grid: finite, strictly monotone, inside the process's time range.

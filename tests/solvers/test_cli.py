@@ -1,0 +1,117 @@
+"""The command line contract of DESIGN.md for ``cfgphase simulate``."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from solvers.cli import main
+
+SMALL = ["simulate", "--d", "8", "--classes", "12", "--steps", "20", "--particles", "64", "--quiet"]
+CONTRACT_KEYS = ["d", "K", "alpha", "omega", "mean_var", "class_var", "process", "sampler", "schedule",
+                 "mean_ratio", "var_par", "var_perp", "distortion", "accuracy", "inv_prob", "t_condensation"]
+
+
+def run_cli(capsys, *args):
+    try:
+        code = main(list(args))
+    except SystemExit as stop:  # argparse's own errors
+        code = stop.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_json_has_every_contract_key_with_stderr_companions(capsys):
+    code, out, _ = run_cli(capsys, *SMALL, "--json", "--omega", "0.5")
+    assert code == 0
+    record = json.loads(out)
+    for key in CONTRACT_KEYS:
+        assert key in record, key
+    for key in ("mean_ratio", "var_par", "var_perp", "distortion", "accuracy", "inv_prob", "t_condensation"):
+        assert key + "_stderr" in record
+    assert record["omega"] == 0.5 and record["guidance_scale"] == 1.5 and record["K"] == 12
+
+
+def test_guidance_scale_flag_is_w_equals_one_plus_omega(capsys):
+    _, by_omega, _ = run_cli(capsys, *SMALL, "--json", "--omega", "0.5")
+    _, by_scale, _ = run_cli(capsys, *SMALL, "--json", "--guidance-scale", "1.5")
+    drop = ("wall_time",)
+    a, b = json.loads(by_omega), json.loads(by_scale)
+    assert {k: v for k, v in a.items() if k not in drop} == {k: v for k, v in b.items() if k not in drop}
+
+
+def test_readable_summary(capsys):
+    code, out, _ = run_cli(capsys, *SMALL)
+    assert code == 0 and "mean_ratio" in out and "var_perp" in out and "conditional" in out
+
+
+def test_out_writes_a_self_describing_hdf5_file(capsys, tmp_path):
+    path = tmp_path / "run.h5"
+    code, _, _ = run_cli(capsys, *SMALL, "--out", str(path), "--samples", "--sampler", "sde")
+    assert code == 0
+    with h5py.File(path) as f:
+        for key in ("schema_version", "package_version", "git_revision", "created", "library_versions",
+                    "d", "K", "omega", "class_var", "mean_var", "process", "sampler", "method", "steps",
+                    "t_max", "grid", "particles", "seed", "init"):
+            assert key in f.attrs, key
+        assert f.attrs["sampler"] == "sde" and f.attrs["d"] == 8
+        traj = f["trajectory"]
+        assert traj["overlap"].dims[0][0] == traj["time"]  # a dimension scale
+        assert traj["overlap"].shape == traj["time"].shape == (21,)
+        assert np.all(np.diff(traj["time"][()]) < 0)
+        assert f["samples"].shape == (64, 8)
+        assert "mean_ratio" in f["final"].attrs and f["final/mean"].shape == (8,)
+
+
+def test_existing_output_is_not_overwritten_without_the_flag(capsys, tmp_path):
+    path = tmp_path / "run.h5"
+    path.write_bytes(b"precious")
+    code, out, err = run_cli(capsys, *SMALL, "--out", str(path))
+    assert code == 2 and "out" in err and path.read_bytes() == b"precious"
+    assert run_cli(capsys, *SMALL, "--out", str(path), "--overwrite")[0] == 0
+    assert h5py.is_hdf5(path)
+
+
+@pytest.mark.parametrize(
+    "args, name",
+    [
+        (["--classes", "0"], "classes"),
+        (["--d", "0"], "d"),
+        (["--class-var", "-1"], "class_var"),
+        (["--class-var", "nan"], "class_var"),
+        (["--mean-var", "nan"], "mean_var"),
+        (["--alpha", "9"], "alpha"),
+        (["--omega", "nan"], "omega"),
+        (["--omega", "1", "--guidance-scale", "2"], "guidance-scale"),
+        (["--steps", "0"], "steps"),
+        (["--particles", "1"], "particles"),
+        (["--process", "flow", "--t-max", "2"], "t_max"),
+        (["--t-max", "0.0"], "t_max"),
+        (["--sampler", "sde", "--method", "heun"], "method"),
+        (["--omega", "abc"], "omega"),
+    ],
+)
+def test_bad_input_one_line_on_stderr_exit_2_nothing_written(capsys, tmp_path, args, name):
+    path = tmp_path / "run.h5"
+    base = [a for a in SMALL if a not in ("--classes", "12")] if "--alpha" in args or "--classes" in args else SMALL
+    code, out, err = run_cli(capsys, *base, *args, "--out", str(path))
+    assert code == 2
+    assert err.count("\n") == 1 and name in err, err
+    assert out == "" and not path.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_argparse_errors_are_one_line_with_status_2():
+    proc = subprocess.run([sys.executable, "-m", "solvers.cli", "simulate", "--process", "vp"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "process" in proc.stderr
+
+
+def test_console_script_runs():
+    script = Path(sys.executable).parent / "cfgphase"
+    proc = subprocess.run([str(script), *SMALL, "--json"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["d"] == 8
