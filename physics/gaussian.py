@@ -49,21 +49,42 @@ class GaussianPair:
         return self.mean_c.shape[0]
 
     @property
+    def signal_var(self):
+        """Largest unconditional second moment of one eigendirection, max_i (mu_u,i^2 + lambda_u,i).
+
+        Directions are independent, so the start time of sampling is set by the strongest one.
+        """
+        return float(np.max(self.mean_u**2 + self.var_u))
+
+    @property
     def reference_var(self):
         """:math:`\\nu = \\lambda_c`, shape (d,)."""
         return self.var_c
 
-    def unconditional_mean_estimate(self, x, t, process):
-        """:math:`\\hat m_u(x, t)` of eq. (8), shape (B, d)."""
+    def unconditional_estimate_coefficients(self, t, process):
+        """Slope and intercept of :math:`\\hat m_u(x, t) = \\alpha_t x + \\beta_t` (eq. 8), each (d,)."""
         a = float(process.a(t))
         var = float(process.var(t))
-        return (a * (self.var_u - self.var_c) * x + (a * a * self.var_c + var) * self.mean_u) / (
-            a * a * self.var_u + var
-        )
+        denominator = a * a * self.var_u + var
+        return a * (self.var_u - self.var_c) / denominator, (a * a * self.var_c + var) * self.mean_u / denominator
+
+    def unconditional_mean_estimate(self, x, t, process):
+        """:math:`\\hat m_u(x, t)` of eq. (8), shape (B, d)."""
+        alpha, beta = self.unconditional_estimate_coefficients(t, process)
+        return alpha * x + beta
+
+    def noised_moments(self, t, process, conditional=True):
+        """Mean and variance (each (d,)) of the noised conditional (or unconditional) at time t."""
+        mean, var = (self.mean_c, self.var_c) if conditional else (self.mean_u, self.var_u)
+        a = float(process.a(t))
+        return a * mean, a * a * var + float(process.var(t))
 
     def sample_noised(self, t, process, n, rng, conditional=True):
         """``n`` exact draws of :math:`x_t` from the noised conditional (or unconditional)."""
-        mean, var = (self.mean_c, self.var_c) if conditional else (self.mean_u, self.var_u)
-        a = float(process.a(t))
-        std = np.sqrt(a * a * var + float(process.var(t)))
-        return a * mean + std * rng.standard_normal((n, self.d))
+        mean, var = self.noised_moments(t, process, conditional)
+        return mean + np.sqrt(var) * rng.standard_normal((n, self.d))
+
+
+def kl_divergence(mean1, var1, mean0, var0):
+    r""":math:`\mathrm{KL}(\mathcal N(m_1, v_1)\,\|\,\mathcal N(m_0, v_0))` per eigendirection (eq. 18)."""
+    return 0.5 * (var1 / var0 + (mean1 - mean0) ** 2 / var0 - 1.0 + np.log(var0 / var1))

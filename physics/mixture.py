@@ -133,6 +133,12 @@ class GaussianMixture:
     def d(self):
         return self.means.shape[1]
 
+    @property
+    def signal_var(self):
+        """Total second moment of the data, E|x_0|^2 = sum_k pi_k |mu_k|^2 + d s^2 (all directions
+        enter the class posterior through x . mu_k)."""
+        return float(self.weights @ self.sq_norms + self.d * self.class_var)
+
     # --- exact formulas (docs/theory.md eqs. 2, 5, 6) ---------------------------------
 
     def logit_coefficients(self, t, process):

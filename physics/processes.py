@@ -79,6 +79,17 @@ class Process(ABC):
         gamma = a * a * nu + var
         return (a * da * nu + 0.5 * dvar) / gamma, (da * var - 0.5 * a * dvar) / gamma
 
+    def sde_coefficients(self, t, nu):
+        r"""Reverse-SDE drift :math:`\lambda_t x - \kappa_t \hat m` and noise :math:`g_t^2` (eqs. 4, 12).
+
+        :math:`\lambda_t = f_t + g_t^2/\Gamma_t`, :math:`\kappa_t = a_t g_t^2/\Gamma_t`; the reverse
+        SDE is :math:`dx = (\lambda_t x - \kappa_t\hat m)\,dt + g_t\,d\bar W` with dt < 0.
+        Singular where :math:`a_t = 0` (flow at t = 1). Returns ``(lam, kappa, g2)``.
+        """
+        g2 = self.diffusion2(t)
+        gamma = self.class_var(t, nu)
+        return self.drift(t) + g2 / gamma, self.a(t) * g2 / gamma, g2
+
     def reverse_transition(self, t, t_next, nu):
         r"""Exact reverse-SDE transition from ``t`` to ``t_next < t`` with :math:`\hat m` frozen (eq. 12).
 

@@ -58,10 +58,7 @@ class MixtureField:
     target_mean = property(lambda self: self.model.means[self.target])
     d = property(lambda self: self.model.d)
 
-    @property
-    def signal_var(self):
-        """Total variance of the data around 0: mean |mu_k|^2 + d s^2."""
-        return float(self.model.weights @ self.model.sq_norms + self.model.d * self.model.class_var)
+    signal_var = property(lambda self: self.model.signal_var)
 
     def evaluate(self, x, t):
         scale, bias = self.model.logit_coefficients(t, self.process)
@@ -93,10 +90,7 @@ class GaussianField:
     target_mean = property(lambda self: self.pair.mean_c)
     d = property(lambda self: self.pair.d)
 
-    @property
-    def signal_var(self):
-        """Total variance of the unconditional data around 0."""
-        return float(np.sum(self.pair.mean_u**2 + self.pair.var_u))
+    signal_var = property(lambda self: self.pair.signal_var)
 
     def evaluate(self, x, t):
         return Evaluation(self.pair.mean_c, self.pair.unconditional_mean_estimate(x, t, self.process))

@@ -22,7 +22,7 @@ from solvers import observables as obs
 from solvers.brownian import BrownianSource
 from solvers.fields import MixtureField
 from solvers.steppers import get_stepper
-from solvers.timegrid import check_grid, default_t_max, time_grid
+from solvers.timegrid import check_grid, default_t_max, time_grid, with_breakpoints
 
 GROUPS = 32
 
@@ -92,7 +92,8 @@ def run(field, omega=None, guidance_scale=None, sampler="ode", method=None, step
     steps, t_max, t_min, grid :
         Time grid: ``grid`` is 'log' (uniform in log(t + t_0), refined near t = 0), 'uniform', or an explicit strictly
         monotone array of forward times (then steps, t_max and t_min are taken from it).
-        Default ``t_max``: where the signal-to-noise ratio of the data falls to 1e-4.
+        Default ``t_max``: where the signal-to-noise ratio of the data falls to 1e-4. Nodes are
+        added at the ``breakpoints`` of a schedule (physics.schedules), where omega jumps.
     particles : int >= 2
     seed : int
         Seed of the noise (solvers.brownian): equal seeds give common random numbers.
@@ -126,6 +127,7 @@ def run(field, omega=None, guidance_scale=None, sampler="ode", method=None, step
     else:
         times = check_grid(grid, process)
         grid_name = "explicit"
+    times = with_breakpoints(times, getattr(omega, "breakpoints", ()))
     steps, t_max, t_min = times.size - 1, float(times[0]), float(times[-1])
     if t_min == 0.0 and np.any(np.asarray(field.reference_var) == 0):
         raise ValueError("t_min must be > 0 when class_var is 0 (the score is singular at t = 0)")
@@ -139,7 +141,7 @@ def run(field, omega=None, guidance_scale=None, sampler="ode", method=None, step
     record.update(
         omega=None if callable(omega) else omega,
         guidance_scale=None if callable(omega) else 1.0 + omega,
-        schedule="callable" if callable(omega) else "constant",
+        schedule=repr(omega) if callable(omega) else "constant",
         sampler=sampler, method=method, steps=steps, t_max=t_max, t_min=t_min, grid=grid_name,
         particles=particles, seed=int(seed), init=init, process=process.name, d=field.d,
     )

@@ -50,6 +50,12 @@ def time_grid(process, steps, t_max, t_min=0.0, kind="log", class_var=0.25):
     times[0], times[-1] = t_max, t_min
     return check_grid(times, process)
 
+def with_breakpoints(times, breakpoints):
+    """The decreasing grid ``times`` with nodes added at every breakpoint strictly inside it."""
+    inside = [b for b in breakpoints if times[-1] < b < times[0] and not np.any(np.isclose(times, b, rtol=1e-12))]
+    return np.sort(np.concatenate([times, inside]))[::-1] if inside else times
+
+
 def check_grid(times, process):
     """Validate a user grid: finite, strictly monotone, inside the process's time range.
 
