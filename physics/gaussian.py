@@ -35,7 +35,7 @@ class GaussianPair:
         shape = np.broadcast_shapes(*(a.shape for a in arrays), (1 if d is None else int(d),))
         if len(shape) != 1:
             raise ValueError("Gaussian parameters must be scalars or 1-D arrays of length d")
-        names = ("mean_c", "var_c", "mean_u", "var_u")
+        names = ("mean_c", "var_c (lambda_c)", "mean_u", "var_u (lambda_u)")
         for name, a in zip(names, arrays):
             if not np.all(np.isfinite(a)):
                 raise ValueError(f"{name} must be finite")

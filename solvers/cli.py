@@ -34,12 +34,43 @@ def _model_options(p):
     g.add_argument("--seed", type=int, default=0, help="seed of the class means and of the noise (default 0)")
 
 
+SCHEDULE_OPTIONS = {"constant": (), "linear": ("w0", "slope"), "switch": ("t_switch", "after")}
+
+
 def _guidance_options(p):
     g = p.add_argument_group("guidance (excess convention: s_c + omega (s_c - s_u))")
     w = g.add_mutually_exclusive_group()
-    w.add_argument("--omega", type=float, help=f"excess weight omega (default {DEFAULT_OMEGA})")
+    w.add_argument("--omega", type=float, help=f"excess weight omega (default {DEFAULT_OMEGA}); early weight of 'switch'")
     w.add_argument("--guidance-scale", type=float, help="diffusers weight w = 1 + omega")
-    g.add_argument("--schedule", choices=["constant"], default="constant", help="omega(t) schedule (default constant)")
+    g.add_argument("--schedule", choices=sorted(SCHEDULE_OPTIONS), default="constant",
+                   help="omega(t): constant; linear max(w0 + slope t, -1); switch (omega, then --after below --t-switch)")
+    g.add_argument("--w0", type=float, help="linear: omega at t = 0")
+    g.add_argument("--slope", type=float, help="linear: d omega / dt")
+    g.add_argument("--t-switch", type=float, help="switch: forward time below which --after applies")
+    g.add_argument("--after", type=float, help="switch: weight after the switch (default -1, unconditional)")
+
+
+def _guidance(args):
+    """(omega, guidance_scale) for the API from the guidance options; ValueError on a mismatch."""
+    from physics.schedules import LinearSchedule, SwitchSchedule
+
+    allowed = SCHEDULE_OPTIONS[args.schedule]
+    for name in ("w0", "slope", "t_switch", "after"):
+        if getattr(args, name) is not None and name not in allowed:
+            raise ValueError(f"--{name.replace('_', '-')} does not apply to the {args.schedule} schedule")
+    if args.schedule == "constant":
+        return args.omega, args.guidance_scale
+    if args.schedule == "linear":
+        if args.omega is not None or args.guidance_scale is not None:
+            raise ValueError("--omega/--guidance-scale do not apply to the linear schedule (use --w0, --slope)")
+        if args.w0 is None or args.slope is None:
+            raise ValueError("the linear schedule needs --w0 and --slope")
+        return LinearSchedule(args.w0, args.slope), None
+    if args.t_switch is None:
+        raise ValueError("the switch schedule needs --t-switch")
+    early = DEFAULT_OMEGA if args.omega is None and args.guidance_scale is None else (
+        args.omega if args.omega is not None else args.guidance_scale - 1.0)
+    return SwitchSchedule(early, args.t_switch, -1.0 if args.after is None else args.after), None
 
 
 def _sampler_options(p):
@@ -59,6 +90,21 @@ def _sampler_options(p):
 def build_parser():
     parser = _Parser(prog="cfgphase", description="Classifier-free guidance on Gaussian mixtures with exact scores.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    gauss = sub.add_parser("gaussian", help="exact final mean and variance for Gaussian conditional/unconditional")
+    g = gauss.add_argument_group("model (one eigendirection)")
+    g.add_argument("--lambda-c", type=float, required=True, help="conditional variance lambda_c")
+    g.add_argument("--lambda-u", type=float, required=True, help="unconditional variance lambda_u")
+    g.add_argument("--mean-gap", type=float, required=True, help="mu_c - mu_u (mu_u = 0)")
+    g.add_argument("--process", choices=sorted(PROCESSES), default="ou", help="forward process (default ou)")
+    _guidance_options(gauss)
+    g = gauss.add_argument_group("sampler")
+    g.add_argument("--sampler", choices=["ode", "sde"], default="ode", help="probability-flow ODE or reverse SDE")
+    g.add_argument("--t-max", type=float, help="start time (default: signal-to-noise 1e-4)")
+    g.add_argument("--t-min", type=float, default=0.0, help="end time (default 0)")
+    g.add_argument("--init", choices=["unconditional", "conditional"], default="unconditional",
+                   help="law at t_max: exact noised unconditional or conditional Gaussian")
+    gauss.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+
     sim = sub.add_parser("simulate", help="guided sampling with exact scores; prints final statistics")
     _model_options(sim)
     _guidance_options(sim)
@@ -80,7 +126,8 @@ def _fmt(value, stderr=None):
 
 
 def _print_summary(summary, class_var):
-    print(f"cfgphase simulate: d={summary['d']} K={summary['K']} omega={_fmt(summary['omega'])} "
+    weight = f"omega={_fmt(summary['omega'])}" if summary["omega"] is not None else f"schedule={summary['schedule']}"
+    print(f"cfgphase simulate: d={summary['d']} K={summary['K']} {weight} "
           f"process={summary['process']} sampler={summary['sampler']} ({summary['method']}, "
           f"{summary['steps']} steps) particles={summary['particles']}")
     rows = [
@@ -104,10 +151,11 @@ def _simulate(args):
 
     if args.out is not None:
         check_output_path(args.out, args.overwrite)
+    omega, guidance_scale = _guidance(args)
     result = simulate(
         d=args.d, alpha=args.alpha, classes=args.classes, mean_var=args.mean_var, class_var=args.class_var,
         process=args.process, target=args.target, seed=args.seed, dtype=args.dtype,
-        omega=args.omega, guidance_scale=args.guidance_scale, sampler=args.sampler, method=args.method,
+        omega=omega, guidance_scale=guidance_scale, sampler=args.sampler, method=args.method,
         steps=args.steps, t_max=args.t_max, t_min=args.t_min, grid=args.grid, particles=args.particles,
         init=args.init, keep_samples=args.samples, progress=not args.quiet and sys.stderr.isatty(),
     )
@@ -115,7 +163,7 @@ def _simulate(args):
         write_simulation(args.out, result)
     summary = result.summary()
     if args.json:
-        print(json.dumps({k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in summary.items()}))
+        _print_json(summary)
     else:
         _print_summary(summary, result.params["class_var"])
         if args.out is not None:
@@ -126,10 +174,41 @@ def _simulate(args):
     return 0
 
 
+def _print_json(record):
+    print(json.dumps({k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}))
+
+
+def _gaussian(args):
+    from physics.gaussian import GaussianPair
+    from solvers.gaussian_theory import gaussian_moments
+
+    omega, guidance_scale = _guidance(args)
+    pair = GaussianPair(mean_c=args.mean_gap, var_c=args.lambda_c, mean_u=0.0, var_u=args.lambda_u)
+    pred = gaussian_moments(pair, args.process, omega=omega, guidance_scale=guidance_scale, sampler=args.sampler,
+                            t_max=args.t_max, t_min=args.t_min, init=args.init)
+    record = pred.summary()
+    record.update(lambda_c=args.lambda_c, lambda_u=args.lambda_u, mean_gap=args.mean_gap)
+    if args.json:
+        _print_json(record)
+    else:
+        weight = f"omega={_fmt(record['omega'])}" if record["omega"] is not None else f"schedule={record['schedule']}"
+        print(f"cfgphase gaussian: lambda_c={args.lambda_c} lambda_u={args.lambda_u} mean_gap={args.mean_gap} "
+              f"{weight} process={args.process} "
+              f"sampler={args.sampler} t_max={record['t_max']:.4g}")
+        print(f"  {'':<10}{'guided':<14}conditional")
+        print(f"  {'mean':<10}{record['mean']:<14.6g}{record['mean_conditional']:.6g}")
+        print(f"  {'var':<10}{record['var']:<14.6g}{record['var_conditional']:.6g}")
+        print(f"  KL(guided || conditional) = {record['distortion']:.6g}")
+    if not pred.success:
+        print(f"cfgphase: integration failed: {pred.message}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
-        return {"simulate": _simulate}[args.command](args)
+        return {"simulate": _simulate, "gaussian": _gaussian}[args.command](args)
     except ValueError as err:
         print(f"cfgphase {args.command}: error: {err}", file=sys.stderr)
         return 2

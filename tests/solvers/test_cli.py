@@ -115,3 +115,56 @@ def test_console_script_runs():
     proc = subprocess.run([str(script), *SMALL, "--json"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["d"] == 8
+
+
+GAUSS = ["gaussian", "--lambda-c", "0.25", "--lambda-u", "1", "--mean-gap", "1"]
+
+
+def test_gaussian_json_prints_the_simulate_keys_and_the_moments(capsys):
+    code, out, _ = run_cli(capsys, *GAUSS, "--process", "ve", "--omega", "2", "--t-max", "1e6", "--json")
+    assert code == 0
+    record = json.loads(out)
+    for key in CONTRACT_KEYS + ["mean", "var", "mean_conditional", "var_conditional"]:
+        assert key in record, key
+    assert record["var"] == pytest.approx(0.25 * 0.25**2, rel=1e-5)  # lambda_c (lambda_c/lambda_u)^omega
+    assert record["var_conditional"] == 0.25 and record["t_condensation"] is None
+
+
+def test_schedules_from_the_command_line_match_the_api(capsys):
+    from physics.gaussian import GaussianPair
+    from physics.schedules import LinearSchedule, SwitchSchedule
+    from solvers.gaussian_theory import gaussian_moments
+
+    pair = GaussianPair(1.0, 0.25, 0.0, 1.0)
+    _, out, _ = run_cli(capsys, *GAUSS, "--schedule", "linear", "--w0", "-0.5", "--slope", "0.5", "--json")
+    assert json.loads(out)["var"] == gaussian_moments(pair, omega=LinearSchedule(-0.5, 0.5)).var[0]
+    _, out, _ = run_cli(capsys, *GAUSS, "--schedule", "switch", "--guidance-scale", "4", "--t-switch", "0.5",
+                        "--sampler", "sde", "--json")
+    assert json.loads(out)["var"] == gaussian_moments(pair, omega=SwitchSchedule(3.0, 0.5), sampler="sde").var[0]
+    code, out, _ = run_cli(capsys, *SMALL, "--schedule", "switch", "--omega", "2", "--t-switch", "0.3", "--json")
+    assert code == 0 and json.loads(out)["schedule"].startswith("SwitchSchedule")
+
+
+@pytest.mark.parametrize(
+    "args, name",
+    [
+        (["--lambda-c", "-1"], "lambda_c"),
+        (["--lambda-u", "0"], "lambda_u"),
+        (["--slope", "1"], "slope"),
+        (["--schedule", "linear", "--w0", "1"], "slope"),
+        (["--schedule", "linear", "--w0", "1", "--slope", "1", "--omega", "2"], "omega"),
+        (["--schedule", "switch"], "t-switch"),
+        (["--schedule", "switch", "--t-switch", "-1"], "t_switch"),
+        (["--schedule", "cosine"], "schedule"),
+        (["--sampler", "sde", "--process", "flow", "--t-max", "1"], "t_max"),
+    ],
+)
+def test_gaussian_bad_input(capsys, args, name):
+    base = [a for a in GAUSS]
+    for flag in ("--lambda-c", "--lambda-u"):
+        if flag in args:
+            i = base.index(flag)
+            del base[i : i + 2]
+    code, out, err = run_cli(capsys, *base, *args)
+    assert code == 2 and err.count("\n") == 1 and name in err, err
+    assert out == ""
