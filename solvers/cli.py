@@ -90,6 +90,21 @@ def _sampler_options(p):
 def build_parser():
     parser = _Parser(prog="cfgphase", description="Classifier-free guidance on Gaussian mixtures with exact scores.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    theory = sub.add_parser("theory", help="mean-field prediction (d -> infinity) for K = exp(alpha d) classes")
+    g = theory.add_argument_group("model")
+    k = g.add_mutually_exclusive_group()
+    k.add_argument("--alpha", type=float, help="K = exp(alpha d) (default 0.12)")
+    k.add_argument("--classes", type=int, help="number of classes K, with --d: alpha = log(K)/d")
+    g.add_argument("--d", type=int, help="dimension (only to convert --classes into alpha)")
+    g.add_argument("--mean-var", type=float, default=1.0, help="variance sigma_mu^2 of the class means (default 1)")
+    g.add_argument("--class-var", type=float, default=0.25, help="within-class variance s^2 (default 0.25)")
+    g.add_argument("--process", choices=sorted(PROCESSES), default="ou", help="forward process (default ou)")
+    _guidance_options(theory)
+    g = theory.add_argument_group("sampler")
+    g.add_argument("--sampler", choices=["ode", "sde"], default="ode", help="probability-flow ODE or reverse SDE")
+    g.add_argument("--t-max", type=float, help="start time (default: one direction's signal-to-noise 1e-10)")
+    theory.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+
     gauss = sub.add_parser("gaussian", help="exact final mean and variance for Gaussian conditional/unconditional")
     g = gauss.add_argument_group("model (one eigendirection)")
     g.add_argument("--lambda-c", type=float, required=True, help="conditional variance lambda_c")
@@ -205,10 +220,45 @@ def _gaussian(args):
     return 0
 
 
+def _theory(args):
+    from solvers.meanfield import guided_prediction
+
+    alpha = args.alpha
+    if args.classes is not None:
+        if args.d is None or args.d < 1:
+            raise ValueError("--classes needs --d >= 1 to give alpha = log(K)/d")
+        if args.classes < 1:
+            raise ValueError(f"classes must be >= 1, got {args.classes}")
+        alpha = math.log(args.classes) / args.d
+    elif args.d is not None:
+        raise ValueError("--d only converts --classes into alpha; the theory is the d -> infinity limit")
+    omega, guidance_scale = _guidance(args)
+    pred = guided_prediction(0.12 if alpha is None else alpha, omega=omega, guidance_scale=guidance_scale,
+                             process=args.process, sampler=args.sampler, mean_var=args.mean_var,
+                             class_var=args.class_var, t_max=args.t_max)
+    record = pred.summary()
+    if args.json:
+        _print_json(record)
+    else:
+        weight = f"omega={_fmt(record['omega'])}" if record["omega"] is not None else f"schedule={record['schedule']}"
+        print(f"cfgphase theory (d -> infinity): alpha={record['alpha']:.4g} {weight} process={args.process} "
+              f"sampler={args.sampler}")
+        for key, meaning, target in (("mean_ratio", "E[x.mu_c]/|mu_c|^2", 1.0),
+                                     ("var_perp", "variance across mu_c", args.class_var),
+                                     ("distortion", "KL(fit || conditional)/d", 0.0),
+                                     ("t_condensation", "condensation time t*", None)):
+            print(f"  {key:<16}{meaning:<28}{_fmt(record[key]):<14}{_fmt(target)}")
+        print("  var_par is O(1) along mu_c and beyond this leading-order theory (see docs/theory.md)")
+    if not pred.success:
+        print(f"cfgphase: integration failed: {pred.message}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
-        return {"simulate": _simulate, "gaussian": _gaussian}[args.command](args)
+        return {"simulate": _simulate, "gaussian": _gaussian, "theory": _theory}[args.command](args)
     except ValueError as err:
         print(f"cfgphase {args.command}: error: {err}", file=sys.stderr)
         return 2

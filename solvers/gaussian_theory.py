@@ -95,7 +95,7 @@ def _moment_rhs(pair, process, omega, sampler, segment):
 
 
 def gaussian_moments(pair, process="ou", omega=None, guidance_scale=None, sampler="ode", t_max=None, t_min=0.0,
-                     init="unconditional", rtol=1e-10, atol=1e-13):
+                     init="unconditional"):
     r"""Exact final mean and variance of guided sampling for a :class:`GaussianPair` (eqs. 16-17).
 
     Parameters
@@ -131,18 +131,8 @@ def gaussian_moments(pair, process="ou", omega=None, guidance_scale=None, sample
     if sampler == "sde" and float(process.a(t_max)) <= 0:
         raise ValueError("t_max: the reverse SDE is singular where a_t = 0 (flow at t = 1)")
     weight_at(omega, t_max)
-    cuts = sorted({t_max, t_min, *(b for b in getattr(omega, "breakpoints", ()) if t_min < b < t_max)}, reverse=True)
     mean0, var0 = pair.noised_moments(t_max, process, conditional=init == "conditional")
-    y = np.concatenate([mean0, np.log(var0)])
-    nfev, success, message = 0, True, "ok"
-    for start, stop in zip(cuts[:-1], cuts[1:]):
-        rhs = _moment_rhs(pair, process, omega, sampler, (start, stop))
-        sol = solve_ivp(rhs, (start, stop), y, method="DOP853", rtol=rtol, atol=atol)
-        nfev += sol.nfev
-        if not sol.success:
-            success, message = False, sol.message
-            break
-        y = sol.y[:, -1]
+    mean, var, _, nfev, success, message = integrate_moments(pair, process, omega, sampler, t_max, t_min, mean0, var0)
     d = pair.d
     inputs = dict(
         d=d, K=None, alpha=None, omega=None if callable(omega) else omega,
@@ -151,7 +141,35 @@ def gaussian_moments(pair, process="ou", omega=None, guidance_scale=None, sample
         process=process.name, sampler=sampler, schedule=repr(omega) if callable(omega) else "constant",
         t_max=t_max, t_min=t_min, init=init,
     )
-    return GaussianPrediction(y[:d].copy(), np.exp(y[d:]), pair, inputs, nfev, success, message)
+    return GaussianPrediction(mean, var, pair, inputs, nfev, success, message)
+
+
+def integrate_moments(pair, process, omega, sampler, t_from, t_to, mean, var, event=None):
+    """Integrate eqs. (16)/(17) from ``t_from`` down to ``t_to``, piecewise between breakpoints.
+
+    ``event(t, mean, var) -> float``, if given, stops the integration where it changes sign.
+    Returns ``(mean, var, t_event or None, nfev, success, message)``.
+    """
+    d = pair.d
+    cuts = sorted({t_from, t_to, *(b for b in getattr(omega, "breakpoints", ()) if t_to < b < t_from)}, reverse=True)
+    y = np.concatenate([mean, np.log(var)])
+    events = None
+    if event is not None:
+        def events(t, y):
+            return event(t, y[:d], np.exp(y[d:]))
+        events.terminal = True
+    nfev, t_event = 0, None
+    for start, stop in zip(cuts[:-1], cuts[1:]):
+        rhs = _moment_rhs(pair, process, omega, sampler, (start, stop))
+        sol = solve_ivp(rhs, (start, stop), y, method="DOP853", rtol=1e-10, atol=1e-13, events=events)
+        nfev += sol.nfev
+        if not sol.success:
+            return y[:d], np.exp(y[d:]), None, nfev, False, sol.message
+        y = sol.y[:, -1]
+        if events is not None and sol.t_events[0].size:
+            t_event = float(sol.t_events[0][0])
+            break
+    return y[:d].copy(), np.exp(y[d:]), t_event, nfev, True, "ok"
 
 
 # --- schedule design ------------------------------------------------------------------------

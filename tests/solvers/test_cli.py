@@ -168,3 +168,26 @@ def test_gaussian_bad_input(capsys, args, name):
     code, out, err = run_cli(capsys, *base, *args)
     assert code == 2 and err.count("\n") == 1 and name in err, err
     assert out == ""
+
+
+def test_theory_json_has_the_contract_keys(capsys):
+    code, out, _ = run_cli(capsys, "theory", "--alpha", "0.2", "--omega", "1", "--sampler", "sde", "--json")
+    assert code == 0
+    record = json.loads(out)
+    for key in CONTRACT_KEYS:
+        assert key in record, key
+    from solvers.meanfield import guided_prediction
+    assert record["mean_ratio"] == guided_prediction(0.2, 1.0, sampler="sde").mean_ratio
+    assert record["var_par"] is None and record["t_condensation"] > 0
+
+
+def test_theory_classes_and_d_give_alpha(capsys):
+    _, out, _ = run_cli(capsys, "theory", "--classes", "2165", "--d", "64", "--json")
+    assert json.loads(out)["alpha"] == pytest.approx(np.log(2165) / 64)
+
+
+@pytest.mark.parametrize("args, name", [(["--classes", "10"], "--d"), (["--d", "5"], "--d"),
+                                        (["--alpha", "-1"], "alpha"), (["--omega", "nan"], "omega")])
+def test_theory_bad_input(capsys, args, name):
+    code, out, err = run_cli(capsys, "theory", *args)
+    assert code == 2 and err.count("\n") == 1 and name in err and out == ""

@@ -1,0 +1,78 @@
+"""Leading-order mean-field theory of guided sampling (eqs. 23-25): limits, consistency, simulation."""
+
+import numpy as np
+import pytest
+
+from solvers.condensation import collapse_time
+from solvers.meanfield import guided_prediction
+from solvers.simulate import simulate
+
+
+@pytest.mark.parametrize("sampler", ["ode", "sde"])
+@pytest.mark.parametrize("alpha", [0.1, 0.3])
+def test_without_guidance_it_reduces_to_collapse_and_the_conditional(alpha, sampler):
+    """The ODE transports the unconditional start at t_max (a = 3e-6) unchanged: relative errors of
+    order a_{t_max}/a_{t*} ~ 1e-5; the SDE forgets it."""
+    pred = guided_prediction(alpha, omega=0.0, sampler=sampler)
+    assert pred.t_condensation == pytest.approx(collapse_time(alpha).t_collapse, rel=1e-4)
+    assert pred.mean_ratio == pytest.approx(1.0, abs=1e-4)
+    assert pred.var_perp == pytest.approx(0.25, rel=1e-6)
+    assert pred.distortion == pytest.approx(0.0, abs=1e-9)
+
+
+@pytest.mark.parametrize("sampler", ["ode", "sde"])
+def test_guidance_condenses_earlier_pushes_the_mean_and_shrinks_the_variance(sampler):
+    preds = [guided_prediction(0.2, omega=w, sampler=sampler) for w in (0.0, 1.0, 2.0)]
+    t = [p.t_condensation for p in preds]
+    assert t[0] < t[1] < t[2]  # t* moves earlier in the reverse process
+    assert preds[0].mean_ratio < preds[1].mean_ratio < preds[2].mean_ratio
+    assert preds[2].var_perp < preds[0].var_perp
+    assert preds[0].distortion < preds[1].distortion < preds[2].distortion
+
+
+def test_the_sde_relaxes_distortion_that_the_ode_keeps():
+    ode, sde = guided_prediction(0.2, 1.0, sampler="ode"), guided_prediction(0.2, 1.0, sampler="sde")
+    assert sde.distortion < 0.1 * ode.distortion
+
+
+def test_distortion_survives_the_large_d_limit_but_is_smaller_for_fewer_classes():
+    """Exponential K keeps an O(1) distortion; alpha -> 0 (sub-exponential K) condenses later,
+    where guidance acts for less time."""
+    small, large = guided_prediction(0.02, 1.0), guided_prediction(0.3, 1.0)
+    assert small.t_condensation > large.t_condensation
+    assert small.distortion < large.distortion
+    assert large.distortion > 0.01
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="alpha"):
+        guided_prediction(-1.0, 1.0)
+    with pytest.raises(ValueError, match="omega"):
+        guided_prediction(0.1, float("nan"))
+    with pytest.raises(ValueError, match="sampler"):
+        guided_prediction(0.1, 1.0, sampler="em")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("alpha, omega", [(0.1, 1.0), (0.1, 2.0), (0.15, 1.0), (0.15, 2.0)])
+@pytest.mark.parametrize("sampler", ["ode", "sde"])
+def test_guided_predictions_match_simulation_extrapolated_in_d(alpha, omega, sampler):
+    """Finite-size scaling over d = 32, 48, 64 (4 disorder seeds, 512 particles each), weighted fit
+    in 1/d, tolerance 3 standard errors of the extrapolated value (docs/theory.md section 9)."""
+    t_max = 7.0
+    pred = guided_prediction(alpha, omega, sampler=sampler, t_max=t_max)
+    ds, stats = [32, 48, 64], {"mean_ratio": [], "var_perp": [], "t_condensation": []}
+    for d in ds:
+        runs = [simulate(d=d, alpha=alpha, omega=omega, sampler=sampler, particles=512, steps=150, seed=s,
+                         t_max=t_max).final for s in range(4)]
+        for key in stats:
+            values = np.array([r[key] for r in runs])
+            stats[key].append((values.mean(), values.std(ddof=1) / np.sqrt(values.size)))
+    for key, theory in (("mean_ratio", pred.mean_ratio), ("var_perp", pred.var_perp),
+                        ("t_condensation", pred.t_condensation)):
+        means, errors = np.array(stats[key]).T
+        X = np.vstack([np.ones(3), 1.0 / np.array(ds)]).T
+        W = np.diag(1.0 / errors**2)
+        cov = np.linalg.inv(X.T @ W @ X)
+        extrapolated = (cov @ X.T @ W @ means)[0]
+        assert abs(extrapolated - theory) <= 3 * np.sqrt(cov[0, 0]), (key, extrapolated, theory)
