@@ -90,8 +90,9 @@ def run(field, omega=None, guidance_scale=None, sampler="ode", method=None, step
     sampler : {'ode', 'sde'}
         Probability-flow ODE or reverse SDE; ``method`` picks the stepper (solvers.steppers).
     steps, t_max, t_min, grid :
-        Time grid: ``grid`` is 'log' (uniform in log(t + t_0), refined near t = 0), 'uniform', or an explicit strictly
-        monotone array of forward times (then steps, t_max and t_min are taken from it).
+        Time grid: ``grid`` is 'log' (uniform in log(t + t_0), refined near t = 0; eq. 15),
+        'uniform', or an explicit strictly monotone array of forward times (then steps, t_max
+        and t_min are taken from it).
         Default ``t_max``: where the signal-to-noise ratio of the data falls to 1e-4. Nodes are
         added at the ``breakpoints`` of a schedule (physics.schedules), where omega jumps.
     particles : int >= 2
