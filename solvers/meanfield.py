@@ -32,6 +32,7 @@ from physics.guidance import excess_weight
 from physics.processes import get_process
 from solvers.condensation import others_free_entropy
 from solvers.gaussian_theory import integrate_moments
+from scipy.optimize import brentq
 
 
 @dataclass
@@ -40,6 +41,8 @@ class MeanFieldPrediction:
 
     inputs: dict
     t_condensation: float | None
+    r_condensation: float | None  #: bulk overlap ratio at t*
+    v_perp_condensation: float | None  #: bulk orthogonal variance at t*
     mean_ratio: float
     var_perp: float
     distortion: float
@@ -96,8 +99,9 @@ def guided_prediction(alpha, omega=None, guidance_scale=None, process="ou", samp
 
     mean, var, t_star, nfev, ok, message = integrate_moments(pair, process, omega, sampler, t_max, 0.0, mean, var,
                                                              event=gap)
-    phase = None
+    phase, at_star = None, (None, None)
     if ok and t_star is not None:
+        at_star = (float(mean[0]), float(var[1]))
         phase = others_free_entropy(alpha, mean_var * mean[0] ** 2 + var[1], t_star, process, mean_var,
                                     class_var).phase
         # condensed: guidance vanishes, conditional sampling to t = 0
@@ -109,5 +113,59 @@ def guided_prediction(alpha, omega=None, guidance_scale=None, process="ou", samp
                   guidance_scale=None if callable(omega) else 1.0 + omega, mean_var=mean_var, class_var=class_var,
                   process=process.name, sampler=sampler,
                   schedule=repr(omega) if callable(omega) else "constant", t_max=t_max)
-    return MeanFieldPrediction(inputs, t_star, r, v_perp, float(distortion), 1.0 if t_star is not None else None,
-                               phase, nfev, ok, message)
+    return MeanFieldPrediction(inputs, t_star, *at_star, r, v_perp, float(distortion),
+                               1.0 if t_star is not None else None, phase, nfev, ok, message)
+
+
+@dataclass
+class EffectivePotential:
+    """The two branches of the per-dimension log-weight as functions of the overlap ratio r (eq. 26)."""
+
+    r: np.ndarray  #: overlap ratios x.mu_c / |mu_c|^2
+    target: np.ndarray  #: target branch -(rho (r - a_t)^2 + v_perp) / (2 Gamma_t)
+    others: np.ndarray  #: free entropy of the other classes at q = rho r^2 + v_perp
+    potential: np.ndarray  #: -max(target, others): the d -> infinity effective potential
+    crossings: np.ndarray  #: overlaps where the branches cross (linear interpolation)
+    phases: list  #: 'annealed' / 'frozen' of the other classes at each r
+
+
+def effective_potential(r, t, alpha, v_perp, process="ou", mean_var=1.0, class_var=0.25):
+    r"""Effective potential of the overlap at time t, with its target and bulk branches (eq. 26).
+
+    A particle with overlap ratio r and orthogonal variance ``v_perp`` has posterior condensed on
+    the target where the target branch is above the other classes' free entropy. ``r`` is an
+    array; the result's ``crossings`` are the overlaps where the branches exchange.
+    """
+    process = get_process(process)
+    r = np.asarray(r, dtype=float)
+    target = target_log_weight(r, v_perp, t, process, mean_var, class_var)
+    frees = [others_free_entropy(alpha, mean_var * ri**2 + v_perp, t, process, mean_var, class_var) for ri in r]
+    others = np.array([f.phi for f in frees])
+    diff = target - others
+    idx = np.nonzero(np.diff(np.sign(diff)))[0]
+    crossings = r[idx] - diff[idx] * (r[idx + 1] - r[idx]) / (diff[idx + 1] - diff[idx])
+    return EffectivePotential(r, target, others, -np.maximum(target, others), crossings, [f.phase for f in frees])
+
+
+def distortion_boundary(alphas, threshold, sampler="ode", process="ou", mean_var=1.0, class_var=0.25,
+                        omega_max=20.0, t_max=None):
+    r"""For each alpha, the guidance weight omega_c >= 0 at which the predicted distortion per
+    dimension reaches ``threshold`` (brentq; NaN where omega_max does not reach it). Above the
+    curve in the (alpha, omega) plane the distortion is macroscopic.
+    """
+    if not threshold > 0:
+        raise ValueError(f"threshold must be > 0, got {threshold!r}")
+
+    def excess(omega, alpha):
+        return guided_prediction(alpha, omega, process=process, sampler=sampler, mean_var=mean_var,
+                                 class_var=class_var, t_max=t_max).distortion - threshold
+
+    out = []
+    for alpha in np.atleast_1d(alphas):
+        if excess(omega_max, alpha) < 0:
+            out.append(np.nan)
+        elif excess(0.0, alpha) >= 0:
+            out.append(0.0)
+        else:
+            out.append(brentq(excess, 0.0, omega_max, args=(alpha,), xtol=1e-8))
+    return np.array(out)

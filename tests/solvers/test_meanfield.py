@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from solvers.condensation import collapse_time
-from solvers.meanfield import guided_prediction
+from solvers.meanfield import distortion_boundary, effective_potential, guided_prediction
 from solvers.simulate import simulate
 
 
@@ -42,6 +42,24 @@ def test_distortion_survives_the_large_d_limit_but_is_smaller_for_fewer_classes(
     assert small.t_condensation > large.t_condensation
     assert small.distortion < large.distortion
     assert large.distortion > 0.01
+
+
+@pytest.mark.parametrize("omega", [0.0, 1.0, 2.0])
+def test_effective_potential_branches_cross_at_the_bulk_overlap_at_t_star(omega):
+    pred = guided_prediction(0.2, omega)
+    r = np.linspace(0.0, 2.0, 401)
+    at_star = effective_potential(r, pred.t_condensation, 0.2, pred.v_perp_condensation)
+    assert np.min(np.abs(at_star.crossings - pred.r_condensation)) < 1e-4
+    np.testing.assert_allclose(at_star.potential, -np.maximum(at_star.target, at_star.others))
+
+
+def test_distortion_boundary_reaches_the_threshold_and_falls_with_alpha():
+    alphas = [0.05, 0.1, 0.2, 0.4]
+    omegas = distortion_boundary(alphas, 0.05)
+    for alpha, omega in zip(alphas, omegas):
+        assert guided_prediction(alpha, omega).distortion == pytest.approx(0.05, abs=1e-6)
+    assert np.all(np.diff(omegas) < 0)  # more classes: macroscopic distortion at weaker guidance
+    assert np.isnan(distortion_boundary([0.1], 5.0, omega_max=1.0)[0])
 
 
 def test_bad_input():
