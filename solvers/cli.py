@@ -244,11 +244,11 @@ def _theory(args):
         print(f"cfgphase theory (d -> infinity): alpha={record['alpha']:.4g} {weight} process={args.process} "
               f"sampler={args.sampler}")
         for key, meaning, target in (("mean_ratio", "E[x.mu_c]/|mu_c|^2", 1.0),
+                                     ("var_par", "variance along mu_c", args.class_var),
                                      ("var_perp", "variance across mu_c", args.class_var),
                                      ("distortion", "KL(fit || conditional)/d", 0.0),
                                      ("t_condensation", "condensation time t*", None)):
             print(f"  {key:<16}{meaning:<28}{_fmt(record[key]):<14}{_fmt(target)}")
-        print("  var_par is O(1) along mu_c and beyond this leading-order theory (see docs/theory.md)")
     if not pred.success:
         print(f"cfgphase: integration failed: {pred.message}", file=sys.stderr)
         return 1

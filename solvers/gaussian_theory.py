@@ -70,8 +70,11 @@ class GaussianPrediction:
         return out
 
 
-def _moment_rhs(pair, process, omega, sampler, segment):
-    """Right-hand side on one segment between breakpoints; omega is read strictly inside it."""
+def moment_rhs(pair, process, omega, sampler, segment):
+    """Right-hand side of eqs. (16)/(17) in (m, log v) on one segment between breakpoints.
+
+    ``omega`` is read strictly inside the segment (low, high); returns ``rhs(t, y)``.
+    """
     nu, d = pair.reference_var, pair.d
     low, high = min(segment), max(segment)
     margin = 1e-9 * (high - low)
@@ -160,7 +163,7 @@ def integrate_moments(pair, process, omega, sampler, t_from, t_to, mean, var, ev
         events.terminal = True
     nfev, t_event = 0, None
     for start, stop in zip(cuts[:-1], cuts[1:]):
-        rhs = _moment_rhs(pair, process, omega, sampler, (start, stop))
+        rhs = moment_rhs(pair, process, omega, sampler, (start, stop))
         sol = solve_ivp(rhs, (start, stop), y, method="DOP853", rtol=1e-10, atol=1e-13, events=events)
         nfev += sol.nfev
         if not sol.success:

@@ -15,10 +15,11 @@ free entropy of the other classes :math:`\phi(\alpha, q = \rho r^2 + v_\perp, t)
 or frozen). After :math:`t^*` the unconditional score equals the conditional one and guidance
 vanishes: the remaining dynamics is conditional sampling (eq. 25).
 
-This theory is exact as d -> infinity for the per-dimension quantities (mean_ratio, var_perp,
-distortion, t*). It does not predict var_par, the O(1) variance along :math:`\mu_c`: there,
-particle-to-particle spread of the condensation time, O(1/sqrt d), multiplies a guidance
-velocity O(sqrt d) along :math:`\mu_c`; ``var_par`` is reported as None.
+The O(1) variance along :math:`\mu_c` (var_par) needs one more ingredient (eq. 27): particles
+condense at times spread by O(1/sqrt d) around :math:`t^*`, because their log-odds
+:math:`d\,\Delta` fluctuate by O(sqrt d) through their own coordinate along :math:`\mu_c` and
+their own :math:`|x_\perp|^2`; over that spread the guidance velocity along :math:`\mu_c`, O(sqrt d),
+is on for some particles and off for others, which changes their coordinate by O(1).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from physics.gaussian import GaussianPair
 from physics.guidance import excess_weight
 from physics.processes import get_process
 from solvers.condensation import others_free_entropy
-from solvers.gaussian_theory import integrate_moments
+from solvers.gaussian_theory import integrate_moments, moment_rhs
 from scipy.optimize import brentq
 
 
@@ -44,6 +45,7 @@ class MeanFieldPrediction:
     r_condensation: float | None  #: bulk overlap ratio at t*
     v_perp_condensation: float | None  #: bulk orthogonal variance at t*
     mean_ratio: float
+    var_par: float
     var_perp: float
     distortion: float
     accuracy: float | None
@@ -54,7 +56,7 @@ class MeanFieldPrediction:
 
     def summary(self):
         out = dict(self.inputs)
-        out.update(mean_ratio=self.mean_ratio, var_par=None, var_perp=self.var_perp, distortion=self.distortion,
+        out.update(mean_ratio=self.mean_ratio, var_par=self.var_par, var_perp=self.var_perp, distortion=self.distortion,
                    accuracy=self.accuracy, inv_prob=None, t_condensation=self.t_condensation,
                    phase_at_condensation=self.phase_at_condensation, nfev=self.nfev, success=self.success,
                    message=self.message)
@@ -104,6 +106,9 @@ def guided_prediction(alpha, omega=None, guidance_scale=None, process="ou", samp
         at_star = (float(mean[0]), float(var[1]))
         phase = others_free_entropy(alpha, mean_var * mean[0] ** 2 + var[1], t_star, process, mean_var,
                                     class_var).phase
+        var = var.copy()
+        var[0] = _variance_after_spread_condensation(pair, process, omega, sampler, alpha, mean_var, class_var,
+                                                     t_star, *at_star)
         # condensed: guidance vanishes, conditional sampling to t = 0
         mean, var, _, more, ok, message = integrate_moments(pair, process, 0.0, sampler, t_star, 0.0, mean, var)
         nfev += more
@@ -113,8 +118,38 @@ def guided_prediction(alpha, omega=None, guidance_scale=None, process="ou", samp
                   guidance_scale=None if callable(omega) else 1.0 + omega, mean_var=mean_var, class_var=class_var,
                   process=process.name, sampler=sampler,
                   schedule=repr(omega) if callable(omega) else "constant", t_max=t_max)
-    return MeanFieldPrediction(inputs, t_star, *at_star, r, v_perp, float(distortion),
+    return MeanFieldPrediction(inputs, t_star, *at_star, r, float(var[0]), v_perp, float(distortion),
                                1.0 if t_star is not None else None, phase, nfev, ok, message)
+
+
+def _variance_after_spread_condensation(pair, process, omega, sampler, alpha, mean_var, class_var, t_star, r, v):
+    r"""Variance along :math:`\mu_c` just after :math:`t^*`, from the spread of condensation times (eq. 27).
+
+    With :math:`\Delta(t; r, v)` the target log-weight minus the bulk free entropy, a particle at
+    :math:`r + \delta y/|\mu_c|` with :math:`|x_\perp|^2/d = v + \xi/\sqrt d` condenses at
+    :math:`t^* + \delta t`, :math:`\delta t = -(\partial_r\Delta\,\delta y/\sqrt\rho + \partial_v\Delta\,\xi)/(\sqrt d\,\dot{\bar\Delta})`,
+    and moves by :math:`\sqrt{\rho d}\,\Delta v_r\,\delta t` relative to the bulk, where
+    :math:`\Delta v_r` is the guided minus conditional velocity of r. With
+    :math:`\delta y \sim \mathcal N(0, v)` and :math:`\xi \sim \mathcal N(0, 2v^2)` independent:
+    :math:`v(1 - \Delta v_r\partial_r\Delta/\dot{\bar\Delta})^2 + 2 v^2\rho(\Delta v_r\partial_v\Delta/\dot{\bar\Delta})^2`.
+    Partial derivatives by central differences (h = 1e-6; the functions are smooth in the
+    annealed phase, where guided condensation happens).
+    """
+    def gap(t, r_, v_):
+        return target_log_weight(r_, v_, t, process, mean_var, class_var) - others_free_entropy(
+            alpha, mean_var * r_**2 + v_, t, process, mean_var, class_var).phi
+
+    h = 1e-6
+    d_r = (gap(t_star, r + h, v) - gap(t_star, r - h, v)) / (2 * h)
+    d_v = (gap(t_star, r, v + h) - gap(t_star, r, v - h)) / (2 * h)
+    d_t = (gap(t_star + h, r, v) - gap(t_star - h, r, v)) / (2 * h)
+    y = np.array([r, 0.0, np.log(v), np.log(v)])
+    segment = (t_star, t_star + 1e-6)  # guidance as it is just before condensation (t > t*)
+    guided = moment_rhs(pair, process, omega, sampler, segment)(t_star, y)
+    conditional = moment_rhs(pair, process, 0.0, sampler, segment)(t_star, y)
+    gap_rate = d_t + d_r * guided[0] + d_v * guided[3] * v  # along the bulk: r' and v' = v (log v)'
+    dv_r = guided[0] - conditional[0]
+    return v * (1 - dv_r * d_r / gap_rate) ** 2 + 2 * v * v * mean_var * (dv_r * d_v / gap_rate) ** 2
 
 
 @dataclass

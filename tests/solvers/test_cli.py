@@ -178,7 +178,7 @@ def test_theory_json_has_the_contract_keys(capsys):
         assert key in record, key
     from solvers.meanfield import guided_prediction
     assert record["mean_ratio"] == guided_prediction(0.2, 1.0, sampler="sde").mean_ratio
-    assert record["var_par"] is None and record["t_condensation"] > 0
+    assert 0 < record["var_par"] < 0.25 and record["t_condensation"] > 0
 
 
 def test_theory_classes_and_d_give_alpha(capsys):
