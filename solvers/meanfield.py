@@ -204,3 +204,29 @@ def distortion_boundary(alphas, threshold, sampler="ode", process="ou", mean_var
         else:
             out.append(brentq(excess, 0.0, omega_max, args=(alpha,), xtol=1e-8))
     return np.array(out)
+
+
+def finite_d_distortion(prediction, d):
+    r"""Distortion per dimension at dimension d: the d -> infinity value plus the direction of
+    :math:`\mu_c`, :math:`\tfrac{1}{2d}(v_\parallel/s^2 - 1 - \log(v_\parallel/s^2))` (eq. 13 at finite d, eq. 28)."""
+    ratio = prediction.var_par / prediction.inputs["class_var"]
+    return prediction.distortion + 0.5 * (ratio - 1 - np.log(ratio)) / d
+
+
+def subexponential_distortion(classes, dims, omega=None, guidance_scale=None, sampler="ode", process="ou",
+                              mean_var=1.0, class_var=0.25, t_max=None):
+    r"""Predicted distortion per dimension at each d when K grows slower than e^{alpha d} (eq. 28).
+
+    ``classes`` is a fixed K or a callable ``K(d)`` (e.g. ``lambda d: d**2``); each d uses the
+    mean-field theory at :math:`\alpha_{eff} = \log K(d)/d` and :func:`finite_d_distortion`.
+    As d grows, t* ~ (1/2) log d and the distortion vanishes. Returns (dims, distortions).
+    """
+    dims = np.atleast_1d(np.asarray(dims, dtype=int))
+    out = []
+    for d in dims:
+        K = classes(d) if callable(classes) else classes
+        if K < 1 or d < 1:
+            raise ValueError(f"classes and dims must be >= 1, got K={K}, d={d}")
+        pred = guided_prediction(np.log(K) / d, omega, guidance_scale, process, sampler, mean_var, class_var, t_max)
+        out.append(finite_d_distortion(pred, d))
+    return dims, np.array(out)
