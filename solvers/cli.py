@@ -141,8 +141,7 @@ def _fmt(value, stderr=None):
 
 
 def _print_summary(summary, class_var):
-    weight = f"omega={_fmt(summary['omega'])}" if summary["omega"] is not None else f"schedule={summary['schedule']}"
-    print(f"cfgphase simulate: d={summary['d']} K={summary['K']} {weight} "
+    print(f"cfgphase simulate: d={summary['d']} K={summary['K']} {_weight_label(summary)} "
           f"process={summary['process']} sampler={summary['sampler']} ({summary['method']}, "
           f"{summary['steps']} steps) particles={summary['particles']}")
     rows = [
@@ -183,8 +182,16 @@ def _simulate(args):
         _print_summary(summary, result.params["class_var"])
         if args.out is not None:
             print(f"  written to {args.out}")
-    if result.status != 0:
-        print(f"cfgphase: simulation failed: {result.message}", file=sys.stderr)
+    return _exit_status(result.status == 0, result.message, "simulation")
+
+
+def _weight_label(record):
+    return f"omega={_fmt(record['omega'])}" if record["omega"] is not None else f"schedule={record['schedule']}"
+
+
+def _exit_status(ok, message, what):
+    if not ok:
+        print(f"cfgphase: {what} failed: {message}", file=sys.stderr)
         return 1
     return 0
 
@@ -206,18 +213,14 @@ def _gaussian(args):
     if args.json:
         _print_json(record)
     else:
-        weight = f"omega={_fmt(record['omega'])}" if record["omega"] is not None else f"schedule={record['schedule']}"
         print(f"cfgphase gaussian: lambda_c={args.lambda_c} lambda_u={args.lambda_u} mean_gap={args.mean_gap} "
-              f"{weight} process={args.process} "
+              f"{_weight_label(record)} process={args.process} "
               f"sampler={args.sampler} t_max={record['t_max']:.4g}")
         print(f"  {'':<10}{'guided':<14}conditional")
         print(f"  {'mean':<10}{record['mean']:<14.6g}{record['mean_conditional']:.6g}")
         print(f"  {'var':<10}{record['var']:<14.6g}{record['var_conditional']:.6g}")
         print(f"  KL(guided || conditional) = {record['distortion']:.6g}")
-    if not pred.success:
-        print(f"cfgphase: integration failed: {pred.message}", file=sys.stderr)
-        return 1
-    return 0
+    return _exit_status(pred.success, pred.message, "integration")
 
 
 def _theory(args):
@@ -240,8 +243,7 @@ def _theory(args):
     if args.json:
         _print_json(record)
     else:
-        weight = f"omega={_fmt(record['omega'])}" if record["omega"] is not None else f"schedule={record['schedule']}"
-        print(f"cfgphase theory (d -> infinity): alpha={record['alpha']:.4g} {weight} process={args.process} "
+        print(f"cfgphase theory (d -> infinity): alpha={record['alpha']:.4g} {_weight_label(record)} process={args.process} "
               f"sampler={args.sampler}")
         for key, meaning, target in (("mean_ratio", "E[x.mu_c]/|mu_c|^2", 1.0),
                                      ("var_par", "variance along mu_c", args.class_var),
@@ -249,10 +251,7 @@ def _theory(args):
                                      ("distortion", "KL(fit || conditional)/d", 0.0),
                                      ("t_condensation", "condensation time t*", None)):
             print(f"  {key:<16}{meaning:<28}{_fmt(record[key]):<14}{_fmt(target)}")
-    if not pred.success:
-        print(f"cfgphase: integration failed: {pred.message}", file=sys.stderr)
-        return 1
-    return 0
+    return _exit_status(pred.success, pred.message, "integration")
 
 
 def main(argv=None):

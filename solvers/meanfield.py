@@ -27,13 +27,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.optimize import brentq
 
 from physics.gaussian import GaussianPair
 from physics.guidance import excess_weight
 from physics.processes import get_process
 from solvers.condensation import others_free_entropy
 from solvers.gaussian_theory import integrate_moments, moment_rhs
-from scipy.optimize import brentq
 
 
 @dataclass
@@ -69,6 +69,12 @@ def target_log_weight(r, v_perp, t, process, mean_var, class_var):
     return -(mean_var * (r - a) ** 2 + v_perp) / (2.0 * float(process.class_var(t, class_var)))
 
 
+def condensation_gap(t, r, v_perp, alpha, process, mean_var, class_var):
+    """Target log-weight minus the other classes' free entropy per dimension (eq. 24); zero at t*."""
+    return target_log_weight(r, v_perp, t, process, mean_var, class_var) - others_free_entropy(
+        alpha, mean_var * r**2 + v_perp, t, process, mean_var, class_var).phi
+
+
 def guided_prediction(alpha, omega=None, guidance_scale=None, process="ou", sampler="ode", mean_var=1.0,
                       class_var=0.25, t_max=None):
     r"""Mean-field prediction for guided sampling of K = e^{alpha d} classes (eqs. 23-25).
@@ -94,10 +100,8 @@ def guided_prediction(alpha, omega=None, guidance_scale=None, process="ou", samp
     process.check_times(t_max, "t_max")
     mean, var = pair.noised_moments(t_max, process, conditional=False)
 
-    def gap(t, m, v):  # target log-weight minus the others' free entropy: crosses 0 at t*
-        q = mean_var * m[0] ** 2 + v[1]
-        return target_log_weight(m[0], v[1], t, process, mean_var, class_var) - others_free_entropy(
-            alpha, q, t, process, mean_var, class_var).phi
+    def gap(t, m, v):
+        return condensation_gap(t, m[0], v[1], alpha, process, mean_var, class_var)
 
     mean, var, t_star, nfev, ok, message = integrate_moments(pair, process, omega, sampler, t_max, 0.0, mean, var,
                                                              event=gap)
@@ -136,8 +140,7 @@ def _variance_after_spread_condensation(pair, process, omega, sampler, alpha, me
     annealed phase, where guided condensation happens).
     """
     def gap(t, r_, v_):
-        return target_log_weight(r_, v_, t, process, mean_var, class_var) - others_free_entropy(
-            alpha, mean_var * r_**2 + v_, t, process, mean_var, class_var).phi
+        return condensation_gap(t, r_, v_, alpha, process, mean_var, class_var)
 
     h = 1e-6
     d_r = (gap(t_star, r + h, v) - gap(t_star, r - h, v)) / (2 * h)

@@ -14,6 +14,8 @@ from solvers.condensation import alpha_max, collapse_alpha, collapse_time, other
 from solvers.kernel import posterior_moments
 from solvers.simulate import simulate
 
+from scaling import extrapolate
+
 
 def published_collapse_time(alpha, sigma2):
     """Biroli, Bonnaire, de Bortoli, Mezard (2024), OU, K = e^{alpha d} points from N(0, sigma2 I)."""
@@ -42,22 +44,14 @@ def test_dense_classes_never_collapse():
         assert collapse_alpha(t, process) == pytest.approx(0.3, rel=1e-12)
 
 
-def _fss(ds, means, errors):
-    """Weighted fit y = y_inf + b/d; returns y_inf and its standard error."""
-    X = np.vstack([np.ones(len(ds)), 1.0 / np.asarray(ds)]).T
-    W = np.diag(1.0 / np.asarray(errors) ** 2)
-    cov = np.linalg.inv(X.T @ W @ X)
-    return (cov @ X.T @ W @ np.asarray(means))[0], np.sqrt(cov[0, 0])
-
-
-def _collapse_fss(alpha, ds, seeds=8):
+def _collapseextrapolate(alpha, ds, seeds=8):
     means, errors = [], []
     for d in ds:
         values = [simulate(d=d, alpha=alpha, omega=0.0, sampler="sde", particles=256, steps=200, seed=s,
                            save_times=None).final["t_condensation"] for s in range(seeds)]
         means.append(np.mean(values))
         errors.append(np.std(values, ddof=1) / np.sqrt(seeds))
-    return _fss(ds, means, errors)
+    return extrapolate(ds, means, errors)
 
 
 def test_collapse_time_matches_unguided_simulation_under_finite_size_scaling():
@@ -66,13 +60,13 @@ def test_collapse_time_matches_unguided_simulation_under_finite_size_scaling():
     Measured: 0.533, 0.517, 0.511 at d = 24, 32, 48 (disorder errors ~0.02), extrapolating to
     0.488 +- 0.047 against the theory's 0.512.
     """
-    t_inf, err = _collapse_fss(0.2, [24, 32, 48])
+    t_inf, err = _collapseextrapolate(0.2, [24, 32, 48])
     assert abs(t_inf - collapse_time(0.2).t_collapse) <= 3 * err
 
 
 @pytest.mark.slow
 def test_collapse_time_finite_size_scaling_second_alpha():
-    t_inf, err = _collapse_fss(0.3, [16, 24, 32, 40], seeds=16)
+    t_inf, err = _collapseextrapolate(0.3, [16, 24, 32, 40], seeds=16)
     assert abs(t_inf - collapse_time(0.3).t_collapse) <= 3 * err
 
 
@@ -102,7 +96,7 @@ def test_free_entropy_of_the_other_classes_matches_direct_sums(alpha, t, q, ds, 
         values += np.log(d) / (2 * theory.beta_c * d) if phase == "frozen" else 0.0
         means.append(values.mean())
         errors.append(values.std(ddof=1) / np.sqrt(values.size))
-    phi_inf, err = _fss(ds, means, errors)
+    phi_inf, err = extrapolate(ds, means, errors)
     assert abs(phi_inf - theory.phi) <= 3 * err
 
 

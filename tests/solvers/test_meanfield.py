@@ -8,6 +8,8 @@ from solvers.meanfield import (distortion_boundary, effective_potential, guided_
                                subexponential_distortion)
 from solvers.simulate import simulate
 
+from scaling import extrapolate
+
 
 @pytest.mark.parametrize("sampler", ["ode", "sde"])
 @pytest.mark.parametrize("alpha", [0.1, 0.3])
@@ -32,13 +34,6 @@ def test_guidance_condenses_earlier_pushes_the_mean_and_shrinks_the_variance(sam
     assert preds[0].distortion < preds[1].distortion < preds[2].distortion
 
 
-def _extrapolate(ds, means, errors):
-    X = np.vstack([np.ones(len(ds)), 1.0 / np.asarray(ds)]).T
-    W = np.diag(1.0 / np.asarray(errors) ** 2)
-    cov = np.linalg.inv(X.T @ W @ X)
-    return (cov @ X.T @ W @ np.asarray(means))[0], np.sqrt(cov[0, 0])
-
-
 @pytest.mark.parametrize("omega", [1.0, 2.0])
 def test_parallel_variance_from_the_spread_of_condensation_times_matches_simulation(omega):
     """var_par (eq. 27) against the probability-flow ODE at d = 32, 48, 64 (alpha = 0.1: K up to 602),
@@ -52,7 +47,7 @@ def test_parallel_variance_from_the_spread_of_condensation_times_matches_simulat
                            save_times=[0.0]).final["var_par"] for s in range(4)]
         means.append(np.mean(values))
         errors.append(np.std(values, ddof=1) / 2)
-    extrapolated, err = _extrapolate(ds, means, errors)
+    extrapolated, err = extrapolate(ds, means, errors)
     assert abs(extrapolated - pred.var_par) <= 3 * err
     assert pred.var_par < 0.6 * pred.var_perp
 
@@ -151,5 +146,5 @@ def test_guided_predictions_match_simulation_extrapolated_in_d(alpha, omega, sam
     for key, theory in (("mean_ratio", pred.mean_ratio), ("var_par", pred.var_par), ("var_perp", pred.var_perp),
                         ("t_condensation", pred.t_condensation)):
         means, errors = np.array(stats[key]).T
-        extrapolated, err = _extrapolate(ds, means, errors)
+        extrapolated, err = extrapolate(ds, means, errors)
         assert abs(extrapolated - theory) <= 3 * err, (key, extrapolated, theory)
