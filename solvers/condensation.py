@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import brentq
+from scipy.optimize.elementwise import find_root
 
 from physics.processes import get_process
 
@@ -90,40 +91,65 @@ def collapse_time(alpha, process="ou", mean_var=1.0, class_var=0.25):
 
 
 def _cumulant(beta, q, a2s, gamma):
-    """g(beta) and g'(beta) of eq. (19); a2s = a_t^2 sigma_mu^2."""
+    """g(beta) and g'(beta) of eq. (19); a2s = a_t^2 sigma_mu^2. Elementwise on arrays."""
     den = gamma + beta * a2s
-    g = 0.5 * np.log(gamma / den) - beta * q / (2 * den)
+    g = -0.5 * np.log1p(beta * a2s / gamma) - beta * q / (2 * den)
     dg = -0.5 * a2s / den - q * gamma / (2 * den * den)
     return g, dg
 
 
+def _entropy(beta, alpha, q, a2s, gamma):
+    """s(beta) = alpha + g(beta) - beta g'(beta): the entropy of the Gibbs measure at inverse temperature beta."""
+    g, dg = _cumulant(beta, q, a2s, gamma)
+    return alpha + g - beta * dg
+
+
+def _freezing_beta(alpha, q, a2s, gamma):
+    """beta_c in [1e-12, 1] with s(beta_c) = 0, elementwise (Chandrupatla's bracketing method).
+
+    s decreases in beta (s' = -beta g'' and g is convex), s(0) = alpha >= 0, and s(1) < 0 where
+    this is called; where s(1e-12) <= 0 already (alpha = 0) beta_c is the lower end.
+    """
+    low = np.full_like(q, 1e-12)
+    root = find_root(_entropy, (low, np.ones_like(q)), args=(alpha, q, a2s, gamma),
+                     tolerances=dict(xatol=0.0, xrtol=4 * np.finfo(float).eps)).x
+    return np.where(_entropy(low, alpha, q, a2s, gamma) <= 0, low, root)
+
+
 @dataclass
 class FreeEntropy:
-    """Free entropy per dimension of the non-target classes and its phase."""
+    """Free entropy per dimension of the non-target classes and its phase (arrays for array inputs)."""
 
-    phi: float  #: lim (1/d) log sum_{k != c} exp(-|x - a mu_k|^2 / (2 Gamma))
-    phase: str  #: 'annealed' or 'frozen'
-    beta_c: float  #: freezing parameter (1 in the annealed phase)
-    entropy: float  #: s(1) = alpha + g(1) - g'(1): negative in the frozen phase
+    phi: float | np.ndarray  #: lim (1/d) log sum_{k != c} exp(-|x - a mu_k|^2 / (2 Gamma))
+    phase: str | np.ndarray  #: 'annealed' or 'frozen'
+    beta_c: float | np.ndarray  #: freezing parameter (1 in the annealed phase)
+    entropy: float | np.ndarray  #: s(1) = alpha + g(1) - g'(1): negative in the frozen phase
 
 
 def others_free_entropy(alpha, q, t, process="ou", mean_var=1.0, class_var=0.25):
-    r"""Free entropy of K = e^{alpha d} random classes seen from a point with :math:`|x|^2/d = q` (eqs. 19-20)."""
-    _check(float(alpha), mean_var, class_var)
-    if not q >= 0:
+    r"""Free entropy of K = e^{alpha d} random classes seen from a point with :math:`|x|^2/d = q` (eqs. 19-20).
+
+    ``alpha``, ``q`` and ``t`` broadcast against each other; scalars give a scalar record.
+    """
+    shape = np.broadcast(alpha, q, t).shape
+    alpha, q, t = (np.array(v, dtype=float, ndmin=1) for v in np.broadcast_arrays(alpha, q, t))
+    if not (np.all(np.isfinite(alpha)) and np.all(alpha >= 0)):
+        raise ValueError(f"alpha must be a finite number >= 0, got {alpha!r}")
+    _check(0.0, mean_var, class_var)
+    if not np.all(q >= 0):
         raise ValueError(f"q must be >= 0, got {q!r}")
     process = get_process(process)
-    a2s = float(process.a(t)) ** 2 * mean_var
-    gamma = float(process.class_var(t, class_var))
+    a2s = process.a(t) ** 2 * mean_var
+    gamma = process.class_var(t, class_var) + np.zeros_like(q)
     g1, dg1 = _cumulant(1.0, q, a2s, gamma)
     entropy = alpha + g1 - dg1
-    if entropy >= 0:
-        return FreeEntropy(alpha + g1, "annealed", 1.0, entropy)
-
-    def s(beta):
-        g, dg = _cumulant(beta, q, a2s, gamma)
-        return alpha + g - beta * dg
-
-    beta_c = brentq(s, 1e-12, 1.0, xtol=1e-14)
-    g, _ = _cumulant(beta_c, q, a2s, gamma)
-    return FreeEntropy((alpha + g) / beta_c, "frozen", beta_c, entropy)
+    phi, beta_c = alpha + g1, np.ones_like(q)
+    frozen = entropy < 0
+    if np.any(frozen):
+        b = _freezing_beta(alpha[frozen], q[frozen], a2s[frozen], gamma[frozen])
+        beta_c[frozen] = b
+        phi[frozen] = (alpha[frozen] + _cumulant(b, q[frozen], a2s[frozen], gamma[frozen])[0]) / b
+    phase = np.where(frozen, "frozen", "annealed")
+    if shape == ():
+        return FreeEntropy(float(phi[0]), str(phase[0]), float(beta_c[0]), float(entropy[0]))
+    return FreeEntropy(phi, phase, beta_c, entropy)

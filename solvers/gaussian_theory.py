@@ -147,32 +147,46 @@ def gaussian_moments(pair, process="ou", omega=None, guidance_scale=None, sample
     return GaussianPrediction(mean, var, pair, inputs, nfev, success, message)
 
 
-def integrate_moments(pair, process, omega, sampler, t_from, t_to, mean, var, event=None):
+@dataclass
+class MomentTrajectory:
+    """Dense solution of eqs. (16)/(17) between breakpoints; ``traj(t)`` gives (mean, var), each (d, n)."""
+
+    segments: list  #: (low, high, scipy OdeSolution in (m, log v)) per segment
+    times: np.ndarray  #: the solver's step times, decreasing from t_from to t_to
+    d: int
+
+    def __call__(self, t):
+        t = np.atleast_1d(np.asarray(t, dtype=float))
+        y = np.full((2 * self.d, t.size), np.nan)
+        for low, high, sol in self.segments:
+            inside = (t >= low) & (t <= high)
+            if np.any(inside):
+                y[:, inside] = sol(t[inside])
+        return y[:self.d], np.exp(y[self.d:])
+
+
+def integrate_moments(pair, process, omega, sampler, t_from, t_to, mean, var, dense=False):
     """Integrate eqs. (16)/(17) from ``t_from`` down to ``t_to``, piecewise between breakpoints.
 
-    ``event(t, mean, var) -> float``, if given, stops the integration where it changes sign.
-    Returns ``(mean, var, t_event or None, nfev, success, message)``.
+    Returns ``(mean, var, trajectory, nfev, success, message)``; ``trajectory`` is a
+    :class:`MomentTrajectory` when ``dense`` (else None).
     """
     d = pair.d
     cuts = sorted({t_from, t_to, *(b for b in getattr(omega, "breakpoints", ()) if t_to < b < t_from)}, reverse=True)
     y = np.concatenate([mean, np.log(var)])
-    events = None
-    if event is not None:
-        def events(t, y):
-            return event(t, y[:d], np.exp(y[d:]))
-        events.terminal = True
-    nfev, t_event = 0, None
+    nfev, segments, times = 0, [], [np.array([t_from])]
     for start, stop in zip(cuts[:-1], cuts[1:]):
         rhs = moment_rhs(pair, process, omega, sampler, (start, stop))
-        sol = solve_ivp(rhs, (start, stop), y, method="DOP853", rtol=1e-10, atol=1e-13, events=events)
+        sol = solve_ivp(rhs, (start, stop), y, method="DOP853", rtol=1e-10, atol=1e-13, dense_output=dense)
         nfev += sol.nfev
         if not sol.success:
             return y[:d], np.exp(y[d:]), None, nfev, False, sol.message
         y = sol.y[:, -1]
-        if events is not None and sol.t_events[0].size:
-            t_event = float(sol.t_events[0][0])
-            break
-    return y[:d].copy(), np.exp(y[d:]), t_event, nfev, True, "ok"
+        if dense:
+            segments.append((stop, start, sol.sol))
+            times.append(sol.t[1:])
+    trajectory = MomentTrajectory(segments, np.concatenate(times), d) if dense else None
+    return y[:d].copy(), np.exp(y[d:]), trajectory, nfev, True, "ok"
 
 
 # --- schedule design ------------------------------------------------------------------------

@@ -24,13 +24,16 @@ is on for some particles and off for others, which changes their coordinate by O
 
 from __future__ import annotations
 
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 from scipy.optimize import brentq
+from scipy.optimize.elementwise import find_root
 
 from physics.gaussian import GaussianPair
-from physics.guidance import excess_weight
+from physics.guidance import excess_weight, weight_at
 from physics.processes import get_process
 from solvers.condensation import others_free_entropy
 from solvers.gaussian_theory import integrate_moments, moment_rhs
@@ -64,32 +67,51 @@ class MeanFieldPrediction:
 
 
 def target_log_weight(r, v_perp, t, process, mean_var, class_var):
-    r"""Log-weight per dimension of the target class, :math:`-(\rho(r - a_t)^2 + v_\perp)/(2\Gamma_t)` (eq. 24)."""
-    a = float(process.a(t))
-    return -(mean_var * (r - a) ** 2 + v_perp) / (2.0 * float(process.class_var(t, class_var)))
+    r"""Log-weight per dimension of the target class, :math:`-(\rho(r - a_t)^2 + v_\perp)/(2\Gamma_t)` (eq. 24).
+
+    Elementwise on arrays.
+    """
+    return -(mean_var * (r - process.a(t)) ** 2 + v_perp) / (2.0 * process.class_var(t, class_var))
 
 
 def condensation_gap(t, r, v_perp, alpha, process, mean_var, class_var):
-    """Target log-weight minus the other classes' free entropy per dimension (eq. 24); zero at t*."""
+    """Target log-weight minus the other classes' free entropy per dimension (eq. 24); zero at t*.
+
+    Elementwise on arrays.
+    """
     return target_log_weight(r, v_perp, t, process, mean_var, class_var) - others_free_entropy(
         alpha, mean_var * r**2 + v_perp, t, process, mean_var, class_var).phi
 
 
 def guided_prediction(alpha, omega=None, guidance_scale=None, process="ou", sampler="ode", mean_var=1.0,
                       class_var=0.25, t_max=None):
-    r"""Mean-field prediction for guided sampling of K = e^{alpha d} classes (eqs. 23-25).
+    r"""Mean-field prediction for guided sampling of K = e^{alpha d} classes (eqs. 23-25, 27).
 
     ``omega`` is a number or a schedule of forward time (excess convention). ``t_max`` defaults
     to where one direction's signal-to-noise ratio is 1e-10, so that starting there is negligible.
     Returns a :class:`MeanFieldPrediction`; ``t_condensation`` is None when the particles never
     condense (dense classes), and then the final law is the guided bulk's.
     """
+    return guided_predictions([alpha], omega, guidance_scale, process, sampler, mean_var, class_var, t_max)[0]
+
+
+def guided_predictions(alphas, omega=None, guidance_scale=None, process="ou", sampler="ode", mean_var=1.0,
+                       class_var=0.25, t_max=None):
+    r""":func:`guided_prediction` for many alphas at one guidance schedule; a list of predictions.
+
+    Before condensation the bulk obeys the Gaussian moment equations (16)/(17), which do not
+    depend on alpha: they are integrated once, with dense output, and each alpha's t* is the
+    first zero of the gap (eq. 24) along them, from t_max down (bracketed on the solver's steps,
+    then bisected to float64 resolution). After t* sampling is conditional and the Gaussian law
+    is transported to t = 0 in closed form (eq. 29).
+    """
     process = get_process(process)
     omega = excess_weight(omega, guidance_scale)
     if sampler not in ("ode", "sde"):
         raise ValueError(f"sampler must be 'ode' or 'sde', got {sampler!r}")
-    for name, value in (("alpha", alpha), ("mean_var", mean_var), ("class_var", class_var)):
-        if not np.isfinite(value) or value < 0:
+    alphas = np.atleast_1d(np.asarray(alphas, dtype=float))
+    for name, value in (("alpha", alphas), ("mean_var", mean_var), ("class_var", class_var)):
+        if not (np.all(np.isfinite(value)) and np.all(np.asarray(value) >= 0)):
             raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
     if class_var <= 0 or mean_var <= 0:
         raise ValueError("mean_var and class_var must be > 0 for the mean-field theory")
@@ -98,32 +120,50 @@ def guided_prediction(alpha, omega=None, guidance_scale=None, process="ou", samp
     t_max = float(process.time_at_snr(1e-10 / pair.signal_var)) if t_max is None else float(t_max)
     t_max = min(t_max, process.t_upper if sampler == "ode" else np.nextafter(process.t_upper, 0))
     process.check_times(t_max, "t_max")
+    weight_at(omega, t_max)
     mean, var = pair.noised_moments(t_max, process, conditional=False)
+    end_mean, end_var, bulk, nfev, ok, message = integrate_moments(pair, process, omega, sampler, t_max, 0.0, mean,
+                                                                   var, dense=True)
 
-    def gap(t, m, v):
-        return condensation_gap(t, m[0], v[1], alpha, process, mean_var, class_var)
+    def gap(t, a):
+        m, v = bulk(t)
+        return condensation_gap(t, m[0], v[1], a, process, mean_var, class_var)
 
-    mean, var, t_star, nfev, ok, message = integrate_moments(pair, process, omega, sampler, t_max, 0.0, mean, var,
-                                                             event=gap)
-    phase, at_star = None, (None, None)
-    if ok and t_star is not None:
-        at_star = (float(mean[0]), float(var[1]))
-        phase = others_free_entropy(alpha, mean_var * mean[0] ** 2 + var[1], t_star, process, mean_var,
-                                    class_var).phase
-        var = var.copy()
-        var[0] = _variance_after_spread_condensation(pair, process, omega, sampler, alpha, mean_var, class_var,
-                                                     t_star, *at_star)
-        # condensed: guidance vanishes, conditional sampling to t = 0
-        mean, var, _, more, ok, message = integrate_moments(pair, process, 0.0, sampler, t_star, 0.0, mean, var)
-        nfev += more
-    r, v_perp = float(mean[0]), float(var[1])
-    distortion = 0.5 * (v_perp / class_var - 1 - np.log(v_perp / class_var)) + mean_var * (r - 1) ** 2 / (2 * class_var)
-    inputs = dict(d=None, K=None, alpha=float(alpha), omega=None if callable(omega) else omega,
+    t_star = np.full(alphas.shape, np.nan)
+    if ok:
+        steps = bulk.times
+        m, v = bulk(steps)
+        above = condensation_gap(steps, m[0], v[1], alphas[:, None], process, mean_var, class_var) >= 0
+        first = np.where(above.any(axis=1), above.argmax(axis=1), -1)
+        t_star[(first == 0) | (alphas == 0)] = t_max  # condensed from the start: K = 1, no guidance at all
+        inner = (first > 0) & (alphas > 0)
+        if np.any(inner):  # gap >= 0 at the lower end, < 0 at the upper one
+            bracket = (steps[first[inner]], steps[first[inner] - 1])
+            t_star[inner] = find_root(gap, bracket, args=(alphas[inner],),
+                                      tolerances=dict(xatol=0.0, xrtol=4 * np.finfo(float).eps)).x
+
+    out = []
+    inputs = dict(d=None, K=None, omega=None if callable(omega) else omega,
                   guidance_scale=None if callable(omega) else 1.0 + omega, mean_var=mean_var, class_var=class_var,
                   process=process.name, sampler=sampler,
                   schedule=repr(omega) if callable(omega) else "constant", t_max=t_max)
-    return MeanFieldPrediction(inputs, t_star, *at_star, r, float(var[0]), v_perp, float(distortion),
-                               1.0 if t_star is not None else None, phase, nfev, ok, message)
+    for alpha, ts in zip(alphas, t_star):
+        phase, at_star, r, v_par, v_perp = None, (None, None), float(end_mean[0]), float(end_var[0]), float(end_var[1])
+        if np.isfinite(ts):
+            m, v = bulk(ts)
+            at_star = (float(m[0, 0]), float(v[1, 0]))
+            phase = str(others_free_entropy(alpha, mean_var * at_star[0] ** 2 + at_star[1], ts, process, mean_var,
+                                            class_var).phase)
+            v_par = v[0, 0] if ts == t_max else _variance_after_spread_condensation(
+                pair, process, omega, sampler, alpha, mean_var, class_var, ts, *at_star)
+            r, v_par = _conditional_transport(process, sampler, class_var, ts, at_star[0], v_par, 1.0)
+            v_perp = _conditional_transport(process, sampler, class_var, ts, 0.0, at_star[1], 0.0)[1]
+        distortion = (0.5 * (v_perp / class_var - 1 - np.log(v_perp / class_var))
+                      + mean_var * (r - 1) ** 2 / (2 * class_var))
+        out.append(MeanFieldPrediction(dict(inputs, alpha=float(alpha)), None if np.isnan(ts) else float(ts),
+                                       *at_star, float(r), float(v_par), float(v_perp), float(distortion),
+                                       None if np.isnan(ts) else 1.0, phase, nfev, ok, message))
+    return out
 
 
 def _variance_after_spread_condensation(pair, process, omega, sampler, alpha, mean_var, class_var, t_star, r, v):
@@ -155,6 +195,48 @@ def _variance_after_spread_condensation(pair, process, omega, sampler, alpha, me
     return v * (1 - dv_r * d_r / gap_rate) ** 2 + 2 * v * v * mean_var * (dv_r * d_v / gap_rate) ** 2
 
 
+def _conditional_transport(process, sampler, class_var, t, mean, var, target_mean):
+    r"""Gaussian law (mean, var) at time t carried to t = 0 by unguided sampling of
+    :math:`\mathcal N(\mu, s^2)` (eq. 29): the probability-flow map
+    :math:`x_0 = \mu + \sqrt{s^2/\Gamma_t}\,(x_t - a_t\mu)`, or the exact reverse-SDE transition
+    (eq. 12) with the posterior mean frozen at its exact value."""
+    if sampler == "ode":
+        k = np.sqrt(class_var / process.class_var(t, class_var))
+        return target_mean + k * (mean - process.a(t) * target_mean), k * k * var
+    rho, shift, noise = process.reverse_transition(t, 0.0, class_var)
+    return rho * mean + shift * target_mean, rho * rho * var + noise
+
+
+def prediction_grid(alphas, omegas, sampler="ode", process="ou", mean_var=1.0, class_var=0.25, t_max=None,
+                    workers=1):
+    r"""Mean-field predictions on an (alpha, omega) grid of constant weights: arrays of shape
+    (len(alphas), len(omegas)) keyed ``t_condensation`` (NaN: no condensation), ``mean_ratio``,
+    ``var_par``, ``var_perp``, ``distortion``, ``success``. One bulk integration per omega
+    (:func:`guided_predictions`); ``workers`` > 1 spreads the omegas over processes.
+    """
+    alphas = np.asarray(alphas, dtype=float)
+    omegas = [float(w) for w in np.atleast_1d(omegas)]
+    job = partial(_grid_column, alphas, sampler=sampler, process=process, mean_var=mean_var, class_var=class_var,
+                  t_max=t_max)
+    if workers > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            columns = list(pool.map(job, omegas, chunksize=max(1, len(omegas) // (4 * workers))))
+    else:
+        columns = [job(w) for w in omegas]
+    return {key: np.stack([c[key] for c in columns], axis=1) for key in GRID_KEYS}
+
+
+GRID_KEYS = ("t_condensation", "mean_ratio", "var_par", "var_perp", "distortion", "success")
+
+
+def _grid_column(alphas, omega, **options):
+    preds = guided_predictions(alphas, omega, **options)
+    column = {key: np.array([getattr(p, key) for p in preds], dtype=float) for key in GRID_KEYS
+              if key != "t_condensation"}
+    column["t_condensation"] = np.array([np.nan if p.t_condensation is None else p.t_condensation for p in preds])
+    return column
+
+
 @dataclass
 class EffectivePotential:
     """The two branches of the per-dimension log-weight as functions of the overlap ratio r (eq. 26)."""
@@ -177,12 +259,12 @@ def effective_potential(r, t, alpha, v_perp, process="ou", mean_var=1.0, class_v
     process = get_process(process)
     r = np.asarray(r, dtype=float)
     target = target_log_weight(r, v_perp, t, process, mean_var, class_var)
-    frees = [others_free_entropy(alpha, mean_var * ri**2 + v_perp, t, process, mean_var, class_var) for ri in r]
-    others = np.array([f.phi for f in frees])
+    frees = others_free_entropy(alpha, mean_var * r**2 + v_perp, t, process, mean_var, class_var)
+    others = np.asarray(frees.phi)
     diff = target - others
     idx = np.nonzero(np.diff(np.sign(diff)))[0]
     crossings = r[idx] - diff[idx] * (r[idx + 1] - r[idx]) / (diff[idx + 1] - diff[idx])
-    return EffectivePotential(r, target, others, -np.maximum(target, others), crossings, [f.phase for f in frees])
+    return EffectivePotential(r, target, others, -np.maximum(target, others), crossings, list(np.atleast_1d(frees.phase)))
 
 
 def distortion_boundary(alphas, threshold, sampler="ode", process="ou", mean_var=1.0, class_var=0.25,

@@ -100,6 +100,16 @@ def test_free_entropy_of_the_other_classes_matches_direct_sums(alpha, t, q, ds, 
     assert abs(phi_inf - theory.phi) <= 3 * err
 
 
+def test_free_entropy_broadcasts_like_the_scalar_calls():
+    alpha, q, t = np.array([[0.1], [0.4]]), np.array([0.3, 1.25, 3.0]), 0.05
+    grid = others_free_entropy(alpha, q, t)
+    assert grid.phi.shape == (2, 3) and set(grid.phase.ravel()) == {"annealed", "frozen"}
+    for (i, j), phi in np.ndenumerate(grid.phi):
+        one = others_free_entropy(float(alpha[i, 0]), float(q[j]), t)
+        assert phi == pytest.approx(one.phi, rel=1e-14)
+        assert grid.phase[i, j] == one.phase
+
+
 def test_dense_classes_in_simulation():
     """At t = 0 a typical target point keeps a posterior below 1/2 when alpha > alpha_max."""
     process = OU()

@@ -4,8 +4,11 @@ import numpy as np
 import pytest
 
 from solvers.condensation import collapse_time
-from solvers.meanfield import (distortion_boundary, effective_potential, guided_prediction,
-                               subexponential_distortion)
+from physics.gaussian import GaussianPair
+from physics.processes import get_process
+from solvers.gaussian_theory import integrate_moments
+from solvers.meanfield import (_conditional_transport, condensation_gap, distortion_boundary, effective_potential,
+                               guided_prediction, prediction_grid, subexponential_distortion)
 from solvers.simulate import simulate
 
 from scaling import extrapolate
@@ -117,6 +120,46 @@ def test_subexponential_sde_distortion_decays_as_one_over_d_squared():
     slope_sim = np.polyfit(np.log(ds), np.log(simulated), 1)[0]
     assert slope_theory == pytest.approx(-2.0, abs=0.15)
     assert slope_sim == pytest.approx(slope_theory, abs=0.4)
+
+
+@pytest.mark.parametrize("process", ["ou", "ve", "flow"])
+@pytest.mark.parametrize("sampler", ["ode", "sde"])
+def test_closed_form_conditional_transport_matches_integration(process, sampler):
+    """Eq. (29) against the moment equations (16)/(17) at omega = 0, integrated from t = 0.4."""
+    proc = get_process(process)
+    pair = GaussianPair(mean_c=[1.0, 0.0], var_c=0.25, mean_u=0.0, var_u=1.25)
+    mean, var = np.array([1.3, 0.2]), np.array([0.07, 0.4])
+    got_mean, got_var, *_ = integrate_moments(pair, proc, 0.0, sampler, 0.4, 0.0, mean, var)
+    for i, target in enumerate((1.0, 0.0)):
+        m, v = _conditional_transport(proc, sampler, 0.25, 0.4, mean[i], var[i], target)
+        assert m == pytest.approx(got_mean[i], rel=1e-8, abs=1e-10)
+        assert v == pytest.approx(got_var[i], rel=1e-8)
+
+
+@pytest.mark.parametrize("sampler", ["ode", "sde"])
+def test_grid_condensation_times_solve_the_gap_equation_on_an_independent_integration(sampler):
+    """Each grid t* (one dense bulk solve per omega) is checked against a fresh integration of the
+    bulk down to t* and slightly above it: the gap (eq. 24) vanishes at t* (to 1e-8) and is
+    negative just before (the first crossing). Two workers give the same numbers as one."""
+    alphas, omegas = [0.05, 0.2, 0.6, 1.0], [0.0, 1.0, 3.0]
+    grid = prediction_grid(alphas, omegas, sampler=sampler)
+    np.testing.assert_array_equal(prediction_grid(alphas, omegas, sampler=sampler, workers=2)["var_par"],
+                                  grid["var_par"])
+    proc = get_process("ou")
+    pair = GaussianPair(mean_c=[1.0, 0.0], var_c=0.25, mean_u=0.0, var_u=1.25)
+    t_max = float(proc.time_at_snr(1e-10 / pair.signal_var))
+    start = pair.noised_moments(t_max, proc, conditional=False)
+    checked = 0
+    for i, alpha in enumerate(alphas):
+        for j, omega in enumerate(omegas):
+            t_star = grid["t_condensation"][i, j]
+            if np.isnan(t_star):
+                continue
+            for t, check in ((t_star, lambda g: abs(g) < 1e-8), (t_star * 1.001, lambda g: g < 0)):
+                m, v, *_ = integrate_moments(pair, proc, omega, sampler, t_max, t, *start)
+                assert check(condensation_gap(t, m[0], v[1], alpha, proc, 1.0, 0.25))
+            checked += 1
+    assert checked >= 9
 
 
 def test_bad_input():
