@@ -130,6 +130,23 @@ def build_parser():
     out.add_argument("--samples", action="store_true", help="also store the final particles in --out")
     out.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     out.add_argument("--quiet", action="store_true", help="no progress bar")
+    bench = sub.add_parser("bench", help="time and peak memory of the exact score against the alternatives")
+    g = bench.add_argument_group("cases (default: the full grid; each list is a product axis)")
+    g.add_argument("--B", type=int, nargs="+", help="particles (default 1024 8192)")
+    g.add_argument("--K", type=int, nargs="+", help="classes (default 4096 65536 1000000)")
+    g.add_argument("--d", type=int, nargs="+", help="dimensions (default 32 64 256)")
+    g.add_argument("--dtype", nargs="+", choices=["float32", "float64"], help="precisions (default both)")
+    g.add_argument("--methods", nargs="+", help="gemm broadcast softmax torch cfgphase (default: all)")
+    g.add_argument("--regimes", nargs="+", choices=["spread", "condensed"], help="default: both")
+    g.add_argument("--operations", nargs="+", choices=["score", "step"], help="default: both")
+    g.add_argument("--quick", action="store_true", help="one small case (B=256, K=4096, d=32) for a smoke test")
+    g = bench.add_argument_group("limits")
+    g.add_argument("--repeats", type=int, default=3, help="timed runs per case, median reported (default 3)")
+    g.add_argument("--max-seconds", type=float, default=30.0,
+                   help="skip a case whose estimated time per run exceeds this (default 30)")
+    g.add_argument("--memory-gb", type=float, help="skip a case whose working set exceeds this (default: half the RAM)")
+    bench.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    bench.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 
@@ -254,10 +271,55 @@ def _theory(args):
     return _exit_status(pred.success, pred.message, "integration")
 
 
+def _bench(args):
+    from tqdm import tqdm
+
+    from solvers import bench
+
+    grid = dict(bench.QUICK if args.quick else bench.FULL)
+    for key, name in (("B", "B"), ("K", "K"), ("d", "d"), ("dtype", "dtype")):
+        if getattr(args, name) is not None:
+            grid[key] = tuple(getattr(args, name))
+    methods = tuple(args.methods or bench.METHODS)
+    regimes, operations = tuple(args.regimes or bench.REGIMES), tuple(args.operations or bench.OPERATIONS)
+    total = math.prod(len(v) for v in grid.values()) * len(methods) * len(regimes) * len(operations)
+    with tqdm(total=total, unit="case", disable=args.quiet or not sys.stderr.isatty(), file=sys.stderr) as bar:
+        def progress(text):
+            bar.set_postfix_str(text, refresh=False)
+            bar.update()
+
+        rows = bench.run(grid["B"], grid["K"], grid["d"], grid["dtype"], methods, regimes, operations,
+                         repeats=args.repeats, max_seconds=args.max_seconds, memory_gb=args.memory_gb,
+                         progress=progress)
+    env, ratios = bench.environment(), bench.ratios(rows)
+    if args.json:
+        print(json.dumps(dict(environment=env, results=rows, ratios=ratios)))
+        return 0
+    blas = ", ".join(f"{b['library']} {b['version']} ({b['threads']} threads, {b['architecture']})" for b in env["blas"])
+    print(f"cfgphase bench: {env['cpu']}, {env['usable_cores']} usable cores; BLAS: {blas}; numba {env['numba']}; "
+          f"torch {env['torch'] or 'not installed'}")
+    print(f"  {'B':>5}{'K':>9}{'d':>5} {'dtype':<8}{'regime':<10}{'op':<6}{'method':<10}{'time [s]':>10}"
+          f"{'GFLOP/s':>9}{'particle-steps/s':>17}{'peak [MiB]':>11}")
+    for r in rows:
+        head = f"  {r['B']:>5}{r['K']:>9}{r['d']:>5} {r['dtype']:<8}{r['regime']:<10}{r['operation']:<6}{r['method']:<10}"
+        if "skipped" in r:
+            print(f"{head}skipped: {r['skipped']}")
+        else:
+            peak = "n/a" if r["peak_mib"] is None else f"{r['peak_mib']:.1f}"
+            print(f"{head}{r['seconds']:>10.4f}{r['gflops']:>9.1f}{r['particle_steps_per_s']:>17.0f}{peak:>11}")
+    print("  cfgphase time over (a) the bare GEMMs and over the faster of (c) NumPy softmax and (d) torch:")
+    for r in ratios:
+        vs_gemm = "n/a" if r["vs_gemm"] is None else f"{r['vs_gemm']:.2f}"
+        vs_rival = "n/a" if r["vs_best_rival"] is None else f"{r['vs_best_rival']:.2f}"
+        print(f"  {r['B']:>5}{r['K']:>9}{r['d']:>5} {r['dtype']:<8}{r['regime']:<10}{r['operation']:<6}"
+              f"vs (a) {vs_gemm:>6}   vs best of (c), (d) {vs_rival:>6}")
+    return 0
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
-        return {"simulate": _simulate, "gaussian": _gaussian, "theory": _theory}[args.command](args)
+        return {"simulate": _simulate, "gaussian": _gaussian, "theory": _theory, "bench": _bench}[args.command](args)
     except ValueError as err:
         print(f"cfgphase {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -11,7 +11,10 @@ The K axis is processed in chunks with an online log-sum-exp (eq. 7): a running 
 unnormalised accumulator :math:`Y = \sum e^{L-m}\mu`, all rescaled by :math:`e^{m-m'}` when the
 maximum grows. Memory is O(B d + K d + threads B_block chunk): never a B x K matrix, never a
 B x K x d broadcast. Both GEMMs of a chunk (:math:`X M_c^\top` and :math:`P_c M_c`) go to BLAS
-from Python; the per-row softmax pass is a Numba kernel with no BLAS inside.
+from Python; the per-row softmax pass is a Numba kernel with no BLAS inside. A chunk whose
+logits are all far below the running maximum is skipped after its first GEMM, with a bound on
+what is lost (eq. 30); the running maximum can be seeded with a hinted class. In float32 the
+GEMMs, logits and exponentials are single precision and the sums float64 (eq. 31).
 
 Parallelism is over row blocks: each of ``threads`` Python threads streams all K chunks for
 its own block of particles, calling single-threaded BLAS and the ``nogil`` Numba pass. No two
@@ -30,7 +33,7 @@ from typing import NamedTuple
 import numba as nb
 import numpy as np
 from numba.core import types
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 from threadpoolctl import ThreadpoolController
 
 #: Target size in bytes of each thread's (B_block, chunk) logit buffer (about an L2 cache).
@@ -88,31 +91,93 @@ def _exp_nonpositive(z):
     return p * _int64_bits_as_float64((np.int64(n) + 1023) << 52)
 
 
+@intrinsic
+def _int32_bits_as_float32(typingctx, bits):
+    """Reinterpret the bits of an int32 as a float32 (an LLVM bitcast; vectorises)."""
+    sig = types.float32(types.int32)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(types.float32))
+
+    return sig, codegen
+
+
+_LOG2E_32 = np.float32(_LOG2E)
+_LN2_HI_32 = np.float32(0.693145751953125)  # 12 significant bits: n * _LN2_HI_32 is exact for |n| < 2**11
+_LN2_LO_32 = np.float32(1.428606765330187e-06)
+
+
+@nb.njit(fastmath=_EXACT_MATH, cache=True)
+def _exp_nonpositive32(z):
+    """float32 exp(z) for z <= 0 to about 1 ulp (the float32 analogue of _exp_nonpositive).
+
+    Degree-7 Taylor polynomial on |r| <= ln2/2 (truncation < 6e-9), 2**n in the exponent bits;
+    inputs below -87 (the smallest normal float32) are clamped.
+    """
+    z = max(z, np.float32(-87.0))
+    n = math.floor(z * _LOG2E_32 + np.float32(0.5))
+    r = z - n * _LN2_HI_32 - n * _LN2_LO_32
+    p = np.float32(1.0 / 5040.0)
+    p = p * r + np.float32(1.0 / 720.0)
+    p = p * r + np.float32(1.0 / 120.0)
+    p = p * r + np.float32(1.0 / 24.0)
+    p = p * r + np.float32(1.0 / 6.0)
+    p = p * r + np.float32(0.5)
+    p = p * r + np.float32(1.0)
+    p = p * r + np.float32(1.0)
+    return p * _int32_bits_as_float32((np.int32(n) + np.int32(127)) << np.int32(23))
+
+
+def _exp_weight(z):
+    """exp(z), z <= 0, in the precision of z (dispatched at compile time below)."""
+    raise NotImplementedError("only callable from Numba")
+
+
+@overload(_exp_weight)
+def _exp_weight_overload(z):
+    if isinstance(z, types.Float) and z.bitwidth == 32:
+        return lambda z: _exp_nonpositive32(z)
+    return lambda z: _exp_nonpositive(z)
+
+
 @nb.njit(nogil=True, fastmath=True, cache=True)
-def _softmax_pass(S, bias, scale, k0, run_max, run_sum, run_w, run_arg, Y, T, fold_T):
+def _chunk_max(S, bias, scale, run_max, cmax):
+    """Per-row largest logit of the chunk into ``cmax``; returns max over rows of cmax - run_max."""
+    B, kc = S.shape
+    lead = -np.inf
+    for i in range(B):
+        c = -np.inf
+        for j in range(kc):
+            c = max(c, scale * S[i, j] + bias[j])
+        cmax[i] = c
+        lead = max(lead, c - run_max[i])
+    return lead
+
+
+@nb.njit(nogil=True, fastmath=True, cache=True)
+def _softmax_pass(S, bias, scale, cmax, k0, run_max, run_sum, run_w, run_arg, Y, T, fold_T):
     """One chunk of the online softmax (eq. 7), in place, row by row.
 
-    S (B, kc) holds X M_c^T on entry and the weights exp(L - m) on exit. T (B, d) holds the
-    previous chunk's P M_c product, folded into Y before the rescaling when ``fold_T``.
+    S (B, kc) holds X M_c^T on entry and the weights exp(L - m) on exit, computed in S's
+    precision (scale, bias and run_max share it); cmax holds each row's largest logit of the
+    chunk (:func:`_chunk_max`). T (B, d) holds the previous computed chunk's P M_c product,
+    folded into Y before the rescaling when ``fold_T``. Sums accumulate in float64.
     """
     B, kc = S.shape
     d = Y.shape[1]
     for i in range(B):
-        cmax = -np.inf
-        for j in range(kc):
-            cmax = max(cmax, scale * S[i, j] + bias[j])
         m_old = run_max[i]
         r = 1.0
-        if cmax > m_old:
+        if cmax[i] > m_old:
             for j in range(kc):
-                if scale * S[i, j] + bias[j] == cmax:
+                if scale * S[i, j] + bias[j] == cmax[i]:
                     run_arg[i] = k0 + j
                     break
             if run_sum[i] > 0.0:
-                r = math.exp(m_old - cmax)
-                run_w[i] = r * (run_w[i] + (m_old - cmax) * run_sum[i])
+                r = math.exp(float(m_old) - float(cmax[i]))
+                run_w[i] = r * (run_w[i] + (float(m_old) - float(cmax[i])) * run_sum[i])
                 run_sum[i] *= r
-            run_max[i] = cmax
+            run_max[i] = cmax[i]
         m = run_max[i]
         if fold_T:
             for l in range(d):
@@ -124,7 +189,7 @@ def _softmax_pass(S, bias, scale, k0, run_max, run_sum, run_w, run_arg, Y, T, fo
         w = 0.0
         for j in range(kc):
             z = scale * S[i, j] + bias[j] - m
-            e = _exp_nonpositive(z)
+            e = _exp_weight(z)
             S[i, j] = e
             s += e
             w += e * z
@@ -139,31 +204,56 @@ class PosteriorMoments(NamedTuple):
     log_partition: np.ndarray  #: (B,) log sum_k exp(L_k), float64
     entropy: np.ndarray  #: (B,) posterior entropy in nats, float64
     argmax: np.ndarray  #: (B,) int64 index of the largest logit (Bayes classifier)
+    skipped: float = 0.0  #: fraction of (row block, chunk) pairs skipped as negligible (eq. 30)
 
 
-def _stream_rows(x, means, scale, bias, chunk, out):
-    """Stream all K chunks for one block of rows; writes into the views in ``out``."""
+#: All skipped chunks together hold less than this fraction of each row's posterior weight (eq. 30).
+SKIP_WEIGHT = 1e-12
+
+
+def _stream_rows(x, means, scale, bias, chunk, hint, skip, out):
+    """Stream all K chunks for one block of rows; writes into the views in ``out``.
+
+    Returns the number of chunks skipped (eq. 30): after the first GEMM of a chunk, if every
+    row's largest logit there is below its running maximum by more than log(K/SKIP_WEIGHT),
+    the chunk's weights and second GEMM are skipped. All skipped chunks together then hold
+    less than SKIP_WEIGHT of each row's posterior weight.
+    """
     Y, log_partition, entropy, run_arg = out
     B, d = x.shape
     K = means.shape[0]
     buffer = np.empty(B * chunk, dtype=x.dtype)
     T = np.empty((B, d), dtype=x.dtype)
-    run_max = np.full(B, -np.inf)
+    cmax = np.empty(B, dtype=x.dtype)
     run_sum = np.zeros(B)
     run_w = np.zeros(B)
+    if hint is None:
+        run_max = np.full(B, -np.inf, dtype=x.dtype)
+    else:  # start from the hinted class's logit: its own chunk is never skipped
+        run_max = (scale * np.einsum("ij,ij->i", x, means[hint]) + bias[hint]).astype(x.dtype)
+        run_arg[:] = hint
     Y[...] = 0
+    pending, skipped = False, 0
     for k0 in range(0, K, chunk):
         Mc = means[k0 : k0 + chunk]
-        S = buffer[: B * Mc.shape[0]].reshape(B, Mc.shape[0])
+        kc = Mc.shape[0]
+        S = buffer[: B * kc].reshape(B, kc)
         np.matmul(x, Mc.T, out=S)
-        _softmax_pass(S, bias[k0 : k0 + chunk], scale, k0, run_max, run_sum, run_w, run_arg, Y, T, k0 > 0)
+        lead = _chunk_max(S, bias[k0 : k0 + chunk], scale, run_max, cmax)
+        if skip and lead < -math.log(K / SKIP_WEIGHT):
+            skipped += 1
+            continue
+        _softmax_pass(S, bias[k0 : k0 + chunk], scale, cmax, k0, run_max, run_sum, run_w, run_arg, Y, T, pending)
         np.matmul(S, Mc, out=T)
-    Y += T
+        pending = True
+    if pending:
+        Y += T
     with np.errstate(invalid="ignore", divide="ignore"):  # non-finite x gives NaN rows, by design
         Y /= run_sum[:, None].astype(x.dtype)
         log_sum = np.log(run_sum)
         log_partition[:] = run_max + log_sum
         entropy[:] = log_sum - run_w / run_sum
+    return skipped
 
 
 def default_chunk(rows, itemsize, K):
@@ -171,14 +261,15 @@ def default_chunk(rows, itemsize, K):
     return int(min(K, max(64, BUFFER_BYTES // (max(rows, 1) * itemsize))))
 
 
-def posterior_moments(x, means, scale, bias, chunk=None, threads=None):
-    r"""Softmax-weighted class means and posterior statistics, streamed over K (eqs. 5-7).
+def posterior_moments(x, means, scale, bias, chunk=None, threads=None, hint=None, skip=True):
+    r"""Softmax-weighted class means and posterior statistics, streamed over K (eqs. 5-7, 30).
 
     Parameters
     ----------
     x : ndarray (B, d), float64 or float32
-        Particles. ``means`` must have the same dtype; that dtype is used for both GEMMs and
-        for the returned ``mean``; the running statistics are float64.
+        Particles. ``means`` must have the same dtype; that dtype is used for both GEMMs, for
+        the logits and weights of the softmax pass and for the returned ``mean``; the running
+        sums and the returned statistics are float64.
     means : ndarray (K, d)
     scale : float
         :math:`\beta` in :math:`L = \beta X M^\top + b`.
@@ -187,6 +278,11 @@ def posterior_moments(x, means, scale, bias, chunk=None, threads=None):
         Classes per chunk; default keeps each thread's buffer near ``BUFFER_BYTES``.
     threads : int, optional
         Worker threads, each owning a block of rows (default: the usable cores).
+    hint : int or ndarray (B,) of int, optional
+        A class likely to dominate each row's posterior (e.g. the guidance target). Its logit
+        seeds the running maximum, so that chunks can be skipped from the start.
+    skip : bool
+        Skip chunks whose weight is below ``SKIP_WEIGHT`` of every row's posterior (eq. 30).
 
     Returns
     -------
@@ -198,9 +294,13 @@ def posterior_moments(x, means, scale, bias, chunk=None, threads=None):
         raise ValueError(f"x and means must share dtype float32 or float64, got {x.dtype}, {means.dtype}")
     B, d = x.shape
     K = means.shape[0]
-    bias = np.ascontiguousarray(bias, dtype=np.float64)
+    bias = np.ascontiguousarray(bias, dtype=x.dtype)
     if bias.shape != (K,) or means.shape[1] != d:
         raise ValueError(f"shapes do not match: x {x.shape}, means {means.shape}, bias {bias.shape}")
+    if hint is not None:
+        hint = np.broadcast_to(np.asarray(hint), (B,))
+        if hint.dtype.kind not in "iu" or np.any(hint < 0) or np.any(hint >= K):
+            raise ValueError(f"hint must hold class indices in [0, {K - 1}]")
     threads = max(1, min(THREADS if threads is None else int(threads), B))
     rows = -(-B // threads)
     chunk = default_chunk(rows, x.dtype.itemsize, K) if chunk is None else int(chunk)
@@ -213,12 +313,12 @@ def posterior_moments(x, means, scale, bias, chunk=None, threads=None):
         np.zeros(B, dtype=np.int64),
     )
     blocks = [slice(i, min(i + rows, B)) for i in range(0, B, rows)]
-    args = [(x[b], means, float(scale), bias, min(chunk, K), tuple(o[b] for o in out)) for b in blocks]
+    args = [(x[b], means, x.dtype.type(scale), bias, min(chunk, K), None if hint is None else hint[b], bool(skip),
+             tuple(o[b] for o in out)) for b in blocks]
     with _BLAS.limit(limits=1, user_api="blas"):
         if len(blocks) == 1:
-            _stream_rows(*args[0])
+            skipped = [_stream_rows(*args[0])]
         else:
             pool = _POOL.setdefault(threads, ThreadPoolExecutor(threads, thread_name_prefix="cfgphase"))
-            for future in [pool.submit(_stream_rows, *a) for a in args]:
-                future.result()
-    return PosteriorMoments(*out)
+            skipped = [future.result() for future in [pool.submit(_stream_rows, *a) for a in args]]
+    return PosteriorMoments(*out, sum(skipped) / (len(blocks) * -(-K // min(chunk, K))))

@@ -1,0 +1,293 @@
+r"""Speed and memory of the exact score against what a user would write instead (``cfgphase bench``).
+
+Every method computes the unconditional class-mean estimate :math:`\hat m_u = \mathrm{softmax}(L)M`
+of eq. (6) for B particles, K classes and dimension d; the score and the guided step follow from
+it in O(B d). Methods:
+
+=============  ================================================================================
+``gemm``       (a) the two bare GEMMs :math:`XM^\top` and :math:`PM` with NumPy's BLAS: the lower bound
+``broadcast``  (b) squared distances by broadcasting a (B, K, d) array, softmax, :math:`PM`
+``softmax``    (c) one GEMM for the logits, a full (B, K) softmax in NumPy, :math:`PM`
+``torch``      (d) ``torch.nn.functional.scaled_dot_product_attention`` with a float mask (if installed)
+``cfgphase``   (e) :func:`solvers.kernel.posterior_moments` via :class:`solvers.fields.MixtureField`
+=============  ================================================================================
+
+Two regimes: ``spread`` (t = 3 on OU: the posterior is spread over many classes) and
+``condensed`` (t = 0.01, particles drawn from the target class: one class holds the posterior,
+and cfgphase skips the other chunks, eq. 30). Two operations: one ``score`` evaluation and one
+guided ``step`` of the reverse SDE (exact transition, eq. 12, omega = 1, fresh Gaussian noise).
+
+Timings are medians of ``repeats`` runs in one process; GFLOP/s counts 4BKd; peak memory is
+the growth of the resident set's high-water mark during one run (Linux; reset through
+/proc/self/clear_refs), which sees NumPy, BLAS, Numba and PyTorch allocations alike. A
+configuration is skipped, with the reason, when a method's working set exceeds the memory budget
+or its estimated time the time limit.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import statistics
+import time
+
+import numpy as np
+from threadpoolctl import threadpool_info
+
+from physics.mixture import GaussianMixture
+from physics.processes import OU
+from solvers.fields import Evaluation, MixtureField
+from solvers.kernel import THREADS
+from solvers.steppers import exponential
+
+METHODS = ("gemm", "broadcast", "softmax", "torch", "cfgphase")
+REGIMES = {"spread": 3.0, "condensed": 0.01}
+OPERATIONS = ("score", "step")
+#: The issue's grid.
+FULL = dict(B=(1024, 8192), K=(4096, 65536, 1_000_000), d=(32, 64, 256), dtype=("float32", "float64"))
+QUICK = dict(B=(256,), K=(4096,), d=(32,), dtype=("float32", "float64"))
+#: Estimated cost relative to the two GEMMs, to skip what would exceed the time limit.
+_COST = {"gemm": 1.0, "broadcast": 25.0, "softmax": 2.0, "torch": 2.0, "cfgphase": 1.3}
+
+
+def _working_set(method, B, K, d, itemsize):
+    """Bytes a method allocates beyond its inputs (the (K, d) means and (B, d) particles)."""
+    return {"gemm": B * K * itemsize, "broadcast": B * K * (d + 2) * itemsize, "softmax": 3 * B * K * itemsize,
+            "torch": 3 * B * K * itemsize, "cfgphase": 2 * 2**20 * THREADS + 4 * B * d * itemsize}[method]
+
+
+def _peak_rss_bytes():
+    with open("/proc/self/status") as f:
+        fields = dict(line.split(":", 1) for line in f)
+    return int(fields["VmHWM"].split()[0]) * 1024, int(fields["VmRSS"].split()[0]) * 1024
+
+
+def _reset_peak():
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(THREADS)
+    return torch
+
+
+class _Estimator:
+    """One method's unconditional estimate m_u(x) at fixed t, as a field for the SDE stepper."""
+
+    def __init__(self, method, model, process, t, dtype, target):
+        self.field = MixtureField(model, process, target=target, dtype=dtype)
+        self.method, self.process, self.reference_var = method, process, model.class_var
+        self.means = self.field.means
+        self.scale, bias = model.logit_coefficients(t, process)
+        self.bias = bias.astype(dtype)
+        self.a, self.gamma = float(process.a(t)), float(process.class_var(t, model.class_var))
+        self.log_weights = model.log_weights.astype(dtype)
+        self.S = None
+        self.torch = _torch() if method == "torch" else None
+        if method == "torch" and self.torch is None:
+            raise ImportError("torch is not installed")
+        if self.torch is not None:
+            self.t_means = self.torch.from_numpy(self.means)[None]
+            self.t_mask = self.torch.from_numpy(self.bias)[None, None]
+
+    def unconditional(self, x, t):
+        x = x.astype(self.means.dtype, copy=False)
+        M = self.means
+        if self.method == "gemm":
+            if self.S is None or self.S.shape[0] != x.shape[0]:
+                self.S = np.empty((x.shape[0], M.shape[0]), dtype=M.dtype)
+            np.matmul(x, M.T, out=self.S)
+            return self.S @ M  # the lower bound: no logits, no softmax
+        if self.method == "broadcast":
+            diff = x[:, None, :] - self.a * M[None, :, :]
+            L = -np.einsum("bkd,bkd->bk", diff, diff) / (2 * self.gamma) + self.log_weights
+            del diff
+            L -= L.max(axis=1, keepdims=True)
+            P = np.exp(L)
+            P /= P.sum(axis=1, keepdims=True)
+            return P @ M
+        if self.method == "softmax":
+            L = x @ M.T
+            L *= self.scale
+            L += self.bias
+            L -= L.max(axis=1, keepdims=True)
+            np.exp(L, out=L)
+            L /= L.sum(axis=1, keepdims=True)
+            return L @ M
+        if self.method == "torch":
+            q = self.torch.from_numpy(np.ascontiguousarray(x))[None]
+            out = self.torch.nn.functional.scaled_dot_product_attention(q, self.t_means, self.t_means,
+                                                                        attn_mask=self.t_mask, scale=self.scale)
+            return out[0].numpy()
+        return self.field.evaluate(x, t).uncond
+
+    def evaluate(self, x, t):
+        if self.method == "cfgphase":
+            return self.field.evaluate(x, t)
+        return Evaluation(self.field.target_mean, self.unconditional(x, t).astype(np.float64, copy=False))
+
+
+def _blas_info():
+    return [dict(library=i.get("internal_api"), version=i.get("version"), threads=i.get("num_threads"),
+                 architecture=i.get("architecture")) for i in threadpool_info() if i.get("user_api") == "blas"]
+
+
+def environment():
+    """Machine, libraries and thread settings behind a benchmark run."""
+    import numba
+
+    torch = _torch()
+    return dict(host=platform.node(), cpu=platform.processor() or platform.machine(), cores=os.cpu_count(),
+                usable_cores=THREADS, numpy=np.__version__, numba=numba.__version__,
+                torch=None if torch is None else torch.__version__,
+                torch_threads=None if torch is None else torch.get_num_threads(), blas=_blas_info(),
+                kernel="one single-threaded BLAS + nogil Numba pass per row block, "
+                       f"{THREADS} threads; BLAS limited to 1 thread inside the kernel")
+
+
+def _gemm_rate(dtype):
+    """GFLOP/s of the two GEMMs at a mid size, to estimate run times before running."""
+    rng = np.random.default_rng(0)
+    x, M = rng.standard_normal((1024, 64)).astype(dtype), rng.standard_normal((8192, 64)).astype(dtype)
+    S = np.empty((1024, 8192), dtype=dtype)
+    best = math.inf
+    for _ in range(3):
+        start = time.perf_counter()
+        np.matmul(x, M.T, out=S)
+        _ = S @ M
+        best = min(best, time.perf_counter() - start)
+    return 4 * 1024 * 8192 * 64 / best / 1e9
+
+
+def run(B=FULL["B"], K=FULL["K"], d=FULL["d"], dtypes=FULL["dtype"], methods=METHODS, regimes=tuple(REGIMES),
+        operations=OPERATIONS, repeats=3, max_seconds=30.0, memory_gb=None, progress=None):
+    """Measure every (B, K, d, dtype, regime, operation, method); a list of result dicts.
+
+    Skipped cases carry ``skipped`` with the reason. ``progress(text)`` is called before each of
+    the len(B) len(K) len(d) len(dtypes) len(regimes) len(operations) len(methods) cases.
+    """
+    for name, value in (("repeats", repeats), ("max_seconds", max_seconds)):
+        if not value > 0:
+            raise ValueError(f"{name} must be > 0, got {value!r}")
+    for name, values, allowed in (("methods", methods, METHODS), ("regimes", regimes, tuple(REGIMES)),
+                                  ("operations", operations, OPERATIONS), ("dtypes", dtypes, ("float32", "float64"))):
+        bad = [v for v in values if v not in allowed]
+        if bad or not values:
+            raise ValueError(f"{name} must be a non-empty subset of {allowed}, got {list(values)}")
+    for name, values in (("B", B), ("K", K), ("d", d)):
+        if not values or any(int(v) != v or v < 1 for v in values):
+            raise ValueError(f"{name} must be positive integers, got {list(values)}")
+    if memory_gb is None:
+        memory_gb = 0.5 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    can_trace = _reset_peak()
+    process = OU()
+    _warm_up(methods, dtypes, process)
+    rates = {dt: _gemm_rate(np.dtype(dt)) for dt in dtypes}
+    rows = []
+    for d_ in d:
+        for K_ in K:
+            model = None
+            for B_ in B:
+                for dt in dtypes:
+                    itemsize = np.dtype(dt).itemsize
+                    flops = 4.0 * B_ * K_ * d_
+                    for regime in regimes:
+                        t = REGIMES[regime]
+                        for op in operations:
+                            for method in methods:
+                                row = dict(B=B_, K=K_, d=d_, dtype=dt, regime=regime, t=t, operation=op,
+                                           method=method)
+                                rows.append(row)
+                                need = (_working_set(method, B_, K_, d_, itemsize) + K_ * d_ * (8 + itemsize)) / 2**30
+                                estimate = flops / (rates[dt] * 1e9) * _COST[method]
+                                if method == "torch" and _torch() is None:
+                                    row["skipped"] = "torch is not installed"
+                                elif need > memory_gb:
+                                    row["skipped"] = f"needs {need:.1f} GiB > memory budget {memory_gb:.1f} GiB"
+                                elif estimate > max_seconds:
+                                    row["skipped"] = f"estimated {estimate:.0f} s > max_seconds {max_seconds:g}"
+                                if progress is not None:
+                                    progress(f"B={B_} K={K_} d={d_} {dt} {regime} {op} {method}")
+                                if "skipped" in row:
+                                    continue
+                                if model is None:
+                                    model = GaussianMixture.random(d_, classes=K_, seed=0)
+                                row.update(_measure(method, model, process, t, dt, B_, op, repeats, can_trace))
+                                row["gflops"] = flops / row["seconds"] / 1e9
+            del model
+    return rows
+
+
+def _warm_up(methods, dtypes, process):
+    """Compile and initialise every method on a tiny problem, so that no measurement pays for it."""
+    model = GaussianMixture.random(8, classes=64, seed=0)
+    x = model.sample_noised(1.0, process, 16, np.random.default_rng(0))[0]
+    for method in methods:
+        if method == "torch" and _torch() is None:
+            continue
+        for dt in dtypes:
+            _Estimator(method, model, process, 1.0, np.dtype(dt), target=0).unconditional(x, 1.0)
+
+
+def _measure(method, model, process, t, dtype, B, operation, repeats, can_trace):
+    rng = np.random.default_rng(1)
+    x = model.sample_noised(t, process, B, rng, target=0)[0]
+    est = _Estimator(method, model, process, t, np.dtype(dtype), target=0)
+    t_next = 0.99 * t
+    if operation == "score":
+        def call():
+            return est.unconditional(x, t)
+    else:
+        def call():
+            ev = est.evaluate(x, t)
+            return exponential(est, 1.0, t, t_next, x, ev, rng.standard_normal(x.shape))
+    peak = None
+    if can_trace:  # the first call allocates every buffer it needs (JIT was done by _warm_up)
+        _reset_peak()
+        base = _peak_rss_bytes()[1]
+    call()
+    if can_trace:
+        peak = max(0, _peak_rss_bytes()[0] - base)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    seconds = statistics.median(times)
+    result = dict(seconds=seconds, particle_steps_per_s=B / seconds, repeats=repeats,
+                  peak_mib=None if peak is None else peak / 2**20)
+    if method == "cfgphase":
+        scale, bias = model.logit_coefficients(t, process)
+        from solvers.kernel import posterior_moments
+
+        res = posterior_moments(x.astype(dtype), est.means, scale, bias, hint=0)
+        result.update(skipped_chunks=res.skipped, mean_entropy=float(res.entropy.mean()))
+    return result
+
+
+def ratios(rows):
+    """Per case, each method's time over the bare GEMMs' (a) and over the best of (c) and (d)."""
+    table = {}
+    for r in rows:
+        if "seconds" in r:
+            key = (r["B"], r["K"], r["d"], r["dtype"], r["regime"], r["operation"])
+            table.setdefault(key, {})[r["method"]] = r["seconds"]
+    out = []
+    for key, times in table.items():
+        if "cfgphase" not in times:
+            continue
+        rival = [times[m] for m in ("softmax", "torch") if m in times]
+        out.append(dict(zip(("B", "K", "d", "dtype", "regime", "operation"), key),
+                        vs_gemm=times["cfgphase"] / times["gemm"] if "gemm" in times else None,
+                        vs_best_rival=times["cfgphase"] / min(rival) if rival else None))
+    return out
