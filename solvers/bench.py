@@ -17,20 +17,24 @@ Two regimes: ``spread`` (t = 3 on OU: the posterior is spread over many classes)
 and cfgphase skips the other chunks, eq. 30). Two operations: one ``score`` evaluation and one
 guided ``step`` of the reverse SDE (exact transition, eq. 12, omega = 1, fresh Gaussian noise).
 
-Timings are medians of ``repeats`` runs in one process; GFLOP/s counts 4BKd; peak memory is
-the growth of the resident set's high-water mark during one run (Linux; reset through
-/proc/self/clear_refs), which sees NumPy, BLAS, Numba and PyTorch allocations alike. A
+Timings are medians of at least ``repeats`` runs in one process (more for short cases, to fill
+about a second); GFLOP/s counts 4BKd. Peak memory is measured on a separate first call: the
+larger of tracemalloc's peak and the growth of the resident set's high-water mark (Linux; freed
+heap returned with malloc_trim, the mark reset through /proc/self/clear_refs), which also sees
+BLAS, Numba and PyTorch allocations. A
 configuration is skipped, with the reason, when a method's working set exceeds the memory budget
 or its estimated time the time limit.
 """
 
 from __future__ import annotations
 
+import ctypes
 import math
 import os
 import platform
 import statistics
 import time
+import tracemalloc
 
 import numpy as np
 from threadpoolctl import threadpool_info
@@ -64,12 +68,29 @@ def _peak_rss_bytes():
 
 
 def _reset_peak():
+    """Return freed heap to the system and reset the resident high-water mark (Linux)."""
     try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
         return True
     except OSError:
         return False
+
+
+def _peak_mib(call, can_trace):
+    """Peak memory of one call in MiB: the larger of tracemalloc's peak (NumPy and Python
+    allocations) and the growth of the resident high-water mark (also BLAS, Numba, PyTorch)."""
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    if can_trace:
+        _reset_peak()
+        rss = _peak_rss_bytes()[1]
+    call()
+    traced = tracemalloc.get_traced_memory()[1] - base
+    tracemalloc.stop()
+    resident = _peak_rss_bytes()[0] - rss if can_trace else 0
+    return max(traced, resident) / 2**20
 
 
 def _torch():
@@ -251,21 +272,18 @@ def _measure(method, model, process, t, dtype, B, operation, repeats, can_trace)
         def call():
             ev = est.evaluate(x, t)
             return exponential(est, 1.0, t, t_next, x, ev, rng.standard_normal(x.shape))
-    peak = None
-    if can_trace:  # the first call allocates every buffer it needs (JIT was done by _warm_up)
-        _reset_peak()
-        base = _peak_rss_bytes()[1]
+    peak = _peak_mib(call, can_trace)  # the first call allocates every buffer it needs
+    start = time.perf_counter()
     call()
-    if can_trace:
-        peak = max(0, _peak_rss_bytes()[0] - base)
-    times = []
-    for _ in range(repeats):
+    first = time.perf_counter() - start
+    times = [first]
+    # short cases are noisy on a shared machine: at least `repeats` runs and about a second in all
+    for _ in range(max(repeats, min(50, math.ceil(1.0 / max(first, 1e-6)))) - 1):
         start = time.perf_counter()
         call()
         times.append(time.perf_counter() - start)
     seconds = statistics.median(times)
-    result = dict(seconds=seconds, particle_steps_per_s=B / seconds, repeats=repeats,
-                  peak_mib=None if peak is None else peak / 2**20)
+    result = dict(seconds=seconds, particle_steps_per_s=B / seconds, repeats=len(times), peak_mib=peak)
     if method == "cfgphase":
         scale, bias = model.logit_coefficients(t, process)
         from solvers.kernel import posterior_moments

@@ -32,7 +32,8 @@ from typing import NamedTuple
 
 import numba as nb
 import numpy as np
-from numba.core import types
+from llvmlite import ir
+from numba.core import cgutils, types
 from numba.extending import intrinsic, overload
 from threadpoolctl import ThreadpoolController
 
@@ -58,6 +59,26 @@ def _int64_bits_as_float64(typingctx, bits):
     return sig, codegen
 
 
+@intrinsic
+def _fmax(typingctx, a, b):
+    """max(a, b) of two floats of one type as LLVM's maxnum with fast-math flags.
+
+    Numba lowers ``max`` to a compare and a select without fast-math flags, which LLVM refuses
+    to vectorise as a reduction (a row maximum ran 10x slower than this); maxnum vectorises.
+    """
+    if not (isinstance(a, types.Float) and a == b):
+        return None
+    sig = a(a, b)
+
+    def codegen(context, builder, signature, args):
+        lty = context.get_value_type(signature.return_type)
+        name = "llvm.maxnum.f32" if signature.return_type.bitwidth == 32 else "llvm.maxnum.f64"
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(lty, [lty, lty]), name)
+        return builder.call(fn, args, fastmath=("fast",))
+
+    return sig, codegen
+
+
 _LOG2E = 1.4426950408889634
 _LN2_HI = 6.93147180369123816490e-01  # low 32 bits zero: n * _LN2_HI is exact for |n| < 2**20
 _LN2_LO = 1.90821492927058770002e-10
@@ -72,8 +93,8 @@ def _exp_nonpositive(z):
     |r| <= ln2/2, a degree-12 Taylor polynomial (truncation < 2e-16), and 2**n assembled in
     the exponent bits. Inputs below -708 are clamped (result ~3e-308, negligible in any sum).
     """
-    z = max(z, -708.0)
-    n = math.floor(z * _LOG2E + 0.5)
+    z = _fmax(z, -708.0)
+    n = np.floor(z * _LOG2E + 0.5)
     r = z - n * _LN2_HI - n * _LN2_LO
     p = 1.0 / 479001600.0
     p = p * r + 1.0 / 39916800.0
@@ -114,8 +135,8 @@ def _exp_nonpositive32(z):
     Degree-7 Taylor polynomial on |r| <= ln2/2 (truncation < 6e-9), 2**n in the exponent bits;
     inputs below -87 (the smallest normal float32) are clamped.
     """
-    z = max(z, np.float32(-87.0))
-    n = math.floor(z * _LOG2E_32 + np.float32(0.5))
+    z = _fmax(z, np.float32(-87.0))
+    n = np.floor(z * _LOG2E_32 + np.float32(0.5))  # a float32: math.floor would give an int64
     r = z - n * _LN2_HI_32 - n * _LN2_LO_32
     p = np.float32(1.0 / 5040.0)
     p = p * r + np.float32(1.0 / 720.0)
@@ -146,9 +167,9 @@ def _chunk_max(S, bias, scale, run_max, cmax):
     B, kc = S.shape
     lead = -np.inf
     for i in range(B):
-        c = -np.inf
-        for j in range(kc):
-            c = max(c, scale * S[i, j] + bias[j])
+        c = S[i, 0] * scale + bias[0]
+        for j in range(1, kc):
+            c = _fmax(c, scale * S[i, j] + bias[j])
         cmax[i] = c
         lead = max(lead, c - run_max[i])
     return lead
