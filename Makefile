@@ -13,8 +13,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# the main job: the default (alpha, omega) phase diagram, theory and a simulation check (about 1 min)
 run: $(STAMP)
-	$(BIN)/cfgphase simulate
+	$(BIN)/cfgphase phase-diagram --config data/phase_diagram.toml --out data/phase_diagram.h5 --overwrite
+	$(BIN)/cfgphase plot data/phase_diagram.h5 --kind phase-diagram --out data/phase_diagram.png
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

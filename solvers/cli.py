@@ -130,6 +130,38 @@ def build_parser():
     out.add_argument("--samples", action="store_true", help="also store the final particles in --out")
     out.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     out.add_argument("--quiet", action="store_true", help="no progress bar")
+    pd = sub.add_parser("phase-diagram", help="theory on an (alpha, omega, ...) grid plus simulations; one HDF5 file")
+    pd.add_argument("--config", help="TOML file describing the sweep (data/README.md); excludes the grid options")
+    g = pd.add_argument_group("grid (RANGE is START:STOP:NUM or a comma list)")
+    g.add_argument("--schedule", choices=["constant", "linear", "switch"], help="guidance schedule (default constant)")
+    for name, text in (("alpha", "log(K)/d"), ("omega", "excess weight (constant, switch)"),
+                       ("w0", "linear: omega at t = 0"), ("slope", "linear: d omega / dt"),
+                       ("t-switch", "switch: forward time of the switch"), ("after", "switch: weight after (-1)")):
+        g.add_argument(f"--{name}", metavar="RANGE", help=text)
+    g.add_argument("--sampler", metavar="LIST", help="ode and/or sde, comma separated (default ode)")
+    g.add_argument("--mean-var", type=float, help="sigma_mu^2 (default 1)")
+    g.add_argument("--class-var", type=float, help="s^2 (default 0.25)")
+    g.add_argument("--process", choices=sorted(PROCESSES), help="forward process (default ou)")
+    g = pd.add_argument_group("simulations (only with --sim-d)")
+    g.add_argument("--sim-alpha", metavar="RANGE", help="alphas to simulate (default: the grid's)")
+    g.add_argument("--sim-omega", metavar="RANGE", help="omegas to simulate (default: the grid's)")
+    g.add_argument("--sim-d", metavar="LIST", help="dimensions, comma separated")
+    g.add_argument("--seeds", type=int, help="replicate seeds per point (default 1)")
+    g.add_argument("--particles", type=int, help="particles per simulation (default 512)")
+    g.add_argument("--steps", type=int, help="steps per simulation (default 100)")
+    g = pd.add_argument_group("run")
+    g.add_argument("--out", required=True, help="HDF5 file to write (.h5)")
+    g.add_argument("--resume", action="store_true", help="continue an interrupted sweep in --out, skipping finished points")
+    g.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    g.add_argument("--workers", type=int, help="local worker processes (default: usable cores)")
+    g.add_argument("--scheduler", metavar="ADDRESS", help="run on this Dask distributed scheduler instead")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    plot = sub.add_parser("plot", help="draw a figure from a cfgphase HDF5 file")
+    plot.add_argument("file", help="HDF5 file written by cfgphase")
+    plot.add_argument("--kind", choices=["phase-diagram"], default="phase-diagram", help="figure to draw")
+    plot.add_argument("--out", required=True, help="figure file (.pdf or .png)")
+
     bench = sub.add_parser("bench", help="time and peak memory of the exact score against the alternatives")
     g = bench.add_argument_group("cases (default: the full grid; each list is a product axis)")
     g.add_argument("--B", type=int, nargs="+", help="particles (default 1024 8192)")
@@ -316,10 +348,86 @@ def _bench(args):
     return 0
 
 
+def _range(text, name):
+    """START:STOP:NUM or a comma list (numbers or words) from a command-line option."""
+    def number(v):
+        try:
+            return float(v)
+        except ValueError:
+            return v
+    parts = text.split(":")
+    if len(parts) == 3:
+        try:
+            return dict(start=float(parts[0]), stop=float(parts[1]), num=int(parts[2]))
+        except ValueError:
+            raise ValueError(f"--{name}: expected START:STOP:NUM, got {text!r}") from None
+    return [number(v) for v in text.split(",") if v.strip()]
+
+
+def _phase_diagram(args):
+    from solvers.sweep import parse_spec, run_sweep
+
+    grid = {k: getattr(args, k.replace("-", "_")) for k in
+            ("schedule", "alpha", "omega", "w0", "slope", "t-switch", "after", "sampler", "mean-var", "class-var",
+             "process", "sim-alpha", "sim-omega", "sim-d", "seeds", "particles", "steps")}
+    given = {k: v for k, v in grid.items() if v is not None}
+    if args.config is not None and given:
+        raise ValueError(f"--config: give a TOML file or grid options, not both (got --{sorted(given)[0]})")
+    if args.config is not None:
+        import tomllib
+
+        try:
+            with open(args.config, "rb") as f:
+                spec = parse_spec(tomllib.load(f))
+        except OSError as err:
+            raise ValueError(f"--config: cannot read {args.config}: {err.strerror}") from None
+        except tomllib.TOMLDecodeError as err:
+            raise ValueError(f"--config: {args.config} is not valid TOML: {err}") from None
+    elif given:
+        config = {"schedule": given.get("schedule", "constant"), "model": {}, "theory": {}}
+        for key in ("mean-var", "class-var", "process"):
+            if key in given:
+                config["model"][key.replace("-", "_")] = given[key]
+        for key in ("alpha", "omega", "w0", "slope", "t-switch", "after", "sampler"):
+            if key in given:
+                config["theory"][key.replace("-", "_")] = _range(given[key], key)
+        if "sim-d" in given:
+            sim = config["simulation"] = {"d": [int(v) for v in _range(given["sim-d"], "sim-d")]}
+            for key in ("sim-alpha", "sim-omega"):
+                if key in given:
+                    sim[key[4:]] = _range(given[key], key)
+            for key in ("seeds", "particles", "steps"):
+                if key in given:
+                    sim[key] = given[key]
+        elif any(k in given for k in ("sim-alpha", "sim-omega", "seeds", "particles", "steps")):
+            raise ValueError("--sim-d: simulation options need the dimensions to simulate")
+        spec = parse_spec(config)
+    elif args.resume:
+        spec = None
+    else:
+        raise ValueError("--config: give a TOML file, grid options, or --resume")
+    summary = run_sweep(spec, args.out, resume=args.resume, overwrite=args.overwrite, workers=args.workers,
+                        scheduler=args.scheduler, progress=not args.quiet and sys.stderr.isatty())
+    print(f"cfgphase phase-diagram: {summary['points_done']} points done, {summary['points_failed']} failed, "
+          f"{summary['computed']} of {summary['units']} units computed in {summary['wall_time']:.1f} s; "
+          f"written to {summary['path']}")
+    return 0
+
+
+def _plot(args):
+    from solvers.plots import plot_file
+
+    plot_file(args.file, args.kind, args.out)
+    print(f"cfgphase plot: {args.kind} written to {args.out}")
+    return 0
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
-        return {"simulate": _simulate, "gaussian": _gaussian, "theory": _theory, "bench": _bench}[args.command](args)
+        commands = {"simulate": _simulate, "gaussian": _gaussian, "theory": _theory, "phase-diagram": _phase_diagram,
+                    "plot": _plot, "bench": _bench}
+        return commands[args.command](args)
     except ValueError as err:
         print(f"cfgphase {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -217,14 +217,15 @@ def _condensation(times, trajectory, counts):
 
 
 def simulate(d=64, alpha=None, classes=None, mean_var=1.0, class_var=0.25, process="ou", target=0,
-             means=None, weights=None, seed=0, dtype="float64", chunk=None, **kwargs):
+             means=None, weights=None, seed=0, dtype="float64", chunk=None, threads=None, **kwargs):
     """Build the Gaussian mixture of DESIGN.md and :func:`run` guided sampling on it.
 
     Model: ``K`` classes :math:`\\mathcal N(\\mu_k, s^2 I)` in ``d`` dimensions; ``K = classes``
     or ``round(exp(alpha d))`` (default alpha = 0.12 when neither is given); means i.i.d.
     :math:`\\mathcal N(0, \\sigma_\\mu^2 I)` (``mean_var``) from ``seed``, or given as ``means``
     (K, d); ``class_var`` is :math:`s^2`. ``process`` is 'ou', 've' or 'flow'. ``dtype`` is the
-    precision of the kernel's GEMMs ('float64' or 'float32'). Other keyword arguments go to
+    precision of the kernel's GEMMs ('float64' or 'float32'); ``chunk`` and ``threads`` go to the
+    kernel (solvers.kernel.posterior_moments). Other keyword arguments go to
     :func:`run`.
     """
     if means is not None:
@@ -239,7 +240,7 @@ def simulate(d=64, alpha=None, classes=None, mean_var=1.0, class_var=0.25, proce
                                        class_var=class_var, weights=weights, seed=seed)
     if dtype not in ("float64", "float32"):
         raise ValueError(f"dtype must be 'float64' or 'float32', got {dtype!r}")
-    field = MixtureField(model, process=process, target=target, dtype=np.dtype(dtype), chunk=chunk)
+    field = MixtureField(model, process=process, target=target, dtype=np.dtype(dtype), chunk=chunk, threads=threads)
     params = dict(
         d=model.d, K=model.K, alpha=alpha, classes=classes,
         mean_var=None if means is not None else float(mean_var), class_var=model.class_var,

@@ -19,6 +19,7 @@ reader never sees a half-written file and a failure leaves no file behind.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -86,38 +87,63 @@ def check_output_path(path, overwrite=False):
         raise ValueError(f"out: expected a .h5 or .hdf5 file name, got {path.name}")
 
 
-def write_simulation(path, result):
-    """Write a :class:`solvers.simulate.SimulationResult` to ``path`` atomically."""
+@contextlib.contextmanager
+def atomic_h5(path):
+    """Open a new HDF5 file for writing that appears at ``path`` only once it is complete.
+
+    The file is written under a temporary name in the same directory, then renamed over
+    ``path`` (atomic on POSIX): a reader, or a process killed at any moment, sees either the
+    previous file or the new one, never a torn one. On an exception the temporary file is removed.
+    """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(suffix=".h5.tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make results unreadable to collaborators
     try:
         with h5py.File(tmp, "w") as f:
-            f.attrs.update(provenance())
-            f.attrs["kind"] = "simulation"
-            for key, value in result.params.items():
-                f.attrs[key] = _attr(value)
-            f.attrs.update(status=result.status, message=result.message, wall_time=result.wall_time,
-                           n_score_evals=result.n_score_evals)
-            f.create_dataset("grid", data=result.grid).attrs["units"] = "forward time"
-            traj = f.create_group("trajectory")
-            time = traj.create_dataset("time", data=result.times)
-            time.attrs["units"] = "forward time (t = 0 is data)"
-            time.make_scale("time")
-            for name, groups in result.trajectory.items():
-                mean, stderr = result.observable(name)
-                for suffix, data in (("", mean), ("_stderr", stderr)):
-                    ds = traj.create_dataset(name + suffix, data=data)
-                    ds.dims[0].attach_scale(time)
-                traj.create_dataset(name + "_groups", data=groups)
-            final = f.create_group("final")
-            for key, value in result.final.items():
-                final.attrs[key] = np.nan if value is None else value
-            final.create_dataset("mean", data=result.final_mean)
-            final.create_dataset("var", data=result.final_var)
-            if result.samples is not None:
-                f.create_dataset("samples", data=result.samples, compression="gzip")
+            yield f
+        with open(tmp, "rb") as fh:  # on disk before the rename, so a crash cannot leave an empty file
+            os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def remove_stale_temporaries(path):
+    """Delete temporary files that a writer of ``path`` killed mid-write left behind (atomic_h5)."""
+    path = Path(path)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        stale.unlink(missing_ok=True)
+
+
+def write_simulation(path, result):
+    """Write a :class:`solvers.simulate.SimulationResult` to ``path`` atomically."""
+    with atomic_h5(path) as f:
+        f.attrs.update(provenance())
+        f.attrs["kind"] = "simulation"
+        for key, value in result.params.items():
+            f.attrs[key] = _attr(value)
+        f.attrs.update(status=result.status, message=result.message, wall_time=result.wall_time,
+                       n_score_evals=result.n_score_evals)
+        f.create_dataset("grid", data=result.grid).attrs["units"] = "forward time"
+        traj = f.create_group("trajectory")
+        time = traj.create_dataset("time", data=result.times)
+        time.attrs["units"] = "forward time (t = 0 is data)"
+        time.make_scale("time")
+        for name, groups in result.trajectory.items():
+            mean, stderr = result.observable(name)
+            for suffix, data in (("", mean), ("_stderr", stderr)):
+                ds = traj.create_dataset(name + suffix, data=data)
+                ds.dims[0].attach_scale(time)
+            traj.create_dataset(name + "_groups", data=groups)
+        final = f.create_group("final")
+        for key, value in result.final.items():
+            final.attrs[key] = np.nan if value is None else value
+        final.create_dataset("mean", data=result.final_mean)
+        final.create_dataset("var", data=result.final_var)
+        if result.samples is not None:
+            f.create_dataset("samples", data=result.samples, compression="gzip")
+

@@ -1,0 +1,509 @@
+"""Phase-diagram sweeps: mean-field theory on a grid, simulations on a coarse grid, one HDF5 file.
+
+A sweep is described by a plain dictionary (from a TOML file or from command-line ranges),
+validated by :func:`parse_spec` into a :class:`SweepSpec` with every default filled in:
+
+.. code-block:: toml
+
+    schedule = "constant"             # or "linear" (w0, slope) or "switch" (omega, t_switch, after)
+    [model]                           # mean_var = 1, class_var = 0.25, process = "ou"
+    [theory]                          # one axis per key; a list or {start, stop, num}
+    alpha = {start = 0.0, stop = 0.6, num = 101}
+    omega = {start = 0.0, stop = 5.0, num = 101}
+    sampler = ["ode"]
+    [simulation]                      # optional: the coarse check
+    alpha = [0.1, 0.15]
+    omega = [0.0, 1.0, 2.0]
+    d = [32, 64]
+    seeds = 2                         # replicate seeds 0 .. seeds-1 (or seed = [...])
+    particles = 512
+    steps = 100
+
+The work is split into units: one theory unit per (schedule parameters, sampler), covering every
+alpha with one bulk integration (solvers.meanfield.guided_predictions), and one simulation unit
+per (alpha, schedule parameters, sampler, d, seed). Workers (a local process pool or a Dask
+cluster) compute units and return their results; the one writer process appends each result to
+a journal (one JSON line, fsync'ed) and rewrites the HDF5 file atomically (temporary file, then
+rename) at most every ``FLUSH_SECONDS`` and at the end. A SIGKILL at any moment therefore leaves
+the previous complete file and a journal holding every finished unit; ``resume`` replays it.
+The schema is documented in data/README.md.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+SCHEDULE_AXES = {"constant": ("omega",), "linear": ("w0", "slope"), "switch": ("omega", "t_switch", "after")}
+SCHEDULE_DEFAULTS = {"after": -1.0}
+ALL_SCHEDULE_PARAMETERS = ("omega", "w0", "slope", "t_switch", "after")
+MODEL_DEFAULTS = dict(mean_var=1.0, class_var=0.25, process="ou")
+THEORY_OPTIONS = dict(t_max=None)
+SIMULATION_OPTIONS = dict(particles=512, steps=100, t_max=7.0, dtype="float64", threads=1, seeds=None)
+THEORY_STATS = ("mean_ratio", "var_par", "var_perp", "distortion", "t_condensation")
+SIM_STATS = ("mean_ratio", "var_par", "var_perp", "distortion", "accuracy", "inv_prob", "t_condensation")
+UNITS = {"alpha": "log(K)/d", "omega": "excess guidance weight", "w0": "excess guidance weight at t = 0",
+         "slope": "per unit forward time", "t_switch": "forward time", "after": "excess guidance weight",
+         "d": "dimension", "seed": "seed", "sampler": "sampler", "mean_ratio": "1", "var_par": "data units^2",
+         "var_perp": "data units^2", "distortion": "nats per dimension", "t_condensation": "forward time",
+         "accuracy": "1", "inv_prob": "1"}
+FLUSH_SECONDS = 2.0
+
+
+@dataclass
+class SweepSpec:
+    """A validated sweep: axes (lists of values) and every option, defaults included."""
+
+    schedule: str
+    model: dict
+    theory_axes: dict  #: alpha, the schedule's parameters, sampler
+    theory: dict
+    sim_axes: dict = field(default_factory=dict)  #: alpha, schedule parameters, sampler, d, seed (empty: none)
+    simulation: dict = field(default_factory=dict)
+
+    @property
+    def guidance_axes(self):
+        return SCHEDULE_AXES[self.schedule]
+
+    def to_json(self):
+        # key order is kept: it is the order of the array dimensions
+        return json.dumps(asdict(self))
+
+
+def _axis(section, key, value, kind=float):
+    """A list of values from a list, a scalar or {start, stop, num}; ValueError naming section.key."""
+    name = f"{section}.{key}"
+    if isinstance(value, dict):
+        unknown = set(value) - {"start", "stop", "num"}
+        if unknown or set(value) != {"start", "stop", "num"}:
+            raise ValueError(f"{name}: a range needs exactly start, stop and num, got {sorted(value)}")
+        num = value["num"]
+        if not isinstance(num, int) or num < 1:
+            raise ValueError(f"{name}: empty range (num = {num!r})")
+        values = np.linspace(float(value["start"]), float(value["stop"]), num).tolist()
+    else:
+        values = list(value) if isinstance(value, (list, tuple)) else [value]
+    if not values:
+        raise ValueError(f"{name}: empty range")
+    try:
+        values = [kind(v) for v in values]
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: expected {kind.__name__} values, got {values!r}") from None
+    if kind is float and not all(math.isfinite(v) for v in values):
+        raise ValueError(f"{name}: values must be finite, got {values!r}")
+    if len(set(values)) != len(values):
+        raise ValueError(f"{name}: repeated values {values!r}")
+    return values
+
+
+def _options(section, given, defaults):
+    unknown = set(given) - set(defaults)
+    if unknown:
+        raise ValueError(f"{section}.{sorted(unknown)[0]}: unknown key (known: {', '.join(sorted(defaults))})")
+    return {**defaults, **given}
+
+
+def parse_spec(config):
+    """Validate a sweep dictionary (the TOML layout above) into a :class:`SweepSpec`.
+
+    Raises ValueError naming the offending key: unknown keys, empty ranges, schedule parameters
+    that do not belong to the schedule, values out of range.
+    """
+    config = dict(config)
+    unknown = set(config) - {"schedule", "model", "theory", "simulation"}
+    if unknown:
+        raise ValueError(f"{sorted(unknown)[0]}: unknown key (known: schedule, model, theory, simulation)")
+    schedule = config.get("schedule", "constant")
+    if schedule not in SCHEDULE_AXES:
+        raise ValueError(f"schedule: must be one of {sorted(SCHEDULE_AXES)}, got {schedule!r}")
+    model = _options("model", config.get("model", {}), MODEL_DEFAULTS)
+    from physics.processes import PROCESSES
+
+    if model["process"] not in PROCESSES:
+        raise ValueError(f"model.process: must be one of {sorted(PROCESSES)}, got {model['process']!r}")
+    for key in ("mean_var", "class_var"):
+        if not (isinstance(model[key], (int, float)) and model[key] > 0):
+            raise ValueError(f"model.{key}: must be a number > 0, got {model[key]!r}")
+    theory_in = dict(config.get("theory", {}))
+    if "alpha" not in theory_in:
+        raise ValueError("theory.alpha: missing (the grid needs an alpha axis)")
+    theory_axes, theory_given = _guidance_axes("theory", theory_in, schedule, required=True)
+    theory = _options("theory", theory_given, THEORY_OPTIONS)
+    spec = SweepSpec(schedule, model, theory_axes, theory)
+    if "simulation" in config:
+        sim_in = dict(config["simulation"])
+        for key in ("alpha", "sampler", *SCHEDULE_AXES[schedule]):
+            sim_in.setdefault(key, theory_axes[key])
+        if "d" not in sim_in:
+            raise ValueError("simulation.d: missing (simulations need dimensions)")
+        sim_axes, sim_given = _guidance_axes("simulation", sim_in, schedule, required=False)
+        sim_axes["d"] = _axis("simulation", "d", sim_given.pop("d"), int)
+        if "seed" in sim_given and "seeds" in sim_given:
+            raise ValueError("simulation.seeds: give seeds (a count) or seed (a list), not both")
+        seeds = sim_given.pop("seed", None)
+        simulation = _options("simulation", sim_given, SIMULATION_OPTIONS)
+        if seeds is None:
+            count = 1 if simulation["seeds"] is None else simulation["seeds"]
+            if not isinstance(count, int) or count < 1:
+                raise ValueError(f"simulation.seeds: must be an integer >= 1, got {count!r}")
+            seeds = list(range(count))
+        simulation["seeds"] = None
+        sim_axes["seed"] = _axis("simulation", "seed", seeds, int)
+        for key in ("particles", "steps", "threads"):
+            if not isinstance(simulation[key], int) or simulation[key] < 1:
+                raise ValueError(f"simulation.{key}: must be an integer >= 1, got {simulation[key]!r}")
+        if simulation["dtype"] not in ("float64", "float32"):
+            raise ValueError(f"simulation.dtype: must be 'float64' or 'float32', got {simulation['dtype']!r}")
+        if any(v < 1 for v in sim_axes["d"]):
+            raise ValueError(f"simulation.d: dimensions must be >= 1, got {sim_axes['d']}")
+        spec.sim_axes, spec.simulation = sim_axes, simulation
+    return spec
+
+
+def _guidance_axes(section, given, schedule, required):
+    """Split a section into axes (alpha, schedule parameters, sampler) and the remaining options."""
+    given = dict(given)
+    allowed = SCHEDULE_AXES[schedule]
+    for key in ALL_SCHEDULE_PARAMETERS:
+        if key in given and key not in allowed:
+            raise ValueError(f"{section}.{key}: does not apply to the {schedule} schedule "
+                             f"(its parameters: {', '.join(allowed)})")
+    axes = {"alpha": _axis(section, "alpha", given.pop("alpha"))}
+    if any(v < 0 for v in axes["alpha"]):
+        raise ValueError(f"{section}.alpha: must be >= 0, got {axes['alpha']}")
+    for key in allowed:
+        if key not in given and key not in SCHEDULE_DEFAULTS:
+            raise ValueError(f"{section}.{key}: missing (the {schedule} schedule needs it)")
+        axes[key] = _axis(section, key, given.pop(key, SCHEDULE_DEFAULTS.get(key)))
+    axes["sampler"] = _axis(section, "sampler", given.pop("sampler", ["ode"]), str)
+    bad = [s for s in axes["sampler"] if s not in ("ode", "sde")]
+    if bad:
+        raise ValueError(f"{section}.sampler: must be 'ode' or 'sde', got {bad[0]!r}")
+    return axes, given
+
+
+# --- units of work ------------------------------------------------------------------------------
+
+
+def units(spec):
+    """Every unit of work as (kind, index tuple): theory units index the axes after alpha;
+    simulation units index every simulation axis."""
+    theory_shape = [len(v) for k, v in spec.theory_axes.items() if k != "alpha"]
+    out = [("theory", idx) for idx in np.ndindex(*theory_shape)]
+    if spec.sim_axes:
+        out += [("simulation", idx) for idx in np.ndindex(*[len(v) for v in spec.sim_axes.values()])]
+    return [(kind, tuple(int(i) for i in idx)) for kind, idx in out]
+
+
+def _schedule(spec, values):
+    from physics.schedules import LinearSchedule, SwitchSchedule
+
+    if spec.schedule == "constant":
+        return values["omega"]
+    if spec.schedule == "linear":
+        return LinearSchedule(values["w0"], values["slope"])
+    return SwitchSchedule(values["omega"], values["t_switch"], values["after"])
+
+
+def run_unit(spec, unit):
+    """Compute one unit in a worker; returns a JSON-ready dict (never raises)."""
+    kind, idx = unit
+    start = time.perf_counter()
+    try:
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=1, user_api="blas"):
+            values = _theory_unit(spec, idx) if kind == "theory" else _simulation_unit(spec, idx)
+        error = ""
+        # None is "not defined here" (no condensation, dense classes) and is stored as NaN;
+        # a computed value that is not finite is a failure
+        bad = [k for k, v in values.items() if any(x is not None and not math.isfinite(x) for x in _flat(v))]
+        if bad:
+            error = f"non-finite {', '.join(sorted(bad))}"
+        values = {k: [math.nan if x is None else x for x in v] if isinstance(v, list) else
+                  (math.nan if v is None else v) for k, v in values.items()}
+    except Exception as err:  # a failed point is recorded, not fatal
+        values, error = {}, f"{type(err).__name__}: {err}".splitlines()[0] or traceback.format_exc(limit=1)
+    return dict(kind=kind, index=list(idx), values=values, wall_time=time.perf_counter() - start, error=error)
+
+
+def _flat(value):
+    return value if isinstance(value, list) else [value]
+
+
+def _theory_unit(spec, idx):
+    from solvers.meanfield import guided_predictions
+
+    names = [k for k in spec.theory_axes if k != "alpha"]
+    point = {k: spec.theory_axes[k][i] for k, i in zip(names, idx)}
+    preds = guided_predictions(spec.theory_axes["alpha"], _schedule(spec, point), process=spec.model["process"],
+                               sampler=point["sampler"], mean_var=spec.model["mean_var"],
+                               class_var=spec.model["class_var"], t_max=spec.theory["t_max"])
+    out = {}
+    for key in THEORY_STATS:
+        out[key] = [None if getattr(p, key) is None else float(getattr(p, key)) for p in preds]
+    if not all(p.success for p in preds):
+        raise RuntimeError(preds[0].message)
+    return out
+
+
+def _simulation_unit(spec, idx):
+    from solvers.simulate import simulate
+
+    point = {k: v[i] for (k, v), i in zip(spec.sim_axes.items(), idx)}
+    sim = spec.simulation
+    result = simulate(d=point["d"], alpha=point["alpha"], mean_var=spec.model["mean_var"],
+                      class_var=spec.model["class_var"], process=spec.model["process"], seed=point["seed"],
+                      dtype=sim["dtype"], threads=sim["threads"], omega=_schedule(spec, point),
+                      sampler=point["sampler"], steps=sim["steps"], t_max=sim["t_max"], particles=sim["particles"])
+    if result.status != 0:
+        raise RuntimeError(result.message)
+    out = {"K": result.params["K"]}
+    for key in SIM_STATS:
+        for name in (key, key + "_stderr"):
+            value = result.final.get(name)
+            out[name] = None if value is None else float(value)
+    return out
+
+
+# --- the writer's state, the journal and the HDF5 file ------------------------------------------
+
+
+class SweepState:
+    """Arrays of every variable of the file, filled as units complete (in the writer process)."""
+
+    def __init__(self, spec):
+        self.spec = spec
+        self.theory_dims = tuple(spec.theory_axes)
+        shape = tuple(len(v) for v in spec.theory_axes.values())
+        self.vars = {f"theory_{k}": (self.theory_dims, np.full(shape, np.nan)) for k in THEORY_STATS}
+        self.vars["theory_done"] = (self.theory_dims, np.zeros(shape, np.int8))
+        self.vars["theory_wall_time"] = (self.theory_dims, np.full(shape, np.nan))
+        self.vars["theory_error"] = (self.theory_dims, np.full(shape, "", dtype=object))
+        self.sim_dims = tuple(k if k in ("d", "seed") else f"sim_{k}" for k in spec.sim_axes)
+        if spec.sim_axes:
+            shape = tuple(len(v) for v in spec.sim_axes.values())
+            for key in ("K", *SIM_STATS, *(k + "_stderr" for k in SIM_STATS)):
+                self.vars[f"sim_{key}"] = (self.sim_dims, np.full(shape, np.nan))
+            self.vars["sim_done"] = (self.sim_dims, np.zeros(shape, np.int8))
+            self.vars["sim_wall_time"] = (self.sim_dims, np.full(shape, np.nan))
+            self.vars["sim_error"] = (self.sim_dims, np.full(shape, "", dtype=object))
+
+    def _where(self, kind, index):
+        return (slice(None), *index) if kind == "theory" else tuple(index)
+
+    def is_done(self, unit):
+        kind, index = unit
+        prefix = "theory" if kind == "theory" else "sim"
+        return bool(np.all(self.vars[f"{prefix}_done"][1][self._where(kind, index)]))
+
+    def apply(self, result):
+        kind, where = result["kind"], self._where(result["kind"], result["index"])
+        prefix = "theory" if kind == "theory" else "sim"
+        for key, value in result["values"].items():
+            self.vars[f"{prefix}_{key}"][1][where] = value
+        self.vars[f"{prefix}_done"][1][where] = 1
+        per_point = result["wall_time"] / (len(self.spec.theory_axes["alpha"]) if kind == "theory" else 1)
+        self.vars[f"{prefix}_wall_time"][1][where] = per_point
+        self.vars[f"{prefix}_error"][1][where] = result["error"]
+
+    def counts(self):
+        done = failed = 0
+        for prefix in ("theory", "sim"):
+            if f"{prefix}_done" in self.vars:
+                done += int(self.vars[f"{prefix}_done"][1].sum())
+                failed += int(np.sum(self.vars[f"{prefix}_error"][1] != ""))
+        return done, failed
+
+    def coordinates(self):
+        out = {k: self.spec.theory_axes[k] for k in self.theory_dims}
+        for dim, values in zip(self.sim_dims, self.spec.sim_axes.values()):
+            out[dim] = values
+        return out
+
+
+def journal_path(path):
+    return Path(str(path) + ".journal")
+
+
+def _append_journal(handle, result):
+    handle.write(json.dumps(result) + "\n")
+    handle.flush()
+    os.fsync(handle.fileno())
+
+
+def _replay_journal(path, state):
+    """Apply every complete line of the journal (a line torn by a kill is ignored)."""
+    jp = journal_path(path)
+    if not jp.exists():
+        return 0
+    count = 0
+    for line in jp.read_text().splitlines():
+        try:
+            result = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        state.apply(result)
+        count += 1
+    return count
+
+
+def write_file(path, state, attrs):
+    """Write the whole sweep to ``path`` atomically (solvers.storage.atomic_h5)."""
+    import h5py
+
+    from solvers.storage import _attr, atomic_h5, provenance
+
+    with atomic_h5(path) as f:
+        f.attrs.update(provenance())
+        spec = state.spec
+        f.attrs.update(kind="phase_diagram", sweep_spec=spec.to_json(), schedule=spec.schedule)
+        for section, values in (("model", spec.model), ("theory", spec.theory), ("simulation", spec.simulation)):
+            for key, value in values.items():
+                f.attrs[f"{section}_{key}"] = _attr(value)
+        for key, value in attrs.items():
+            f.attrs[key] = _attr(value)
+        done, failed = state.counts()
+        f.attrs.update(points_done=done, points_failed=failed)
+        scales = {}
+        for dim, values in state.coordinates().items():
+            data = np.array(values, dtype=h5py.string_dtype() if isinstance(values[0], str) else None)
+            ds = f.create_dataset(dim, data=data)
+            ds.make_scale(dim)
+            ds.attrs["units"] = UNITS[dim.removeprefix("sim_")]
+            scales[dim] = ds
+        for name, (dims, data) in state.vars.items():
+            if data.dtype == object:
+                ds = f.create_dataset(name, data=data.astype(str).astype(object), dtype=h5py.string_dtype())
+            else:
+                ds = f.create_dataset(name, data=data)
+            for axis, dim in enumerate(dims):
+                ds.dims[axis].attach_scale(scales[dim])
+            stat = name.split("_", 1)[1].removesuffix("_stderr")
+            ds.attrs["units"] = UNITS.get(stat, "1" if stat in ("done", "K") else "s" if stat == "wall_time" else "")
+
+
+def read_state(path, spec=None):
+    """The spec stored in ``path`` (checked against ``spec`` if given) and its state."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        if f.attrs.get("kind") != "phase_diagram":
+            raise ValueError(f"out: {path} is not a cfgphase phase-diagram file")
+        stored = SweepSpec(**json.loads(f.attrs["sweep_spec"]))
+        if spec is not None and stored.to_json() != spec.to_json():
+            raise ValueError(f"resume: the grid and options differ from those stored in {path}")
+        state = SweepState(stored)
+        for name, (_, data) in state.vars.items():
+            values = f[name][()]
+            data[...] = values.astype(str) if data.dtype == object else values
+        started = f.attrs.get("started", "")
+    return stored, state, started
+
+
+def run_sweep(spec, path, resume=False, overwrite=False, workers=None, scheduler=None, progress=True):
+    """Run (or resume) a sweep and write it to ``path``; returns a summary dict.
+
+    ``workers``: local processes (default: usable cores / simulation threads); ``scheduler``: the
+    address of a Dask distributed scheduler (then ``workers`` is ignored).
+    """
+    from solvers.storage import check_output_path, remove_stale_temporaries
+
+    path = Path(path)
+    if not (resume and path.exists()):
+        if path.exists() and not overwrite:
+            raise ValueError(f"out: {path} exists (pass --resume to continue it or --overwrite to replace it)")
+        check_output_path(path, overwrite=True)
+    if workers is not None and (int(workers) != workers or workers < 1):
+        raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
+    now = _now()
+    remove_stale_temporaries(path)
+    if resume and path.exists():
+        spec, state, started = read_state(path, spec)
+        replayed = _replay_journal(path, state)
+    else:
+        if spec is None:
+            raise ValueError("resume: no file to resume and no grid given")
+        journal_path(path).unlink(missing_ok=True)
+        state, started, replayed = SweepState(spec), now, 0
+    attrs = dict(started=started, updated=now, status="running")
+    write_file(path, state, attrs)
+    journal_path(path).unlink(missing_ok=True)  # everything replayed is now in the file
+    all_units = units(spec)
+    todo = [u for u in all_units if not state.is_done(u)]
+    wall = time.perf_counter()
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(all_units), initial=len(all_units) - len(todo), unit="unit", disable=not progress,
+               desc="phase-diagram", mininterval=0.5)
+    last = time.perf_counter()
+    with open(journal_path(path), "a") as journal, bar:
+        for result in _execute(spec, todo, workers, scheduler):
+            state.apply(result)
+            _append_journal(journal, result)
+            bar.update()
+            if time.perf_counter() - last > FLUSH_SECONDS:
+                write_file(path, state, dict(attrs, updated=_now()))
+                journal.truncate(0)
+                journal.seek(0)
+                last = time.perf_counter()
+    done, failed = state.counts()
+    wall = time.perf_counter() - wall
+    write_file(path, state, dict(attrs, updated=_now(), status="complete", wall_time=wall))
+    journal_path(path).unlink(missing_ok=True)
+    return dict(path=str(path), units=len(all_units), computed=len(todo), points_done=done, points_failed=failed,
+                wall_time=wall, replayed=replayed)
+
+
+def _now():
+    import datetime
+
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _execute(spec, todo, workers, scheduler):
+    """Yield unit results as they complete: in process, on a local process pool, or on Dask."""
+    if not todo:
+        return
+    if scheduler is not None:
+        try:
+            from dask.distributed import Client, as_completed
+        except ImportError:
+            raise ValueError("scheduler: dask.distributed is not installed (pip install 'dask[distributed]')") from None
+        with Client(scheduler) as client:
+            futures = client.map(run_unit, [spec] * len(todo), todo, pure=False)
+            for future in as_completed(futures):
+                yield future.result()
+        return
+    from solvers.kernel import THREADS
+
+    threads = spec.simulation.get("threads", 1) if spec.sim_axes else 1
+    workers = max(1, THREADS // threads) if workers is None else int(workers)
+    if workers == 1 or len(todo) == 1:
+        for unit in todo:
+            yield run_unit(spec, unit)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    # children inherit these: single-threaded BLAS/OpenMP, so workers x threads <= cores
+    saved = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+    os.environ.update({k: "1" for k in saved})
+    try:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [pool.submit(run_unit, spec, unit) for unit in todo]
+            for future in as_completed(futures):
+                yield future.result()
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
