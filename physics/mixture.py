@@ -79,19 +79,27 @@ def number_of_classes(d, classes=None, alpha=None, itemsize=8, budget=None):
 
 
 class GaussianMixture:
-    r"""K isotropic Gaussian classes :math:`\mathcal N(\mu_k, s^2 I)` with weights :math:`\pi_k`.
+    r"""K isotropic Gaussian components :math:`\mathcal N(\mu_k, s^2 I)` with weights :math:`\pi_k`,
+    grouped into classes.
+
+    By default each component is its own class. With ``labels``, class c is the mixture of the
+    components labelled c (a *multimodal* conditional, e.g. Jin, Shi and Gu's 0.3/0.7 two-mode
+    class): its conditional density is :math:`\sum_{k\in c}\pi_k\mathcal N(\mu_k, s^2 I)/\pi_c`,
+    :math:`\pi_c = \sum_{k\in c}\pi_k`, and the class posterior sums the component posteriors.
 
     Parameters
     ----------
     means : array_like, shape (K, d)
-        Class means :math:`\mu_k`, float64.
+        Component means :math:`\mu_k`, float64.
     class_var : float, default 0.25
-        Within-class variance :math:`s^2 \ge 0`.
+        Within-component variance :math:`s^2 \ge 0`.
     weights : array_like, shape (K,), optional
-        Positive class weights :math:`\pi_k`, normalised here; uniform if omitted.
+        Positive component weights :math:`\pi_k`, normalised here; uniform if omitted.
+    labels : array_like of int, shape (K,), optional
+        Class of each component, covering 0 .. C-1; default ``arange(K)``.
     """
 
-    def __init__(self, means, class_var=0.25, weights=None):
+    def __init__(self, means, class_var=0.25, weights=None, labels=None):
         means = np.ascontiguousarray(means, dtype=np.float64)
         if means.ndim != 2 or means.shape[0] < 1 or means.shape[1] < 1:
             raise ValueError(f"means must have shape (K, d) with K, d >= 1, got {means.shape}")
@@ -111,27 +119,75 @@ class GaussianMixture:
             self.weights = w / w.sum()
         self.log_weights = np.log(self.weights)
         self.sq_norms = np.einsum("kd,kd->k", means, means)
+        if labels is None:
+            self.labels = None
+        else:
+            labels = np.asarray(labels)
+            if labels.shape != (K,) or labels.dtype.kind not in "iu":
+                raise ValueError(f"labels must be {K} integers, got shape {labels.shape}, dtype {labels.dtype}")
+            if labels.min() != 0 or np.any(np.bincount(labels) == 0):
+                raise ValueError("labels must cover every class 0 .. C-1")
+            self.labels = None if np.array_equal(labels, np.arange(K)) else labels.astype(np.int64)
 
     @classmethod
-    def random(cls, d, classes=None, alpha=None, mean_var=1.0, class_var=0.25, weights=None, seed=0):
+    def random(cls, d, classes=None, alpha=None, mean_var=1.0, class_var=0.25, weights=None, seed=0, modes=1,
+               mode_weights=None):
         r"""Means drawn i.i.d. from :math:`\mathcal N(0, \sigma_\mu^2 I)` with a fixed seed.
 
         Give the number of classes either directly (``classes``) or through the exponential
         scaling ``K = round(exp(alpha d))`` (``alpha``). ``mean_var`` is :math:`\sigma_\mu^2`.
+        ``weights`` are the class weights. With ``modes`` > 1 every class is a mixture of that
+        many components with means drawn from the same prior and within-class weights
+        ``mode_weights`` (default uniform); component ``c * modes + j`` is mode j of class c.
         """
-        K = number_of_classes(d, classes=classes, alpha=alpha)
+        if int(modes) != modes or modes < 1:
+            raise ValueError(f"modes must be an integer >= 1, got {modes!r}")
+        modes = int(modes)
+        K = number_of_classes(d, classes=classes, alpha=alpha, itemsize=8 * modes)
         mean_var = _check_nonneg(mean_var, "mean_var")
         rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(7,)))
-        means = rng.standard_normal((K, int(d))) * math.sqrt(mean_var)
-        return cls(means, class_var=class_var, weights=weights)
+        means = rng.standard_normal((K * modes, int(d))) * math.sqrt(mean_var)
+        if modes == 1:
+            if mode_weights is not None:
+                raise ValueError("mode_weights: give them with modes > 1")
+            return cls(means, class_var=class_var, weights=weights)
+        mw = np.full(modes, 1.0 / modes) if mode_weights is None else np.asarray(mode_weights, dtype=float)
+        if mw.shape != (modes,) or not np.all(np.isfinite(mw)) or np.any(mw <= 0):
+            raise ValueError(f"mode_weights must be {modes} positive numbers, got {mode_weights!r}")
+        cw = np.full(K, 1.0 / K) if weights is None else np.asarray(weights, dtype=float)
+        if cw.shape != (K,) or not np.all(np.isfinite(cw)) or np.any(cw <= 0):
+            raise ValueError(f"weights must be {K} positive class weights, got shape {np.shape(weights)}")
+        component_weights = (cw[:, None] / cw.sum() * (mw / mw.sum())[None, :]).ravel()
+        return cls(means, class_var=class_var, weights=component_weights, labels=np.repeat(np.arange(K), modes))
 
     @property
     def K(self):
+        """Number of components."""
         return self.means.shape[0]
 
     @property
     def d(self):
         return self.means.shape[1]
+
+    @property
+    def n_classes(self):
+        return self.K if self.labels is None else int(self.labels.max()) + 1
+
+    @property
+    def multimodal(self):
+        """Whether some class has more than one component."""
+        return self.labels is not None
+
+    def components(self, c):
+        """Indices of the components of class ``c``, shape (n_c,)."""
+        if int(c) != c or not 0 <= c < self.n_classes:
+            raise ValueError(f"target must be a class index in [0, {self.n_classes - 1}], got {c!r}")
+        return np.array([int(c)]) if self.labels is None else np.flatnonzero(self.labels == c)
+
+    @property
+    def class_weights(self):
+        r""":math:`\pi_c`, shape (C,)."""
+        return self.weights if self.labels is None else np.bincount(self.labels, self.weights)
 
     @property
     def signal_var(self):
@@ -150,55 +206,91 @@ class GaussianMixture:
         gamma = float(process.class_var(t, self.class_var))
         return a / gamma, self.log_weights - (0.5 * a * a / gamma) * self.sq_norms
 
-    def logits(self, x, t, process):
-        """Class logits :math:`\\ell_k(x, t)`, shape (B, K) (eq. 5). Dense: small K only."""
+    def logits(self, x, t, process, components=None):
+        r"""Component logits :math:`\ell_k(x, t)`, shape (B, K) or (B, len(components)) (eq. 5). Dense."""
         scale, bias = self.logit_coefficients(t, process)
-        return scale * (np.atleast_2d(x) @ self.means.T) + bias
+        means = self.means if components is None else self.means[components]
+        bias = bias if components is None else bias[components]
+        return scale * (np.atleast_2d(x) @ means.T) + bias
 
     def posterior(self, x, t, process):
-        """Class posterior :math:`\\pi_k(x, t)`, shape (B, K). Dense: small K only."""
+        r"""Component posterior :math:`\pi_k(x, t)`, shape (B, K). Dense: small K only."""
         return softmax(self.logits(x, t, process), axis=1)
+
+    def class_posterior(self, x, t, process):
+        """Class posterior, the component posteriors summed per class, shape (B, C). Dense."""
+        post = self.posterior(x, t, process)
+        if self.labels is None:
+            return post
+        out = np.zeros((post.shape[0], self.n_classes))
+        np.add.at(out.T, self.labels, post.T)
+        return out
 
     def class_mean_estimate(self, x, t, process):
         r""":math:`\hat m(x,t) = \sum_k \pi_k(x,t) \mu_k`, shape (B, d) (eq. 6). Dense: small K only."""
         return self.posterior(x, t, process) @ self.means
 
+    def conditional_mean_estimate(self, x, t, process, target=0):
+        r"""Class-mean estimate of class ``target`` alone: :math:`\mu_c`, shape (d,), for a one-component
+        class; the within-class posterior average of its component means, shape (B, d), otherwise."""
+        comps = self.components(target)
+        if comps.size == 1:
+            return self.means[comps[0]]
+        return softmax(self.logits(x, t, process, comps), axis=1) @ self.means[comps]
+
     def score(self, x, t, process):
-        """Unconditional score :math:`\\nabla \\log p_t(x)`, shape (B, d) (eq. 6)."""
+        r"""Unconditional score :math:`\nabla \log p_t(x)`, shape (B, d) (eq. 6)."""
         return score_from_mean(x, self.class_mean_estimate(x, t, process), t, process, self.class_var)
 
     def conditional_score(self, x, t, process, target=0):
-        """Score of class ``target``, :math:`-(x - a_t\\mu_c)/\\Gamma_t`, shape (B, d) (eq. 6)."""
-        return score_from_mean(x, self.means[target], t, process, self.class_var)
+        r"""Score of class ``target``, :math:`-(x - a_t\hat m_c)/\Gamma_t`, shape (B, d) (eq. 6)."""
+        return score_from_mean(x, self.conditional_mean_estimate(x, t, process, target), t, process, self.class_var)
 
     def denoiser(self, x, t, process):
         """Unconditional denoiser :math:`E[x_0 | x_t = x]`, shape (B, d) (eq. 6)."""
         return denoiser_from_mean(x, self.class_mean_estimate(x, t, process), t, process, self.class_var)
 
-    def log_density(self, x, t, process):
-        """:math:`\\log p_t(x)`, shape (B,), from the Gaussian densities directly (eq. 2)."""
+    def log_density(self, x, t, process, components=None):
+        r""":math:`\log p_t(x)`, shape (B,), from the Gaussian densities directly (eq. 2); over
+        ``components`` only (their weights renormalised) if given: a class's conditional density."""
         x = np.atleast_2d(x)
         a = float(process.a(t))
         gamma = float(process.class_var(t, self.class_var))
+        comps = slice(None) if components is None else components
+        log_w = self.log_weights[comps]
+        log_w = log_w - logsumexp(log_w)
         sq = (
             np.einsum("bd,bd->b", x, x)[:, None]
-            - 2 * a * (x @ self.means.T)
-            + a * a * self.sq_norms[None, :]
+            - 2 * a * (x @ self.means[comps].T)
+            + a * a * self.sq_norms[comps][None, :]
         )
-        return logsumexp(self.log_weights - sq / (2 * gamma), axis=1) - 0.5 * self.d * np.log(
-            2 * np.pi * gamma
-        )
+        return logsumexp(log_w - sq / (2 * gamma), axis=1) - 0.5 * self.d * np.log(2 * np.pi * gamma)
 
     def sample_noised(self, t, process, n, rng, target=None):
-        r"""``n`` exact draws of :math:`x_t`: class :math:`k\sim\pi` (or ``target``), then
-        :math:`a_t\mu_k + \sqrt{\Gamma_t}\, z` (eq. 2). Returns (samples (n, d), classes (n,))."""
+        r"""``n`` exact draws of :math:`x_t`: a component :math:`k\sim\pi` (or within class ``target``),
+        then :math:`a_t\mu_k + \sqrt{\Gamma_t}\, z` (eq. 2). Returns (samples (n, d), components (n,))."""
         if target is None:
-            classes = rng.choice(self.K, size=n, p=self.weights)
+            comps = rng.choice(self.K, size=n, p=self.weights)
         else:
-            classes = np.full(n, int(target))
+            members = self.components(target)
+            if members.size == 1:
+                comps = np.full(n, members[0])
+            else:
+                p = self.weights[members] / self.weights[members].sum()
+                comps = members[rng.choice(members.size, size=n, p=p)]
         a = float(process.a(t))
         gamma = float(process.class_var(t, self.class_var))
-        return a * self.means[classes] + math.sqrt(gamma) * rng.standard_normal((n, self.d)), classes
+        return a * self.means[comps] + math.sqrt(gamma) * rng.standard_normal((n, self.d)), comps
+
+
+def mean_for_reference_var(x, m, t, process, var, nu):
+    r"""Class-mean estimate for reference variance ``nu`` of a score written with variance ``var``
+    (eq. 8): :math:`(a_t(\lambda - \nu)x + \Gamma_\nu\hat m)/\Gamma_\lambda`, :math:`\Gamma_v = a_t^2 v + \sigma_t^2`.
+
+    Lets a model whose components have variance :math:`\lambda` (an independent unconditional
+    model such as N(0, I)) drive a sampler whose scores use :math:`\nu`."""
+    a = float(process.a(t))
+    return (a * (var - nu) * x + process.class_var(t, nu) * m) / process.class_var(t, var)
 
 
 def score_from_mean(x, m, t, process, class_var):

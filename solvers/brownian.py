@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-_INITIAL, _STEP = 0, 1
+_INITIAL, _STEP, _REFERENCE = 0, 1, 2
 
 
 class BrownianSource:
@@ -26,6 +26,10 @@ class BrownianSource:
     def initial_rng(self):
         """Generator for the initial condition."""
         return self._rng(_INITIAL)
+
+    def reference_rng(self):
+        """Generator for exact reference samples of the target (energy distance, quantiles of p(c|x))."""
+        return self._rng(_REFERENCE)
 
     def increment(self, step, shape):
         """Standard normals (float64) of ``shape`` for step ``step`` of the grid."""

@@ -30,47 +30,77 @@ def _model_options(p):
     g.add_argument("--mean-var", type=float, default=1.0, help="variance sigma_mu^2 of the class means (default 1)")
     g.add_argument("--class-var", type=float, default=0.25, help="within-class variance s^2 (default 0.25)")
     g.add_argument("--process", choices=sorted(PROCESSES), default="ou", help="forward process (default ou)")
+    g.add_argument("--modes", type=int, default=1, help="components per class: multimodal conditionals (default 1)")
+    g.add_argument("--mode-weights", type=_number_list, metavar="W1,W2,...",
+                   help="within-class weights of the modes (default uniform)")
+    g.add_argument("--unconditional-var", type=float, metavar="V",
+                   help="use N(0, V I) as an independent unconditional model instead of the mixture")
     g.add_argument("--target", type=int, default=0, help="target class c (default 0)")
     g.add_argument("--seed", type=int, default=0, help="seed of the class means and of the noise (default 0)")
 
 
-SCHEDULE_OPTIONS = {"constant": (), "linear": ("w0", "slope"), "switch": ("t_switch", "after")}
+#: Schedule and rule parameters that are not plain numbers on the command line.
+LIST_PARAMETERS = ("breaks", "values")
+TEXT_PARAMETERS = ("clock", "space")
 
 
-def _guidance_options(p):
-    g = p.add_argument_group("guidance (excess convention: s_c + omega (s_c - s_u))")
+def _number_list(text):
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _registry_options(group, registry, skip=()):
+    """One option per parameter of the schedules (or rules) in ``registry``; help names their owners."""
+    names = []
+    for cls in registry.values():
+        for name, (default, text) in cls.PARAMETERS.items():
+            if name in skip or name in names:
+                continue
+            names.append(name)
+            owners = ", ".join(c.name for c in registry.values() if name in c.PARAMETERS)
+            kind = str if name in TEXT_PARAMETERS else _number_list if name in LIST_PARAMETERS else float
+            shown = ("" if default is None or not isinstance(default, (int, float, str)) else
+                     f" (default {default:.4g})" if isinstance(default, float) else f" (default {default})")
+            group.add_argument("--" + name.replace("_", "-"), type=kind, metavar=name.upper(),
+                               help=f"{owners}: {text}{shown}")
+    return names
+
+
+def _guidance_options(p, rules=True):
+    from physics.rules import RULES
+    from physics.schedules import SCHEDULES
+
+    g = p.add_argument_group("guidance (excess convention: s_c + omega (s_c - s_u); `cfgphase schedules` lists all)")
     w = g.add_mutually_exclusive_group()
-    w.add_argument("--omega", type=float, help=f"excess weight omega (default {DEFAULT_OMEGA}); early weight of 'switch'")
+    w.add_argument("--omega", type=float, help=f"excess weight omega (default {DEFAULT_OMEGA}); the mean or early "
+                                               "weight of a schedule")
     w.add_argument("--guidance-scale", type=float, help="diffusers weight w = 1 + omega")
-    g.add_argument("--schedule", choices=sorted(SCHEDULE_OPTIONS), default="constant",
-                   help="omega(t): constant; linear max(w0 + slope t, -1); switch (omega, then --after below --t-switch)")
-    g.add_argument("--w0", type=float, help="linear: omega at t = 0")
-    g.add_argument("--slope", type=float, help="linear: d omega / dt")
-    g.add_argument("--t-switch", type=float, help="switch: forward time below which --after applies")
-    g.add_argument("--after", type=float, help="switch: weight after the switch (default -1, unconditional)")
+    g.add_argument("--schedule", choices=list(SCHEDULES), default="constant", help="omega(t) (default constant)")
+    p.set_defaults(schedule_parameters=_registry_options(g, SCHEDULES, skip=("omega",)))
+    if rules:
+        g = p.add_argument_group("guidance rule")
+        g.add_argument("--rule", choices=list(RULES), default="cfg", help="how s_c and s_u are combined (default cfg)")
+        p.set_defaults(rule_parameters=_registry_options(g, RULES))
 
 
 def _guidance(args):
-    """(omega, guidance_scale) for the API from the guidance options; ValueError on a mismatch."""
-    from physics.schedules import LinearSchedule, SwitchSchedule
+    """(omega, guidance_scale, rule) for the API from the guidance options; ValueError naming a
+    parameter that does not belong to the chosen schedule or rule."""
+    from physics.rules import make_rule
+    from physics.schedules import make_schedule
 
-    allowed = SCHEDULE_OPTIONS[args.schedule]
-    for name in ("w0", "slope", "t_switch", "after"):
-        if getattr(args, name) is not None and name not in allowed:
-            raise ValueError(f"--{name.replace('_', '-')} does not apply to the {args.schedule} schedule")
+    given = {k: getattr(args, k) for k in args.schedule_parameters if getattr(args, k) is not None}
+    weight = {k: getattr(args, k) for k in ("omega", "guidance_scale") if getattr(args, k) is not None}
+    rule = None
+    if "rule_parameters" in args:
+        rule = make_rule(args.rule, **{k: getattr(args, k) for k in args.rule_parameters if getattr(args, k) is not None})
     if args.schedule == "constant":
-        return args.omega, args.guidance_scale
-    if args.schedule == "linear":
-        if args.omega is not None or args.guidance_scale is not None:
-            raise ValueError("--omega/--guidance-scale do not apply to the linear schedule (use --w0, --slope)")
-        if args.w0 is None or args.slope is None:
-            raise ValueError("the linear schedule needs --w0 and --slope")
-        return LinearSchedule(args.w0, args.slope), None
-    if args.t_switch is None:
-        raise ValueError("the switch schedule needs --t-switch")
-    early = DEFAULT_OMEGA if args.omega is None and args.guidance_scale is None else (
-        args.omega if args.omega is not None else args.guidance_scale - 1.0)
-    return SwitchSchedule(early, args.t_switch, -1.0 if args.after is None else args.after), None
+        if given:
+            make_schedule("constant", **given)  # names the stray parameter
+        return args.omega, args.guidance_scale, rule
+    return make_schedule(args.schedule, **given, **weight), None, rule
 
 
 def _sampler_options(p):
@@ -99,7 +129,7 @@ def build_parser():
     g.add_argument("--mean-var", type=float, default=1.0, help="variance sigma_mu^2 of the class means (default 1)")
     g.add_argument("--class-var", type=float, default=0.25, help="within-class variance s^2 (default 0.25)")
     g.add_argument("--process", choices=sorted(PROCESSES), default="ou", help="forward process (default ou)")
-    _guidance_options(theory)
+    _guidance_options(theory, rules=False)
     g = theory.add_argument_group("sampler")
     g.add_argument("--sampler", choices=["ode", "sde"], default="ode", help="probability-flow ODE or reverse SDE")
     g.add_argument("--t-max", type=float, help="start time (default: one direction's signal-to-noise 1e-10)")
@@ -111,13 +141,16 @@ def build_parser():
     g.add_argument("--lambda-u", type=float, required=True, help="unconditional variance lambda_u")
     g.add_argument("--mean-gap", type=float, required=True, help="mu_c - mu_u (mu_u = 0)")
     g.add_argument("--process", choices=sorted(PROCESSES), default="ou", help="forward process (default ou)")
-    _guidance_options(gauss)
+    _guidance_options(gauss, rules=False)
     g = gauss.add_argument_group("sampler")
     g.add_argument("--sampler", choices=["ode", "sde"], default="ode", help="probability-flow ODE or reverse SDE")
     g.add_argument("--t-max", type=float, help="start time (default: signal-to-noise 1e-4)")
     g.add_argument("--t-min", type=float, default=0.0, help="end time (default 0)")
     g.add_argument("--init", choices=["unconditional", "conditional"], default="unconditional",
                    help="law at t_max: exact noised unconditional or conditional Gaussian")
+    g.add_argument("--steps", type=int, default=200,
+                   help="steps of the sampler's grid, for schedules defined on its steps (default 200)")
+    g.add_argument("--grid", choices=GRIDS, default="log", help="the sampler's time grid (default log)")
     gauss.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 
     sim = sub.add_parser("simulate", help="guided sampling with exact scores; prints final statistics")
@@ -130,6 +163,9 @@ def build_parser():
     out.add_argument("--samples", action="store_true", help="also store the final particles in --out")
     out.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     out.add_argument("--quiet", action="store_true", help="no progress bar")
+    sched = sub.add_parser("schedules", help="list every guidance schedule and rule with its parameters and source")
+    sched.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+
     pd = sub.add_parser("phase-diagram", help="theory on an (alpha, omega, ...) grid plus simulations; one HDF5 file")
     pd.add_argument("--config", help="TOML file describing the sweep (data/README.md); excludes the grid options")
     g = pd.add_argument_group("grid (RANGE is START:STOP:NUM or a comma list)")
@@ -214,11 +250,12 @@ def _simulate(args):
 
     if args.out is not None:
         check_output_path(args.out, args.overwrite)
-    omega, guidance_scale = _guidance(args)
+    omega, guidance_scale, rule = _guidance(args)
     result = simulate(
         d=args.d, alpha=args.alpha, classes=args.classes, mean_var=args.mean_var, class_var=args.class_var,
-        process=args.process, target=args.target, seed=args.seed, dtype=args.dtype,
-        omega=omega, guidance_scale=guidance_scale, sampler=args.sampler, method=args.method,
+        process=args.process, target=args.target, seed=args.seed, dtype=args.dtype, modes=args.modes,
+        mode_weights=args.mode_weights, unconditional=args.unconditional_var,
+        omega=omega, guidance_scale=guidance_scale, rule=rule, sampler=args.sampler, method=args.method,
         steps=args.steps, t_max=args.t_max, t_min=args.t_min, grid=args.grid, particles=args.particles,
         init=args.init, keep_samples=args.samples, progress=not args.quiet and sys.stderr.isatty(),
     )
@@ -253,10 +290,19 @@ def _gaussian(args):
     from physics.gaussian import GaussianPair
     from solvers.gaussian_theory import gaussian_moments
 
-    omega, guidance_scale = _guidance(args)
+    from physics.processes import get_process
+    from physics.schedules import needs_grid
+    from solvers.timegrid import default_t_max, time_grid
+
+    omega, guidance_scale, _ = _guidance(args)
     pair = GaussianPair(mean_c=args.mean_gap, var_c=args.lambda_c, mean_u=0.0, var_u=args.lambda_u)
+    grid = None
+    if needs_grid(omega):
+        process = get_process(args.process)
+        t_max = default_t_max(process, pair.signal_var) if args.t_max is None else args.t_max
+        grid = time_grid(process, args.steps, t_max, args.t_min, kind=args.grid, class_var=pair.var_c)
     pred = gaussian_moments(pair, args.process, omega=omega, guidance_scale=guidance_scale, sampler=args.sampler,
-                            t_max=args.t_max, t_min=args.t_min, init=args.init)
+                            t_max=args.t_max, t_min=args.t_min, init=args.init, grid=grid)
     record = pred.summary()
     record.update(lambda_c=args.lambda_c, lambda_u=args.lambda_u, mean_gap=args.mean_gap)
     if args.json:
@@ -284,7 +330,7 @@ def _theory(args):
         alpha = math.log(args.classes) / args.d
     elif args.d is not None:
         raise ValueError("--d only converts --classes into alpha; the theory is the d -> infinity limit")
-    omega, guidance_scale = _guidance(args)
+    omega, guidance_scale, _ = _guidance(args)
     pred = guided_prediction(0.12 if alpha is None else alpha, omega=omega, guidance_scale=guidance_scale,
                              process=args.process, sampler=args.sampler, mean_var=args.mean_var,
                              class_var=args.class_var, t_max=args.t_max)
@@ -414,6 +460,36 @@ def _phase_diagram(args):
     return 0
 
 
+def _schedules(args):
+    from physics.rules import RULES
+    from physics.schedules import REQUIRED, SCHEDULES
+
+    def describe(cls):
+        params = {name: dict(default=None if default is REQUIRED else default, required=default is REQUIRED,
+                             description=text) for name, (default, text) in cls.PARAMETERS.items()}
+        return dict(summary=cls.summary, source=cls.source or None, parameters=params,
+                    space=getattr(cls, "space", None))
+
+    record = dict(schedules={n: describe(c) for n, c in SCHEDULES.items()},
+                  rules={n: describe(c) for n, c in RULES.items()})
+    if args.json:
+        _print_json(record)
+        return 0
+    for title, entries in (("schedules (--schedule NAME; weights in the excess convention, omega = w - 1)",
+                            record["schedules"]), ("rules (--rule NAME)", record["rules"])):
+        print(title)
+        for name, info in entries.items():
+            space = f" [{info['space']} space]" if info.get("space") else ""
+            print(f"  {name:<11}{info['summary']}{space}")
+            if info["source"]:
+                print(f"  {'':<11}source: {info['source']}")
+            for pname, p in info["parameters"].items():
+                default = ("required" if p["required"] else "optional" if p["default"] is None
+                           else f"default {p['default']:.4g}" if isinstance(p["default"], float) else f"default {p['default']}")
+                print(f"  {'':<13}--{pname.replace('_', '-'):<14}{p['description']} ({default})")
+    return 0
+
+
 def _plot(args):
     from solvers.plots import plot_file
 
@@ -425,7 +501,7 @@ def _plot(args):
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
-        commands = {"simulate": _simulate, "gaussian": _gaussian, "theory": _theory, "phase-diagram": _phase_diagram,
+        commands = {"simulate": _simulate, "gaussian": _gaussian, "theory": _theory, "phase-diagram": _phase_diagram, "schedules": _schedules,
                     "plot": _plot, "bench": _bench}
         return commands[args.command](args)
     except ValueError as err:

@@ -26,9 +26,9 @@ from scipy.optimize import brentq
 from physics.gaussian import GaussianPair, kl_divergence
 from physics.guidance import excess_weight, guided_mean, weight_at
 from physics.processes import get_process
-from physics.schedules import LinearSchedule, PiecewiseConstant, SwitchSchedule
+from physics.schedules import LinearSchedule, PiecewiseConstant, SwitchSchedule, bind_schedule, needs_grid
 from solvers.fields import INITS
-from solvers.timegrid import default_t_max
+from solvers.timegrid import check_grid, default_t_max
 
 
 @dataclass
@@ -97,8 +97,8 @@ def moment_rhs(pair, process, omega, sampler, segment):
     return rhs
 
 
-def gaussian_moments(pair, process="ou", omega=None, guidance_scale=None, sampler="ode", t_max=None, t_min=0.0,
-                     init="unconditional"):
+def gaussian_moments(pair, process="ou", omega=None, guidance_scale=None, sampler="ode", t_max=None, t_min=None,
+                     init="unconditional", grid=None):
     r"""Exact final mean and variance of guided sampling for a :class:`GaussianPair` (eqs. 16-17).
 
     Parameters
@@ -112,16 +112,27 @@ def gaussian_moments(pair, process="ou", omega=None, guidance_scale=None, sample
     sampler : {'ode', 'sde'}
     t_max, t_min : float
         Start (default: data signal-to-noise ratio 1e-4, as in :func:`solvers.simulate.run`) and
-        end of sampling.
+        end of sampling (default 0).
     init : {'unconditional', 'conditional'}
         Initial law at t_max: the exact noised unconditional (or conditional) Gaussian.
+    grid : array_like, optional
+        The sampler's forward times, for schedules defined on its steps (TV-CFG, step-up/down,
+        a switch after a fraction of the steps); ``t_max`` and ``t_min`` then default to its ends.
 
     Returns
     -------
     GaussianPrediction
     """
     process = get_process(process)
-    omega = excess_weight(omega, guidance_scale)
+    omega = bind_schedule(excess_weight(omega, guidance_scale), process=process)
+    if grid is not None:
+        grid = check_grid(grid, process)
+        t_max = float(grid[0]) if t_max is None else t_max
+        t_min = float(grid[-1]) if t_min is None else t_min
+        omega = bind_schedule(omega, grid=grid)
+    elif needs_grid(omega):
+        raise ValueError("grid: this schedule is defined on the sampler's steps; pass the sampler's grid")
+    t_min = 0.0 if t_min is None else t_min
     if sampler not in ("ode", "sde"):
         raise ValueError(f"sampler must be 'ode' or 'sde', got {sampler!r}")
     if init not in INITS:

@@ -35,6 +35,7 @@ from scipy.optimize.elementwise import find_root
 from physics.gaussian import GaussianPair
 from physics.guidance import excess_weight, weight_at
 from physics.processes import get_process
+from physics.schedules import bind_schedule, needs_grid
 from solvers.condensation import others_free_entropy
 from solvers.gaussian_theory import integrate_moments, moment_rhs
 
@@ -106,7 +107,10 @@ def guided_predictions(alphas, omega=None, guidance_scale=None, process="ou", sa
     is transported to t = 0 in closed form (eq. 29).
     """
     process = get_process(process)
-    omega = excess_weight(omega, guidance_scale)
+    omega = bind_schedule(excess_weight(omega, guidance_scale), process=process)
+    if needs_grid(omega):
+        raise ValueError("omega: schedules defined on a sampler's steps are not supported by the mean-field theory; "
+                         "bind them to a grid first (physics.schedules.bind_schedule)")
     if sampler not in ("ode", "sde"):
         raise ValueError(f"sampler must be 'ode' or 'sde', got {sampler!r}")
     alphas = np.atleast_1d(np.asarray(alphas, dtype=float))

@@ -18,10 +18,12 @@ from tqdm import tqdm
 
 from physics.guidance import excess_weight, weight_at
 from physics.mixture import GaussianMixture
+from physics.rules import make_rule
+from physics.schedules import bind_schedule
 from solvers import observables as obs
 from solvers.brownian import BrownianSource
 from solvers.fields import MixtureField
-from solvers.steppers import get_stepper
+from solvers.steppers import Guide, get_stepper
 from solvers.timegrid import check_grid, default_t_max, time_grid, with_breakpoints
 
 GROUPS = 32
@@ -59,7 +61,7 @@ class SimulationResult:
         """The JSON-ready record of DESIGN.md: inputs, final statistics and their stderr."""
         p = self.params
         keys = ("d", "K", "alpha", "omega", "guidance_scale", "mean_var", "class_var", "process",
-                "sampler", "method", "schedule", "steps", "particles", "seed")
+                "sampler", "method", "schedule", "rule", "steps", "particles", "seed")
         out = {k: p.get(k) for k in keys}
         out.update(self.final)
         out.update(status=self.status, message=self.message, wall_time=self.wall_time,
@@ -76,7 +78,7 @@ def _save_indices(grid, save_times):
     return np.unique(np.abs(grid[None, :] - save_times[:, None]).argmin(axis=1))
 
 
-def run(field, omega=None, guidance_scale=None, sampler="ode", method=None, steps=200, t_max=None,
+def run(field, omega=None, guidance_scale=None, rule="cfg", sampler="ode", method=None, steps=200, t_max=None,
         t_min=0.0, grid="log", particles=1024, seed=0, init="unconditional", save_times=None,
         keep_samples=False, progress=False, params=None):
     """Integrate the guided reverse dynamics of ``field`` and measure (docs/theory.md eqs. 9-14).
@@ -86,7 +88,11 @@ def run(field, omega=None, guidance_scale=None, sampler="ode", method=None, step
     field : MixtureField or GaussianField
     omega, guidance_scale : float or callable of t, optional
         Excess weight (``s_c + omega (s_c - s_u)``) or diffusers weight ``w = 1 + omega``;
-        at most one. Default omega = 1.
+        at most one. Default omega = 1. A schedule of physics.schedules is bound here to the
+        process and to the sampler's grid (noise-level windows, step-indexed weights).
+    rule : str or physics.rules.Rule
+        How the conditional and unconditional predictions are combined (default 'cfg');
+        a name takes the rule's default parameters (physics.rules.make_rule for others).
     sampler : {'ode', 'sde'}
         Probability-flow ODE or reverse SDE; ``method`` picks the stepper (solvers.steppers).
     steps, t_max, t_min, grid :
@@ -114,8 +120,13 @@ def run(field, omega=None, guidance_scale=None, sampler="ode", method=None, step
     -------
     SimulationResult
     """
-    omega = excess_weight(omega, guidance_scale)
+    rule = make_rule(rule)
+    if not rule.uses_weight and (omega is not None or guidance_scale is not None):
+        raise ValueError(f"omega: the {rule.name} rule takes its strength from its own parameters, not from a weight")
+    omega = excess_weight(omega, guidance_scale) if rule.uses_weight else 0.0
     method, stepper = get_stepper(sampler, method)
+    if rule.method is not None and method != rule.method:
+        raise ValueError(f"method: the {rule.name} rule is defined for the {rule.method} method, got {method!r}")
     if int(particles) != particles or particles < 2:
         raise ValueError(f"particles must be an integer >= 2, got {particles!r}")
     particles = int(particles)
@@ -128,21 +139,25 @@ def run(field, omega=None, guidance_scale=None, sampler="ode", method=None, step
     else:
         times = check_grid(grid, process)
         grid_name = "explicit"
+    omega = bind_schedule(omega, process=process)
     times = with_breakpoints(times, getattr(omega, "breakpoints", ()))
+    omega = bind_schedule(omega, grid=times)
     steps, t_max, t_min = times.size - 1, float(times[0]), float(times[-1])
     if t_min == 0.0 and np.any(np.asarray(field.reference_var) == 0):
         raise ValueError("t_min must be > 0 when class_var is 0 (the score is singular at t = 0)")
     if method == "exponential" and float(process.a(times[1])) <= 0:
         raise ValueError("time grid: the exponential SDE step needs a_t > 0 after the first node")
+    if method == "ddim" and float(process.var(t_max)) == 0:
+        raise ValueError("t_max: DDIM needs noise at the start of every step")
     save_idx = _save_indices(times, save_times)
     brownian = BrownianSource(seed)
-    weight_at(omega, t_max)  # fail fast on a schedule that returns nan
+    weight_at(omega, t_max)  # fail fast on a schedule that returns nan, or one that is still unbound
 
     record = dict(params or {})
     record.update(
-        omega=None if callable(omega) else omega,
-        guidance_scale=None if callable(omega) else 1.0 + omega,
-        schedule=repr(omega) if callable(omega) else "constant",
+        omega=None if callable(omega) or not rule.uses_weight else omega,
+        guidance_scale=None if callable(omega) or not rule.uses_weight else 1.0 + omega,
+        schedule=repr(omega) if callable(omega) else "constant", rule=repr(rule),
         sampler=sampler, method=method, steps=steps, t_max=t_max, t_min=t_min, grid=grid_name,
         particles=particles, seed=int(seed), init=init, process=process.name, d=field.d,
     )
@@ -153,6 +168,7 @@ def run(field, omega=None, guidance_scale=None, sampler="ode", method=None, step
     trajectory = {}
     saved_times = []
     start = time.perf_counter()
+    guide = Guide(field, rule, omega, particles)
     x = field.sample_initial(t_max, particles, brownian.initial_rng(), init)
     ev = field.evaluate(x, t_max)
     n_evals, status, message = 1, 0, "ok"
@@ -162,8 +178,10 @@ def run(field, omega=None, guidance_scale=None, sampler="ode", method=None, step
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         for i in range(steps + 1):
             t = float(times[i])
+            t_next = float(times[i + 1]) if i < steps else None
+            guided = guide(x, t, ev, t_next) if t_next is not None else None
             if i in save_set:
-                state = obs.State(t, weight_at(omega, t), x, ev, field)
+                state = obs.State(t, x, ev, guided, field)
                 values = {name: f(state) for name, f in obs.TRAJECTORY.items()}
                 if names is None:
                     names = [n for n, v in values.items() if v is not None]
@@ -171,14 +189,14 @@ def run(field, omega=None, guidance_scale=None, sampler="ode", method=None, step
                 for n in names:
                     trajectory[n].append(obs.group_means(values[n], labels, counts))
                 saved_times.append(t)
-            if i == steps:
+            if t_next is None:
                 break
             xi = brownian.increment(i, x.shape) if sampler == "sde" else None
-            x, extra = stepper(field, omega, t, float(times[i + 1]), x, ev, xi)
+            x, extra = stepper(field, guide, t, t_next, x, ev, guided, xi)
             if not np.all(np.isfinite(x)):
-                status, message = 1, f"non-finite particles after the step to t = {times[i + 1]:.6g}"
+                status, message = 1, f"non-finite particles after the step to t = {t_next:.6g}"
                 break
-            ev = field.evaluate(x, float(times[i + 1]))
+            ev = field.evaluate(x, t_next)
             n_evals += extra + 1
             bar.update()
         bar.close()
@@ -186,7 +204,8 @@ def run(field, omega=None, guidance_scale=None, sampler="ode", method=None, step
     trajectory = {n: np.array(v) for n, v in trajectory.items()}
     saved = np.array(saved_times)
     if status == 0:
-        final = obs.final_statistics(field, x, ev, labels, counts)
+        reference = field.sample_initial(t_min, particles, brownian.reference_rng(), "conditional")
+        final = obs.final_statistics(field, x, ev, labels, counts, reference, field.evaluate(reference, t_min))
         final_mean, final_var = x.mean(0), x.var(0, ddof=1)
     else:
         final, final_mean, final_var = obs.undefined_statistics(), np.full(field.d, np.nan), np.full(field.d, np.nan)
@@ -217,36 +236,58 @@ def _condensation(times, trajectory, counts):
 
 
 def simulate(d=64, alpha=None, classes=None, mean_var=1.0, class_var=0.25, process="ou", target=0,
-             means=None, weights=None, seed=0, dtype="float64", chunk=None, threads=None, **kwargs):
-    """Build the Gaussian mixture of DESIGN.md and :func:`run` guided sampling on it.
+             means=None, weights=None, labels=None, modes=1, mode_weights=None, unconditional=None, seed=0,
+             dtype="float64", chunk=None, threads=None, **kwargs):
+    r"""Build the Gaussian mixture of DESIGN.md and :func:`run` guided sampling on it.
 
-    Model: ``K`` classes :math:`\\mathcal N(\\mu_k, s^2 I)` in ``d`` dimensions; ``K = classes``
+    Model: ``K`` classes :math:`\mathcal N(\mu_k, s^2 I)` in ``d`` dimensions; ``K = classes``
     or ``round(exp(alpha d))`` (default alpha = 0.12 when neither is given); means i.i.d.
-    :math:`\\mathcal N(0, \\sigma_\\mu^2 I)` (``mean_var``) from ``seed``, or given as ``means``
-    (K, d); ``class_var`` is :math:`s^2`. ``process`` is 'ou', 've' or 'flow'. ``dtype`` is the
-    precision of the kernel's GEMMs ('float64' or 'float32'); ``chunk`` and ``threads`` go to the
-    kernel (solvers.kernel.posterior_moments). Other keyword arguments go to
-    :func:`run`.
+    :math:`\mathcal N(0, \sigma_\mu^2 I)` (``mean_var``) from ``seed``, or given as ``means``
+    (K, d) with optional component ``weights`` and class ``labels``; ``class_var`` is :math:`s^2`.
+    ``modes`` > 1 makes every random class a mixture of that many components with within-class
+    weights ``mode_weights`` (physics.mixture.GaussianMixture.random). ``unconditional``: None
+    (the mixture of all classes), or a GaussianMixture used as an independent unconditional
+    model, or a number v for :math:`\mathcal N(0, vI)` (Jin, Shi and Gu's setting with v = 1).
+    ``process`` is 'ou', 've' or 'flow'. ``dtype`` is the precision of the kernel's GEMMs
+    ('float64' or 'float32'); ``chunk`` and ``threads`` go to the kernel
+    (solvers.kernel.posterior_moments). Other keyword arguments (weight, schedule, rule,
+    sampler) go to :func:`run`.
     """
     if means is not None:
-        if alpha is not None or classes is not None:
-            raise ValueError("means: give either means or classes/alpha, not both")
-        model = GaussianMixture(means, class_var=class_var, weights=weights)
+        if alpha is not None or classes is not None or modes != 1:
+            raise ValueError("means: give either means (with weights, labels) or classes/alpha/modes, not both")
+        model = GaussianMixture(means, class_var=class_var, weights=weights, labels=labels)
         d = model.d
     else:
+        if labels is not None:
+            raise ValueError("labels: give them with means")
         if alpha is None and classes is None:
             alpha = 0.12
-        model = GaussianMixture.random(d, classes=classes, alpha=alpha, mean_var=mean_var,
-                                       class_var=class_var, weights=weights, seed=seed)
+        model = GaussianMixture.random(d, classes=classes, alpha=alpha, mean_var=mean_var, class_var=class_var,
+                                       weights=weights, seed=seed, modes=modes, mode_weights=mode_weights)
     if dtype not in ("float64", "float32"):
         raise ValueError(f"dtype must be 'float64' or 'float32', got {dtype!r}")
-    field = MixtureField(model, process=process, target=target, dtype=np.dtype(dtype), chunk=chunk, threads=threads)
+    uncond_label = "mixture"
+    if unconditional is not None and not isinstance(unconditional, GaussianMixture):
+        try:
+            variance = float(unconditional)
+        except (TypeError, ValueError):
+            raise ValueError(f"unconditional: expected None, a GaussianMixture or a variance, got {unconditional!r}") \
+                from None
+        if not (math.isfinite(variance) and variance > 0):
+            raise ValueError(f"unconditional: the variance must be a finite number > 0, got {unconditional!r}")
+        uncond_label = f"N(0, {variance:g} I)"
+        unconditional = GaussianMixture(np.zeros((1, model.d)), class_var=variance)
+    elif unconditional is not None:
+        uncond_label = "given"
+    field = MixtureField(model, process=process, target=target, dtype=np.dtype(dtype), chunk=chunk, threads=threads,
+                         unconditional=unconditional)
     params = dict(
-        d=model.d, K=model.K, alpha=alpha, classes=classes,
+        d=model.d, K=model.n_classes, components=model.K, alpha=alpha, classes=classes,
         mean_var=None if means is not None else float(mean_var), class_var=model.class_var,
         target=int(target), means="given" if means is not None else "random",
-        weights="uniform" if weights is None else "given", dtype=dtype,
-        chunk=chunk, model_seed=int(seed),
-        alpha_effective=math.log(model.K) / model.d,
+        weights="uniform" if weights is None else "given", modes=int(modes) if means is None else None,
+        unconditional=uncond_label, dtype=dtype, chunk=chunk, model_seed=int(seed),
+        alpha_effective=math.log(model.n_classes) / model.d,
     )
     return run(field, seed=seed, params=params, **kwargs)

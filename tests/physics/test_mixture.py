@@ -144,3 +144,63 @@ def test_mixture_rejects_bad_parameters(kwargs, name):
 def test_alpha_gives_round_exp_alpha_d_classes():
     assert number_of_classes(32, alpha=0.2) == round(np.exp(6.4))
     assert GaussianMixture.random(10, alpha=0.3).K == round(np.exp(3.0))
+
+
+def _class_model(labels):
+    """Six components in 3-D grouped into classes by ``labels``, unequal weights."""
+    rng = np.random.default_rng(8)
+    return GaussianMixture(rng.standard_normal((6, 3)), class_var=0.3, weights=rng.uniform(0.5, 1.5, 6),
+                           labels=labels)
+
+
+@pytest.mark.parametrize("process", PROCESSES, ids=lambda p: p.name)
+def test_multimodal_conditional_score_is_the_gradient_of_the_class_log_density(process):
+    """Class 1 = components {1, 3, 4}: its score is the mpmath gradient of its own mixture density."""
+    model = _class_model([0, 1, 2, 1, 1, 0])
+    sub = GaussianMixture(model.means[[1, 3, 4]], class_var=0.3, weights=model.weights[[1, 3, 4]])
+    x = np.random.default_rng(9).standard_normal((2, 3))
+    for t in TIMES[process.name]:
+        score = model.conditional_score(x, t, process, target=1)
+        for i in range(2):
+            np.testing.assert_allclose(score[i], mp_gradient(sub, process, t, x[i]), rtol=1e-6, atol=1e-9)
+
+
+def test_class_posterior_is_bayes_rule_on_the_class_densities():
+    model = _class_model([0, 1, 2, 1, 1, 0])
+    process, t = OU(), 0.4
+    x = np.random.default_rng(10).standard_normal((5, 3))
+    log_joint = np.stack([np.log(model.class_weights[c]) + model.log_density(x, t, process, model.components(c))
+                          for c in range(3)], axis=1)
+    expected = np.exp(log_joint - np.logaddexp.reduce(log_joint, axis=1, keepdims=True))
+    np.testing.assert_allclose(model.class_posterior(x, t, process), expected, rtol=1e-12)
+    np.testing.assert_allclose(model.class_weights, [model.weights[[0, 5]].sum(), model.weights[[1, 3, 4]].sum(),
+                                                     model.weights[2]], rtol=1e-15)
+
+
+def test_random_multimodal_classes_and_bad_labels():
+    model = GaussianMixture.random(4, classes=3, modes=2, mode_weights=[0.3, 0.7], seed=0)
+    assert model.K == 6 and model.n_classes == 3 and model.multimodal
+    np.testing.assert_allclose(model.weights, np.tile([0.1, 7 / 30], 3))
+    np.testing.assert_array_equal(model.components(2), [4, 5])
+    with pytest.raises(ValueError, match="labels"):
+        GaussianMixture(np.zeros((3, 2)), labels=[0, 2, 2])
+    with pytest.raises(ValueError, match="mode_weights"):
+        GaussianMixture.random(4, classes=3, modes=2, mode_weights=[1.0], seed=0)
+    with pytest.raises(ValueError, match="target"):
+        model.components(3)
+
+
+def test_independent_unconditional_model_drives_the_sampler_with_its_own_score():
+    """An N(0, v I) unconditional converted to the field's reference variance (eq. 8) gives back
+    the score -x / (a^2 v + sigma^2) of N(0, v I) noised."""
+    from solvers.fields import MixtureField
+
+    model = GaussianMixture.random(5, classes=1, modes=2, class_var=0.1, seed=1)
+    field = MixtureField(model, "ou", unconditional=GaussianMixture(np.zeros((1, 5)), class_var=2.0))
+    x = np.random.default_rng(2).standard_normal((4, 5))
+    for t in (0.05, 0.7, 3.0):
+        ev = field.evaluate(x, t)
+        p = OU()
+        score = score_from_mean(x, ev.uncond, t, p, model.class_var)
+        np.testing.assert_allclose(score, -x / (p.a(t) ** 2 * 2.0 + p.var(t)), rtol=1e-12)
+        assert ev.log_partition is None and ev.responsibilities.shape == (4, 2)

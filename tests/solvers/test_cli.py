@@ -93,6 +93,19 @@ def test_existing_output_is_not_overwritten_without_the_flag(capsys, tmp_path):
         (["--t-max", "0.0"], "t_max"),
         (["--sampler", "sde", "--method", "heun"], "method"),
         (["--omega", "abc"], "omega"),
+        (["--rule", "cfg", "--beta", "0.5"], "beta"),
+        (["--rule", "apg", "--phi", "0.5"], "phi"),
+        (["--rule", "adgg"], "rule"),
+        (["--rule", "cfgpp"], "method"),
+        (["--rule", "cfgpp", "--method", "ddim", "--omega", "2"], "omega"),
+        (["--schedule", "tvcfg", "--t-switch", "1"], "t_switch"),
+        (["--schedule", "interval"], "sigma_lo"),
+        (["--schedule", "switch", "--fraction", "2"], "fraction"),
+        (["--schedule", "linear", "--w0", "-2", "--slope", "1", "--floor", "-3"], "floor"),
+        (["--schedule", "piecewise", "--breaks", "1", "--values", "1,2,3"], "values"),
+        (["--schedule", "piecewise", "--breaks", "1,x", "--values", "1,2,3"], "breaks"),
+        (["--modes", "2", "--mode-weights", "1"], "mode_weights"),
+        (["--unconditional-var", "-1"], "unconditional"),
     ],
 )
 def test_bad_input_one_line_on_stderr_exit_2_nothing_written(capsys, tmp_path, args, name):
@@ -145,6 +158,50 @@ def test_schedules_from_the_command_line_match_the_api(capsys):
     assert code == 0 and json.loads(out)["schedule"].startswith("SwitchSchedule")
 
 
+def test_every_schedule_and_rule_from_the_command_line_matches_the_api(capsys):
+    """`simulate --schedule NAME --rule NAME [parameters]` runs exactly what the API runs."""
+    from physics.rules import make_rule
+    from physics.schedules import make_schedule
+    from solvers.simulate import simulate
+
+    cases = [
+        (["--schedule", "tvcfg", "--guidance-scale", "3", "--rule", "adg", "--a-max", "0.5"],
+         dict(omega=make_schedule("tvcfg", guidance_scale=3.0), rule=make_rule("adg", a_max=0.5))),
+        (["--schedule", "interval", "--omega", "2", "--sigma-hi", "1.6", "--sigma-lo", "0.3", "--rule", "apg",
+          "--beta", "-0.5", "--norm-cap", "1"],
+         dict(omega=make_schedule("interval", omega=2.0, sigma_lo=0.3, sigma_hi=1.6),
+              rule=make_rule("apg", beta=-0.5, norm_cap=1.0))),
+        (["--schedule", "linear", "--w0", "-1", "--slope", "0.2", "--rule", "rescaled", "--phi", "0.5", "--space", "eps"],
+         dict(omega=make_schedule("linear", w0=-1.0, slope=0.2), rule=make_rule("rescaled", phi=0.5, space="eps"))),
+        (["--schedule", "step-down", "--omega", "1", "--rule", "powerlaw", "--power", "0.5"],
+         dict(omega=make_schedule("step-down", omega=1.0), rule=make_rule("powerlaw", power=0.5))),
+        (["--rule", "cfgpp", "--lam", "0.4", "--method", "ddim"], dict(rule=make_rule("cfgpp", lam=0.4), method="ddim")),
+        (["--schedule", "piecewise", "--breaks", "0.5,1", "--values", "0,2,1"],
+         dict(omega=make_schedule("piecewise", breaks=[0.5, 1.0], values=[0.0, 2.0, 1.0]))),
+    ]
+    for args, kwargs in cases:
+        code, out, err = run_cli(capsys, *SMALL, *args, "--json")
+        assert code == 0, err
+        api = simulate(d=8, classes=12, steps=20, particles=64, **kwargs).summary()
+        record = json.loads(out)
+        for key in ("mean_ratio", "var_perp", "distortion", "energy_distance"):
+            assert record[key] == api[key], (args, key)
+
+
+def test_schedules_lists_every_schedule_and_rule_with_parameters_and_sources(capsys):
+    from physics.rules import RULES
+    from physics.schedules import SCHEDULES
+
+    code, out, _ = run_cli(capsys, "schedules", "--json")
+    record = json.loads(out)
+    assert code == 0 and set(record["schedules"]) == set(SCHEDULES) and set(record["rules"]) == set(RULES)
+    assert record["rules"]["adg"]["parameters"]["a_max"]["default"] == pytest.approx(np.pi / 3)
+    assert record["schedules"]["interval"]["source"].startswith("Kynkaanniemi")
+    assert record["schedules"]["linear"]["parameters"]["w0"]["required"]
+    code, out, _ = run_cli(capsys, "schedules")
+    assert code == 0 and "step-down" in out and "--norm-cap" in out
+
+
 @pytest.mark.parametrize(
     "args, name",
     [
@@ -153,13 +210,16 @@ def test_schedules_from_the_command_line_match_the_api(capsys):
         (["--slope", "1"], "slope"),
         (["--schedule", "linear", "--w0", "1"], "slope"),
         (["--schedule", "linear", "--w0", "1", "--slope", "1", "--omega", "2"], "omega"),
-        (["--schedule", "switch"], "t-switch"),
+        (["--schedule", "switch"], "t_switch"),
+        (["--schedule", "interval", "--sigma-lo", "2", "--sigma-hi", "1"], "sigma_hi"),
+        (["--schedule", "tvcfg", "--w0", "1"], "w0"),
+        (["--rule", "adg"], "--rule"),
         (["--schedule", "switch", "--t-switch", "-1"], "t_switch"),
         (["--schedule", "cosine"], "schedule"),
         (["--sampler", "sde", "--process", "flow", "--t-max", "1"], "t_max"),
     ],
 )
-def test_gaussian_bad_input(capsys, args, name):
+def test_gaussian_bad_input(capsys, args, name):  # noqa: D103
     base = [a for a in GAUSS]
     for flag in ("--lambda-c", "--lambda-u"):
         if flag in args:

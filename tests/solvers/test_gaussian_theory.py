@@ -43,7 +43,7 @@ T_MAX = {"ou": 6.0, "ve": 50.0, "flow": 0.98}
 SCHEDULES = {
     "constant": lambda p: 2.0,
     "switch": lambda p: SwitchSchedule(3.0, 0.5 * T_MAX[p] if p == "flow" else 0.5),
-    "linear": lambda p: LinearSchedule(-0.5, 3.5 / T_MAX[p]),
+    "linear": lambda p: LinearSchedule(-0.5, 3.5 / T_MAX[p], clock="time"),
 }
 
 

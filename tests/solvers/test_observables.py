@@ -5,6 +5,7 @@ import pytest
 
 from physics.mixture import GaussianMixture
 from physics.processes import OU
+from physics.rules import CFG, GuidanceContext
 from solvers import observables as obs
 from solvers.fields import MixtureField
 
@@ -65,4 +66,31 @@ def test_guidance_norm_is_omega_a_over_gamma_times_the_mean_gap(model):
     ev = field.evaluate(x, t)
     p = OU()
     expected = omega * p.a(t) / p.class_var(t, 0.25) * np.linalg.norm(model.means[0] - ev.uncond, axis=1)
-    np.testing.assert_allclose(obs.guidance_norm(obs.State(t, omega, x, ev, field)), expected, rtol=1e-12)
+    guided = CFG().guided_mean(GuidanceContext(x, t, 0.0, omega, ev.cond, ev.uncond, p, 0.25))
+    np.testing.assert_allclose(obs.guidance_norm(obs.State(t, x, ev, guided, field)), expected, rtol=1e-12)
+
+
+def test_energy_distance_and_its_jackknife_against_brute_force():
+    rng = np.random.default_rng(4)
+    x, y = rng.standard_normal((40, 3)), rng.standard_normal((30, 3)) + 0.3
+    labels, counts = obs.group_labels(40, 8)
+
+    def u_statistic(a, b):
+        dab = np.linalg.norm(a[:, None] - b[None], axis=2).mean()
+        daa = np.linalg.norm(a[:, None] - a[None], axis=2).sum() / (len(a) * (len(a) - 1))
+        dbb = np.linalg.norm(b[:, None] - b[None], axis=2).sum() / (len(b) * (len(b) - 1))
+        return 2 * dab - daa - dbb
+
+    value, stderr = obs.energy_distance(x, y, labels, counts)
+    assert value == pytest.approx(u_statistic(x, y), rel=1e-12)
+    loo = np.array([u_statistic(x[labels != g], y) for g in range(8)])
+    assert stderr == pytest.approx(np.sqrt(7 / 8 * np.sum((loo - loo.mean()) ** 2)), rel=1e-10)
+
+
+def test_quantiles_and_their_bootstrap_errors():
+    values = np.random.default_rng(5).uniform(size=20000)
+    q, se = obs.quantiles(values)
+    np.testing.assert_allclose(q, obs.QUANTILES, atol=0.01)
+    # the asymptotic standard error of a uniform quantile is sqrt(p (1 - p) / n)
+    p = np.array(obs.QUANTILES)
+    np.testing.assert_allclose(se, np.sqrt(p * (1 - p) / values.size), rtol=0.25)

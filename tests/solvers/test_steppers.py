@@ -25,7 +25,7 @@ def slope(steps, errors):
 
 
 @pytest.mark.parametrize("process", ["ou", "ve", "flow"])
-@pytest.mark.parametrize("method, order", [("heun", 2.0), ("euler", 1.0)])
+@pytest.mark.parametrize("method, order", [("heun", 2.0), ("euler", 1.0), ("ddim", 1.0)])
 def test_ode_stepper_order(process, method, order):
     pair = GaussianPair(**PAIR, d=1)
     field = GaussianField(pair, process)
