@@ -6,7 +6,8 @@ group means, so that the mean over particles and its grouped-jackknife standard 
 are available for the observable and for any smooth function of it (e.g. a crossing time).
 Final statistics are functions of the final sample, evaluated on the whole sample and on the G
 leave-one-group-out subsets (jackknife, eq. 14). A function returns None where it does not
-apply (no class posterior for a Gaussian field, no orthogonal complement at d = 1).
+apply (no class posterior for a Gaussian field, no orthogonal complement at d = 1); one returning
+a (B, n) array is stored as n series ``NAME_0`` ... ``NAME_{n-1}``.
 
 Trajectory observables (``TRAJECTORY``), per particle, at time t:
 
@@ -17,6 +18,7 @@ Trajectory observables (``TRAJECTORY``), per particle, at time t:
 ``target_posterior``       :math:`\pi_c(x,t)` (the class's components summed)
 ``posterior_entropy``      :math:`-\sum_k \pi_k\log\pi_k` over components (nats)
 ``responsibility_entropy`` entropy of the target's mode responsibilities (multimodal class)
+``mode_responsibility_j``  responsibility of mode j of the target (its mean: the mode's weight at t)
 ``guidance_norm``          :math:`|s_\omega - s_c|` (score units, not divided by d)
 ``denoised_norm``          :math:`|\hat x_0|`, the guided denoiser :math:`D_\omega`
 ``denoised_norm_ratio``    :math:`|D_\omega|/|D_c|` (ADG keeps it below :math:`\sqrt2`)
@@ -97,6 +99,12 @@ def responsibility_entropy(s):
     return -np.sum(np.where(r > 0, r * np.log(np.where(r > 0, r, 1.0)), 0.0), axis=1)
 
 
+def mode_responsibility(s):
+    """(B, n_c) responsibilities of the target's modes: their mean over particles is the soft
+    weight of each mode along the trajectory (stored as ``mode_responsibility_j``)."""
+    return s.ev.responsibilities
+
+
 def _not_stepped(s):
     return np.full(s.x.shape[0], np.nan)
 
@@ -130,10 +138,23 @@ TRAJECTORY = {
     "target_posterior": target_posterior,
     "posterior_entropy": posterior_entropy,
     "responsibility_entropy": responsibility_entropy,
+    "mode_responsibility": mode_responsibility,
     "guidance_norm": guidance_norm,
     "denoised_norm": denoised_norm,
     "denoised_norm_ratio": denoised_norm_ratio,
 }
+
+
+def trajectory_values(state):
+    """Every trajectory observable at one time, (B, n) outputs split into n named series."""
+    out = {}
+    for name, f in TRAJECTORY.items():
+        value = f(state)
+        if value is not None and np.ndim(value) == 2:
+            out.update({f"{name}_{j}": value[:, j] for j in range(value.shape[1])})
+        else:
+            out[name] = value
+    return out
 
 
 def group_labels(B, groups):

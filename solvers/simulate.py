@@ -182,7 +182,7 @@ def run(field, omega=None, guidance_scale=None, rule="cfg", sampler="ode", metho
             guided = guide(x, t, ev, t_next) if t_next is not None else None
             if i in save_set:
                 state = obs.State(t, x, ev, guided, field)
-                values = {name: f(state) for name, f in obs.TRAJECTORY.items()}
+                values = obs.trajectory_values(state)
                 if names is None:
                     names = [n for n, v in values.items() if v is not None]
                     trajectory = {n: [] for n in names}
