@@ -67,37 +67,41 @@ class MeanFieldPrediction:
         return out
 
 
-def target_log_weight(r, v_perp, t, process, mean_var, class_var):
-    r"""Log-weight per dimension of the target class, :math:`-(\rho(r - a_t)^2 + v_\perp)/(2\Gamma_t)` (eq. 24).
-
-    Elementwise on arrays.
-    """
-    return -(mean_var * (r - process.a(t)) ** 2 + v_perp) / (2.0 * process.class_var(t, class_var))
+def target_log_weight(r, v_perp, t, process, rho, class_var):
+    r"""Log-weight per dimension of the target class, :math:`-(\rho(r - a_t)^2 + v_\perp)/(2\Gamma_t)` (eq. 24),
+    with :math:`\rho = |\mu_c|^2/d`. Elementwise on arrays."""
+    return -(rho * (r - process.a(t)) ** 2 + v_perp) / (2.0 * process.class_var(t, class_var))
 
 
-def condensation_gap(t, r, v_perp, alpha, process, mean_var, class_var):
+def condensation_gap(t, r, v_perp, alpha, process, mean_var, class_var, rho=None):
     """Target log-weight minus the other classes' free entropy per dimension (eq. 24); zero at t*.
 
-    Elementwise on arrays.
+    ``rho`` = |mu_c|^2/d of the target (default ``mean_var``, its d -> infinity value); the other
+    classes' means are drawn from N(0, mean_var I). Elementwise on arrays.
     """
-    return target_log_weight(r, v_perp, t, process, mean_var, class_var) - others_free_entropy(
-        alpha, mean_var * r**2 + v_perp, t, process, mean_var, class_var).phi
+    rho = mean_var if rho is None else rho
+    return target_log_weight(r, v_perp, t, process, rho, class_var) - others_free_entropy(
+        alpha, rho * r**2 + v_perp, t, process, mean_var, class_var).phi
 
 
 def guided_prediction(alpha, omega=None, guidance_scale=None, process="ou", sampler="ode", mean_var=1.0,
-                      class_var=0.25, t_max=None):
+                      class_var=0.25, t_max=None, target_norm=None):
     r"""Mean-field prediction for guided sampling of K = e^{alpha d} classes (eqs. 23-25, 27).
 
     ``omega`` is a number or a schedule of forward time (excess convention). ``t_max`` defaults
     to where one direction's signal-to-noise ratio is 1e-10, so that starting there is negligible.
-    Returns a :class:`MeanFieldPrediction`; ``t_condensation`` is None when the particles never
-    condense (dense classes), and then the final law is the guided bulk's.
+    ``target_norm`` is :math:`\rho = |\mu_c|^2/d` of the target (default ``mean_var``, its
+    d -> infinity value): at finite d it fluctuates by O(1/sqrt d) from one draw of the means to
+    the next, and t* moves with it (eq. 44); conditioning on it removes that scatter when comparing
+    with one simulation. Returns a :class:`MeanFieldPrediction`; ``t_condensation`` is None when
+    the particles never condense (dense classes), and then the final law is the guided bulk's.
     """
-    return guided_predictions([alpha], omega, guidance_scale, process, sampler, mean_var, class_var, t_max)[0]
+    return guided_predictions([alpha], omega, guidance_scale, process, sampler, mean_var, class_var, t_max,
+                              target_norm)[0]
 
 
 def guided_predictions(alphas, omega=None, guidance_scale=None, process="ou", sampler="ode", mean_var=1.0,
-                       class_var=0.25, t_max=None):
+                       class_var=0.25, t_max=None, target_norm=None):
     r""":func:`guided_prediction` for many alphas at one guidance schedule; a list of predictions.
 
     Before condensation the bulk obeys the Gaussian moment equations (16)/(17), which do not
@@ -119,6 +123,9 @@ def guided_predictions(alphas, omega=None, guidance_scale=None, process="ou", sa
             raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
     if class_var <= 0 or mean_var <= 0:
         raise ValueError("mean_var and class_var must be > 0 for the mean-field theory")
+    rho = float(mean_var if target_norm is None else target_norm)
+    if not (np.isfinite(rho) and rho > 0):
+        raise ValueError(f"target_norm must be a finite number > 0, got {target_norm!r}")
     # direction 0: along mu_c with unit mean gap (r is the mean); direction 1: orthogonal
     pair = GaussianPair(mean_c=[1.0, 0.0], var_c=class_var, mean_u=0.0, var_u=mean_var + class_var)
     t_max = float(process.time_at_snr(1e-10 / pair.signal_var)) if t_max is None else float(t_max)
@@ -131,13 +138,13 @@ def guided_predictions(alphas, omega=None, guidance_scale=None, process="ou", sa
 
     def gap(t, a):
         m, v = bulk(t)
-        return condensation_gap(t, m[0], v[1], a, process, mean_var, class_var)
+        return condensation_gap(t, m[0], v[1], a, process, mean_var, class_var, rho)
 
     t_star = np.full(alphas.shape, np.nan)
     if ok:
         steps = bulk.times
         m, v = bulk(steps)
-        above = condensation_gap(steps, m[0], v[1], alphas[:, None], process, mean_var, class_var) >= 0
+        above = condensation_gap(steps, m[0], v[1], alphas[:, None], process, mean_var, class_var, rho) >= 0
         first = np.where(above.any(axis=1), above.argmax(axis=1), -1)
         t_star[(first == 0) | (alphas == 0)] = t_max  # condensed from the start: K = 1, no guidance at all
         inner = (first > 0) & (alphas > 0)
@@ -149,6 +156,7 @@ def guided_predictions(alphas, omega=None, guidance_scale=None, process="ou", sa
     out = []
     inputs = dict(d=None, K=None, omega=None if callable(omega) else omega,
                   guidance_scale=None if callable(omega) else 1.0 + omega, mean_var=mean_var, class_var=class_var,
+                  target_norm=rho,
                   process=process.name, sampler=sampler,
                   schedule=repr(omega) if callable(omega) else "constant", t_max=t_max)
     for alpha, ts in zip(alphas, t_star):
@@ -156,21 +164,21 @@ def guided_predictions(alphas, omega=None, guidance_scale=None, process="ou", sa
         if np.isfinite(ts):
             m, v = bulk(ts)
             at_star = (float(m[0, 0]), float(v[1, 0]))
-            phase = str(others_free_entropy(alpha, mean_var * at_star[0] ** 2 + at_star[1], ts, process, mean_var,
+            phase = str(others_free_entropy(alpha, rho * at_star[0] ** 2 + at_star[1], ts, process, mean_var,
                                             class_var).phase)
             v_par = v[0, 0] if ts == t_max else _variance_after_spread_condensation(
-                pair, process, omega, sampler, alpha, mean_var, class_var, ts, *at_star)
+                pair, process, omega, sampler, alpha, mean_var, class_var, rho, ts, *at_star)
             r, v_par = _conditional_transport(process, sampler, class_var, ts, at_star[0], v_par, 1.0)
             v_perp = _conditional_transport(process, sampler, class_var, ts, 0.0, at_star[1], 0.0)[1]
         distortion = (0.5 * (v_perp / class_var - 1 - np.log(v_perp / class_var))
-                      + mean_var * (r - 1) ** 2 / (2 * class_var))
+                      + rho * (r - 1) ** 2 / (2 * class_var))
         out.append(MeanFieldPrediction(dict(inputs, alpha=float(alpha)), None if np.isnan(ts) else float(ts),
                                        *at_star, float(r), float(v_par), float(v_perp), float(distortion),
                                        None if np.isnan(ts) else 1.0, phase, nfev, ok, message))
     return out
 
 
-def _variance_after_spread_condensation(pair, process, omega, sampler, alpha, mean_var, class_var, t_star, r, v):
+def _variance_after_spread_condensation(pair, process, omega, sampler, alpha, mean_var, class_var, rho, t_star, r, v):
     r"""Variance along :math:`\mu_c` just after :math:`t^*`, from the spread of condensation times (eq. 27).
 
     With :math:`\Delta(t; r, v)` the target log-weight minus the bulk free entropy, a particle at
@@ -184,7 +192,7 @@ def _variance_after_spread_condensation(pair, process, omega, sampler, alpha, me
     annealed phase, where guided condensation happens).
     """
     def gap(t, r_, v_):
-        return condensation_gap(t, r_, v_, alpha, process, mean_var, class_var)
+        return condensation_gap(t, r_, v_, alpha, process, mean_var, class_var, rho)
 
     h = 1e-6
     d_r = (gap(t_star, r + h, v) - gap(t_star, r - h, v)) / (2 * h)
@@ -196,7 +204,7 @@ def _variance_after_spread_condensation(pair, process, omega, sampler, alpha, me
     conditional = moment_rhs(pair, process, 0.0, sampler, segment)(t_star, y)
     gap_rate = d_t + d_r * guided[0] + d_v * guided[3] * v  # along the bulk: r' and v' = v (log v)'
     dv_r = guided[0] - conditional[0]
-    return v * (1 - dv_r * d_r / gap_rate) ** 2 + 2 * v * v * mean_var * (dv_r * d_v / gap_rate) ** 2
+    return v * (1 - dv_r * d_r / gap_rate) ** 2 + 2 * v * v * rho * (dv_r * d_v / gap_rate) ** 2
 
 
 def _conditional_transport(process, sampler, class_var, t, mean, var, target_mean):
@@ -262,7 +270,7 @@ def effective_potential(r, t, alpha, v_perp, process="ou", mean_var=1.0, class_v
     """
     process = get_process(process)
     r = np.asarray(r, dtype=float)
-    target = target_log_weight(r, v_perp, t, process, mean_var, class_var)
+    target = target_log_weight(r, v_perp, t, process, mean_var, class_var)  # rho = mean_var (d -> infinity)
     frees = others_free_entropy(alpha, mean_var * r**2 + v_perp, t, process, mean_var, class_var)
     others = np.asarray(frees.phi)
     diff = target - others
