@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-slow bench clean
+.PHONY: run test test-slow bench figures clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow
+
+# every notebook in full mode: figures/NN_*.pdf and .png (and the data behind them, .h5)
+figures: $(STAMP)
+	@for nb in notebooks/0*.py; do echo "$$nb"; CFGPHASE_FIGURES=figures $(BIN)/python $$nb || exit 1; done
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_score.py

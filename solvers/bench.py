@@ -39,6 +39,7 @@ import tracemalloc
 import numpy as np
 from threadpoolctl import threadpool_info
 
+from physics.guidance import guided_mean
 from physics.mixture import GaussianMixture
 from physics.processes import OU
 from solvers.fields import Evaluation, MixtureField
@@ -260,7 +261,13 @@ def _warm_up(methods, dtypes, process):
             _Estimator(method, model, process, 1.0, np.dtype(dt), target=0).unconditional(x, 1.0)
 
 
+#: Pause before each measurement: OpenBLAS's worker threads spin for about 0.1 s after a
+#: multithreaded call, and would otherwise compete with the next method's threads.
+SETTLE_SECONDS = 0.25
+
+
 def _measure(method, model, process, t, dtype, B, operation, repeats, can_trace):
+    time.sleep(SETTLE_SECONDS)
     rng = np.random.default_rng(1)
     x = model.sample_noised(t, process, B, rng, target=0)[0]
     est = _Estimator(method, model, process, t, np.dtype(dtype), target=0)
@@ -271,7 +278,8 @@ def _measure(method, model, process, t, dtype, B, operation, repeats, can_trace)
     else:
         def call():
             ev = est.evaluate(x, t)
-            return exponential(est, 1.0, t, t_next, x, ev, rng.standard_normal(x.shape))
+            return exponential(est, None, t, t_next, x, ev, guided_mean(ev.cond, ev.uncond, 1.0),
+                               rng.standard_normal(x.shape))
     peak = _peak_mib(call, can_trace)  # the first call allocates every buffer it needs
     start = time.perf_counter()
     call()

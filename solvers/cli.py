@@ -13,6 +13,7 @@ import sys
 from physics.guidance import DEFAULT_OMEGA
 from physics.processes import PROCESSES
 from solvers.steppers import STEPPERS
+from solvers.plots import KINDS
 from solvers.timegrid import GRIDS
 
 
@@ -195,8 +196,8 @@ def build_parser():
 
     plot = sub.add_parser("plot", help="draw a figure from a cfgphase HDF5 file")
     plot.add_argument("file", help="HDF5 file written by cfgphase")
-    plot.add_argument("--kind", choices=["phase-diagram"], default="phase-diagram", help="figure to draw")
-    plot.add_argument("--out", required=True, help="figure file (.pdf or .png)")
+    plot.add_argument("--kind", choices=KINDS, help="figure to draw (default: the one the file holds)")
+    plot.add_argument("--out", required=True, help="figure file (.pdf, .png or .svg)")
 
     bench = sub.add_parser("bench", help="time and peak memory of the exact score against the alternatives")
     g = bench.add_argument_group("cases (default: the full grid; each list is a product axis)")
@@ -491,10 +492,10 @@ def _schedules(args):
 
 
 def _plot(args):
-    from solvers.plots import plot_file
+    from solvers.plots import file_kind, plot_file
 
     plot_file(args.file, args.kind, args.out)
-    print(f"cfgphase plot: {args.kind} written to {args.out}")
+    print(f"cfgphase plot: {args.kind or file_kind(args.file)} figure written to {args.out}")
     return 0
 
 

@@ -38,7 +38,7 @@ from numba.extending import intrinsic, overload
 from threadpoolctl import ThreadpoolController
 
 #: Target size in bytes of each thread's (B_block, chunk) logit buffer (about an L2 cache).
-BUFFER_BYTES = 2 * 2**20
+BUFFER_BYTES = 2**20
 #: Default number of worker threads.
 THREADS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 _BLAS = ThreadpoolController()
@@ -176,36 +176,39 @@ def _chunk_max(S, bias, scale, run_max, cmax):
 
 
 @nb.njit(nogil=True, fastmath=True, cache=True)
-def _softmax_pass(S, bias, scale, cmax, k0, run_max, run_sum, run_w, run_arg, Y, T, fold_T):
-    """One chunk of the online softmax (eq. 7), in place, row by row.
+def _softmax_pass(S, rows, bias, scale, cmax, k0, run_max, run_sum, run_w, run_arg, Y, T, fold_T):
+    """One chunk of the online softmax (eq. 7), in place, for the block rows ``rows``.
 
-    S (B, kc) holds X M_c^T on entry and the weights exp(L - m) on exit, computed in S's
-    precision (scale, bias and run_max share it); cmax holds each row's largest logit of the
-    chunk (:func:`_chunk_max`). T (B, d) holds the previous computed chunk's P M_c product,
-    folded into Y before the rescaling when ``fold_T``. Sums accumulate in float64.
+    Row i of S (n, kc) belongs to block row g = rows[i]: it holds x_g M_c^T on entry and the
+    weights exp(L - m) on exit, computed in S's precision (scale, bias and run_max share it);
+    cmax holds each block row's largest logit of the chunk (:func:`_chunk_max`), and the
+    running statistics, Y and T are indexed by block row. T (B, d) holds the previous computed
+    chunk's P M_c product, folded into Y before the rescaling when ``fold_T``. Sums accumulate
+    in float64.
     """
-    B, kc = S.shape
+    n, kc = S.shape
     d = Y.shape[1]
-    for i in range(B):
-        m_old = run_max[i]
+    for i in range(n):
+        g = rows[i]
+        m_old = run_max[g]
         r = 1.0
-        if cmax[i] > m_old:
+        if cmax[g] > m_old:
             for j in range(kc):
-                if scale * S[i, j] + bias[j] == cmax[i]:
-                    run_arg[i] = k0 + j
+                if scale * S[i, j] + bias[j] == cmax[g]:
+                    run_arg[g] = k0 + j
                     break
-            if run_sum[i] > 0.0:
-                r = math.exp(float(m_old) - float(cmax[i]))
-                run_w[i] = r * (run_w[i] + (float(m_old) - float(cmax[i])) * run_sum[i])
-                run_sum[i] *= r
-            run_max[i] = cmax[i]
-        m = run_max[i]
+            if run_sum[g] > 0.0:
+                r = math.exp(float(m_old) - float(cmax[g]))
+                run_w[g] = r * (run_w[g] + (float(m_old) - float(cmax[g])) * run_sum[g])
+                run_sum[g] *= r
+            run_max[g] = cmax[g]
+        m = run_max[g]
         if fold_T:
             for l in range(d):
-                Y[i, l] = (Y[i, l] + T[i, l]) * r
+                Y[g, l] = (Y[g, l] + T[g, l]) * r
         elif r != 1.0:
             for l in range(d):
-                Y[i, l] *= r
+                Y[g, l] *= r
         s = 0.0
         w = 0.0
         for j in range(kc):
@@ -214,8 +217,8 @@ def _softmax_pass(S, bias, scale, cmax, k0, run_max, run_sum, run_w, run_arg, Y,
             S[i, j] = e
             s += e
             w += e * z
-        run_sum[i] += s
-        run_w[i] += w
+        run_sum[g] += s
+        run_w[g] += w
 
 
 class PosteriorMoments(NamedTuple):
@@ -225,20 +228,23 @@ class PosteriorMoments(NamedTuple):
     log_partition: np.ndarray  #: (B,) log sum_k exp(L_k), float64
     entropy: np.ndarray  #: (B,) posterior entropy in nats, float64
     argmax: np.ndarray  #: (B,) int64 index of the largest logit (Bayes classifier)
-    skipped: float = 0.0  #: fraction of (row block, chunk) pairs skipped as negligible (eq. 30)
+    skipped: float = 0.0  #: fraction of (particle, chunk) pairs skipped as negligible (eq. 30)
 
 
 #: All skipped chunks together hold less than this fraction of each row's posterior weight (eq. 30).
 SKIP_WEIGHT = 1e-12
+#: Below this fraction of a block's rows still active in a chunk, only those rows are processed.
+SUBSET = 0.5
 
 
 def _stream_rows(x, means, scale, bias, chunk, hint, skip, out):
     """Stream all K chunks for one block of rows; writes into the views in ``out``.
 
-    Returns the number of chunks skipped (eq. 30): after the first GEMM of a chunk, if every
-    row's largest logit there is below its running maximum by more than log(K/SKIP_WEIGHT),
-    the chunk's weights and second GEMM are skipped. All skipped chunks together then hold
-    less than SKIP_WEIGHT of each row's posterior weight.
+    Returns the number of (row, chunk) pairs skipped (eq. 30): after the first GEMM of a chunk,
+    a row whose largest logit there is below its running maximum by more than log(K/SKIP_WEIGHT)
+    skips the chunk's weights and second GEMM; if every row does, the chunk is skipped, and if
+    fewer than ``SUBSET`` of them remain, only those are gathered and processed. All skipped
+    pairs of a row together hold less than SKIP_WEIGHT of its posterior weight.
     """
     Y, log_partition, entropy, run_arg = out
     B, d = x.shape
@@ -254,17 +260,29 @@ def _stream_rows(x, means, scale, bias, chunk, hint, skip, out):
         run_max = (scale * np.einsum("ij,ij->i", x, means[hint]) + bias[hint]).astype(x.dtype)
         run_arg[:] = hint
     Y[...] = 0
+    every_row = np.arange(B)
+    threshold = -math.log(K / SKIP_WEIGHT)
     pending, skipped = False, 0
     for k0 in range(0, K, chunk):
-        Mc = means[k0 : k0 + chunk]
+        Mc, cbias = means[k0 : k0 + chunk], bias[k0 : k0 + chunk]
         kc = Mc.shape[0]
         S = buffer[: B * kc].reshape(B, kc)
         np.matmul(x, Mc.T, out=S)
-        lead = _chunk_max(S, bias[k0 : k0 + chunk], scale, run_max, cmax)
-        if skip and lead < -math.log(K / SKIP_WEIGHT):
-            skipped += 1
+        lead = _chunk_max(S, cbias, scale, run_max, cmax)
+        if skip and lead < threshold:
+            skipped += B
             continue
-        _softmax_pass(S, bias[k0 : k0 + chunk], scale, cmax, k0, run_max, run_sum, run_w, run_arg, Y, T, pending)
+        active = np.flatnonzero(cmax - run_max >= threshold) if skip else every_row
+        if active.size < SUBSET * B:
+            if pending:  # the folded product belongs to every row
+                Y += T
+                pending = False
+            rows_S = S[active]
+            _softmax_pass(rows_S, active, cbias, scale, cmax, k0, run_max, run_sum, run_w, run_arg, Y, T, False)
+            Y[active] += rows_S @ Mc
+            skipped += B - active.size
+            continue
+        _softmax_pass(S, every_row, cbias, scale, cmax, k0, run_max, run_sum, run_w, run_arg, Y, T, pending)
         np.matmul(S, Mc, out=T)
         pending = True
     if pending:
@@ -342,4 +360,4 @@ def posterior_moments(x, means, scale, bias, chunk=None, threads=None, hint=None
         else:
             pool = _POOL.setdefault(threads, ThreadPoolExecutor(threads, thread_name_prefix="cfgphase"))
             skipped = [future.result() for future in [pool.submit(_stream_rows, *a) for a in args]]
-    return PosteriorMoments(*out, sum(skipped) / (len(blocks) * -(-K // min(chunk, K))))
+    return PosteriorMoments(*out, sum(skipped) / (B * -(-K // min(chunk, K))))

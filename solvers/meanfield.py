@@ -57,6 +57,9 @@ class MeanFieldPrediction:
     nfev: int
     success: bool
     message: str
+    #: the guided bulk (eq. 23) as a function of t: ``bulk(t) -> (mean, var)``, rows (along mu_c,
+    #: orthogonal); the mean along mu_c is the overlap ratio r. Valid before t*.
+    bulk: object = None
 
     def summary(self):
         out = dict(self.inputs)
@@ -174,7 +177,7 @@ def guided_predictions(alphas, omega=None, guidance_scale=None, process="ou", sa
                       + rho * (r - 1) ** 2 / (2 * class_var))
         out.append(MeanFieldPrediction(dict(inputs, alpha=float(alpha)), None if np.isnan(ts) else float(ts),
                                        *at_star, float(r), float(v_par), float(v_perp), float(distortion),
-                                       None if np.isnan(ts) else 1.0, phase, nfev, ok, message))
+                                       None if np.isnan(ts) else 1.0, phase, nfev, ok, message, bulk))
     return out
 
 

@@ -321,7 +321,18 @@ def final_statistics(field, x, ev, labels, counts, reference=None, ev_reference=
     else:
         out["energy_distance"] = out["energy_distance_stderr"] = None
     if has_classes:
-        hit = (ev.argmax == field.target).astype(float)
+        _class_statistics(out, field, ev, ev_reference, labels, counts)
+    else:
+        for name in ("accuracy", "inv_prob"):
+            out[name] = out[name + "_stderr"] = None
+    return out
+
+
+def _class_statistics(out, field, ev, ev_reference, labels, counts):
+    """Accuracy, E[1/p(c|x)] with its interval, and the quantiles of p(c|x) (eqs. 13, 43), into ``out``."""
+    hit = (ev.argmax == field.target).astype(float)
+    # a sample deep in another class has 1/p = inf (or beyond float range): reported as it is
+    with np.errstate(over="ignore", invalid="ignore"):
         inv = np.exp(ev.log_partition - ev.target_logit)
         out["accuracy"], out["accuracy_stderr"] = jackknife(np.mean, (hit,), labels, counts)
         out["inv_prob"], out["inv_prob_stderr"] = jackknife(np.mean, (inv,), labels, counts)
@@ -340,10 +351,6 @@ def final_statistics(field, x, ev, labels, counts, reference=None, ev_reference=
             out[key], out[key + "_stderr"] = float(q[i]), float(q_se[i])
             out[key + "_shift"] = None if exact is None else float(q[i] - exact[0][i])
             out[key + "_shift_stderr"] = None if exact is None else float(math.hypot(q_se[i], exact[1][i]))
-    else:
-        for name in ("accuracy", "inv_prob"):
-            out[name] = out[name + "_stderr"] = None
-    return out
 
 
 def crossing_time(times, values, level=0.5):

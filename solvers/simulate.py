@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field as dataclass_field
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from physics.guidance import excess_weight, weight_at
@@ -174,8 +175,10 @@ def run(field, omega=None, guidance_scale=None, rule="cfg", sampler="ode", metho
     n_evals, status, message = 1, 0, "ok"
     bar = tqdm(total=steps, disable=not progress, delay=2.0, file=sys.stderr, unit="step", desc="simulate")
     save_set = set(save_idx.tolist())
-    # a diverging run (huge omega) is reported through status/message, not through warnings
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+    # a diverging run (huge omega) is reported through status/message, not through warnings; BLAS
+    # stays single-threaded: the kernel parallelises over row blocks itself, and idle OpenBLAS
+    # threads spinning after a small multithreaded call would compete with it (solvers.kernel)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"), threadpool_limits(limits=1, user_api="blas"):
         for i in range(steps + 1):
             t = float(times[i])
             t_next = float(times[i + 1]) if i < steps else None
@@ -288,6 +291,7 @@ def simulate(d=64, alpha=None, classes=None, mean_var=1.0, class_var=0.25, proce
         target=int(target), means="given" if means is not None else "random",
         weights="uniform" if weights is None else "given", modes=int(modes) if means is None else None,
         unconditional=uncond_label, dtype=dtype, chunk=chunk, model_seed=int(seed),
+        target_norm=float(field.target_mean @ field.target_mean / model.d),
         alpha_effective=math.log(model.n_classes) / model.d,
     )
     return run(field, seed=seed, params=params, **kwargs)

@@ -147,3 +147,32 @@ def write_simulation(path, result):
         if result.samples is not None:
             f.create_dataset("samples", data=result.samples, compression="gzip")
 
+
+
+def write_figure_data(path, data):
+    """Write a :class:`solvers.figure_data.FigureData` to ``path`` atomically.
+
+    Layout: attrs ``kind = "figure"``, ``figure_kind``, ``params`` (JSON) and the provenance of
+    every file; one dataset per array (strings as UTF-8).
+    """
+    with atomic_h5(path) as f:
+        f.attrs.update(provenance())
+        f.attrs.update(kind="figure", figure_kind=data.kind, params=json.dumps(data.params, default=str))
+        for name, values in data.arrays.items():
+            values = np.asarray(values)
+            if values.dtype.kind in "OUS":
+                f.create_dataset(name, data=values.astype(str).astype(object), dtype=h5py.string_dtype())
+            else:
+                f.create_dataset(name, data=values)
+
+
+def read_figure_data(path):
+    """The :class:`solvers.figure_data.FigureData` stored in ``path``."""
+    from solvers.figure_data import FigureData
+
+    with h5py.File(path, "r") as f:
+        if f.attrs.get("kind") != "figure":
+            raise ValueError(f"file: {path} holds no figure data (kind {f.attrs.get('kind')!r})")
+        arrays = {name: (f[name].asstr()[()] if h5py.check_string_dtype(f[name].dtype) else f[name][()])
+                  for name in f}
+        return FigureData(str(f.attrs["figure_kind"]), arrays, json.loads(f.attrs["params"]))
