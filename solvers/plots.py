@@ -138,6 +138,11 @@ def phase_diagram(path, thresholds=(0.01, 0.05, 0.2)):
                                 marker=markers[j % 6], linestyle="", markersize=3,
                                 label=f"d = {d}" if i == 0 and k == 0 else None)
         ax.legend(fontsize=6, ncol=1)
+        ax.set_xlim(min(0.0, sim["omega"].min()) - 0.1, 1.3 * sim["omega"].max())
+        rows = [np.argmin(np.abs(alpha - a)) for a in sim["alpha"]]
+        shown = np.concatenate([th[rows][:, omega <= 1.3 * sim["omega"].max()].ravel() for th in theory.values()]
+                               + [np.ravel(sim["values"])])
+        ax.set_ylim(min(0.0, np.nanmin(shown)), 1.1 * np.nanmax(shown))
     ax.set_xlabel(WEIGHT)
     ax.set_ylabel(DISTORTION)
     axes[0].set_title("theory; red circles: simulated points")
@@ -276,6 +281,8 @@ def distortion_vs_d(source):
                     marker="os^"[i], label=f"${labels[regime]}$")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    lo, hi = np.log2(data["d_theory"].min()), np.log2(data["d_theory"].max())
+    ax.set_xticks(2.0 ** np.arange(np.ceil(lo), np.floor(hi) + 1))
     _plain_ticks(ax.xaxis)
     ax.set_xlabel("dimension $d$ [1]")
     ax.set_ylabel(DISTORTION)
