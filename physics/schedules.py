@@ -30,6 +30,7 @@ name            :math:`\omega(t)`                                               
                 normalised to the requested mean weight ("late high")
 ``step-down``   high for the first 25 % of steps, then low ("early high")          Jin, Shi & Gu 2025
 ``piecewise``   ``values[i]`` between ``breaks[i-1]`` and ``breaks[i]``            --
+``spline``      a smooth curve through ``values`` at noise levels ``sigmas``        --
 ==============  ==================================================================  =====================
 """
 
@@ -341,19 +342,17 @@ class SwitchSchedule(PiecewiseConstant):
         return f"SwitchSchedule(omega={self.omega}, {where}, after={self.after})"
 
 
-class _GridSchedule(Schedule):
-    """A weight per step of the sampler's grid, defined in the Ho convention and normalised so
-    that its time-average over the grid equals ``mean`` (eq. 33). Bound to the grid."""
+class _StepSchedule(Schedule):
+    """A weight per step of the sampler's grid; subclasses give :meth:`step_omegas`. Bound to the
+    grid: step i covers (grid[i+1], grid[i]] and carries ``step_weights[i]``."""
 
-    PARAMETERS = {"omega": (1.0, "time-averaged excess weight (or guidance_scale: its Ho mean w_bar)")}
+    _bound = None
 
-    def __init__(self, omega=None, guidance_scale=None):
-        self.omega = _finite(excess_weight(omega, guidance_scale), "omega")
-        self._bound = None
+    def step_omegas(self, grid):
+        """Excess weight of each step of the decreasing ``grid``, shape (len(grid) - 1,)."""
+        raise NotImplementedError
 
-    def scale_per_step(self, positions, fractions):
-        """Ho weights w_i of the steps at normalised positions ``positions`` (uniform in step index, in
-        [0, 1]), with ``fractions`` the share of normalised time each step covers."""
+    def _copy(self):
         raise NotImplementedError
 
     def bind(self, process=None, grid=None):
@@ -362,14 +361,9 @@ class _GridSchedule(Schedule):
         grid = np.asarray(grid, dtype=float)
         if grid.ndim != 1 or grid.size < 2 or np.any(np.diff(grid) >= 0):
             raise ValueError("grid must be a decreasing 1-D array of at least two forward times")
-        steps = grid.size - 1
-        positions = np.arange(steps) / max(steps - 1, 1)
-        fractions = -np.diff(grid) / (grid[0] - grid[-1])  # tau normalised to [0, 1]
-        w = self.scale_per_step(positions, fractions)
-        omegas = w - 1.0
-        _check_floor(omegas, "omega")
-        bound = type(self)(self.omega)
-        # step i covers (grid[i+1], grid[i]]: PiecewiseConstant counts intervals from t = 0
+        omegas = np.asarray(self.step_omegas(grid), dtype=float)
+        bound = self._copy()
+        # PiecewiseConstant counts its intervals from t = 0
         bound._bound = PiecewiseConstant(grid[::-1][1:-1], omegas[::-1])
         bound.step_weights = omegas
         return bound
@@ -383,6 +377,58 @@ class _GridSchedule(Schedule):
     @property
     def breakpoints(self):
         return () if self._bound is None else self._bound.breakpoints
+
+
+class _GridSchedule(_StepSchedule):
+    """A weight per step defined in the Ho convention and normalised so that its time-average over
+    the grid equals the requested mean (eq. 33)."""
+
+    PARAMETERS = {"omega": (1.0, "time-averaged excess weight (or guidance_scale: its Ho mean w_bar)")}
+
+    def __init__(self, omega=None, guidance_scale=None):
+        self.omega = _finite(excess_weight(omega, guidance_scale), "omega")
+
+    def scale_per_step(self, positions, fractions):
+        """Ho weights w_i of the steps at normalised positions ``positions`` (uniform in step index, in
+        [0, 1]), with ``fractions`` the share of normalised time each step covers."""
+        raise NotImplementedError
+
+    def step_omegas(self, grid):
+        steps = grid.size - 1
+        positions = np.arange(steps) / max(steps - 1, 1)
+        fractions = -np.diff(grid) / (grid[0] - grid[-1])  # tau normalised to [0, 1]
+        omegas = self.scale_per_step(positions, fractions) - 1.0
+        _check_floor(omegas, "omega")
+        return omegas
+
+    def _copy(self):
+        return type(self)(self.omega)
+
+
+class StepwiseSchedule(_StepSchedule):
+    """A weight per sampler step from the step's two ends: ``weight(s, t)`` on the step from t to
+    s < t (e.g. a learned omega_phi(c, s, t), solvers.learned_guidance). Bound to the grid."""
+
+    name = "stepwise"
+    summary = "weight(s, t) on each step from t to s, from a callable (learned weights)"
+    PARAMETERS = {"weight": (REQUIRED, "callable (s, t) -> excess weight")}
+
+    def __init__(self, weight):
+        if not callable(weight):
+            raise ValueError(f"weight must be a callable (s, t) -> omega, got {weight!r}")
+        self.weight = weight
+
+    def step_omegas(self, grid):
+        omegas = np.array([float(self.weight(s, t)) for t, s in zip(grid[:-1], grid[1:])])
+        if not np.all(np.isfinite(omegas)):
+            raise ValueError("weight: returned a non-finite value on the grid")
+        return omegas
+
+    def _copy(self):
+        return StepwiseSchedule(self.weight)
+
+    def __repr__(self):
+        return f"StepwiseSchedule(weight={self.weight!r})"
 
 
 class TriangleSchedule(_GridSchedule):
@@ -439,8 +485,62 @@ class StepDown(StepSchedule):
     late_high = False
 
 
+class SplineSchedule(Schedule):
+    r"""A smooth :math:`\omega` through ``values`` at the noise levels ``sigmas`` (eq. 45).
+
+    Shape-preserving cubic (PCHIP) interpolation in :math:`\log\sigma`, :math:`\sigma = \sigma_t/a_t`
+    the noise level, constant beyond the first and last knots, floored at -1. The family the
+    schedule optimiser (solvers.schedule_design) searches; bound to a process.
+    """
+
+    name = "spline"
+    summary = "PCHIP through values at the noise levels sigmas (log sigma), constant outside, floored at -1"
+    PARAMETERS = {"sigmas": (REQUIRED, "increasing noise levels sigma_t/a_t of the knots"),
+                  "values": (REQUIRED, "excess weights at the knots")}
+
+    def __init__(self, sigmas, values):
+        from scipy.interpolate import PchipInterpolator
+
+        self.sigmas = np.atleast_1d(np.asarray(sigmas, dtype=float))
+        self.values = np.atleast_1d(np.asarray(values, dtype=float))
+        if self.sigmas.size < 2 or self.values.shape != self.sigmas.shape:
+            raise ValueError(f"values must have one entry per knot in sigmas (at least 2), got {self.values.size} "
+                             f"for {self.sigmas.size}")
+        if not np.all(np.isfinite(self.sigmas)) or np.any(self.sigmas <= 0) or np.any(np.diff(self.sigmas) <= 0):
+            raise ValueError("sigmas must be finite, positive and strictly increasing")
+        if not np.all(np.isfinite(self.values)):
+            raise ValueError("values must be finite")
+        self._curve = PchipInterpolator(np.log(self.sigmas), self.values, extrapolate=False)
+        self._process = None
+
+    def bind(self, process=None, grid=None):
+        if process is None:
+            return self
+        bound = SplineSchedule(self.sigmas, self.values)
+        bound._process = process
+        return bound
+
+    def __call__(self, t):
+        if self._process is None:
+            raise ValueError("the spline schedule is defined in noise level and must be bound to a process "
+                             "(physics.schedules.bind_schedule)")
+        log_sigma = 0.5 * math.log(max(float(ve_time(self._process, t)), 1e-300))
+        u = min(max(log_sigma, math.log(self.sigmas[0])), math.log(self.sigmas[-1]))
+        return max(float(self._curve(u)), -1.0)
+
+    @property
+    def breakpoints(self):
+        if self._process is None:
+            return ()
+        # C1 inside (PCHIP); the slope jumps only where the constant extrapolation starts
+        return tuple(noise_level_time(self._process, s) for s in (self.sigmas[0], self.sigmas[-1]))
+
+    def __repr__(self):
+        return f"SplineSchedule(sigmas={self.sigmas.tolist()}, values={self.values.tolist()})"
+
+
 SCHEDULES = {cls.name: cls for cls in (Constant, LimitedInterval, LinearSchedule, SwitchSchedule, TriangleSchedule,
-                                       StepUp, StepDown, PiecewiseConstant)}
+                                       StepUp, StepDown, PiecewiseConstant, SplineSchedule)}
 
 
 def make_schedule(name, **params):
@@ -470,10 +570,6 @@ def bind_schedule(omega, process=None, grid=None):
 
 def needs_grid(omega):
     """Whether ``omega`` is defined on a sampler's steps and is not yet bound to a grid."""
-    return isinstance(omega, (_GridSchedule, SwitchSchedule)) and not _grid_bound(omega)
-
-
-def _grid_bound(omega):
-    if isinstance(omega, _GridSchedule):
-        return omega._bound is not None
-    return omega.t_switch is not None
+    if isinstance(omega, _StepSchedule):
+        return omega._bound is None
+    return isinstance(omega, SwitchSchedule) and omega.t_switch is None

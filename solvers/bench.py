@@ -317,3 +317,32 @@ def ratios(rows):
                         vs_gemm=times["cfgphase"] / times["gemm"] if "gemm" in times else None,
                         vs_best_rival=times["cfgphase"] / min(rival) if rival else None))
     return out
+
+
+def record(rows):
+    """The JSON-ready record of a run: environment, every row, and the ratios."""
+    return dict(environment=environment(), results=rows, ratios=ratios(rows))
+
+
+def report(rec):
+    """A plain-text table of a :func:`record`: every case, then cfgphase's ratios."""
+    env = rec["environment"]
+    blas = ", ".join(f"{b['library']} {b['version']} ({b['threads']} threads, {b['architecture']})" for b in env["blas"])
+    lines = [f"cfgphase bench: {env['cpu']}, {env['usable_cores']} usable cores; BLAS: {blas}; numba {env['numba']}; "
+             f"torch {env['torch'] or 'not installed'}",
+             f"  {'B':>5}{'K':>9}{'d':>5} {'dtype':<8}{'regime':<10}{'op':<6}{'method':<10}{'time [s]':>10}"
+             f"{'GFLOP/s':>9}{'particle-steps/s':>17}{'peak [MiB]':>11}"]
+    for r in rec["results"]:
+        head = f"  {r['B']:>5}{r['K']:>9}{r['d']:>5} {r['dtype']:<8}{r['regime']:<10}{r['operation']:<6}{r['method']:<10}"
+        if "skipped" in r:
+            lines.append(f"{head}skipped: {r['skipped']}")
+        else:
+            peak = "n/a" if r["peak_mib"] is None else f"{r['peak_mib']:.1f}"
+            lines.append(f"{head}{r['seconds']:>10.4f}{r['gflops']:>9.1f}{r['particle_steps_per_s']:>17.0f}{peak:>11}")
+    lines.append("  cfgphase time over (a) the bare GEMMs and over the faster of (c) NumPy softmax and (d) torch:")
+    for r in rec["ratios"]:
+        vs_gemm = "n/a" if r["vs_gemm"] is None else f"{r['vs_gemm']:.2f}"
+        vs_rival = "n/a" if r["vs_best_rival"] is None else f"{r['vs_best_rival']:.2f}"
+        lines.append(f"  {r['B']:>5}{r['K']:>9}{r['d']:>5} {r['dtype']:<8}{r['regime']:<10}{r['operation']:<6}"
+                     f"vs (a) {vs_gemm:>6}   vs best of (c), (d) {vs_rival:>6}")
+    return "\n".join(lines)

@@ -41,7 +41,7 @@ def _model_options(p):
 
 
 #: Schedule and rule parameters that are not plain numbers on the command line.
-LIST_PARAMETERS = ("breaks", "values")
+LIST_PARAMETERS = ("breaks", "values", "sigmas")
 TEXT_PARAMETERS = ("clock", "space")
 
 
@@ -164,6 +164,22 @@ def build_parser():
     out.add_argument("--samples", action="store_true", help="also store the final particles in --out")
     out.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     out.add_argument("--quiet", action="store_true", help="no progress bar")
+    opt = sub.add_parser("optimize-schedule", help="the spline schedule with the least predicted distortion at a "
+                                                   "required mean ratio, beside tuned baselines")
+    g = opt.add_argument_group("model")
+    k = g.add_mutually_exclusive_group(required=True)
+    k.add_argument("--alpha", type=float, help="K = exp(alpha d)")
+    k.add_argument("--classes", type=int, help="number of classes K, with --d: alpha = log(K)/d")
+    g.add_argument("--d", type=int, help="dimension (only to convert --classes into alpha)")
+    g.add_argument("--mean-var", type=float, default=1.0, help="variance sigma_mu^2 of the class means (default 1)")
+    g.add_argument("--class-var", type=float, default=0.25, help="within-class variance s^2 (default 0.25)")
+    g.add_argument("--process", choices=sorted(PROCESSES), default="ou", help="forward process (default ou)")
+    g = opt.add_argument_group("objective")
+    g.add_argument("--target", type=float, required=True, help="required mean ratio E[x.mu_c]/|mu_c|^2 (> 1)")
+    g.add_argument("--sampler", choices=["ode", "sde"], default="ode", help="probability-flow ODE or reverse SDE")
+    g.add_argument("--knots", type=int, default=6, help="spline knots, log-spaced in noise level 0.05-20 (default 6)")
+    opt.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+
     sched = sub.add_parser("schedules", help="list every guidance schedule and rule with its parameters and source")
     sched.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 
@@ -370,28 +386,8 @@ def _bench(args):
         rows = bench.run(grid["B"], grid["K"], grid["d"], grid["dtype"], methods, regimes, operations,
                          repeats=args.repeats, max_seconds=args.max_seconds, memory_gb=args.memory_gb,
                          progress=progress)
-    env, ratios = bench.environment(), bench.ratios(rows)
-    if args.json:
-        print(json.dumps(dict(environment=env, results=rows, ratios=ratios)))
-        return 0
-    blas = ", ".join(f"{b['library']} {b['version']} ({b['threads']} threads, {b['architecture']})" for b in env["blas"])
-    print(f"cfgphase bench: {env['cpu']}, {env['usable_cores']} usable cores; BLAS: {blas}; numba {env['numba']}; "
-          f"torch {env['torch'] or 'not installed'}")
-    print(f"  {'B':>5}{'K':>9}{'d':>5} {'dtype':<8}{'regime':<10}{'op':<6}{'method':<10}{'time [s]':>10}"
-          f"{'GFLOP/s':>9}{'particle-steps/s':>17}{'peak [MiB]':>11}")
-    for r in rows:
-        head = f"  {r['B']:>5}{r['K']:>9}{r['d']:>5} {r['dtype']:<8}{r['regime']:<10}{r['operation']:<6}{r['method']:<10}"
-        if "skipped" in r:
-            print(f"{head}skipped: {r['skipped']}")
-        else:
-            peak = "n/a" if r["peak_mib"] is None else f"{r['peak_mib']:.1f}"
-            print(f"{head}{r['seconds']:>10.4f}{r['gflops']:>9.1f}{r['particle_steps_per_s']:>17.0f}{peak:>11}")
-    print("  cfgphase time over (a) the bare GEMMs and over the faster of (c) NumPy softmax and (d) torch:")
-    for r in ratios:
-        vs_gemm = "n/a" if r["vs_gemm"] is None else f"{r['vs_gemm']:.2f}"
-        vs_rival = "n/a" if r["vs_best_rival"] is None else f"{r['vs_best_rival']:.2f}"
-        print(f"  {r['B']:>5}{r['K']:>9}{r['d']:>5} {r['dtype']:<8}{r['regime']:<10}{r['operation']:<6}"
-              f"vs (a) {vs_gemm:>6}   vs best of (c), (d) {vs_rival:>6}")
+    record = bench.record(rows)
+    print(json.dumps(record) if args.json else bench.report(record))
     return 0
 
 
@@ -461,6 +457,26 @@ def _phase_diagram(args):
     return 0
 
 
+def _optimize_schedule(args):
+    from solvers import schedule_design
+
+    alpha = args.alpha
+    if args.classes is not None:
+        if args.d is None or args.d < 1 or args.classes < 1:
+            raise ValueError("--classes needs --d >= 1 and K >= 1 to give alpha = log(K)/d")
+        alpha = math.log(args.classes) / args.d
+    if args.knots < 2:
+        raise ValueError(f"knots must be >= 2, got {args.knots}")
+    result = schedule_design.optimal_schedule(alpha, args.target, sampler=args.sampler, process=args.process,
+                                              mean_var=args.mean_var, class_var=args.class_var,
+                                              knots=schedule_design.default_knots(None, args.knots))
+    if args.json:
+        _print_json(schedule_design.record(result))
+    else:
+        print(schedule_design.report(result))
+    return 0
+
+
 def _schedules(args):
     from physics.rules import RULES
     from physics.schedules import REQUIRED, SCHEDULES
@@ -502,8 +518,8 @@ def _plot(args):
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
-        commands = {"simulate": _simulate, "gaussian": _gaussian, "theory": _theory, "phase-diagram": _phase_diagram, "schedules": _schedules,
-                    "plot": _plot, "bench": _bench}
+        commands = {"simulate": _simulate, "gaussian": _gaussian, "theory": _theory, "phase-diagram": _phase_diagram,
+                    "schedules": _schedules, "optimize-schedule": _optimize_schedule, "plot": _plot, "bench": _bench}
         return commands[args.command](args)
     except ValueError as err:
         print(f"cfgphase {args.command}: error: {err}", file=sys.stderr)

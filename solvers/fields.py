@@ -151,3 +151,42 @@ class GaussianField:
     def sample_initial(self, t, n, rng, init="unconditional"):
         _check_init(init)
         return self.pair.sample_noised(t, self.process, n, rng, conditional=init == "conditional")
+
+
+class DegradedField:
+    r"""A field whose conditional estimate is degraded the way an under-trained conditional model is.
+
+    Galashov et al. (2025) find learned guidance weights positive only when the conditional
+    denoiser is imperfect. Here the exact conditional estimate :math:`\hat m_c` of ``field`` is, in
+    this order: ``shrink``-ed toward the data mean :math:`\bar\mu` (:math:`(1-\lambda)\hat m_c + \lambda\bar\mu`,
+    a conditional model that has not yet separated the classes); given the class variance
+    ``inflate`` :math:`\cdot s^2` (a blurrier conditional, converted to the field's reference variance
+    by eq. 8); ``mix``-ed with the unconditional estimate (:math:`(1-\lambda_u)\hat m_c + \lambda_u\hat m_u`,
+    a conditional model that ignores the label some of the time). Everything else, including the
+    exact reference samples of the observables, is the wrapped field's: measurements are against
+    the true conditional.
+    """
+
+    def __init__(self, field, shrink=0.0, inflate=1.0, mix=0.0):
+        for name, value in (("shrink", shrink), ("mix", mix)):
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must lie in [0, 1], got {value!r}")
+        if not (np.isfinite(inflate) and inflate > 0):
+            raise ValueError(f"inflate must be a finite number > 0, got {inflate!r}")
+        self.field, self.shrink, self.inflate, self.mix = field, float(shrink), float(inflate), float(mix)
+        model = field.model
+        self.data_mean = model.weights @ model.means
+
+    def __getattr__(self, name):  # process, reference_var, target_mean, d, signal_var, sample_initial, ...
+        return getattr(self.field, name)
+
+    def evaluate(self, x, t):
+        ev = self.field.evaluate(x, t)
+        cond = (1.0 - self.shrink) * ev.cond + self.shrink * self.data_mean
+        if self.inflate != 1.0:
+            nu = self.field.reference_var
+            cond = mean_for_reference_var(x, np.broadcast_to(cond, x.shape), t, self.field.process,
+                                          self.inflate * nu, nu)
+        if self.mix:
+            cond = (1.0 - self.mix) * cond + self.mix * ev.uncond
+        return ev._replace(cond=cond)

@@ -50,7 +50,7 @@ SIMULATION_OPTIONS = dict(particles=512, steps=100, t_max=7.0, dtype="float64", 
 THEORY_STATS = ("mean_ratio", "var_par", "var_perp", "distortion", "t_condensation")
 SIM_STATS = ("mean_ratio", "var_par", "var_perp", "distortion", "accuracy", "inv_prob", "t_condensation")
 UNITS = {"alpha": "log(K)/d", "omega": "excess guidance weight", "w0": "excess guidance weight at t = 0",
-         "slope": "per unit forward time", "t_switch": "forward time", "after": "excess guidance weight",
+         "slope": "per unit VE-equivalent time", "t_switch": "forward time", "after": "excess guidance weight",
          "d": "dimension", "seed": "seed", "sampler": "sampler", "mean_ratio": "1", "var_par": "data units^2",
          "var_perp": "data units^2", "distortion": "nats per dimension", "t_condensation": "forward time",
          "accuracy": "1", "inv_prob": "1"}

@@ -1,0 +1,151 @@
+r"""Theory-optimal guidance schedules: least predicted distortion at a required separability.
+
+The family is a smooth :math:`\omega(t)` through values at fixed noise levels
+(physics.schedules.SplineSchedule, eq. 45). For a mixture with K = e^{alpha d} classes, the
+objective is the mean-field distortion (solvers.meanfield, eqs. 23-27) and the constraint a mean
+ratio :math:`E[x\cdot\mu_c]/|\mu_c|^2` at least ``target``; for a jointly Gaussian pair, the KL
+divergence to the conditional (eq. 18) and a mean shift at least ``target``. Both are solved with
+SLSQP (scipy) from the constant weight that meets the constraint, which the spline family
+contains, so the optimum is never worse than constant guidance at the same separability
+(docs/theory.md eq. 47). Baselines of other families are tuned to the same constraint by brentq on
+their amplitude, so that every schedule is compared at equal separability.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.optimize import brentq, minimize
+
+from physics.processes import get_process
+from physics.schedules import SplineSchedule, bind_schedule, make_schedule
+from solvers.meanfield import guided_prediction
+
+
+@dataclass
+class OptimalSchedule:
+    """The optimised schedule, its prediction, the baselines at the same separability, counters."""
+
+    schedule: SplineSchedule
+    prediction: object  #: MeanFieldPrediction of the optimum
+    target: float
+    baselines: dict = field(default_factory=dict)  #: name -> (schedule, prediction) at the same mean ratio
+    inputs: dict = field(default_factory=dict)
+    nfev: int = 0
+    success: bool = True
+    message: str = ""
+
+    def table(self):
+        """Rows (name, predicted distortion, mean ratio, var_perp, t*) with the optimum first."""
+        rows = [("theory-optimal", self.prediction)] + [(n, p) for n, (_, p) in self.baselines.items()]
+        return [(n, p.distortion, p.mean_ratio, p.var_perp, p.t_condensation) for n, p in rows]
+
+
+def default_knots(process, count=6, low=0.05, high=20.0):
+    """``count`` noise levels sigma_t/a_t, log-spaced from ``low`` to ``high``."""
+    return np.geomspace(low, high, int(count))
+
+
+def _bound(schedule, process):
+    return bind_schedule(schedule, process=process)
+
+
+def _predict(alpha, schedule, options):
+    return guided_prediction(alpha, schedule, **options)
+
+
+def tune_amplitude(build, alpha, target, options, bracket=(0.0, 20.0)):
+    """The member of a one-parameter family ``build(A)`` whose predicted mean ratio is ``target``."""
+    def residual(A):
+        return _predict(alpha, build(A), options).mean_ratio - target
+
+    low, high = bracket
+    if np.sign(residual(low)) == np.sign(residual(high)):
+        raise ValueError(f"target: no amplitude in [{low}, {high}] reaches mean ratio {target}")
+    amplitude = brentq(residual, low, high, xtol=1e-8)
+    schedule = build(amplitude)
+    return schedule, _predict(alpha, schedule, options)
+
+
+def optimal_schedule(alpha, target, sampler="ode", process="ou", mean_var=1.0, class_var=0.25, knots=None,
+                     omega_max=8.0, grid=None, maxiter=60):
+    r"""Minimise the mean-field distortion over spline schedules with mean ratio >= ``target`` (eq. 47).
+
+    ``knots`` are the noise levels of the spline (default: 6 from 0.05 to 20); weights are bounded
+    to [-1, ``omega_max``]. ``grid`` (a sampler's forward times) adds TV-CFG and step schedules to the
+    baselines, which are otherwise constant, limited interval (middle third of the knots' noise
+    levels) and the negative-guidance window (linear in VE time, negative below the median knot).
+    Returns an :class:`OptimalSchedule`.
+    """
+    process = get_process(process)
+    options = dict(process=process, sampler=sampler, mean_var=mean_var, class_var=class_var)
+    sigmas = default_knots(process) if knots is None else np.asarray(knots, dtype=float)
+    if not target > 1.0:
+        raise ValueError(f"target: a mean ratio above 1 is needed for a guidance problem, got {target!r}")
+    constant, constant_pred = tune_amplitude(lambda A: A, alpha, target, options, bracket=(0.0, omega_max))
+
+    def spline(values):
+        return _bound(SplineSchedule(sigmas, values), process)
+
+    evaluations = {}
+
+    def predict(values):
+        key = tuple(np.round(values, 12))
+        if key not in evaluations:
+            evaluations[key] = _predict(alpha, spline(values), options)
+        return evaluations[key]
+
+    result = minimize(lambda v: predict(v).distortion, np.full(sigmas.size, constant), method="SLSQP",
+                      bounds=[(-1.0, omega_max)] * sigmas.size,
+                      constraints=[dict(type="ineq", fun=lambda v: predict(v).mean_ratio - target)],
+                      options=dict(maxiter=maxiter, ftol=1e-10))
+    best = spline(result.x)
+    prediction = _predict(alpha, best, options)
+    if prediction.mean_ratio < target - 1e-6 or prediction.distortion > constant_pred.distortion:
+        # SLSQP may stop on the boundary of feasibility: never return worse than the constant it started from
+        best, prediction = spline(np.full(sigmas.size, constant)), constant_pred
+    baselines = {"constant": (constant, constant_pred)}
+    lo, hi = np.quantile(np.log(sigmas), [1 / 3, 2 / 3])
+    families = {
+        "interval": lambda A: _bound(make_schedule("interval", omega=A, sigma_lo=np.exp(lo), sigma_hi=np.exp(hi)),
+                                     process),
+        "negative window": lambda A: _bound(make_schedule("linear", w0=-min(A, 1.0),
+                                                          slope=A / float(np.median(sigmas)) ** 2), process),
+    }
+    if grid is not None:
+        for name in ("tvcfg", "step-up", "step-down"):
+            families[name] = (lambda n: lambda A: bind_schedule(make_schedule(n, omega=A), process, grid))(name)
+    for name, build in families.items():
+        try:
+            baselines[name] = tune_amplitude(build, alpha, target, options, bracket=(0.0, 50.0))
+        except ValueError:
+            continue  # this family cannot reach the target separability
+    inputs = dict(alpha=alpha, target=target, sampler=sampler, process=process.name, mean_var=mean_var,
+                  class_var=class_var, knots=sigmas.tolist(), omega_max=omega_max)
+    return OptimalSchedule(best, prediction, target, baselines, inputs, int(result.nfev), bool(result.success),
+                           str(result.message))
+
+
+def report(result):
+    """Plain-text summary: the schedule as ``cfgphase simulate`` options, then the comparison table."""
+    sched = result.schedule
+    sigmas = ",".join(f"{v:.6g}" for v in sched.sigmas)
+    values = ",".join(f"{v:.6g}" for v in sched.values)
+    p = result.inputs
+    lines = [f"cfgphase optimize-schedule: alpha={p['alpha']:.4g} target mean ratio {result.target:.4g} "
+             f"({p['sampler']}, {p['process']}); {result.nfev} evaluations, {result.message}",
+             f"  use it: cfgphase simulate --schedule spline --sigmas {sigmas} --values {values}",
+             f"  {'schedule':<18}{'distortion':>12}{'mean ratio':>12}{'var_perp':>10}{'t*':>8}   (mean-field, d -> inf)"]
+    for name, distortion, ratio, var_perp, t_star in result.table():
+        t_text = "n/a" if t_star is None else f"{t_star:.3f}"
+        lines.append(f"  {name:<18}{distortion:>12.5f}{ratio:>12.4f}{var_perp:>10.4f}{t_text:>8}")
+    return "\n".join(lines)
+
+
+def record(result):
+    """JSON-ready form of an :class:`OptimalSchedule`."""
+    return dict(inputs=result.inputs, sigmas=result.schedule.sigmas.tolist(), values=result.schedule.values.tolist(),
+                nfev=result.nfev, success=result.success, message=result.message,
+                table=[dict(schedule=n, distortion=d, mean_ratio=r, var_perp=v, t_condensation=t)
+                       for n, d, r, v, t in result.table()])
