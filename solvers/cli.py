@@ -170,7 +170,9 @@ def build_parser():
     k = g.add_mutually_exclusive_group(required=True)
     k.add_argument("--alpha", type=float, help="K = exp(alpha d)")
     k.add_argument("--classes", type=int, help="number of classes K, with --d: alpha = log(K)/d")
-    g.add_argument("--d", type=int, help="dimension (only to convert --classes into alpha)")
+    g.add_argument("--d", type=int, help="dimension: converts --classes into alpha, and sets the sampler's start "
+                                         "time and grid (TV-CFG, step-down baselines) as cfgphase simulate would")
+    g.add_argument("--steps", type=int, default=200, help="sampler steps on the log grid, with --d (default 200)")
     g.add_argument("--mean-var", type=float, default=1.0, help="variance sigma_mu^2 of the class means (default 1)")
     g.add_argument("--class-var", type=float, default=0.25, help="within-class variance s^2 (default 0.25)")
     g.add_argument("--process", choices=sorted(PROCESSES), default="ou", help="forward process (default ou)")
@@ -467,9 +469,20 @@ def _optimize_schedule(args):
         alpha = math.log(args.classes) / args.d
     if args.knots < 2:
         raise ValueError(f"knots must be >= 2, got {args.knots}")
+    grid = t_max = None
+    if args.d is not None:  # the sampler cfgphase simulate would use at this d: its start and its steps
+        from physics.processes import get_process
+        from solvers.timegrid import default_t_max, time_grid
+
+        if args.d < 1 or args.steps < 1:
+            raise ValueError(f"d and steps must be >= 1, got d = {args.d}, steps = {args.steps}")
+        process = get_process(args.process)
+        t_max = default_t_max(process, args.d * (args.mean_var + args.class_var))
+        grid = time_grid(process, args.steps, t_max, 0.0, kind="log", class_var=args.class_var)
     result = schedule_design.optimal_schedule(alpha, args.target, sampler=args.sampler, process=args.process,
                                               mean_var=args.mean_var, class_var=args.class_var,
-                                              knots=schedule_design.default_knots(None, args.knots))
+                                              knots=schedule_design.default_knots(None, args.knots), grid=grid,
+                                              t_max=t_max)
     if args.json:
         _print_json(schedule_design.record(result))
     else:

@@ -7,7 +7,8 @@ The weight of one sampler step from t to s < t is a small model, in the excess c
 with hat functions :math:`h_j` on knots in t (docs/theory.md eq. 46). It is trained so that one
 guided DDIM step from the forward-noised data of class c at t matches the forward-noised data at
 s: the loss is the energy distance with exponent :math:`\beta` (1.75 in the source) between the two
-samples, summed over random pairs (t, s) with :math:`t - s \ge` ``min_step``, or the plain L2
+samples, summed over random pairs (t, s) with :math:`t - s \ge` ``min_step`` (log-uniform steps, so
+that small steps like a sampler's are represented), or the plain L2
 variant :math:`E|\mathrm{step}(a_t x_0 + \sigma_t\epsilon) - (a_s x_0 + \sigma_s\epsilon)|^2` (same
 :math:`x_0` and :math:`\epsilon`). The guided DDIM step is affine in the weight,
 :math:`x_s = b + \omega\,u` (eq. 46), so each pair's field evaluation is done once and the loss
@@ -39,10 +40,12 @@ class GuidanceModel:
 
     knots: np.ndarray  #: (n,) increasing forward times of the hat functions
     coef: dict  #: class -> (n + 2,) [bias, theta_1..theta_n, gamma]
+    step_range: tuple = (0.0, np.inf)  #: the step sizes t - s seen in training; others are clipped to it
 
     def features(self, s, t):
-        """[1, h_1(t), ..., h_n(t), t - s]."""
-        return np.concatenate([[1.0], _hats(self.knots, t), [t - s]])
+        """[1, h_1(t), ..., h_n(t), t - s], the step clipped to the training range: the model is never
+        extrapolated in the step size (a sampler's steps are usually smaller than the training pairs')."""
+        return np.concatenate([[1.0], _hats(self.knots, t), [np.clip(t - s, *self.step_range)]])
 
     def __call__(self, c, s, t):
         return max(0.0, float(self.coef[c] @ self.features(s, t)))
@@ -141,7 +144,7 @@ def learn_guidance(field, loss="energy", pairs=24, samples=256, min_step=0.1, be
         raise ValueError(f"min_step must lie in (0, t_max = {t_max:.4g}), got {min_step!r}")
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(3,)))
     t = rng.uniform(min_step, t_max, pairs)
-    s = rng.uniform(0.0, t - min_step)
+    s = t - np.exp(rng.uniform(np.log(min_step), np.log(t)))  # steps log-uniform in [min_step, t]
     target = field.target
     affine, goals = [], []
     for t_k, s_k in zip(t, s):
@@ -163,7 +166,8 @@ def learn_guidance(field, loss="energy", pairs=24, samples=256, min_step=0.1, be
         return energy_distance(out, goals[k], beta)
 
     grid_knots = np.linspace(0.0, t_max, int(knots))
-    features = np.array([np.concatenate([[1.0], _hats(grid_knots, t_k), [t_k - s_k]]) for t_k, s_k in zip(t, s)])
+    shell = GuidanceModel(grid_knots, {}, (float(np.min(t - s)), float(np.max(t - s))))
+    features = np.array([shell.features(s_k, t_k) for t_k, s_k in zip(t, s)])
 
     def total(theta):
         omegas = np.maximum(features @ theta, 0.0)
@@ -175,7 +179,7 @@ def learn_guidance(field, loss="energy", pairs=24, samples=256, min_step=0.1, be
     # each pair alone, on a fine grid of non-negative weights: what the model tries to fit
     candidates = np.linspace(0.0, 8.0, 161)
     pair_optimum = np.array([candidates[np.argmin([pair_loss(k, w) for w in candidates])] for k in range(pairs)])
-    model = GuidanceModel(grid_knots, {target: result.x})
+    model = GuidanceModel(grid_knots, {target: result.x}, shell.step_range)
     inputs = dict(loss=loss, pairs=pairs, samples=samples, min_step=min_step, beta=beta, knots=knots, t_max=t_max,
                   seed=seed, process=process.name)
     return LearnedGuidance(model, target, loss, np.column_stack([t, s]), pair_optimum, total(start), float(result.fun),

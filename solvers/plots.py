@@ -17,6 +17,7 @@ kind                     content                                             dra
 ``gaussian``             mean and variance against omega, ODE and SDE         figure data
 ``schedules``            separability against diversity per schedule         figure data
 ``inverse-probability``  E[1/p(c|X)] and quantile shifts against omega       figure data
+``schedule-design``      learned and theory-optimal schedules vs baselines   figure data
 =======================  ==================================================  ==========================
 """
 
@@ -29,7 +30,7 @@ import numpy as np
 
 STYLE = Path(__file__).with_name("cfgphase.mplstyle")
 KINDS = ("phase-diagram", "trajectory", "potential", "distortion-vs-d", "gaussian", "schedules",
-         "inverse-probability")
+         "inverse-probability", "schedule-design")
 #: Figure widths in inches: one and two columns of a two-column journal page.
 WIDTH = {1: 3.4, 2: 7.0}
 DISTORTION = "distortion [nats / dimension]"
@@ -369,7 +370,40 @@ def inverse_probability(source):
     return fig
 
 
-DRAW = {"phase-diagram": phase_diagram, "trajectory": trajectory, "potential": potential,
+@styled
+def schedule_design(source):
+    """(a) Exact scores, K = e^{alpha d}: separability against distortion, every schedule tuned by
+    the theory to one predicted mean ratio. (b) Degraded conditional model: energy distance to the
+    true conditional per schedule (each tuned on other seeds). Error bars 1 standard error over seeds."""
+    data = _load(source)
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(WIDTH[2], 2.8))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    setting = np.asarray(data["setting"]).astype(str)
+    names = np.asarray(data["schedule"]).astype(str)
+    order = list(dict.fromkeys(names))  # one colour and marker per schedule in both panels
+    style = {n: (colors[j % 8], "osD^vPX*"[j % 8]) for j, n in enumerate(order)}
+    for i in np.flatnonzero(setting == "exact"):
+        axes[0].errorbar(data["distortion"][i], data["mean_ratio"][i], xerr=data["distortion_err"][i],
+                         yerr=data["mean_ratio_err"][i], color=style[names[i]][0], marker=style[names[i]][1],
+                         linestyle="", label=names[i])
+    axes[0].axhline(data.params["target"], color="0.5", linewidth=0.6, linestyle="--")
+    axes[0].set_xlabel(DISTORTION)
+    axes[0].set_ylabel(r"separability: $E[x\cdot\mu_c]/|\mu_c|^2$ [1]")
+    axes[0].set_title(rf"exact scores, d = {data.params['d']}, $\alpha$ = {data.params['alpha']}", fontsize=8)
+    axes[0].legend(fontsize=6)
+    degraded = np.flatnonzero(setting == "degraded")
+    axes[1].barh(np.arange(degraded.size), data["energy_distance"][degraded], xerr=data["energy_distance_err"][degraded],
+                 color=[style[names[i]][0] for i in degraded])
+    axes[1].set_yticks(np.arange(degraded.size), names[degraded])
+    axes[1].invert_yaxis()
+    axes[1].set_xlabel("energy distance to the true conditional [1]")
+    axes[1].set_title("degraded conditional model", fontsize=8)
+    _panel_labels(axes)
+    return fig
+
+
+DRAW = {"schedule-design": schedule_design, "phase-diagram": phase_diagram, "trajectory": trajectory, "potential": potential,
         "distortion-vs-d": distortion_vs_d, "gaussian": gaussian, "schedules": schedules,
         "inverse-probability": inverse_probability}
 

@@ -68,21 +68,48 @@ def tune_amplitude(build, alpha, target, options, bracket=(0.0, 20.0)):
     return schedule, _predict(alpha, schedule, options)
 
 
+#: Kynkaanniemi et al. (2024): guidance only for noise levels in (0.28, 5.42] (EDM2); the interval baseline.
+PUBLISHED_WINDOW = (0.28, 5.42)
+
+
+def baseline_families(sigmas, process, grid=None):
+    """One-parameter families A -> schedule: interval (published window), negative-guidance window
+    (linear in VE time, reaching 0 at the median knot's noise level), and with a sampler ``grid``
+    TV-CFG and step-down, each with amplitude A."""
+    pivot = float(np.median(sigmas)) ** 2
+    families = {
+        "interval": lambda A: _bound(make_schedule("interval", omega=A, sigma_lo=PUBLISHED_WINDOW[0],
+                                                   sigma_hi=PUBLISHED_WINDOW[1]), process),
+        "negative window": lambda A: _bound(make_schedule("linear", w0=-min(A, 1.0), slope=A / pivot), process),
+    }
+    if grid is not None:
+        for name in ("tvcfg", "step-down"):
+            families[name] = (lambda n: lambda A: bind_schedule(make_schedule(n, omega=A), process, grid))(name)
+    return families
+
+
 def optimal_schedule(alpha, target, sampler="ode", process="ou", mean_var=1.0, class_var=0.25, knots=None,
-                     omega_max=8.0, grid=None, maxiter=60):
+                     omega_max=8.0, grid=None, t_max=None, maxiter=60):
     r"""Minimise the mean-field distortion over spline schedules with mean ratio >= ``target`` (eq. 47).
 
     ``knots`` are the noise levels of the spline (default: 6 from 0.05 to 20); weights are bounded
-    to [-1, ``omega_max``]. ``grid`` (a sampler's forward times) adds TV-CFG and step schedules to the
-    baselines, which are otherwise constant, limited interval (middle third of the knots' noise
-    levels) and the negative-guidance window (linear in VE time, negative below the median knot).
+    to [-1, ``omega_max``]. The baselines (:func:`baseline_families`, plus constant) are tuned to
+    the same predicted mean ratio; ``grid`` (a sampler's forward times) adds TV-CFG and step-down.
+    ``t_max``: the forward time the reverse process starts from (default: the mean-field solver's).
+    Give the sampler's when the predictions are to be compared with simulation: schedules that grow
+    with the noise level (the negative-guidance window grows as sigma^2) act mostly at the very start,
+    so their effect depends on it.
     Returns an :class:`OptimalSchedule`.
     """
     process = get_process(process)
-    options = dict(process=process, sampler=sampler, mean_var=mean_var, class_var=class_var)
+    options = dict(process=process, sampler=sampler, mean_var=mean_var, class_var=class_var, t_max=t_max)
     sigmas = default_knots(process) if knots is None else np.asarray(knots, dtype=float)
     if not target > 1.0:
         raise ValueError(f"target: a mean ratio above 1 is needed for a guidance problem, got {target!r}")
+    reachable = _predict(alpha, omega_max, options).mean_ratio
+    if not target < reachable:
+        raise ValueError(f"target: mean ratio {target!r} is beyond what constant guidance up to omega_max = "
+                         f"{omega_max} reaches ({reachable:.4f}, {sampler}, alpha = {alpha})")
     constant, constant_pred = tune_amplitude(lambda A: A, alpha, target, options, bracket=(0.0, omega_max))
 
     def spline(values):
@@ -106,23 +133,14 @@ def optimal_schedule(alpha, target, sampler="ode", process="ou", mean_var=1.0, c
         # SLSQP may stop on the boundary of feasibility: never return worse than the constant it started from
         best, prediction = spline(np.full(sigmas.size, constant)), constant_pred
     baselines = {"constant": (constant, constant_pred)}
-    lo, hi = np.quantile(np.log(sigmas), [1 / 3, 2 / 3])
-    families = {
-        "interval": lambda A: _bound(make_schedule("interval", omega=A, sigma_lo=np.exp(lo), sigma_hi=np.exp(hi)),
-                                     process),
-        "negative window": lambda A: _bound(make_schedule("linear", w0=-min(A, 1.0),
-                                                          slope=A / float(np.median(sigmas)) ** 2), process),
-    }
-    if grid is not None:
-        for name in ("tvcfg", "step-up", "step-down"):
-            families[name] = (lambda n: lambda A: bind_schedule(make_schedule(n, omega=A), process, grid))(name)
+    families = baseline_families(sigmas, process, grid)
     for name, build in families.items():
         try:
             baselines[name] = tune_amplitude(build, alpha, target, options, bracket=(0.0, 50.0))
         except ValueError:
             continue  # this family cannot reach the target separability
     inputs = dict(alpha=alpha, target=target, sampler=sampler, process=process.name, mean_var=mean_var,
-                  class_var=class_var, knots=sigmas.tolist(), omega_max=omega_max)
+                  class_var=class_var, knots=sigmas.tolist(), omega_max=omega_max, t_max=t_max)
     return OptimalSchedule(best, prediction, target, baselines, inputs, int(result.nfev), bool(result.success),
                            str(result.message))
 
@@ -149,3 +167,39 @@ def record(result):
                 nfev=result.nfev, success=result.success, message=result.message,
                 table=[dict(schedule=n, distortion=d, mean_ratio=r, var_perp=v, t_condensation=t)
                        for n, d, r, v, t in result.table()])
+
+
+COMPARED = ("distortion", "mean_ratio", "var_perp", "accuracy", "energy_distance")
+
+
+def simulate_schedules(field, schedules, grid, sampler="ode", method=None, particles=2048, seeds=(0, 1, 2)):
+    """Every schedule on the same field, grid and seeds (equal cost, common random numbers).
+
+    Returns name -> {key: (mean over seeds, standard error)} for the keys of :data:`COMPARED`
+    (solvers.observables; the energy distance is to exact samples of the true conditional).
+    """
+    from solvers.simulate import run
+
+    out = {}
+    for name, schedule in schedules.items():
+        finals = [run(field, omega=schedule, sampler=sampler, method=method, grid=grid, particles=particles, seed=s,
+                      save_times=[grid[-1]]).final for s in seeds]
+        out[name] = {}
+        for key in COMPARED:
+            values = np.array([f[key] for f in finals], dtype=float)
+            error = values.std(ddof=1) / np.sqrt(values.size) if values.size > 1 else finals[0][key + "_stderr"]
+            out[name][key] = (float(values.mean()), float(error))
+    return out
+
+
+def tune_by_simulation(field, families, grid, amplitudes, key="energy_distance", **options):
+    """For each family A -> schedule, the amplitude among ``amplitudes`` (a sequence, or a dict
+    name -> sequence) that minimises the simulated ``key`` (on the seeds in ``options``, which should
+    differ from the evaluation seeds)."""
+    best = {}
+    for name, build in families.items():
+        grid_of = amplitudes[name] if isinstance(amplitudes, dict) else amplitudes
+        scores = simulate_schedules(field, {A: build(A) for A in grid_of}, grid, **options)
+        amplitude = min(scores, key=lambda A: scores[A][key][0])
+        best[name] = (amplitude, build(amplitude))
+    return best

@@ -30,6 +30,7 @@ def fixtures(tmp_path_factory):
         "gaussian": fd.gaussian_versus_omega(omegas=np.linspace(-1, 3, 9), sim_omegas=[0.0, 2.0], quick=True),
         "schedules": fd.schedule_comparison(quick=True, steps=30),
         "inverse-probability": fd.inverse_probability_versus_omega(omegas=[0.0, 1.0], particles=500, quick=True),
+        "schedule-design": fd.schedule_design(quick=True),
     }
     for kind, data in small.items():
         files[kind] = root / f"{kind}.h5"
