@@ -3,8 +3,9 @@ r"""Theory-optimal guidance schedules: least predicted distortion at a required 
 The family is a smooth :math:`\omega(t)` through values at fixed noise levels
 (physics.schedules.SplineSchedule, eq. 45). For a mixture with K = e^{alpha d} classes, the
 objective is the mean-field distortion (solvers.meanfield, eqs. 23-27) and the constraint a mean
-ratio :math:`E[x\cdot\mu_c]/|\mu_c|^2` at least ``target``; for a jointly Gaussian pair, the KL
-divergence to the conditional (eq. 18) and a mean shift at least ``target``. Both are solved with
+ratio :math:`E[x\cdot\mu_c]/|\mu_c|^2` at least ``target`` (:func:`optimal_schedule`); for a jointly
+Gaussian pair, the exact KL divergence to the conditional (eq. 18) under the same constraint
+(:func:`optimal_gaussian_schedule`). Both are solved with
 SLSQP (scipy) from the constant weight that meets the constraint, which the spline family
 contains, so the optimum is never worse than constant guidance at the same separability
 (docs/theory.md eq. 47). Baselines of other families are tuned to the same constraint by brentq on
@@ -20,7 +21,9 @@ from scipy.optimize import brentq, minimize
 
 from physics.processes import get_process
 from physics.schedules import SplineSchedule, bind_schedule, make_schedule
+from solvers.gaussian_theory import gaussian_moments
 from solvers.meanfield import guided_prediction
+from solvers.simulate import run
 
 
 @dataclass
@@ -51,21 +54,18 @@ def _bound(schedule, process):
     return bind_schedule(schedule, process=process)
 
 
-def _predict(alpha, schedule, options):
-    return guided_prediction(alpha, schedule, **options)
-
-
-def tune_amplitude(build, alpha, target, options, bracket=(0.0, 20.0)):
-    """The member of a one-parameter family ``build(A)`` whose predicted mean ratio is ``target``."""
+def tune_amplitude(build, predict, target, bracket=(0.0, 20.0)):
+    """The member of a one-parameter family ``build(A)`` whose predicted mean ratio is ``target``;
+    ``predict(schedule)`` returns a prediction with ``mean_ratio`` and ``distortion``."""
     def residual(A):
-        return _predict(alpha, build(A), options).mean_ratio - target
+        return predict(build(A)).mean_ratio - target
 
     low, high = bracket
     if np.sign(residual(low)) == np.sign(residual(high)):
         raise ValueError(f"target: no amplitude in [{low}, {high}] reaches mean ratio {target}")
     amplitude = brentq(residual, low, high, xtol=1e-8)
     schedule = build(amplitude)
-    return schedule, _predict(alpha, schedule, options)
+    return schedule, predict(schedule)
 
 
 #: Kynkaanniemi et al. (2024): guidance only for noise levels in (0.28, 5.42] (EDM2); the interval baseline.
@@ -88,6 +88,48 @@ def baseline_families(sigmas, process, grid=None):
     return families
 
 
+def _optimise(predict, target, sigmas, process, omega_max, grid, maxiter, inputs):
+    """SLSQP over the spline values (eq. 47) from the constant weight that meets the constraint,
+    then the baselines tuned to the same mean ratio."""
+    if not target > 1.0:
+        raise ValueError(f"target: a mean ratio above 1 is needed for a guidance problem, got {target!r}")
+    reachable = predict(omega_max).mean_ratio
+    if not target < reachable:
+        raise ValueError(f"target: mean ratio {target!r} is beyond what constant guidance up to omega_max = "
+                         f"{omega_max} reaches ({reachable:.4f})")
+    constant, constant_pred = tune_amplitude(lambda A: A, predict, target, bracket=(0.0, omega_max))
+
+    def spline(values):
+        return _bound(SplineSchedule(sigmas, values), process)
+
+    evaluations = {}
+
+    def cached(values):
+        key = tuple(np.round(values, 12))
+        if key not in evaluations:
+            evaluations[key] = predict(spline(values))
+        return evaluations[key]
+
+    result = minimize(lambda v: cached(v).distortion, np.full(sigmas.size, constant), method="SLSQP",
+                      bounds=[(-1.0, omega_max)] * sigmas.size,
+                      constraints=[dict(type="ineq", fun=lambda v: cached(v).mean_ratio - target)],
+                      options=dict(maxiter=maxiter, ftol=1e-10))
+    best = spline(result.x)
+    prediction = predict(best)
+    if prediction.mean_ratio < target - 1e-6 or prediction.distortion > constant_pred.distortion:
+        # SLSQP may stop on the boundary of feasibility: never return worse than the constant it started from
+        best, prediction = spline(np.full(sigmas.size, constant)), constant_pred
+    baselines = {"constant": (constant, constant_pred)}
+    for name, build in baseline_families(sigmas, process, grid).items():
+        try:
+            baselines[name] = tune_amplitude(build, predict, target, bracket=(0.0, 50.0))
+        except ValueError:
+            continue  # this family cannot reach the target separability
+    inputs = dict(inputs, target=target, process=process.name, knots=sigmas.tolist(), omega_max=omega_max)
+    return OptimalSchedule(best, prediction, target, baselines, inputs, int(result.nfev), bool(result.success),
+                           str(result.message))
+
+
 def optimal_schedule(alpha, target, sampler="ode", process="ou", mean_var=1.0, class_var=0.25, knots=None,
                      omega_max=8.0, grid=None, t_max=None, maxiter=60):
     r"""Minimise the mean-field distortion over spline schedules with mean ratio >= ``target`` (eq. 47).
@@ -102,47 +144,44 @@ def optimal_schedule(alpha, target, sampler="ode", process="ou", mean_var=1.0, c
     Returns an :class:`OptimalSchedule`.
     """
     process = get_process(process)
-    options = dict(process=process, sampler=sampler, mean_var=mean_var, class_var=class_var, t_max=t_max)
     sigmas = default_knots(process) if knots is None else np.asarray(knots, dtype=float)
-    if not target > 1.0:
-        raise ValueError(f"target: a mean ratio above 1 is needed for a guidance problem, got {target!r}")
-    reachable = _predict(alpha, omega_max, options).mean_ratio
-    if not target < reachable:
-        raise ValueError(f"target: mean ratio {target!r} is beyond what constant guidance up to omega_max = "
-                         f"{omega_max} reaches ({reachable:.4f}, {sampler}, alpha = {alpha})")
-    constant, constant_pred = tune_amplitude(lambda A: A, alpha, target, options, bracket=(0.0, omega_max))
 
-    def spline(values):
-        return _bound(SplineSchedule(sigmas, values), process)
+    def predict(schedule):
+        return guided_prediction(alpha, schedule, process=process, sampler=sampler, mean_var=mean_var,
+                                 class_var=class_var, t_max=t_max)
 
-    evaluations = {}
+    inputs = dict(model="mean-field", alpha=alpha, sampler=sampler, mean_var=mean_var, class_var=class_var,
+                  t_max=t_max)
+    return _optimise(predict, target, sigmas, process, omega_max, grid, maxiter, inputs)
 
-    def predict(values):
-        key = tuple(np.round(values, 12))
-        if key not in evaluations:
-            evaluations[key] = _predict(alpha, spline(values), options)
-        return evaluations[key]
 
-    result = minimize(lambda v: predict(v).distortion, np.full(sigmas.size, constant), method="SLSQP",
-                      bounds=[(-1.0, omega_max)] * sigmas.size,
-                      constraints=[dict(type="ineq", fun=lambda v: predict(v).mean_ratio - target)],
-                      options=dict(maxiter=maxiter, ftol=1e-10))
-    best = spline(result.x)
-    prediction = _predict(alpha, best, options)
-    if prediction.mean_ratio < target - 1e-6 or prediction.distortion > constant_pred.distortion:
-        # SLSQP may stop on the boundary of feasibility: never return worse than the constant it started from
-        best, prediction = spline(np.full(sigmas.size, constant)), constant_pred
-    baselines = {"constant": (constant, constant_pred)}
-    families = baseline_families(sigmas, process, grid)
-    for name, build in families.items():
-        try:
-            baselines[name] = tune_amplitude(build, alpha, target, options, bracket=(0.0, 50.0))
-        except ValueError:
-            continue  # this family cannot reach the target separability
-    inputs = dict(alpha=alpha, target=target, sampler=sampler, process=process.name, mean_var=mean_var,
-                  class_var=class_var, knots=sigmas.tolist(), omega_max=omega_max, t_max=t_max)
-    return OptimalSchedule(best, prediction, target, baselines, inputs, int(result.nfev), bool(result.success),
-                           str(result.message))
+@dataclass
+class GaussianSummary:
+    """The prediction of :func:`solvers.gaussian_theory.gaussian_moments` as the optimiser reads it."""
+
+    distortion: float  #: KL divergence to the conditional per dimension (eq. 18)
+    mean_ratio: float
+    var_perp: float  #: orthogonal variance, or the variance along the mean in one dimension
+    t_condensation: None = None
+
+
+def optimal_gaussian_schedule(pair, target, sampler="ode", process="ve", knots=None, omega_max=8.0, grid=None,
+                              t_max=None, maxiter=60):
+    r"""Minimise the exact KL divergence to the conditional of a jointly Gaussian pair (eqs. 16-18)
+    over spline schedules with final mean ratio :math:`E[x\cdot\mu_c]/|\mu_c|^2 \ge` ``target``
+    (eq. 47; the lower bound is the mean-shift term, reached when the variance is preserved).
+    Same family, baselines and return value as :func:`optimal_schedule`."""
+    process = get_process(process)
+    sigmas = default_knots(process) if knots is None else np.asarray(knots, dtype=float)
+
+    def predict(schedule):
+        s = gaussian_moments(pair, process, schedule, sampler=sampler, t_max=t_max).summary()
+        spread = s["var_par"] if s["var_perp"] is None else s["var_perp"]
+        return GaussianSummary(s["distortion"], s["mean_ratio"], spread)
+
+    inputs = dict(model="gaussian", sampler=sampler, mean_c=pair.mean_c.tolist(), var_c=pair.var_c.tolist(),
+                  mean_u=pair.mean_u.tolist(), var_u=pair.var_u.tolist(), t_max=t_max)
+    return _optimise(predict, target, sigmas, process, omega_max, grid, maxiter, inputs)
 
 
 def report(result):
@@ -151,10 +190,12 @@ def report(result):
     sigmas = ",".join(f"{v:.6g}" for v in sched.sigmas)
     values = ",".join(f"{v:.6g}" for v in sched.values)
     p = result.inputs
-    lines = [f"cfgphase optimize-schedule: alpha={p['alpha']:.4g} target mean ratio {result.target:.4g} "
+    model = f"alpha={p['alpha']:.4g}" if p["model"] == "mean-field" else "Gaussian pair"
+    lines = [f"cfgphase optimize-schedule: {model}, target mean ratio {result.target:.4g} "
              f"({p['sampler']}, {p['process']}); {result.nfev} evaluations, {result.message}",
              f"  use it: cfgphase simulate --schedule spline --sigmas {sigmas} --values {values}",
-             f"  {'schedule':<18}{'distortion':>12}{'mean ratio':>12}{'var_perp':>10}{'t*':>8}   (mean-field, d -> inf)"]
+             f"  {'schedule':<18}{'distortion':>12}{'mean ratio':>12}{'var_perp':>10}{'t*':>8}   "
+             + ("(mean-field, d -> inf)" if p["model"] == "mean-field" else "(exact Gaussian)")]
     for name, distortion, ratio, var_perp, t_star in result.table():
         t_text = "n/a" if t_star is None else f"{t_star:.3f}"
         lines.append(f"  {name:<18}{distortion:>12.5f}{ratio:>12.4f}{var_perp:>10.4f}{t_text:>8}")
@@ -178,8 +219,6 @@ def simulate_schedules(field, schedules, grid, sampler="ode", method=None, parti
     Returns name -> {key: (mean over seeds, standard error)} for the keys of :data:`COMPARED`
     (solvers.observables; the energy distance is to exact samples of the true conditional).
     """
-    from solvers.simulate import run
-
     out = {}
     for name, schedule in schedules.items():
         finals = [run(field, omega=schedule, sampler=sampler, method=method, grid=grid, particles=particles, seed=s,

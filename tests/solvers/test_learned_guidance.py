@@ -22,7 +22,8 @@ from physics.processes import get_process
 from physics.schedules import bind_schedule, make_schedule
 from solvers.fields import DegradedField, MixtureField
 from solvers.learned_guidance import GuidanceModel, energy_distance, learn_guidance
-from solvers.schedule_design import PUBLISHED_WINDOW, simulate_schedules, tune_by_simulation
+from solvers.schedule_design import PUBLISHED_WINDOW, tune_by_simulation
+from solvers.simulate import run
 from solvers.timegrid import time_grid
 
 FLOW = get_process("flow")
@@ -60,8 +61,6 @@ def test_learned_guidance_beats_best_constant_and_interval_on_a_degraded_model(e
                                particles=1024, seeds=(10,))
     seeds = (0, 1, 2)
     schedules = {"learned": learned.model.schedule(0), **{n: s for n, (_, s) in tuned.items()}}
-    from solvers.simulate import run
-
     ed = {n: np.array([run(field, omega=s, method="ddim", grid=GRID, particles=1024, seed=k,
                            save_times=[0.0]).final["energy_distance"] for k in seeds]) for n, s in schedules.items()}
     for name in tuned:
