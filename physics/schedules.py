@@ -37,6 +37,7 @@ name            :math:`\omega(t)`                                               
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 
 import numpy as np
 
@@ -79,7 +80,7 @@ def ve_time(process, t):
         return np.where(a > 0, process.var(t) / np.maximum(a, 1e-300) ** 2, np.inf)
 
 
-class Schedule:
+class Schedule(ABC):
     """Base class: a weight of forward time with its breakpoints.
 
     Subclasses set ``name``, ``source``, ``summary`` and ``PARAMETERS`` (name -> (default,
@@ -96,8 +97,9 @@ class Schedule:
         """The schedule as a plain function of t for this process and sampler grid (default: itself)."""
         return self
 
+    @abstractmethod
     def __call__(self, t):
-        raise NotImplementedError
+        """Excess weight omega at forward time t."""
 
     def __repr__(self):
         args = ", ".join(f"{k}={getattr(self, k)!r}" for k in self.PARAMETERS if getattr(self, k, None) is not None)
@@ -348,12 +350,13 @@ class _StepSchedule(Schedule):
 
     _bound = None
 
+    @abstractmethod
     def step_omegas(self, grid):
         """Excess weight of each step of the decreasing ``grid``, shape (len(grid) - 1,)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _copy(self):
-        raise NotImplementedError
+        """An unbound copy with the same parameters."""
 
     def bind(self, process=None, grid=None):
         if grid is None:
@@ -388,10 +391,10 @@ class _GridSchedule(_StepSchedule):
     def __init__(self, omega=None, guidance_scale=None):
         self.omega = _finite(excess_weight(omega, guidance_scale), "omega")
 
+    @abstractmethod
     def scale_per_step(self, positions, fractions):
         """Ho weights w_i of the steps at normalised positions ``positions`` (uniform in step index, in
         [0, 1]), with ``fractions`` the share of normalised time each step covers."""
-        raise NotImplementedError
 
     def step_omegas(self, grid):
         steps = grid.size - 1
