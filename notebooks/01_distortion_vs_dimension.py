@@ -14,18 +14,14 @@
 # the output directory).
 
 # %%
-import os
-from pathlib import Path
 
 import numpy as np
 
-from solvers.figure_data import distortion_versus_d
+from solvers.figure_data import distortion_versus_d, notebook_mode
 from solvers.plots import distortion_vs_d, save
 from solvers.storage import write_figure_data
 
-QUICK = os.environ.get("CFGPHASE_QUICK") == "1"
-OUT = Path(os.environ.get("CFGPHASE_FIGURES", "figures"))
-OUT.mkdir(parents=True, exist_ok=True)
+QUICK, OUT = notebook_mode()
 
 # %% [markdown]
 # Theory at alpha_eff = log K(d) / d plus the finite-d term along mu_c; simulations average over

@@ -13,22 +13,19 @@
 # grid (data/phase_diagram.toml).
 
 # %%
-import os
 import tomllib
 from pathlib import Path
 
 import h5py
 import numpy as np
 
-from solvers.figure_data import potential_landscape
+from solvers.figure_data import notebook_mode, potential_landscape
 from solvers.meanfield import guided_prediction
 from solvers.plots import phase_diagram, potential, save
 from solvers.storage import write_figure_data
 from solvers.sweep import parse_spec, run_sweep
 
-QUICK = os.environ.get("CFGPHASE_QUICK") == "1"
-OUT = Path(os.environ.get("CFGPHASE_FIGURES", "figures"))
-OUT.mkdir(parents=True, exist_ok=True)
+QUICK, OUT = notebook_mode()
 
 # %%
 if QUICK:

@@ -10,22 +10,18 @@
 # same Gaussian problem agrees with the exact solution, for the ODE and the SDE.
 
 # %%
-import os
-from pathlib import Path
 
 import numpy as np
 
 from physics.gaussian import GaussianPair
 from solvers.fields import GaussianField
-from solvers.figure_data import gaussian_versus_omega
+from solvers.figure_data import gaussian_versus_omega, notebook_mode
 from solvers.gaussian_theory import design_schedule, gaussian_moments
 from solvers.plots import gaussian, save
 from solvers.simulate import run
 from solvers.storage import write_figure_data
 
-QUICK = os.environ.get("CFGPHASE_QUICK") == "1"
-OUT = Path(os.environ.get("CFGPHASE_FIGURES", "figures"))
-OUT.mkdir(parents=True, exist_ok=True)
+QUICK, OUT = notebook_mode()
 LC, LU, GAP = 0.25, 1.0, 1.0
 
 # %%

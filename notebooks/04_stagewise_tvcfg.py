@@ -12,20 +12,16 @@
 # diversity (orthogonal variance), shown one point per schedule at one mean weight.
 
 # %%
-import os
-from pathlib import Path
 
 import numpy as np
 
 from physics.schedules import make_schedule
-from solvers.figure_data import schedule_comparison
+from solvers.figure_data import notebook_mode, schedule_comparison
 from solvers.plots import save, schedules
 from solvers.simulate import simulate
 from solvers.storage import write_figure_data
 
-QUICK = os.environ.get("CFGPHASE_QUICK") == "1"
-OUT = Path(os.environ.get("CFGPHASE_FIGURES", "figures"))
-OUT.mkdir(parents=True, exist_ok=True)
+QUICK, OUT = notebook_mode()
 
 # %% [markdown]
 # The two-mode setting: modes at +-1.5 e_1 in 2-D, class variance 0.1, rectified flow on a

@@ -8,17 +8,14 @@
 # classes with unit covariance, w = 2, 4, 8; x0-hat is the guided denoiser each step uses.
 
 # %%
-import os
-from pathlib import Path
 
 import numpy as np
 
+from solvers.figure_data import notebook_mode
 from solvers.plots import STYLE, TIME, _pyplot, save
 from solvers.simulate import simulate
 
-QUICK = os.environ.get("CFGPHASE_QUICK") == "1"
-OUT = Path(os.environ.get("CFGPHASE_FIGURES", "figures"))
-OUT.mkdir(parents=True, exist_ok=True)
+QUICK, OUT = notebook_mode()
 common = dict(d=256, classes=10, class_var=1.0, particles=256 if QUICK else 1024, steps=60 if QUICK else 200, seed=2)
 weights = (2.0, 4.0, 8.0)
 runs = {(rule, w): simulate(guidance_scale=w, rule=rule, **common) for rule in ("cfg", "adg") for w in weights}

@@ -9,18 +9,14 @@
 # mean, here to the left, past the region where the target is best classified.
 
 # %%
-import os
-from pathlib import Path
 
 import numpy as np
 
-from solvers.figure_data import inverse_probability_versus_omega
+from solvers.figure_data import inverse_probability_versus_omega, notebook_mode
 from solvers.plots import inverse_probability, save
 from solvers.storage import write_figure_data
 
-QUICK = os.environ.get("CFGPHASE_QUICK") == "1"
-OUT = Path(os.environ.get("CFGPHASE_FIGURES", "figures"))
-OUT.mkdir(parents=True, exist_ok=True)
+QUICK, OUT = notebook_mode()
 
 # %%
 data = inverse_probability_versus_omega(quick=QUICK)

@@ -11,7 +11,6 @@
 # With guidance the condensation moves earlier (t* > t_C), as the trajectory figure shows.
 
 # %%
-import os
 import sys
 from pathlib import Path
 
@@ -19,14 +18,13 @@ import numpy as np
 
 from physics.mixture import GaussianMixture
 from solvers.condensation import collapse_time
+from solvers.figure_data import notebook_mode
 from solvers.meanfield import guided_prediction
 from solvers.plots import save, trajectory
 from solvers.simulate import simulate
 from solvers.storage import write_simulation
 
-QUICK = os.environ.get("CFGPHASE_QUICK") == "1"
-OUT = Path(os.environ.get("CFGPHASE_FIGURES", "figures"))
-OUT.mkdir(parents=True, exist_ok=True)
+QUICK, OUT = notebook_mode()
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "solvers"))
 from scaling import extrapolate  # noqa: E402
 

@@ -17,18 +17,14 @@
 # omega >= 0 and is best compensated by over-guiding early.
 
 # %%
-import os
-from pathlib import Path
 
 import numpy as np
 
-from solvers.figure_data import design_table, schedule_design
+from solvers.figure_data import design_table, notebook_mode, schedule_design
 from solvers.plots import save, schedule_design as draw
 from solvers.storage import write_figure_data
 
-QUICK = os.environ.get("CFGPHASE_QUICK") == "1"
-OUT = Path(os.environ.get("CFGPHASE_FIGURES", "figures"))
-OUT.mkdir(parents=True, exist_ok=True)
+QUICK, OUT = notebook_mode()
 
 # %%
 data = schedule_design(quick=QUICK)

@@ -25,7 +25,9 @@ their own and are drawn from those.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -43,6 +45,14 @@ from solvers.schedule_design import (COMPARED, PUBLISHED_WINDOW, baseline_famili
                                      simulate_schedules, tune_by_simulation)
 from solvers.simulate import run, simulate
 from solvers.timegrid import default_t_max, time_grid
+
+
+def notebook_mode():
+    """(quick, out) for a notebook: quick mode when CFGPHASE_QUICK=1 (the test suite), figures and
+    their data written to CFGPHASE_FIGURES (default ``figures/``, created)."""
+    out = Path(os.environ.get("CFGPHASE_FIGURES", "figures"))
+    out.mkdir(parents=True, exist_ok=True)
+    return os.environ.get("CFGPHASE_QUICK") == "1", out
 
 
 @dataclass
