@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.optimize import minimize
-from scipy.spatial.distance import cdist
 
 from physics.mixture import denoiser_from_mean
 from physics.schedules import StepwiseSchedule
+from solvers.observables import energy_statistic
 from solvers.timegrid import default_t_max
 
 LOSSES = ("energy", "l2")
@@ -80,15 +80,6 @@ class LearnedGuidance:
     def weights(self):
         """The learned weight on each training pair."""
         return np.array([self.model(self.target, s, t) for t, s in self.pairs])
-
-
-def energy_distance(x, y, beta=1.75):
-    """Unbiased energy distance with exponent ``beta`` in (0, 2): 2E|X-Y|^b - E|X-X'|^b - E|Y-Y'|^b."""
-    n, m = len(x), len(y)
-    xy = (cdist(x, y) ** beta).mean()
-    xx = (cdist(x, x) ** beta).sum() / (n * (n - 1))
-    yy = (cdist(y, y) ** beta).sum() / (m * (m - 1))
-    return 2.0 * xy - xx - yy
 
 
 def ddim_affine(field, x, t, s):
@@ -163,7 +154,7 @@ def learn_guidance(field, loss="energy", pairs=24, samples=256, min_step=0.1, be
         out = base + omega * slope
         if loss == "l2":
             return float(np.mean(np.sum((out - goals[k]) ** 2, axis=1)))
-        return energy_distance(out, goals[k], beta)
+        return energy_statistic(out, goals[k], beta)
 
     grid_knots = np.linspace(0.0, t_max, int(knots))
     shell = GuidanceModel(grid_knots, {}, (float(np.min(t - s)), float(np.max(t - s))))

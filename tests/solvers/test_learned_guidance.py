@@ -21,7 +21,8 @@ from physics.mixture import GaussianMixture
 from physics.processes import get_process
 from physics.schedules import bind_schedule, make_schedule
 from solvers.fields import DegradedField, MixtureField
-from solvers.learned_guidance import GuidanceModel, energy_distance, learn_guidance
+from solvers.learned_guidance import GuidanceModel, learn_guidance
+from solvers.observables import energy_distance, energy_statistic
 from solvers.schedule_design import PUBLISHED_WINDOW, tune_by_simulation
 from solvers.simulate import run
 from solvers.timegrid import time_grid
@@ -84,12 +85,16 @@ def test_degraded_field_reduces_to_the_exact_field(exact, rng=np.random.default_
 
 def test_energy_distance_is_unbiased_in_law_and_positive_for_a_shift(rng=np.random.default_rng(1)):
     """The U-statistic has mean 0 for equal laws: 60 replicates, within 3 standard errors."""
-    same = np.array([energy_distance(rng.standard_normal((100, 3)), rng.standard_normal((100, 3)))
+    same = np.array([energy_statistic(rng.standard_normal((100, 3)), rng.standard_normal((100, 3)), 1.75)
                      for _ in range(60)])
     assert abs(same.mean()) < 3 * same.std(ddof=1) / np.sqrt(same.size)
-    shifted = np.array([energy_distance(rng.standard_normal((100, 3)), rng.standard_normal((100, 3)) + 0.5)
+    shifted = np.array([energy_statistic(rng.standard_normal((100, 3)), rng.standard_normal((100, 3)) + 0.5, 1.75)
                         for _ in range(60)])
     assert shifted.mean() > 10 * shifted.std(ddof=1) / np.sqrt(shifted.size)
+    x, y = rng.standard_normal((50, 3)), rng.standard_normal((40, 3))  # beta = 1: the observable's estimator
+    labels = np.arange(50) % 5
+    grouped = energy_distance(x, y, labels, np.bincount(labels))[0]
+    assert energy_statistic(x, y) == pytest.approx(grouped, rel=1e-12, abs=1e-14)
 
 
 def test_guidance_model_is_relu_of_hats():
