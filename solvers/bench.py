@@ -43,7 +43,7 @@ from physics.guidance import guided_mean
 from physics.mixture import GaussianMixture
 from physics.processes import OU
 from solvers.fields import Evaluation, MixtureField
-from solvers.kernel import THREADS
+from solvers.kernel import BUFFER_BYTES, THREADS
 from solvers.steppers import exponential
 
 METHODS = ("gemm", "broadcast", "softmax", "torch", "cfgphase")
@@ -59,7 +59,7 @@ _COST = {"gemm": 1.0, "broadcast": 25.0, "softmax": 2.0, "torch": 2.0, "cfgphase
 def _working_set(method, B, K, d, itemsize):
     """Bytes a method allocates beyond its inputs (the (K, d) means and (B, d) particles)."""
     return {"gemm": B * K * itemsize, "broadcast": B * K * (d + 2) * itemsize, "softmax": 3 * B * K * itemsize,
-            "torch": 3 * B * K * itemsize, "cfgphase": 2 * 2**20 * THREADS + 4 * B * d * itemsize}[method]
+            "torch": 3 * B * K * itemsize, "cfgphase": BUFFER_BYTES * THREADS + B * d * (2 * itemsize + 8)}[method]
 
 
 def _peak_rss_bytes():
@@ -173,7 +173,7 @@ def environment():
                 usable_cores=THREADS, numpy=np.__version__, numba=numba.__version__,
                 torch=None if torch is None else torch.__version__,
                 torch_threads=None if torch is None else torch.get_num_threads(), blas=_blas_info(),
-                kernel="one single-threaded BLAS + nogil Numba pass per row block, "
+                kernel="one nogil Numba stream (single-threaded BLAS GEMMs + softmax pass) per row block, "
                        f"{THREADS} threads; BLAS limited to 1 thread inside the kernel")
 
 

@@ -15,7 +15,7 @@ from scipy.special import logsumexp
 
 from physics.mixture import mean_for_reference_var
 from physics.processes import get_process
-from solvers.kernel import posterior_moments
+from solvers.kernel import posterior_moments, single_threaded_blas
 
 INITS = ("unconditional", "conditional")
 
@@ -98,6 +98,10 @@ class MixtureField:
         return self.model.means[self.components], w / w.sum()
 
     def evaluate(self, x, t):
+        with single_threaded_blas():  # the target's logits too: no OpenBLAS threads left spinning
+            return self._evaluate(x, t)
+
+    def _evaluate(self, x, t):
         model = self.model
         scale, bias = model.logit_coefficients(t, self.process)
         if self.components.size == 1:

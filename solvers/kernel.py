@@ -10,17 +10,18 @@ The K axis is processed in chunks with an online log-sum-exp (eq. 7): a running 
 :math:`m`, running sum :math:`l = \sum e^{L-m}`, running :math:`w = \sum e^{L-m}(L-m)` and an
 unnormalised accumulator :math:`Y = \sum e^{L-m}\mu`, all rescaled by :math:`e^{m-m'}` when the
 maximum grows. Memory is O(B d + K d + threads B_block chunk): never a B x K matrix, never a
-B x K x d broadcast. Both GEMMs of a chunk (:math:`X M_c^\top` and :math:`P_c M_c`) go to BLAS
-from Python; the per-row softmax pass is a Numba kernel with no BLAS inside. A chunk whose
-logits are all far below the running maximum is skipped after its first GEMM, with a bound on
-what is lost (eq. 30); the running maximum can be seeded with a hinted class. In float32 the
-GEMMs, logits and exponentials are single precision and the sums float64 (eq. 31).
+B x K x d broadcast. A row whose logits in a chunk are all far below its running maximum skips
+the chunk, with a bound on what is lost (eq. 30); the running maximum can be seeded with a
+hinted class. In float32 the GEMMs, logits and exponentials are single precision and the sums
+across chunks float64 (eq. 31).
 
-Parallelism is over row blocks: each of ``threads`` Python threads streams all K chunks for
-its own block of particles, calling single-threaded BLAS and the ``nogil`` Numba pass. No two
-thread pools ever alternate: with multithreaded BLAS followed by a ``prange`` pass, OpenBLAS's
-and Numba's idle threads spin against each other and the kernel ran 2.5-4x slower than the
-two bare GEMMs on 2 cores; row blocks measured 1.2x (benchmarks/bench_score.py).
+Parallelism is over row blocks: each of ``threads`` Python threads streams all K chunks for its
+blocks of particles inside one ``nogil`` Numba function, which calls BLAS for both GEMMs of a
+chunk (``np.dot``, single-threaded) and runs the softmax pass row by row while the row is in L1.
+Nothing returns to Python (or takes the GIL) between chunks, and no two thread pools ever
+alternate: with multithreaded BLAS followed by a ``prange`` pass, OpenBLAS's and Numba's idle
+threads spun against each other and the kernel ran 2.5-4x slower than the two bare GEMMs on 2
+cores (benchmarks/bench_score.py measures the present design).
 """
 
 from __future__ import annotations
@@ -35,10 +36,13 @@ import numpy as np
 from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic, overload
+import scipy.linalg.cython_blas  # noqa: F401  (the BLAS Numba's np.dot calls: loaded before _BLAS looks)
 from threadpoolctl import ThreadpoolController
 
-#: Target size in bytes of each thread's (B_block, chunk) logit buffer (about an L2 cache).
-BUFFER_BYTES = 2**20
+#: Target size in bytes of each thread's (B_block, chunk) logit buffer: half an L2 cache, so that
+#: the logits, the chunk of means and the particles stay there (1 MiB buffers measured 1.2-1.4x
+#: slower than 512 KiB at d = 32 on a 1 MiB L2; 256 KiB made the GEMMs too small).
+BUFFER_BYTES = 2**19
 #: Largest block of rows one task streams over all classes; blocks are spread over the threads.
 ROW_BLOCK = 512
 #: Default number of worker threads.
@@ -164,63 +168,66 @@ def _exp_weight_overload(z):
 
 
 @nb.njit(nogil=True, fastmath=True, cache=True)
-def _chunk_max(S, bias, scale, run_max, cmax):
-    """Per-row largest logit of the chunk into ``cmax``; returns max over rows of cmax - run_max."""
+def _chunk_pass(S, bias, scale, threshold, k0, run_max, run_sum, run_w, run_arg, acc, T, fold_T, active):
+    """One chunk of the online softmax (eq. 7) for every row of a block, in place.
+
+    S (B, kc) holds the chunk's x M_c^T on entry. Row by row (while the row is in L1): the
+    chunk's largest logit; if it is below the running maximum by more than ``-threshold`` the
+    row skips the chunk (eq. 30) and its row of S is zeroed; otherwise the running statistics
+    are rescaled and the row of S becomes the weights exp(L - m), computed in S's precision
+    (scale, bias and run_max share it). ``acc`` (B, d) is the float64 accumulator Y; T (B, d)
+    holds the previous chunk's P M_c product, folded into every row of acc before the rescaling
+    when ``fold_T``. The indices of the rows that did not skip go to ``active``; returns their
+    number. A chunk's sums accumulate in S's precision, as its second GEMM does (in float32 this
+    doubles the pass's speed: the conversions to float64 cost as much as the exponential); the
+    running sums are float64 (eq. 31).
+    """
     B, kc = S.shape
-    lead = -np.inf
+    d = acc.shape[1]
+    n_active = 0
     for i in range(B):
         c = S[i, 0] * scale + bias[0]
         for j in range(1, kc):
             c = _fmax(c, scale * S[i, j] + bias[j])
-        cmax[i] = c
-        lead = max(lead, c - run_max[i])
-    return lead
-
-
-@nb.njit(nogil=True, fastmath=True, cache=True)
-def _softmax_pass(S, rows, bias, scale, cmax, k0, run_max, run_sum, run_w, run_arg, Y, T, fold_T):
-    """One chunk of the online softmax (eq. 7), in place, for the block rows ``rows``.
-
-    Row i of S (n, kc) belongs to block row g = rows[i]: it holds x_g M_c^T on entry and the
-    weights exp(L - m) on exit, computed in S's precision (scale, bias and run_max share it);
-    cmax holds each block row's largest logit of the chunk (:func:`_chunk_max`), and the
-    running statistics, Y and T are indexed by block row. T (B, d) holds the previous computed
-    chunk's P M_c product, folded into Y before the rescaling when ``fold_T``. Sums accumulate
-    in float64.
-    """
-    n, kc = S.shape
-    d = Y.shape[1]
-    for i in range(n):
-        g = rows[i]
-        m_old = run_max[g]
-        r = 1.0
-        if cmax[g] > m_old:
+        m_old = run_max[i]
+        if c - m_old < threshold:
+            if fold_T:
+                for l in range(d):
+                    acc[i, l] += T[i, l]
             for j in range(kc):
-                if scale * S[i, j] + bias[j] == cmax[g]:
-                    run_arg[g] = k0 + j
+                S[i, j] = 0.0
+            continue
+        active[n_active] = i
+        n_active += 1
+        r = 1.0
+        if c > m_old:
+            for j in range(kc):
+                if scale * S[i, j] + bias[j] == c:
+                    run_arg[i] = k0 + j
                     break
-            if run_sum[g] > 0.0:
-                r = math.exp(float(m_old) - float(cmax[g]))
-                run_w[g] = r * (run_w[g] + (float(m_old) - float(cmax[g])) * run_sum[g])
-                run_sum[g] *= r
-            run_max[g] = cmax[g]
-        m = run_max[g]
+            if run_sum[i] > 0.0:
+                r = math.exp(float(m_old) - float(c))
+                run_w[i] = r * (run_w[i] + (float(m_old) - float(c)) * run_sum[i])
+                run_sum[i] *= r
+            run_max[i] = c
+        m = run_max[i]
         if fold_T:
             for l in range(d):
-                Y[g, l] = (Y[g, l] + T[g, l]) * r
+                acc[i, l] = (acc[i, l] + T[i, l]) * r
         elif r != 1.0:
             for l in range(d):
-                Y[g, l] *= r
-        s = 0.0
-        w = 0.0
+                acc[i, l] *= r
+        s = S.dtype.type(0.0)
+        w = S.dtype.type(0.0)
         for j in range(kc):
             z = scale * S[i, j] + bias[j] - m
             e = _exp_weight(z)
             S[i, j] = e
             s += e
             w += e * z
-        run_sum[g] += s
-        run_w[g] += w
+        run_sum[i] += float(s)
+        run_w[i] += float(w)
+    return n_active
 
 
 class PosteriorMoments(NamedTuple):
@@ -239,62 +246,72 @@ SKIP_WEIGHT = 1e-12
 SUBSET = 0.5
 
 
-def _stream_rows(x, means, scale, bias, chunk, hint, skip, out):
-    """Stream all K chunks for one block of rows; writes into the views in ``out``.
+@nb.njit(nogil=True, fastmath=True, cache=True)
+def _stream_rows(x, means, scale, bias, chunk, threshold, skip, run_max, run_arg, buffer, Y, log_partition, entropy):
+    """Stream all K chunks for one block of rows, without the GIL; writes Y, log_partition,
+    entropy, run_max and run_arg (block views) in place.
 
+    Both GEMMs of a chunk are ``np.dot`` calls, which Numba hands to BLAS (SciPy's, single
+    threaded under :func:`posterior_moments`); ``buffer`` holds at least B x chunk elements.
     Returns the number of (row, chunk) pairs skipped (eq. 30): after the first GEMM of a chunk,
-    a row whose largest logit there is below its running maximum by more than log(K/SKIP_WEIGHT)
-    skips the chunk's weights and second GEMM; if every row does, the chunk is skipped, and if
-    fewer than ``SUBSET`` of them remain, only those are gathered and processed. All skipped
+    a row whose largest logit there is below its running maximum by more than ``-threshold`` =
+    log(K/SKIP_WEIGHT) skips the chunk; if every row does, the second GEMM is skipped too, and
+    if fewer than ``SUBSET`` of them remain, only those rows are gathered for it. All skipped
     pairs of a row together hold less than SKIP_WEIGHT of its posterior weight.
     """
-    Y, log_partition, entropy, run_arg = out
     B, d = x.shape
     K = means.shape[0]
-    buffer = np.empty(B * chunk, dtype=x.dtype)
     T = np.empty((B, d), dtype=x.dtype)
-    cmax = np.empty(B, dtype=x.dtype)
     run_sum = np.zeros(B)
     run_w = np.zeros(B)
-    if hint is None:
-        run_max = np.full(B, -np.inf, dtype=x.dtype)
-    else:  # start from the hinted class's logit: its own chunk is never skipped
-        run_max = (scale * np.einsum("ij,ij->i", x, means[hint]) + bias[hint]).astype(x.dtype)
-        run_arg[:] = hint
-    Y[...] = 0
-    every_row = np.arange(B)
-    threshold = -math.log(K / SKIP_WEIGHT)
-    pending, skipped = False, 0
+    acc = np.zeros((B, d))  # Y, accumulated in float64 across chunks
+    active = np.empty(B, dtype=np.int64)
+    if not skip:
+        threshold = -np.inf
+    pending = False
+    skipped = 0
     for k0 in range(0, K, chunk):
-        Mc, cbias = means[k0 : k0 + chunk], bias[k0 : k0 + chunk]
-        kc = Mc.shape[0]
-        S = buffer[: B * kc].reshape(B, kc)
-        np.matmul(x, Mc.T, out=S)
-        lead = _chunk_max(S, cbias, scale, run_max, cmax)
-        if skip and lead < threshold:
-            skipped += B
+        kc = min(chunk, K - k0)
+        Mc = means[k0 : k0 + kc]
+        S = buffer[: B * kc].reshape((B, kc))
+        np.dot(x, Mc.T, S)
+        n_active = _chunk_pass(S, bias[k0 : k0 + kc], scale, threshold, k0, run_max, run_sum, run_w, run_arg, acc,
+                               T, pending, active)
+        skipped += B - n_active
+        if n_active >= SUBSET * B:
+            np.dot(S, Mc, T)  # skipped rows of S are zero
+            pending = True
             continue
-        active = np.flatnonzero(cmax - run_max >= threshold) if skip else every_row
-        if active.size < SUBSET * B:
-            if pending:  # the folded product belongs to every row
-                Y += T
-                pending = False
-            rows_S = S[active]
-            _softmax_pass(rows_S, active, cbias, scale, cmax, k0, run_max, run_sum, run_w, run_arg, Y, T, False)
-            Y[active] += rows_S @ Mc
-            skipped += B - active.size
-            continue
-        _softmax_pass(S, every_row, cbias, scale, cmax, k0, run_max, run_sum, run_w, run_arg, Y, T, pending)
-        np.matmul(S, Mc, out=T)
-        pending = True
+        pending = False
+        if n_active > 0:
+            rows_S = np.empty((n_active, kc), dtype=x.dtype)
+            for i in range(n_active):
+                rows_S[i] = S[active[i]]
+            product = np.dot(rows_S, Mc)
+            for i in range(n_active):
+                for l in range(d):
+                    acc[active[i], l] += product[i, l]
     if pending:
-        Y += T
-    with np.errstate(invalid="ignore", divide="ignore"):  # non-finite x gives NaN rows, by design
-        Y /= run_sum[:, None].astype(x.dtype)
-        log_sum = np.log(run_sum)
-        log_partition[:] = run_max + log_sum
-        entropy[:] = log_sum - run_w / run_sum
+        acc += T
+    for i in range(B):  # a non-finite x gives a NaN row, by design
+        inverse = 1.0 / run_sum[i]
+        for l in range(d):
+            Y[i, l] = acc[i, l] * inverse
+        log_sum = math.log(run_sum[i]) if run_sum[i] > 0.0 else -math.inf
+        log_partition[i] = run_max[i] + log_sum
+        entropy[i] = log_sum - run_w[i] / run_sum[i]
     return skipped
+
+
+def single_threaded_blas():
+    """A context in which every loaded BLAS library runs on one thread.
+
+    The kernel parallelises over row blocks itself; a multithreaded BLAS call just before it
+    (even a small matrix-vector product) leaves OpenBLAS threads spinning for ~0.1 s, which on 2
+    cores slowed the next kernel call by up to 1.5x. Callers that mix their own BLAS calls with
+    the kernel (fields, the simulator) wrap them in this context too.
+    """
+    return _BLAS.limit(limits=1, user_api="blas")
 
 
 def default_chunk(rows, itemsize, K):
@@ -349,19 +366,28 @@ def posterior_moments(x, means, scale, bias, chunk=None, threads=None, hint=None
     chunk = default_chunk(rows, x.dtype.itemsize, K) if chunk is None else int(chunk)
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
-    out = (
-        np.empty((B, d), dtype=x.dtype),
-        np.empty(B),
-        np.empty(B),
-        np.zeros(B, dtype=np.int64),
-    )
+    out = (np.empty((B, d), dtype=x.dtype), np.empty(B), np.empty(B), np.zeros(B, dtype=np.int64))
+    if hint is None:
+        run_max = np.full(B, -np.inf, dtype=x.dtype)
+    else:  # start from the hinted class's logit: its own chunk is never skipped
+        run_max = (scale * np.einsum("ij,ij->i", x, means[hint]) + bias[hint]).astype(x.dtype)
+        out[3][:] = hint
+    chunk = min(chunk, K)
+    threshold = -math.log(K / SKIP_WEIGHT)
     blocks = [slice(i, min(i + rows, B)) for i in range(0, B, rows)]
-    args = [(x[b], means, x.dtype.type(scale), bias, min(chunk, K), None if hint is None else hint[b], bool(skip),
-             tuple(o[b] for o in out)) for b in blocks]
-    with _BLAS.limit(limits=1, user_api="blas"):
-        if len(blocks) == 1 or threads == 1:
-            skipped = [_stream_rows(*a) for a in args]
+    buffers = [np.empty(rows * chunk, dtype=x.dtype) for _ in range(min(threads, len(blocks)))]
+
+    tasks = iter(blocks)  # shared: each thread takes the next block until none is left, which
+    # balances a core slowed by another process (the list iterator's next() is atomic under the GIL)
+
+    def lane(buffer):
+        return sum(_stream_rows(x[b], means, x.dtype.type(scale), bias, chunk, threshold, bool(skip), run_max[b],
+                                out[3][b], buffer, out[0][b], out[1][b], out[2][b]) for b in tasks)
+
+    with single_threaded_blas():
+        if len(buffers) == 1:
+            skipped = lane(buffers[0])
         else:
             pool = _POOL.setdefault(threads, ThreadPoolExecutor(threads, thread_name_prefix="cfgphase"))
-            skipped = [future.result() for future in [pool.submit(_stream_rows, *a) for a in args]]
-    return PosteriorMoments(*out, sum(skipped) / (B * -(-K // min(chunk, K))))
+            skipped = sum(f.result() for f in [pool.submit(lane, buffer) for buffer in buffers])
+    return PosteriorMoments(*out, skipped / (B * -(-K // chunk)))

@@ -14,7 +14,6 @@ import time
 from dataclasses import dataclass, field as dataclass_field
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from physics.guidance import excess_weight, weight_at
@@ -24,6 +23,7 @@ from physics.schedules import bind_schedule
 from solvers import observables as obs
 from solvers.brownian import BrownianSource
 from solvers.fields import MixtureField
+from solvers.kernel import single_threaded_blas
 from solvers.steppers import Guide, get_stepper
 from solvers.timegrid import check_grid, default_t_max, time_grid, with_breakpoints
 
@@ -178,7 +178,7 @@ def run(field, omega=None, guidance_scale=None, rule="cfg", sampler="ode", metho
     # a diverging run (huge omega) is reported through status/message, not through warnings; BLAS
     # stays single-threaded: the kernel parallelises over row blocks itself, and idle OpenBLAS
     # threads spinning after a small multithreaded call would compete with it (solvers.kernel)
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"), threadpool_limits(limits=1, user_api="blas"):
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"), single_threaded_blas():
         for i in range(steps + 1):
             t = float(times[i])
             t_next = float(times[i + 1]) if i < steps else None

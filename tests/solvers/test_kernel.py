@@ -39,6 +39,29 @@ def test_chunked_kernel_equals_dense_formula_float64(problem, chunk, threads):
         np.testing.assert_array_equal(res.argmax, ref[3])
 
 
+@pytest.mark.parametrize("skip", [False, True])
+def test_several_row_blocks_per_thread_equal_the_dense_formula(skip):
+    """B = 1100 rows make three row blocks (512, 512, 76) on two threads: one thread streams two
+    blocks with one buffer. At t = 0.01, 900 rows of the hinted class and 200 others: over the
+    90 (block, chunk) pairs a chunk's second GEMM runs on every row 12 times (9 of them with
+    skipped rows zeroed), on a gathered subset 69 times and not at all 9 times (counted with the
+    dense logits)."""
+    rng = np.random.default_rng(11)
+    model = GaussianMixture.random(32, classes=3000, seed=4)
+    x = np.concatenate([model.sample_noised(0.01, OU(), 900, rng, target=0)[0], rng.standard_normal((200, 32)) * 3])
+    for t in (0.01, 3.0):
+        scale, bias = model.logit_coefficients(t, OU())
+        ref = dense(x, model.means, scale, bias)
+        res = posterior_moments(x, model.means, scale, bias, chunk=100, threads=2, hint=0 if skip else None, skip=skip)
+        spread = np.abs(model.means).max() * 2
+        np.testing.assert_allclose(res.mean, ref[0], rtol=0, atol=1e-12 * spread + 1e-12)
+        np.testing.assert_allclose(res.log_partition, ref[1], rtol=1e-13, atol=1e-12)
+        np.testing.assert_allclose(res.entropy, ref[2], rtol=0, atol=4e-11)
+        np.testing.assert_array_equal(res.argmax, ref[3])
+        if skip:
+            assert (0 < res.skipped < 1) if t == 0.01 else res.skipped == 0
+
+
 @pytest.mark.parametrize("chunk", [7, 256, None])
 def test_chunked_kernel_float32_agrees_to_single_precision(problem, chunk):
     """float32 GEMMs: logits carry a relative error ~1e-7 |x||mu| scale, so the means agree to ~1e-5."""
@@ -130,9 +153,9 @@ def test_chunk_skipping_stays_within_its_bound(large, hint):
     """Skipped chunks hold less than SKIP_WEIGHT = 1e-12 of each row's weight in total, so the mean
     moves by at most 1e-12 max_k |mu_k - m| (plus rounding, 1e-13 here), the log-partition by
     1e-12 and the entropy by sum p |log p| <= 1e-12 (log(K/1e-12) + 1) ~ 4e-11. A wrong hint only
-    delays skipping. Near t = 0 a chunk is skipped for a block of 32 rows when none of them has a
-    competitor within log(K/1e-12) = 36 nats there (measured: 47 % of chunks at t = 0.01, alpha =
-    0.26 being close to alpha_max = 0.80); at t = 3 none is."""
+    delays skipping. Near t = 0 a row skips a chunk where it has no competitor within
+    log(K/1e-12) = 36 nats (measured: 95 % of (row, chunk) pairs at t = 0.01, alpha = 0.26 being
+    close to alpha_max = 0.80); at t = 3 none does."""
     model, xs = large
     hints = {"target": 0, "none": None, "wrong": np.random.default_rng(7).integers(1, 4096, size=64)}
     for t, x in zip(TIMES, xs):
@@ -152,24 +175,27 @@ def test_chunk_skipping_stays_within_its_bound(large, hint):
 
 
 def test_float32_drift_within_its_rounding_bound(large):
-    """float32 GEMMs and softmax pass: each logit is off by at most
+    """float32 GEMMs and softmax pass (eq. 31): each logit is off by at most
     dL = u (d scale |x| |mu|_max + |L|_max), u = 2^-24 (worst-case accumulation over d terms,
-    then the rounding of the logit itself); to first order the weights move by a factor
-    exp(+-2 dL), so |m32 - m64| <= 2 dL max_k |mu_k - m| + u |mu|_max. The drift
-    -(x - a m)/Gamma inherits a/Gamma times that."""
+    then the rounding of the logit itself), so the weights move by factors exp(+-2 dL); a
+    chunk's sums and second GEMM add at most kc terms in float32 (relative error gamma_kc =
+    kc u / (1 - kc u)). To first order |m32 - m64| <= 2 dL max_k |mu_k - m| + (2 gamma_kc + u)
+    |mu|_max. The drift -(x - a m)/Gamma inherits a/Gamma times that."""
     model, xs = large
     u = 2.0**-24
+    chunk = 256
+    gamma = chunk * u / (1 - chunk * u)
     means32 = model.means.astype(np.float32)
     mu_max = np.abs(model.means).max()
     for t, x in zip(TIMES, xs):
         scale, bias = model.logit_coefficients(t, OU())
         ref = posterior_moments(x, model.means, scale, bias, skip=False)
-        f32 = posterior_moments(x.astype(np.float32), means32, scale, bias, hint=0)
+        f32 = posterior_moments(x.astype(np.float32), means32, scale, bias, hint=0, chunk=chunk)
         logits = scale * x @ model.means.T + bias
         dL = u * (32 * scale * np.linalg.norm(x, axis=1).max() * np.linalg.norm(model.means, axis=1).max()
                   + np.abs(logits).max())
         spread = np.abs(model.means[None, :, :] - ref.mean[:, None, :]).max()
-        bound = 2 * dL * spread + u * mu_max
+        bound = 2 * dL * spread + (2 * gamma + u) * mu_max
         assert np.abs(f32.mean - ref.mean).max() <= bound, (t, bound)
         assert np.abs(f32.mean - ref.mean).max() < 1e-3  # and the bound itself is small
 
@@ -194,10 +220,33 @@ def test_numba_kernels_load_from_the_cache_in_a_new_process():
         "for dt in (np.float64, np.float32):\n"
         "    x = np.ones((4, 3), dt); m = np.ones((5, 3), dt)\n"
         "    kernel.posterior_moments(x, m, 1.0, np.zeros(5), chunk=2, hint=0)\n"
-        "fns = (kernel._softmax_pass, kernel._chunk_max)\n"
+        "fns = (kernel._stream_rows,)\n"
         "print(sum(sum(f.stats.cache_misses.values()) for f in fns), sum(sum(f.stats.cache_hits.values()) for f in fns))\n"
     )
     for _ in range(2):  # the first run fills the cache if this checkout's cache is cold
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     misses, hits = map(int, out.stdout.split())
-    assert misses == 0 and hits == 4
+    assert misses == 0 and hits == 2
+
+
+def test_every_blas_library_is_pinned_to_one_thread_inside_the_kernel():
+    """No oversubscription: the GEMMs run in Numba (np.dot -> SciPy's BLAS) on the kernel's own
+    threads, so every BLAS library the process has loaded after a kernel call must be one the
+    kernel limits to a single thread. Run in a fresh process, where the kernel is imported first."""
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np\n"
+        "from solvers import kernel\n"
+        "from threadpoolctl import threadpool_info\n"
+        "x = np.ones((600, 3)); m = np.ones((5, 3))\n"
+        "kernel.posterior_moments(x, m, 1.0, np.zeros(5), threads=2)\n"
+        "loaded = {i['filepath'] for i in threadpool_info() if i['user_api'] == 'blas'}\n"
+        "with kernel._BLAS.limit(limits=1, user_api='blas'):\n"
+        "    inside = {i['filepath']: i['num_threads'] for i in threadpool_info() if i['user_api'] == 'blas'}\n"
+        "print(len(loaded), sorted(loaded) == sorted(inside), set(inside.values()))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    count, same, threads = out.stdout.split(maxsplit=2)
+    assert int(count) >= 1 and same == "True" and threads.strip() == "{1}"
