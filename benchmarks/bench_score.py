@@ -7,7 +7,7 @@ One unconditional-score evaluation and one guided SDE step for (B, K, d) in
 condensed posterior regime, for the bare GEMMs, a NumPy broadcast, NumPy GEMM + softmax, PyTorch's
 scaled_dot_product_attention (if installed) and cfgphase (solvers/bench.py; ``cfgphase bench``
 runs any subset). Writes the JSON record (default benchmarks/results/bench_score.json) and prints
-the table the README's performance table is read from.
+the report of every case, then the README's performance table (solvers.bench.readme_table).
 """
 
 import json
@@ -35,6 +35,7 @@ def main(argv=None):
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=1))
     print(bench.report(record))
+    print("\nREADME table (guided SDE step):\n" + bench.readme_table(record))
     print(f"written to {out}")
 
 

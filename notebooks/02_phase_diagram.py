@@ -23,7 +23,8 @@ from solvers.figure_data import notebook_mode, potential_landscape
 from solvers.meanfield import guided_prediction
 from solvers.plots import phase_diagram, potential, save
 from solvers.storage import write_figure_data
-from solvers.sweep import parse_spec, run_sweep
+from solvers.sweep import run_sweep
+from solvers.sweep_spec import parse_spec
 
 QUICK, OUT = notebook_mode()
 

@@ -18,7 +18,7 @@ and cfgphase skips the other chunks, eq. 30). Two operations: one ``score`` eval
 guided ``step`` of the reverse SDE (exact transition, eq. 12, omega = 1, fresh Gaussian noise).
 
 Timings are medians of at least ``repeats`` runs in one process (more for short cases, to fill
-about a second); GFLOP/s counts 4BKd. Peak memory is measured on a separate first call: the
+about a second), the methods of a case timed in alternating rounds; GFLOP/s counts 4BKd. Peak memory is measured on a separate first call: the
 larger of tracemalloc's peak and the growth of the resident set's high-water mark (Linux; freed
 heap returned with malloc_trim, the mark reset through /proc/self/clear_refs), which also sees
 BLAS, Numba and PyTorch allocations. A
@@ -43,7 +43,7 @@ from physics.guidance import guided_mean
 from physics.mixture import GaussianMixture
 from physics.processes import OU
 from solvers.fields import Evaluation, MixtureField
-from solvers.kernel import BUFFER_BYTES, THREADS
+from solvers.kernel import BUFFER_BYTES, THREADS, posterior_moments
 from solvers.steppers import exponential
 
 METHODS = ("gemm", "broadcast", "softmax", "torch", "cfgphase")
@@ -226,6 +226,7 @@ def run(B=FULL["B"], K=FULL["K"], d=FULL["d"], dtypes=FULL["dtype"], methods=MET
                     for regime in regimes:
                         t = REGIMES[regime]
                         for op in operations:
+                            case = {}
                             for method in methods:
                                 row = dict(B=B_, K=K_, d=d_, dtype=dt, regime=regime, t=t, operation=op,
                                            method=method)
@@ -238,14 +239,21 @@ def run(B=FULL["B"], K=FULL["K"], d=FULL["d"], dtypes=FULL["dtype"], methods=MET
                                     row["skipped"] = f"needs {need:.1f} GiB > memory budget {memory_gb:.1f} GiB"
                                 elif estimate > max_seconds:
                                     row["skipped"] = f"estimated {estimate:.0f} s > max_seconds {max_seconds:g}"
+                                else:
+                                    case[method] = row
+                            if case and model is None:
+                                model = GaussianMixture.random(d_, classes=K_, seed=0)
+
+                            def announce(method):
                                 if progress is not None:
                                     progress(f"B={B_} K={K_} d={d_} {dt} {regime} {op} {method}")
-                                if "skipped" in row:
-                                    continue
-                                if model is None:
-                                    model = GaussianMixture.random(d_, classes=K_, seed=0)
-                                row.update(_measure(method, model, process, t, dt, B_, op, repeats, can_trace))
-                                row["gflops"] = flops / row["seconds"] / 1e9
+
+                            for method in methods:
+                                if method not in case:
+                                    announce(method)
+                            for method, result in _measure_case(list(case), model, process, t, dt, B_, op, repeats,
+                                                                can_trace, announce).items():
+                                case[method].update(result, gflops=flops / result["seconds"] / 1e9)
             del model
     return rows
 
@@ -261,13 +269,15 @@ def _warm_up(methods, dtypes, process):
             _Estimator(method, model, process, 1.0, np.dtype(dt), target=0).unconditional(x, 1.0)
 
 
-#: Pause before each measurement: OpenBLAS's worker threads spin for about 0.1 s after a
+#: Pause before each block of timed calls: OpenBLAS's worker threads spin for about 0.1 s after a
 #: multithreaded call, and would otherwise compete with the next method's threads.
 SETTLE_SECONDS = 0.25
+#: Timed calls of the methods of one case alternate in this many rounds.
+ROUNDS = 3
 
 
-def _measure(method, model, process, t, dtype, B, operation, repeats, can_trace):
-    time.sleep(SETTLE_SECONDS)
+def _call(method, model, process, t, dtype, B, operation):
+    """One method's score evaluation or guided step as a zero-argument callable, and its estimator."""
     rng = np.random.default_rng(1)
     x = model.sample_noised(t, process, B, rng, target=0)[0]
     est = _Estimator(method, model, process, t, np.dtype(dtype), target=0)
@@ -280,25 +290,52 @@ def _measure(method, model, process, t, dtype, B, operation, repeats, can_trace)
             ev = est.evaluate(x, t)
             return exponential(est, None, t, t_next, x, ev, guided_mean(ev.cond, ev.uncond, 1.0),
                                rng.standard_normal(x.shape))
-    peak = _peak_mib(call, can_trace)  # the first call allocates every buffer it needs
-    start = time.perf_counter()
-    call()
-    first = time.perf_counter() - start
-    times = [first]
-    # short cases are noisy on a shared machine: at least `repeats` runs and about a second in all
-    for _ in range(max(repeats, min(50, math.ceil(1.0 / max(first, 1e-6)))) - 1):
+    return call, est, x
+
+
+def _measure_case(methods, model, process, t, dtype, B, operation, repeats, can_trace, announce=None):
+    """Time the methods of one case; {method: result dict}.
+
+    Each method first runs once for its peak memory and once more to size its runs: at least
+    ``repeats`` and about a second in all (short cases are noisy). The remaining runs alternate
+    between the methods in ROUNDS blocks, so that load from elsewhere on a shared machine slows
+    every method of a case alike and their ratios stay meaningful; the median of all timed runs
+    is reported.
+    """
+    calls, results, times, remaining = {}, {}, {}, {}
+    for method in methods:
+        if announce is not None:
+            announce(method)
+        time.sleep(SETTLE_SECONDS)
+        call, est, x = calls[method] = _call(method, model, process, t, dtype, B, operation)
+        results[method] = dict(peak_mib=_peak_mib(call, can_trace))  # the first call allocates every buffer
         start = time.perf_counter()
         call()
-        times.append(time.perf_counter() - start)
-    seconds = statistics.median(times)
-    result = dict(seconds=seconds, particle_steps_per_s=B / seconds, repeats=len(times), peak_mib=peak)
-    if method == "cfgphase":
-        scale, bias = model.logit_coefficients(t, process)
-        from solvers.kernel import posterior_moments
-
-        res = posterior_moments(x.astype(dtype), est.means, scale, bias, hint=0)
-        result.update(skipped_chunks=res.skipped, mean_entropy=float(res.entropy.mean()))
-    return result
+        first = time.perf_counter() - start
+        times[method] = [first]
+        remaining[method] = max(repeats, min(50, math.ceil(1.0 / max(first, 1e-6)))) - 1
+    block = {method: math.ceil(runs / ROUNDS) for method, runs in remaining.items()}
+    for _ in range(ROUNDS):
+        for method in methods:
+            todo = min(block[method], remaining[method])
+            if todo == 0:
+                continue
+            remaining[method] -= todo
+            call = calls[method][0]
+            time.sleep(SETTLE_SECONDS)
+            for _ in range(todo):
+                start = time.perf_counter()
+                call()
+                times[method].append(time.perf_counter() - start)
+    for method in methods:
+        seconds = statistics.median(times[method])
+        results[method].update(seconds=seconds, particle_steps_per_s=B / seconds, repeats=len(times[method]))
+        if method == "cfgphase":
+            _, est, x = calls[method]
+            scale, bias = model.logit_coefficients(t, process)
+            res = posterior_moments(x.astype(dtype), est.means, scale, bias, hint=0)
+            results[method].update(skipped_chunks=res.skipped, mean_entropy=float(res.entropy.mean()))
+    return results
 
 
 def ratios(rows):
@@ -346,3 +383,58 @@ def report(rec):
         lines.append(f"  {r['B']:>5}{r['K']:>9}{r['d']:>5} {r['dtype']:<8}{r['regime']:<10}{r['operation']:<6}"
                      f"vs (a) {vs_gemm:>6}   vs best of (c), (d) {vs_rival:>6}")
     return "\n".join(lines)
+
+
+def readme_table(rec):
+    """The README's performance table (markdown) and target summary from a :func:`record`.
+
+    One row per (B, K, d), guided SDE step: cfgphase's time in the spread regime, its ratio to
+    the bare GEMMs (a) in both regimes, the larger of its two regimes' ratios to the faster of
+    (c), (d), and the float64 spread peak memory of cfgphase and (a). "–": not measured (skipped).
+    """
+    rows = {(r["B"], r["K"], r["d"], r["dtype"], r["regime"], r["operation"], r["method"]): r
+            for r in rec["results"] if "seconds" in r}
+    ratio = {(r["B"], r["K"], r["d"], r["dtype"], r["regime"], r["operation"]): r for r in rec["ratios"]}
+
+    def pair(f):
+        return " / ".join(f(dt) for dt in ("float32", "float64"))
+
+    def fmt(value, spec):
+        return "–" if value is None else format(value, spec)
+
+    lines = ["| B | K | d | cfgphase step f32 / f64 [ms] | vs (a) spread f32 / f64 | vs (a) condensed f32 / f64 "
+             "| vs best of (c),(d) f32 / f64 | peak MiB cfgphase / (a) f64 |", "|---|---|---|---|---|---|---|---|"]
+    shapes = sorted({k[:3] for k in rows}, key=lambda s: (s[1], s[0], s[2]))
+    for B, K, d in shapes:
+        def get(dt, regime, method, field="seconds"):
+            r = rows.get((B, K, d, dt, regime, "step", method))
+            return None if r is None else r[field]
+
+        def vs(dt, regime, key):
+            r = ratio.get((B, K, d, dt, regime, "step"))
+            return None if r is None else r[key]
+
+        def rival(dt):
+            values = [vs(dt, g, "vs_best_rival") for g in REGIMES]
+            values = [v for v in values if v is not None]
+            return max(values) if values else None
+
+        ms = pair(lambda dt: fmt(None if get(dt, "spread", "cfgphase") is None else 1e3 * get(dt, "spread", "cfgphase"),
+                                 ".1f"))
+        peak = " / ".join(fmt(get("float64", "spread", m, "peak_mib"), ".0f") for m in ("cfgphase", "gemm"))
+        lines.append(f"| {B} | {K:,} | {d} | {ms} | {pair(lambda dt: fmt(vs(dt, 'spread', 'vs_gemm'), '.2f'))} | "
+                     f"{pair(lambda dt: fmt(vs(dt, 'condensed', 'vs_gemm'), '.2f'))} | "
+                     f"{pair(lambda dt: fmt(rival(dt), '.2f'))} | {peak} |")
+    summary = []
+    for op in OPERATIONS:
+        spread = [r["vs_gemm"] for r in rec["ratios"] if r["operation"] == op and r["regime"] == "spread"
+                  and r["vs_gemm"] is not None]
+        condensed = [r["vs_gemm"] for r in rec["ratios"] if r["operation"] == op and r["regime"] == "condensed"
+                     and r["vs_gemm"] is not None]
+        rivals = [r["vs_best_rival"] for r in rec["ratios"] if r["operation"] == op and r["vs_best_rival"] is not None]
+        summary.append(f"{op}: spread within 1.3x of (a) in {sum(v <= 1.3 for v in spread)} of {len(spread)} cases "
+                       f"(max {max(spread, default=float('nan')):.2f}); condensed faster than (a) in "
+                       f"{sum(v < 1 for v in condensed)} of {len(condensed)} (max {max(condensed, default=float('nan')):.2f}); "
+                       f"faster than the best of (c), (d) in {sum(v < 1 for v in rivals)} of {len(rivals)} "
+                       f"(max {max(rivals, default=float('nan')):.2f})")
+    return "\n".join(lines + [""] + summary)

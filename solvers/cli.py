@@ -393,60 +393,17 @@ def _bench(args):
     return 0
 
 
-def _range(text, name):
-    """START:STOP:NUM or a comma list (numbers or words) from a command-line option."""
-    def number(v):
-        try:
-            return float(v)
-        except ValueError:
-            return v
-    parts = text.split(":")
-    if len(parts) == 3:
-        try:
-            return dict(start=float(parts[0]), stop=float(parts[1]), num=int(parts[2]))
-        except ValueError:
-            raise ValueError(f"--{name}: expected START:STOP:NUM, got {text!r}") from None
-    return [number(v) for v in text.split(",") if v.strip()]
-
-
 def _phase_diagram(args):
-    from solvers.sweep import parse_spec, run_sweep
+    from solvers.sweep import run_sweep
+    from solvers.sweep_spec import GRID_OPTIONS, config_from_options, parse_spec, read_config
 
-    grid = {k: getattr(args, k.replace("-", "_")) for k in
-            ("schedule", "alpha", "omega", "w0", "slope", "t-switch", "after", "sampler", "mean-var", "class-var",
-             "process", "sim-alpha", "sim-omega", "sim-d", "seeds", "particles", "steps")}
-    given = {k: v for k, v in grid.items() if v is not None}
+    given = {k: v for k in GRID_OPTIONS if (v := getattr(args, k.replace("-", "_"))) is not None}
     if args.config is not None and given:
         raise ValueError(f"--config: give a TOML file or grid options, not both (got --{sorted(given)[0]})")
     if args.config is not None:
-        import tomllib
-
-        try:
-            with open(args.config, "rb") as f:
-                spec = parse_spec(tomllib.load(f))
-        except OSError as err:
-            raise ValueError(f"--config: cannot read {args.config}: {err.strerror}") from None
-        except tomllib.TOMLDecodeError as err:
-            raise ValueError(f"--config: {args.config} is not valid TOML: {err}") from None
+        spec = parse_spec(read_config(args.config))
     elif given:
-        config = {"schedule": given.get("schedule", "constant"), "model": {}, "theory": {}}
-        for key in ("mean-var", "class-var", "process"):
-            if key in given:
-                config["model"][key.replace("-", "_")] = given[key]
-        for key in ("alpha", "omega", "w0", "slope", "t-switch", "after", "sampler"):
-            if key in given:
-                config["theory"][key.replace("-", "_")] = _range(given[key], key)
-        if "sim-d" in given:
-            sim = config["simulation"] = {"d": [int(v) for v in _range(given["sim-d"], "sim-d")]}
-            for key in ("sim-alpha", "sim-omega"):
-                if key in given:
-                    sim[key[4:]] = _range(given[key], key)
-            for key in ("seeds", "particles", "steps"):
-                if key in given:
-                    sim[key] = given[key]
-        elif any(k in given for k in ("sim-alpha", "sim-omega", "seeds", "particles", "steps")):
-            raise ValueError("--sim-d: simulation options need the dimensions to simulate")
-        spec = parse_spec(config)
+        spec = parse_spec(config_from_options(given))
     elif args.resume:
         spec = None
     else:

@@ -33,3 +33,45 @@ def test_bad_bench_input_exits_2(capsys):
     assert "B" in capsys.readouterr().err
     assert main(["bench", "--methods", "cuda", "--quick", "--quiet"]) == 2
     assert "methods" in capsys.readouterr().err
+
+
+def test_readme_table_is_read_off_the_record():
+    """Synthetic timings: each cell is the stated ratio, a skipped rival shows as '–'."""
+    from solvers import bench
+
+    seconds = {"gemm": 2.0, "softmax": 4.0, "torch": 5.0, "cfgphase": 2.5}
+    results = []
+    for dtype in ("float32", "float64"):
+        for regime in ("spread", "condensed"):
+            for op in ("score", "step"):
+                for method, s in seconds.items():
+                    row = dict(B=8, K=16, d=4, dtype=dtype, regime=regime, operation=op, method=method)
+                    if method in ("softmax", "torch") and dtype == "float64":
+                        row["skipped"] = "needs 1.0 GiB > memory budget 0.5 GiB"
+                    else:
+                        row.update(seconds=s * (0.5 if regime == "condensed" and method == "cfgphase" else 1),
+                                   peak_mib=3.0 if method == "cfgphase" else 7.0)
+                    results.append(row)
+    table = bench.readme_table(dict(results=results, ratios=bench.ratios(results)))
+    row = table.splitlines()[2]
+    assert row == "| 8 | 16 | 4 | 2500.0 / 2500.0 | 1.25 / 1.25 | 0.62 / 0.62 | 0.62 / – | 3 / 7 |"
+    assert "spread within 1.3x of (a) in 2 of 2 cases (max 1.25)" in table
+    assert "faster than the best of (c), (d) in 2 of 2 (max 0.62)" in table
+
+
+def test_the_methods_of_a_case_are_timed_in_alternating_rounds(monkeypatch):
+    """Load from elsewhere must hit every method of a case alike: their timed runs interleave."""
+    from solvers import bench
+
+    log = []
+
+    def fake_call(method, model, process, t, dtype, B, operation):
+        return (lambda: log.append(method)), None, None
+
+    monkeypatch.setattr(bench, "_call", fake_call)
+    monkeypatch.setattr(bench, "SETTLE_SECONDS", 0.0)
+    out = bench._measure_case(["gemm", "softmax"], None, None, 1.0, "float64", 8, "score", 3, False)
+    assert {m: r["repeats"] for m, r in out.items()} == {"gemm": 50, "softmax": 50}  # fast calls: 50 runs
+    timed = log[4:]  # after each method's memory probe and first run
+    switches = sum(a != b for a, b in zip(timed, timed[1:]))
+    assert switches == 2 * bench.ROUNDS - 1

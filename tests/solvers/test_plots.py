@@ -8,7 +8,8 @@ from solvers.cli import main
 from solvers.plots import DRAW, KINDS, file_kind, plot_file
 from solvers.simulate import simulate
 from solvers.storage import read_figure_data, write_figure_data, write_simulation
-from solvers.sweep import parse_spec, run_sweep
+from solvers.sweep import run_sweep
+from solvers.sweep_spec import parse_spec
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,8 @@ import pytest
 
 from solvers.cli import main
 from solvers.meanfield import guided_prediction
-from solvers.sweep import journal_path, parse_spec, read_state, run_sweep
+from solvers.sweep import journal_path, read_state, run_sweep
+from solvers.sweep_spec import parse_spec
 
 SMALL = {
     "schedule": "constant",
