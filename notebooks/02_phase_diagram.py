@@ -13,7 +13,6 @@
 # grid (data/phase_diagram.toml).
 
 # %%
-import tomllib
 from pathlib import Path
 
 import h5py
@@ -24,7 +23,7 @@ from solvers.meanfield import guided_prediction
 from solvers.plots import phase_diagram, potential, save
 from solvers.storage import write_figure_data
 from solvers.sweep import run_sweep
-from solvers.sweep_spec import parse_spec
+from solvers.sweep_spec import parse_spec, read_config
 
 QUICK, OUT = notebook_mode()
 
@@ -34,8 +33,7 @@ if QUICK:
               "simulation": {"alpha": [0.1], "omega": [1.0, 2.0], "d": [64], "seeds": 1, "particles": 512,
                              "steps": 100}}
 else:
-    with open(Path(__file__).resolve().parents[1] / "data" / "phase_diagram.toml", "rb") as f:
-        config = tomllib.load(f)
+    config = read_config(Path(__file__).resolve().parents[1] / "data" / "phase_diagram.toml")
 path = OUT / "02_phase_diagram.h5"
 run_sweep(parse_spec(config), path, overwrite=True, workers=1, progress=not QUICK)  # in-process: a script cannot host a spawn pool
 save(phase_diagram(path), OUT / "02_phase_diagram")

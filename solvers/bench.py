@@ -18,10 +18,10 @@ and cfgphase skips the other chunks, eq. 30). Two operations: one ``score`` eval
 guided ``step`` of the reverse SDE (exact transition, eq. 12, omega = 1, fresh Gaussian noise).
 
 Timings are medians of at least ``repeats`` runs in one process (more for short cases, to fill
-about a second), the methods of a case timed in alternating rounds; GFLOP/s counts 4BKd. Peak memory is measured on a separate first call: the
-larger of tracemalloc's peak and the growth of the resident set's high-water mark (Linux; freed
-heap returned with malloc_trim, the mark reset through /proc/self/clear_refs), which also sees
-BLAS, Numba and PyTorch allocations. A
+about a second), the methods of a case timed in alternating rounds; GFLOP/s counts 4BKd. Peak
+memory is measured on a separate first call: the larger of tracemalloc's peak and the growth of
+the resident set's high-water mark (Linux; freed heap returned with malloc_trim, the mark reset
+through /proc/self/clear_refs), which also sees BLAS, Numba and PyTorch allocations. A
 configuration is skipped, with the reason, when a method's working set exceeds the memory budget
 or its estimated time the time limit.
 """
@@ -332,8 +332,7 @@ def _measure_case(methods, model, process, t, dtype, B, operation, repeats, can_
         results[method].update(seconds=seconds, particle_steps_per_s=B / seconds, repeats=len(times[method]))
         if method == "cfgphase":
             _, est, x = calls[method]
-            scale, bias = model.logit_coefficients(t, process)
-            res = posterior_moments(x.astype(dtype), est.means, scale, bias, hint=0)
+            res = posterior_moments(x.astype(dtype), est.means, est.scale, est.bias, hint=0)
             results[method].update(skipped_chunks=res.skipped, mean_entropy=float(res.entropy.mean()))
     return results
 
@@ -427,11 +426,12 @@ def readme_table(rec):
                      f"{pair(lambda dt: fmt(rival(dt), '.2f'))} | {peak} |")
     summary = []
     for op in OPERATIONS:
-        spread = [r["vs_gemm"] for r in rec["ratios"] if r["operation"] == op and r["regime"] == "spread"
-                  and r["vs_gemm"] is not None]
-        condensed = [r["vs_gemm"] for r in rec["ratios"] if r["operation"] == op and r["regime"] == "condensed"
-                     and r["vs_gemm"] is not None]
-        rivals = [r["vs_best_rival"] for r in rec["ratios"] if r["operation"] == op and r["vs_best_rival"] is not None]
+        def measured(key, regimes=tuple(REGIMES)):
+            return [r[key] for r in rec["ratios"]
+                    if r["operation"] == op and r["regime"] in regimes and r[key] is not None]
+
+        spread, condensed, rivals = measured("vs_gemm", ("spread",)), measured("vs_gemm", ("condensed",)), \
+            measured("vs_best_rival")
         summary.append(f"{op}: spread within 1.3x of (a) in {sum(v <= 1.3 for v in spread)} of {len(spread)} cases "
                        f"(max {max(spread, default=float('nan')):.2f}); condensed faster than (a) in "
                        f"{sum(v < 1 for v in condensed)} of {len(condensed)} (max {max(condensed, default=float('nan')):.2f}); "
