@@ -29,7 +29,7 @@ figures: $(STAMP)
 	@for nb in notebooks/0*.py; do echo "$$nb"; CFGPHASE_FIGURES=figures $(BIN)/python $$nb || exit 1; done
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/bench_score.py
+	$(BIN)/python -m benchmarks.bench_score
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -2,7 +2,7 @@
 
     python benchmarks/bench_theory.py [--points 101] [--workers 1 2] [--repeats 3] [--json]
 
-Times solvers.meanfield.prediction_grid (constant omega in [0, 5], alpha in [0, 0.6], OU, both
+Times cfgphase.solvers.theory.meanfield.prediction_grid (constant omega in [0, 5], alpha in [0, 0.6], OU, both
 samplers) for each worker count; medians of the repeats, one run on one machine.
 """
 
@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from solvers.meanfield import prediction_grid
+from cfgphase.solvers.theory.meanfield import prediction_grid
 
 
 def main(argv=None):

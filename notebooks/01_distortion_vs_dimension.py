@@ -17,11 +17,9 @@
 
 import numpy as np
 
-from solvers.figure_data import distortion_versus_d, notebook_mode
-from solvers.plots import distortion_vs_d, save
-from solvers.storage import write_figure_data
+import cfgphase as cp
 
-QUICK, OUT = notebook_mode()
+QUICK, OUT = cp.figures.data.notebook_mode()
 
 # %% [markdown]
 # Theory at alpha_eff = log K(d) / d plus the finite-d term along mu_c; simulations average over
@@ -29,10 +27,10 @@ QUICK, OUT = notebook_mode()
 # (K = 14 765 at d = 64).
 
 # %%
-data = distortion_versus_d(omega=1.0, sampler="ode", fixed=16, power=2, alpha=0.15,
-                           dims=[16, 24, 32] if QUICK else [16, 24, 32, 48, 64], quick=QUICK)
-write_figure_data(OUT / "01_distortion_vs_d.h5", data)
-save(distortion_vs_d(data), OUT / "01_distortion_vs_d")
+data = cp.figures.data.distortion_versus_d(omega=1.0, sampler="ode", fixed=16, power=2, alpha=0.15,
+                                           dims=[16, 24, 32] if QUICK else [16, 24, 32, 48, 64], quick=QUICK)
+data.save(OUT / "01_distortion_vs_d.h5")
+cp.plot(data, out=OUT / "01_distortion_vs_d", overwrite=True)
 for regime in ("fixed", "polynomial", "exponential"):
     print(regime, "K =", data[f"K_{regime}"], "simulated", np.round(data[f"sim_{regime}"], 4),
           "+-", np.round(data[f"sim_{regime}_err"], 4))
@@ -51,9 +49,7 @@ tail = d_fine >= d_fine.max() / 10
 for regime, law in (("fixed", 1.0 / d_fine), ("polynomial", np.log(d_fine) / d_fine)):
     slope = np.polyfit(np.log(law[tail]), np.log(data[f"theory_{regime}"][tail]), 1)[0]
     assert abs(slope - 1.0) < 0.15, (regime, slope)
-from solvers.meanfield import guided_prediction  # noqa: E402
-
-limit = guided_prediction(0.15, 1.0).distortion
+limit = cp.theory.meanfield.guided_prediction(0.15, 1.0).distortion
 assert limit > 0.01 and abs(data["theory_exponential"][-1] - limit) < 0.2 * limit
 sim_fixed, err_fixed = data["sim_fixed"], data["sim_fixed_err"]
 assert np.all(np.diff(sim_fixed) < 0), sim_fixed

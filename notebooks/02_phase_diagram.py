@@ -15,17 +15,11 @@
 # %%
 from pathlib import Path
 
-import h5py
 import numpy as np
 
-from solvers.figure_data import notebook_mode, potential_landscape
-from solvers.meanfield import guided_prediction
-from solvers.plots import phase_diagram, potential, save
-from solvers.storage import write_figure_data
-from solvers.sweep import run_sweep
-from solvers.sweep_spec import parse_spec, read_config
+import cfgphase as cp
 
-QUICK, OUT = notebook_mode()
+QUICK, OUT = cp.figures.data.notebook_mode()
 
 # %%
 if QUICK:
@@ -33,15 +27,15 @@ if QUICK:
               "simulation": {"alpha": [0.1], "omega": [1.0, 2.0], "d": [64], "seeds": 1, "particles": 512,
                              "steps": 100}}
 else:
-    config = read_config(Path(__file__).resolve().parents[1] / "data" / "phase_diagram.toml")
+    config = Path(__file__).resolve().parents[1] / "data" / "phase_diagram.toml"
 path = OUT / "02_phase_diagram.h5"
-run_sweep(parse_spec(config), path, overwrite=True, workers=1, progress=not QUICK)  # in-process: a script cannot host a spawn pool
-save(phase_diagram(path), OUT / "02_phase_diagram")
+diagram = cp.phase_diagram(config, path, overwrite=True, workers=1, progress=not QUICK)  # in-process: a script cannot host a spawn pool
+cp.plot(path, out=OUT / "02_phase_diagram", overwrite=True)
 
 # %%
-landscape = potential_landscape(alpha=0.2, omega=1.0)
-write_figure_data(OUT / "02_potential.h5", landscape)
-save(potential(landscape), OUT / "02_potential")
+landscape = cp.figures.data.potential_landscape(alpha=0.2, omega=1.0)
+landscape.save(OUT / "02_potential.h5")
+cp.plot(landscape, out=OUT / "02_potential", overwrite=True)
 
 # %% [markdown]
 # **Check.** At the largest simulated d, for the ODE: |simulated - predicted| <= 3 SE + 10 % of
@@ -52,16 +46,15 @@ save(potential(landscape), OUT / "02_potential")
 # the target's after it.
 
 # %%
-with h5py.File(path, "r") as f:
-    sim_alpha, sim_omega = f["sim_alpha"][()], f["sim_omega"][()]
-    sim_samplers = list(f["sim_sampler"].asstr()[()])
-    values = f["sim_distortion"][:, :, sim_samplers.index("ode"), -1, :]  # largest d
-    errors = f["sim_distortion_stderr"][:, :, sim_samplers.index("ode"), -1, :]
-for i, a in enumerate(sim_alpha):
-    for j, w in enumerate(sim_omega):
-        predicted = guided_prediction(a, w, t_max=7.0).distortion
-        simulated = values[i, j].mean()
-        err = values[i, j].std(ddof=1) / np.sqrt(values.shape[-1]) if values.shape[-1] > 1 else errors[i, j, 0]
+sim = diagram.to_xarray().sel(sim_sampler="ode").isel(d=-1)  # largest d
+d = int(sim["d"])
+for a in sim["sim_alpha"].values:
+    for w in sim["sim_omega"].values:
+        predicted = cp.predict(cp.Model(d=d, alpha=a), w, t_max=7.0).distortion
+        point = sim.sel(sim_alpha=a, sim_omega=w)
+        values = point["sim_distortion"].values  # one per seed
+        simulated = values.mean()
+        err = values.std(ddof=1) / np.sqrt(values.size) if values.size > 1 else float(point["sim_distortion_stderr"][0])
         print(f"alpha {a:g} omega {w:g}: simulated {simulated:.4f} +- {err:.4f}, predicted {predicted:.4f}")
         assert abs(simulated - predicted) <= 3 * err + 0.1 * predicted
         if w > 0:

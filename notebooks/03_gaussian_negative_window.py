@@ -13,33 +13,29 @@
 
 import numpy as np
 
-from physics.gaussian import GaussianPair
-from solvers.fields import GaussianField
-from solvers.figure_data import gaussian_versus_omega, notebook_mode
-from solvers.gaussian_theory import design_schedule, gaussian_moments
-from solvers.plots import gaussian, save
-from solvers.simulate import run
-from solvers.storage import write_figure_data
+import cfgphase as cp
 
-QUICK, OUT = notebook_mode()
+QUICK, OUT = cp.figures.data.notebook_mode()
 LC, LU, GAP = 0.25, 1.0, 1.0
 
 # %%
-data = gaussian_versus_omega(LC, LU, GAP, process="ve", quick=QUICK)
-write_figure_data(OUT / "03_gaussian.h5", data)
-save(gaussian(data), OUT / "03_gaussian")
+data = cp.figures.data.gaussian_versus_omega(LC, LU, GAP, process="ve", quick=QUICK)
+data.save(OUT / "03_gaussian.h5")
+cp.plot(data, out=OUT / "03_gaussian", overwrite=True)
 
 # %% [markdown]
 # The designed window: fix the slope, solve for w0 (brentq on the exact solution) so that the
 # final variance is lambda_c; then simulate it.
 
 # %%
-pair = GaussianPair(GAP, LC, 0.0, LU)
-design = design_schedule(pair, "linear", bracket=(-3.0, 0.0), slope=0.05, process="ve", t_max=400.0)
+model = cp.GaussianModel(var_c=LC, var_u=LU, mean_c=GAP, mean_u=0.0, process="ve")
+design = cp.theory.gaussian.design_schedule(model.pair, "linear", bracket=(-3.0, 0.0), slope=0.05, process="ve",
+                                            t_max=400.0)
 print("designed", design.schedule, "-> mean", design.prediction.mean[0], "var", design.prediction.var[0])
 particles = 1024 if QUICK else 8192
-res = run(GaussianField(GaussianPair(GAP, LC, 0.0, LU, d=16), "ve"), omega=design.schedule, steps=400,
-          particles=particles, seed=7, save_times=[0.0], t_max=400.0, keep_samples=True)
+res = cp.simulate(cp.GaussianModel(var_c=LC, var_u=LU, mean_c=GAP, mean_u=0.0, d=16, process="ve"),
+                  cp.Guidance(schedule=design.schedule), sampler="ode", steps=400, t_max=400.0, particles=particles,
+                  seed=7, save=cp.SaveAt(times=[0.0], samples=True))
 sim_mean, sim_var = res.samples.mean(), res.samples.var(axis=0, ddof=1).mean()
 n = res.samples.size
 print(f"simulated mean {sim_mean:.4f} var {sim_var:.4f} ({n} samples)")
@@ -54,7 +50,7 @@ print(f"simulated mean {sim_mean:.4f} var {sim_var:.4f} ({n} samples)")
 
 # %%
 for w in (0.5, 1.0, 2.0):
-    exact = gaussian_moments(pair, "ve", omega=w, t_max=1e6).var[0]
+    exact = cp.gaussian(model, cp.Guidance(omega=w), sampler=cp.Sampler(kind="ode", t_max=1e6)).var[0]
     assert abs(exact / (LC * (LC / LU) ** w) - 1) < 1e-5, (w, exact)
 for sampler in ("ode", "sde"):
     for name in ("mean", "var"):

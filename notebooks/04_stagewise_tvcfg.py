@@ -15,13 +15,9 @@
 
 import numpy as np
 
-from physics.schedules import make_schedule
-from solvers.figure_data import notebook_mode, schedule_comparison
-from solvers.plots import save, schedules
-from solvers.simulate import simulate
-from solvers.storage import write_figure_data
+import cfgphase as cp
 
-QUICK, OUT = notebook_mode()
+QUICK, OUT = cp.figures.data.notebook_mode()
 
 # %% [markdown]
 # The two-mode setting: modes at +-1.5 e_1 in 2-D, class variance 0.1, rectified flow on a
@@ -30,10 +26,12 @@ QUICK, OUT = notebook_mode()
 # %%
 means = np.zeros((2, 2))
 means[:, 0] = (-1.5, 1.5)
-common = dict(means=means, weights=[0.3, 0.7], labels=[0, 0], class_var=0.1, unconditional=1.0, process="flow",
-              grid="uniform", steps=200, particles=2048 if QUICK else 8192, seed=11)
-runs = {name: simulate(omega=1.0 if name == "constant" else make_schedule(name, guidance_scale=2.0), **common)
-        for name in ("constant", "step-up", "step-down", "tvcfg")}
+model = cp.Model(means=means, weights=[0.3, 0.7], labels=[0, 0], class_var=0.1, unconditional=1.0, process="flow")
+sampler = cp.Sampler(kind="ode", grid="uniform", steps=200)
+guidances = {"constant": cp.Guidance(omega=1.0),
+             **{name: cp.Guidance(guidance_scale=2.0, schedule=name) for name in ("step-up", "step-down", "tvcfg")}}
+runs = {name: cp.simulate(model, guidance, sampler=sampler, particles=2048 if QUICK else 8192, seed=11)
+        for name, guidance in guidances.items()}
 for name, res in runs.items():
     f = res.final
     norm, _ = res.observable("norm")
@@ -42,9 +40,9 @@ for name, res in runs.items():
           f"max mean |x_t| {norm.max():.3f}")
 
 # %%
-comparison = schedule_comparison(mean_omega=1.0, quick=QUICK)
-write_figure_data(OUT / "04_schedules.h5", comparison)
-save(schedules(comparison), OUT / "04_schedules")
+comparison = cp.figures.data.schedule_comparison(mean_omega=1.0, quick=QUICK)
+comparison.save(OUT / "04_schedules.h5")
+cp.plot(comparison, out=OUT / "04_schedules", overwrite=True)
 for i, name in enumerate(comparison["schedule"]):
     print(f"{name:<16} mean_ratio {comparison['mean_ratio'][i]:.4f}  var_perp {comparison['var_perp'][i]:.4f}")
 

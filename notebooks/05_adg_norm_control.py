@@ -11,21 +11,23 @@
 
 import numpy as np
 
-from solvers.figure_data import notebook_mode
-from solvers.plots import STYLE, TIME, _pyplot, save
-from solvers.simulate import simulate
+import cfgphase as cp
 
-QUICK, OUT = notebook_mode()
-common = dict(d=256, classes=10, class_var=1.0, particles=256 if QUICK else 1024, steps=60 if QUICK else 200, seed=2)
+QUICK, OUT = cp.figures.data.notebook_mode()
+plots = cp.figures.plots
+model = cp.Model(d=256, classes=10, class_var=1.0, seed=2)
+options = dict(particles=256 if QUICK else 1024, steps=60 if QUICK else 200, seed=2)
 weights = (2.0, 4.0, 8.0)
-runs = {(rule, w): simulate(guidance_scale=w, rule=rule, **common) for rule in ("cfg", "adg") for w in weights}
+runs = {(rule, w): cp.simulate(model, cp.Guidance(guidance_scale=w, rule=rule), **options)
+        for rule in ("cfg", "adg") for w in weights}
+
 
 # %%
-plt = _pyplot()
-with plt.style.context(STYLE):
-    fig, axes = plt.subplots(1, 2, figsize=(7.0, 2.5), sharex=True)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for k, rule in enumerate(("cfg", "adg")):
+@plots.styled
+def draw(runs):
+    fig, axes = plots.subplots(1, 2, figsize=(plots.WIDTH[2], 2.5), sharex=True)
+    colors = plots.palette()
+    for rule in ("cfg", "adg"):
         for j, w in enumerate(weights):
             res = runs[rule, w]
             style = dict(marker="", color=colors[j], linestyle="-" if rule == "cfg" else "--")
@@ -38,9 +40,12 @@ with plt.style.context(STYLE):
     axes[1].set_ylabel(r"mean $|\hat x_0| / |D_c|$ [1]")
     for ax in axes:
         ax.set_xlim(res.times.max(), 0)
-        ax.set_xlabel(TIME)
+        ax.set_xlabel(plots.TIME)
     axes[0].legend(fontsize=6, ncol=2)
-save(fig, OUT / "05_adg_norm")
+    return fig
+
+
+plots.save(draw(runs), OUT / "05_adg_norm")
 
 # %% [markdown]
 # **Check.** CFG's trajectory-averaged mean |x0-hat| increases strictly with w; ADG's ratio

@@ -12,16 +12,14 @@
 
 import numpy as np
 
-from solvers.figure_data import inverse_probability_versus_omega, notebook_mode
-from solvers.plots import inverse_probability, save
-from solvers.storage import write_figure_data
+import cfgphase as cp
 
-QUICK, OUT = notebook_mode()
+QUICK, OUT = cp.figures.data.notebook_mode()
 
 # %%
-data = inverse_probability_versus_omega(quick=QUICK)
-write_figure_data(OUT / "06_inverse_probability.h5", data)
-save(inverse_probability(data), OUT / "06_inverse_probability")
+data = cp.figures.data.inverse_probability_versus_omega(quick=QUICK)
+data.save(OUT / "06_inverse_probability.h5")
+cp.plot(data, out=OUT / "06_inverse_probability", overwrite=True)
 for i, w in enumerate(data["omega"]):
     print(f"omega {w:4.2f}: E[1/p] = {data['inv_prob'][i]:.3f} [{data['inv_prob_ci_low'][i]:.3f}, "
           f"{data['inv_prob_ci_high'][i]:.3f}]  q90 shift {data['p_target_q90_shift'][i]:+.4f} "
@@ -43,9 +41,8 @@ for i, w in enumerate(data["omega"]):
 # %%
 from scipy import integrate, stats  # noqa: E402
 
-from solvers.figure_data import OVERLAP_MODEL  # noqa: E402
-
-pi, mu = OVERLAP_MODEL["weights"], [m[0] for m in OVERLAP_MODEL["means"]]
+mixture = cp.Model(**cp.figures.data.OVERLAP_MODEL).mixture  # the mixture simulated above
+pi, mu = mixture.weights, mixture.means[:, 0]
 density = lambda x: sum(p * stats.norm.pdf(x, m, 1.0) for p, m in zip(pi, mu))  # noqa: E731
 first = integrate.quad(lambda x: density(x) / pi[0], -30, 30, limit=500)[0]
 second = integrate.quad(lambda x: density(x) ** 2 / (pi[0] ** 2 * stats.norm.pdf(x, mu[0], 1.0)), -30, 30,

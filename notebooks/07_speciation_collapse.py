@@ -11,22 +11,12 @@
 # With guidance the condensation moves earlier (t* > t_C), as the trajectory figure shows.
 
 # %%
-import sys
-from pathlib import Path
-
 import numpy as np
 
-from physics.mixture import GaussianMixture
-from solvers.condensation import collapse_time
-from solvers.figure_data import notebook_mode
-from solvers.meanfield import guided_prediction
-from solvers.plots import save, trajectory
-from solvers.simulate import simulate
-from solvers.storage import write_simulation
+import cfgphase as cp
 
-QUICK, OUT = notebook_mode()
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "solvers"))
-from scaling import extrapolate  # noqa: E402
+QUICK, OUT = cp.figures.data.notebook_mode()
+collapse_time, extrapolate = cp.theory.condensation.collapse_time, cp.theory.scaling.extrapolate
 
 # %% [markdown]
 # **Speciation.** Two classes at +-mu, |mu|^2 = d, s^2 = 0.25, unconditional sampling (omega = -1).
@@ -36,8 +26,9 @@ from scaling import extrapolate  # noqa: E402
 def speciation_time(d, seed=0):
     direction = np.random.default_rng(seed).standard_normal(d)
     mu = direction / np.linalg.norm(direction) * np.sqrt(d)
-    res = simulate(means=np.stack([mu, -mu]), class_var=0.25, omega=-1.0, particles=1024 if QUICK else 4096,
-                   steps=200, seed=seed, t_max=0.5 * np.log(d) + 6.0)
+    model = cp.Model(means=np.stack([mu, -mu]), class_var=0.25)
+    res = cp.simulate(model, cp.Guidance(omega=-1.0), particles=1024 if QUICK else 4096, steps=200,
+                      t_max=0.5 * np.log(d) + 6.0, seed=seed)
     entropy, _ = res.observable("posterior_entropy")
     times = res.times
     i = np.argmax(entropy <= 0.5 * np.log(2))
@@ -52,7 +43,8 @@ print("speciation: d", dims, "t_S", np.round(t_s, 4), "t_S - (1/2) log Lambda", 
 # %% [markdown]
 # **Collapse.** Points (s -> 0): the formula. Classes of width s^2 = 0.25: the time at which the
 # mean target posterior crosses 1/2 in conditional sampling (omega = 0), for several draws of the
-# means per d; each draw is compared with the theory at its own target norm (eq. 44) and the mean
+# means per d (draw s: `cp.Model(..., seed=s)` for the means, `cp.simulate(..., seed=s)` for the
+# noise); each draw is compared with the theory at its own target norm (eq. 44) and the mean
 # residual extrapolated in 1/d.
 
 # %%
@@ -67,10 +59,10 @@ means, errors = [], []
 for d in collapse_dims:
     residuals = []
     for seed in range(seeds):
-        rho = GaussianMixture.random(d, alpha=alpha, seed=seed).sq_norms[0] / d
-        sim = simulate(d=d, alpha=alpha, omega=0.0, particles=512, steps=150, seed=seed, t_max=7.0).final
-        residuals.append(sim["t_condensation"] - guided_prediction(alpha, 0.0, t_max=7.0, target_norm=rho)
-                         .t_condensation)
+        model, conditional = cp.Model(d=d, alpha=alpha, seed=seed), cp.Guidance(omega=0.0)
+        sim = cp.simulate(model, conditional, particles=512, steps=150, t_max=7.0, seed=seed).final
+        pred = cp.predict(model, conditional, t_max=7.0, target_norm=model.target_norm)
+        residuals.append(sim["t_condensation"] - pred.t_condensation)
     means.append(np.mean(residuals))
     errors.append(np.std(residuals, ddof=1) / np.sqrt(seeds))
 extrapolated, err = extrapolate(collapse_dims, means, errors)
@@ -79,11 +71,11 @@ print(f"collapse: predicted t_C = {t_c:.4f}; residuals {np.round(means, 4)} +- {
       f"extrapolated {extrapolated:+.4f} +- {err:.4f}")
 
 # %%
-guided = simulate(d=48, alpha=0.15, omega=1.0, particles=512 if QUICK else 2048, steps=150, t_max=7.0, seed=1)
+guided = cp.simulate(cp.Model(d=48, alpha=0.15, seed=1), cp.Guidance(omega=1.0), particles=512 if QUICK else 2048,
+                     steps=150, t_max=7.0, seed=1)
 path = OUT / "07_trajectory.h5"
-path.unlink(missing_ok=True)
-write_simulation(path, guided)
-save(trajectory(path), OUT / "07_trajectory")
+cp.save(guided, path, overwrite=True)
+cp.plot(path, out=OUT / "07_trajectory", overwrite=True)
 
 # %% [markdown]
 # **Check.** (1) Speciation: the slope of t_S against log d is 1/2 within 0.05, and

@@ -20,17 +20,15 @@
 
 import numpy as np
 
-from solvers.figure_data import design_table, notebook_mode, schedule_design
-from solvers.plots import save, schedule_design as draw
-from solvers.storage import write_figure_data
+import cfgphase as cp
 
-QUICK, OUT = notebook_mode()
+QUICK, OUT = cp.figures.data.notebook_mode()
 
 # %%
-data = schedule_design(quick=QUICK)
-write_figure_data(OUT / "08_schedule_design.h5", data)
-save(draw(data), OUT / "08_schedule_design")
-print(design_table(data))
+data = cp.figures.data.schedule_design(quick=QUICK)
+data.save(OUT / "08_schedule_design.h5")
+cp.plot(data, out=OUT / "08_schedule_design", overwrite=True)
+print(cp.figures.data.design_table(data))
 print({k: data.params[k] for k in ("tuned_amplitudes", "oracle_window", "learned_exact_max", "learned_degraded_mean")})
 
 # %% [markdown]

@@ -4,7 +4,7 @@ The data distribution has :math:`K` classes in :math:`d` dimensions,
 
 .. math:: p_0(x) = \sum_{k=1}^K \pi_k\, \mathcal N(x;\, \mu_k, s^2 I),
 
-so under any process of :mod:`physics.processes` the noised density is
+so under any process of :mod:`cfgphase.physics.processes` the noised density is
 :math:`p_t(x) = \sum_k \pi_k \mathcal N(x; a_t\mu_k, \Gamma_t I)` (docs/theory.md eq. 2).
 The class posterior is a softmax of logits linear in :math:`x` (eq. 5),
 
@@ -20,7 +20,7 @@ and every exact score is written through the *class-mean estimate*
 For the conditional score of class :math:`c`, :math:`\hat m = \mu_c`.
 
 The dense methods here build the :math:`B\times K` logit matrix: they are the reference
-implementation, meant for small K. Large K goes through :func:`solvers.kernel.posterior_moments`,
+implementation, meant for small K. Large K goes through :func:`cfgphase.solvers.score.kernel.posterior_moments`,
 which uses the same :meth:`GaussianMixture.logit_coefficients`.
 """
 
@@ -32,11 +32,13 @@ import os
 import numpy as np
 from scipy.special import logsumexp, softmax
 
-#: Default memory budget for the class means (bytes): half of physical memory.
-try:
-    MEMORY_BUDGET = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
-except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
-    MEMORY_BUDGET = 8 * 2**30
+def default_memory_budget():
+    """Default budget in bytes for the class means: half of the physical memory, read when called
+    (8 GiB where the system does not say)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+        return 8 * 2**30
 
 
 def _check_nonneg(value, name):
@@ -51,14 +53,16 @@ def number_of_classes(d, classes=None, alpha=None, itemsize=8, budget=None):
 
     Exactly one of ``classes`` and ``alpha`` must be given. Raises ValueError naming the
     parameter if K < 1, or if the K x d class means (``itemsize`` bytes each) would exceed
-    ``budget`` bytes (default: half the physical memory).
+    ``budget`` bytes (default: :func:`default_memory_budget`, half the physical memory).
     """
     d = int(d)
     if d < 1:
         raise ValueError(f"d must be >= 1, got {d}")
     if (classes is None) == (alpha is None):
         raise ValueError("give exactly one of classes (K) and alpha (K = exp(alpha d))")
-    budget = MEMORY_BUDGET if budget is None else budget
+    budget = default_memory_budget() if budget is None else budget
+    if not (isinstance(budget, (int, float)) and budget > 0):
+        raise ValueError(f"memory: the budget must be a positive number of bytes, got {budget!r}")
     if alpha is not None:
         alpha = float(alpha)
         if not math.isfinite(alpha) or alpha < 0:
@@ -131,7 +135,7 @@ class GaussianMixture:
 
     @classmethod
     def random(cls, d, classes=None, alpha=None, mean_var=1.0, class_var=0.25, weights=None, seed=0, modes=1,
-               mode_weights=None):
+               mode_weights=None, memory=None):
         r"""Means drawn i.i.d. from :math:`\mathcal N(0, \sigma_\mu^2 I)` with a fixed seed.
 
         Give the number of classes either directly (``classes``) or through the exponential
@@ -139,11 +143,12 @@ class GaussianMixture:
         ``weights`` are the class weights. With ``modes`` > 1 every class is a mixture of that
         many components with means drawn from the same prior and within-class weights
         ``mode_weights`` (default uniform); component ``c * modes + j`` is mode j of class c.
+        ``memory`` is the budget in bytes for the means (:func:`number_of_classes`).
         """
         if int(modes) != modes or modes < 1:
             raise ValueError(f"modes must be an integer >= 1, got {modes!r}")
         modes = int(modes)
-        K = number_of_classes(d, classes=classes, alpha=alpha, itemsize=8 * modes)
+        K = number_of_classes(d, classes=classes, alpha=alpha, itemsize=8 * modes, budget=memory)
         mean_var = _check_nonneg(mean_var, "mean_var")
         rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(7,)))
         means = rng.standard_normal((K * modes, int(d))) * math.sqrt(mean_var)

@@ -21,7 +21,7 @@ the guided estimate is :math:`\hat m_\omega = \hat m_c + c/Q` (eq. 34): exact, w
 as the noise vanishes. Linear CFG is the same in every space; the others are not.
 
 Weights: every rule reads the excess weight :math:`\omega(t)` of the schedule
-(physics.schedules; ``w = 1 + omega`` in the Ho convention the sources use), except CFG++,
+(cfgphase.physics.schedules; ``w = 1 + omega`` in the Ho convention the sources use), except CFG++,
 whose strength is its own :math:`\lambda`.
 
 =============  =====  =====================================================  ===============================

@@ -41,7 +41,7 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
-from physics.guidance import excess_weight
+from cfgphase.physics.weights import excess_weight
 
 #: Marks a parameter without a default.
 REQUIRED = object()
@@ -206,7 +206,7 @@ class LimitedInterval(Schedule):
     def _times(self):
         if self._window is None:
             raise ValueError("the interval schedule in noise level must be bound to a process "
-                             "(physics.schedules.bind_schedule)")
+                             "(cfgphase.physics.schedules.bind_schedule)")
         return self._window
 
     def __call__(self, t):
@@ -263,7 +263,7 @@ class LinearSchedule(Schedule):
             return t
         if self._process is None:
             raise ValueError("the linear schedule on the 'noise' clock must be bound to a process "
-                             "(physics.schedules.bind_schedule); for VE, clock='time' is the same")
+                             "(cfgphase.physics.schedules.bind_schedule); for VE, clock='time' is the same")
         return float(ve_time(self._process, t))
 
     def __call__(self, t):
@@ -374,7 +374,7 @@ class _StepSchedule(Schedule):
     def __call__(self, t):
         if self._bound is None:
             raise ValueError(f"the {self.name} schedule is defined on the sampler's steps and must be bound "
-                             "to its grid (physics.schedules.bind_schedule)")
+                             "to its grid (cfgphase.physics.schedules.bind_schedule)")
         return self._bound(t)
 
     @property
@@ -410,7 +410,7 @@ class _GridSchedule(_StepSchedule):
 
 class StepwiseSchedule(_StepSchedule):
     """A weight per sampler step from the step's two ends: ``weight(s, t)`` on the step from t to
-    s < t (e.g. a learned omega_phi(c, s, t), solvers.learned_guidance). Bound to the grid."""
+    s < t (e.g. a learned omega_phi(c, s, t), cfgphase.solvers.design.learned). Bound to the grid."""
 
     name = "stepwise"
     summary = "weight(s, t) on each step from t to s, from a callable (learned weights)"
@@ -493,7 +493,7 @@ class SplineSchedule(Schedule):
 
     Shape-preserving cubic (PCHIP) interpolation in :math:`\log\sigma`, :math:`\sigma = \sigma_t/a_t`
     the noise level, constant beyond the first and last knots, floored at -1. The family the
-    schedule optimiser (solvers.schedule_design) searches; bound to a process.
+    schedule optimiser (cfgphase.solvers.design.optimal) searches; bound to a process.
     """
 
     name = "spline"
@@ -526,7 +526,7 @@ class SplineSchedule(Schedule):
     def __call__(self, t):
         if self._process is None:
             raise ValueError("the spline schedule is defined in noise level and must be bound to a process "
-                             "(physics.schedules.bind_schedule)")
+                             "(cfgphase.physics.schedules.bind_schedule)")
         log_sigma = 0.5 * math.log(max(float(ve_time(self._process, t)), 1e-300))
         u = min(max(log_sigma, math.log(self.sigmas[0])), math.log(self.sigmas[-1]))
         return max(float(self._curve(u)), -1.0)

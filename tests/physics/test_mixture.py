@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from scipy import integrate
 
-from physics.gaussian import GaussianPair
-from physics.mixture import GaussianMixture, number_of_classes, score_from_mean
-from physics.processes import Flow, OU, VE
+from cfgphase.physics.gaussian import GaussianPair
+from cfgphase.physics.mixture import GaussianMixture, number_of_classes, score_from_mean
+from cfgphase.physics.processes import Flow, OU, VE
 
 mpmath.mp.dps = 40
 PROCESSES = [OU(), VE(), Flow()]
@@ -193,7 +193,7 @@ def test_random_multimodal_classes_and_bad_labels():
 def test_independent_unconditional_model_drives_the_sampler_with_its_own_score():
     """An N(0, v I) unconditional converted to the field's reference variance (eq. 8) gives back
     the score -x / (a^2 v + sigma^2) of N(0, v I) noised."""
-    from solvers.fields import MixtureField
+    from cfgphase.solvers.score.fields import MixtureField
 
     model = GaussianMixture.random(5, classes=1, modes=2, class_var=0.1, seed=1)
     field = MixtureField(model, "ou", unconditional=GaussianMixture(np.zeros((1, 5)), class_var=2.0))

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from physics.processes import Flow, OU, VE, get_process
+from cfgphase.physics.processes import Flow, OU, VE, get_process
 
 PROCESSES = [OU(), VE(), Flow()]
 TIMES = {"ou": [1e-3, 0.3, 2.0, 6.0], "ve": [1e-3, 0.3, 5.0, 200.0], "flow": [1e-3, 0.3, 0.7, 0.98]}

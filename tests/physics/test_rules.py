@@ -11,13 +11,13 @@ import math
 import numpy as np
 import pytest
 
-from physics.mixture import GaussianMixture, denoiser_from_mean
-from physics.processes import OU, VE, Flow
-from physics.rules import ADG, APG, CFG, RULES, CFGPlusPlus, GuidanceContext, PowerLawCFG, RescaledCFG, make_rule, \
+from cfgphase.physics.mixture import GaussianMixture, denoiser_from_mean
+from cfgphase.physics.processes import OU, VE, Flow
+from cfgphase.physics.rules import ADG, APG, CFG, RULES, CFGPlusPlus, GuidanceContext, PowerLawCFG, RescaledCFG, make_rule, \
     prediction_coefficients
-from solvers.fields import MixtureField
-from solvers.simulate import simulate
-from solvers.steppers import Guide, ddim
+from cfgphase.solvers.score.fields import MixtureField
+import cfgphase as cp
+from cfgphase.solvers.sampling.steppers import Guide, ddim
 
 D = 12
 
@@ -171,26 +171,31 @@ def test_every_rule_at_omega_zero_is_conditional(setup, rule):
                                rtol=1e-12, atol=1e-14)
 
 
-SIM = dict(d=8, classes=30, particles=256, steps=40, save_times=[0.0], keep_samples=True)
+MODEL = cp.Model(d=8, classes=30)
+
+
+def simulate(method=None, **guidance):
+    return cp.simulate(MODEL, cp.Guidance(**guidance), sampler=cp.Sampler("ode", method=method, steps=40),
+                       particles=256, save=cp.SaveAt(times=[0.0], samples=True))
 
 
 @pytest.mark.parametrize("name", ["adg", "apg", "rescaled", "powerlaw"])
 def test_rules_at_omega_zero_sample_the_conditional_on_the_same_noise(name):
     """Same seed, omega = 0: every rule's samples equal plain conditional sampling's (ADG with the
     source's epsilon only up to its 1e-3 rotation)."""
-    base = simulate(omega=0.0, **SIM).samples
+    base = simulate(omega=0.0).samples
     rule = make_rule(name, offset=0.0) if name == "adg" else name
-    np.testing.assert_allclose(simulate(omega=0.0, rule=rule, **SIM).samples, base, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(simulate(omega=0.0, rule=rule).samples, base, rtol=1e-9, atol=1e-12)
     if name == "adg":
-        assert np.max(np.abs(simulate(omega=0.0, rule="adg", **SIM).samples - base)) < 1e-2
+        assert np.max(np.abs(simulate(omega=0.0, rule="adg").samples - base)) < 1e-2
 
 
 @pytest.mark.parametrize("name", list(RULES))
 def test_the_two_weight_conventions_agree(name):
     kwargs = dict(method="ddim") if name == "cfgpp" else {}
     weight = ({},) * 2 if name == "cfgpp" else (dict(omega=0.7), dict(guidance_scale=1.7))
-    a = simulate(rule=name, **weight[0], **kwargs, **SIM).samples
-    b = simulate(rule=name, **weight[1], **kwargs, **SIM).samples
+    a = simulate(rule=name, **weight[0], **kwargs).samples
+    b = simulate(rule=name, **weight[1], **kwargs).samples
     np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-13)
 
 
@@ -204,8 +209,10 @@ def test_the_two_weight_conventions_agree(name):
     (lambda: RescaledCFG(phi=2.0), "phi"),
     (lambda: RescaledCFG(space="score"), "space"),
     (lambda: PowerLawCFG(power=-1.0), "power"),
-    (lambda: simulate(rule="cfgpp", **SIM), "method"),
-    (lambda: simulate(rule="cfgpp", omega=1.0, method="ddim", **SIM), "omega"),
+    (lambda: simulate(rule="cfgpp"), "method"),
+    (lambda: simulate(rule="cfgpp", omega=1.0, method="ddim"), "omega"),
+    (lambda: cp.Guidance(rule="adg", sigma_lo=1.0), "sigma_lo"),
+    (lambda: cp.Guidance(schedule="interval", sigma_hi=1.0, beta=0.5), "beta"),
 ])
 def test_bad_rule_parameters_name_the_parameter(build, key):
     with pytest.raises(ValueError, match=key):

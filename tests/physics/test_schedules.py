@@ -5,10 +5,10 @@ import math
 import numpy as np
 import pytest
 
-from physics.processes import OU, VE, Flow
-from physics.schedules import (LimitedInterval, LinearSchedule, PiecewiseConstant, StepDown, StepUp, SwitchSchedule,
+from cfgphase.physics.processes import OU, VE, Flow
+from cfgphase.physics.schedules import (LimitedInterval, LinearSchedule, PiecewiseConstant, StepDown, StepUp, SwitchSchedule,
                                TriangleSchedule, bind_schedule, make_schedule, needs_grid, noise_level_time, ve_time)
-from solvers.timegrid import time_grid
+from cfgphase.solvers.sampling.timegrid import time_grid
 
 GRIDS = {
     "uniform": np.linspace(1.0, 0.0, 41),

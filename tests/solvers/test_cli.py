@@ -1,4 +1,4 @@
-"""The command line contract of DESIGN.md for ``cfgphase simulate``."""
+"""The command line contract (README, "Command line"; docs/architecture.md) for ``cfgphase simulate``."""
 
 import json
 import subprocess
@@ -8,8 +8,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+import xarray as xr
 
-from solvers.cli import main
+from cfgphase.solvers.cli import main
 
 SMALL = ["simulate", "--d", "8", "--classes", "12", "--steps", "20", "--particles", "64", "--quiet"]
 CONTRACT_KEYS = ["d", "K", "alpha", "omega", "mean_var", "class_var", "process", "sampler", "schedule",
@@ -56,15 +57,18 @@ def test_out_writes_a_self_describing_hdf5_file(capsys, tmp_path):
     with h5py.File(path) as f:
         for key in ("schema_version", "package_version", "git_revision", "created", "library_versions",
                     "d", "K", "omega", "class_var", "mean_var", "process", "sampler", "method", "steps",
-                    "t_max", "grid", "particles", "seed", "init"):
+                    "t_max", "grid", "particles", "seed", "model_seed", "init", "kind"):
             assert key in f.attrs, key
-        assert f.attrs["sampler"] == "sde" and f.attrs["d"] == 8
-        traj = f["trajectory"]
-        assert traj["overlap"].dims[0][0] == traj["time"]  # a dimension scale
-        assert traj["overlap"].shape == traj["time"].shape == (21,)
-        assert np.all(np.diff(traj["time"][()]) < 0)
+        assert f.attrs["sampler"] == "sde" and f.attrs["d"] == 8 and f.attrs["kind"] == "simulation"
+        assert np.isnan(f.attrs["alpha"])  # not defined here: NaN, never a string
+        assert f["m"].dims[0][0] == f["time"]  # a dimension scale
+        assert f["m"].shape == f["time"].shape == (21,)
+        assert np.all(np.diff(f["time"][()]) < 0)
         assert f["samples"].shape == (64, 8)
-        assert "mean_ratio" in f["final"].attrs and f["final/mean"].shape == (8,)
+        assert f["mean_ratio"].shape == () and f["final_mean"].shape == (8,)
+    ds = xr.open_dataset(path, engine="h5netcdf")
+    assert ds["m"].dims == ("time",) and ds["m_stderr"].attrs["units"] and ds["samples"].dims == ("particle", "coordinate")
+    assert float(ds["mean_ratio"]) == json.loads(run_cli(capsys, *SMALL, "--sampler", "sde", "--json")[1])["mean_ratio"]
 
 
 def test_existing_output_is_not_overwritten_without_the_flag(capsys, tmp_path):
@@ -118,7 +122,7 @@ def test_bad_input_one_line_on_stderr_exit_2_nothing_written(capsys, tmp_path, a
 
 
 def test_argparse_errors_are_one_line_with_status_2():
-    proc = subprocess.run([sys.executable, "-m", "solvers.cli", "simulate", "--process", "vp"],
+    proc = subprocess.run([sys.executable, "-m", "cfgphase", "simulate", "--process", "vp"],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "process" in proc.stderr
 
@@ -144,9 +148,9 @@ def test_gaussian_json_prints_the_simulate_keys_and_the_moments(capsys):
 
 
 def test_schedules_from_the_command_line_match_the_api(capsys):
-    from physics.gaussian import GaussianPair
-    from physics.schedules import LinearSchedule, SwitchSchedule
-    from solvers.gaussian_theory import gaussian_moments
+    from cfgphase.physics.gaussian import GaussianPair
+    from cfgphase.physics.schedules import LinearSchedule, SwitchSchedule
+    from cfgphase.solvers.theory.gaussian import gaussian_moments
 
     pair = GaussianPair(1.0, 0.25, 0.0, 1.0)
     _, out, _ = run_cli(capsys, *GAUSS, "--schedule", "linear", "--w0", "-0.5", "--slope", "0.5", "--json")
@@ -160,37 +164,37 @@ def test_schedules_from_the_command_line_match_the_api(capsys):
 
 def test_every_schedule_and_rule_from_the_command_line_matches_the_api(capsys):
     """`simulate --schedule NAME --rule NAME [parameters]` runs exactly what the API runs."""
-    from physics.rules import make_rule
-    from physics.schedules import make_schedule
-    from solvers.simulate import simulate
+    import cfgphase as cp
 
     cases = [
         (["--schedule", "tvcfg", "--guidance-scale", "3", "--rule", "adg", "--a-max", "0.5"],
-         dict(omega=make_schedule("tvcfg", guidance_scale=3.0), rule=make_rule("adg", a_max=0.5))),
+         cp.Guidance(guidance_scale=3.0, schedule="tvcfg", rule="adg", a_max=0.5), None),
         (["--schedule", "interval", "--omega", "2", "--sigma-hi", "1.6", "--sigma-lo", "0.3", "--rule", "apg",
           "--beta", "-0.5", "--norm-cap", "1"],
-         dict(omega=make_schedule("interval", omega=2.0, sigma_lo=0.3, sigma_hi=1.6),
-              rule=make_rule("apg", beta=-0.5, norm_cap=1.0))),
+         cp.Guidance(omega=2.0, schedule="interval", sigma_lo=0.3, sigma_hi=1.6, rule="apg", beta=-0.5,
+                     norm_cap=1.0), None),
         (["--schedule", "linear", "--w0", "-1", "--slope", "0.2", "--rule", "rescaled", "--phi", "0.5", "--space", "eps"],
-         dict(omega=make_schedule("linear", w0=-1.0, slope=0.2), rule=make_rule("rescaled", phi=0.5, space="eps"))),
+         cp.Guidance(schedule=cp.make_schedule("linear", w0=-1.0, slope=0.2), rule=cp.make_rule("rescaled", phi=0.5,
+                                                                                               space="eps")), None),
         (["--schedule", "step-down", "--omega", "1", "--rule", "powerlaw", "--power", "0.5"],
-         dict(omega=make_schedule("step-down", omega=1.0), rule=make_rule("powerlaw", power=0.5))),
-        (["--rule", "cfgpp", "--lam", "0.4", "--method", "ddim"], dict(rule=make_rule("cfgpp", lam=0.4), method="ddim")),
+         cp.Guidance(omega=1.0, schedule="step-down", rule="powerlaw", power=0.5), None),
+        (["--rule", "cfgpp", "--lam", "0.4", "--method", "ddim"], cp.Guidance(rule="cfgpp", lam=0.4), "ddim"),
         (["--schedule", "piecewise", "--breaks", "0.5,1", "--values", "0,2,1"],
-         dict(omega=make_schedule("piecewise", breaks=[0.5, 1.0], values=[0.0, 2.0, 1.0]))),
+         cp.Guidance(schedule="piecewise", breaks=[0.5, 1.0], values=[0.0, 2.0, 1.0]), None),
     ]
-    for args, kwargs in cases:
+    for args, guidance, method in cases:
         code, out, err = run_cli(capsys, *SMALL, *args, "--json")
         assert code == 0, err
-        api = simulate(d=8, classes=12, steps=20, particles=64, **kwargs).summary()
+        api = cp.simulate(cp.Model(d=8, classes=12), guidance, sampler=cp.Sampler("ode", method=method, steps=20),
+                          particles=64).summary()
         record = json.loads(out)
         for key in ("mean_ratio", "var_perp", "distortion", "energy_distance"):
             assert record[key] == api[key], (args, key)
 
 
 def test_schedules_lists_every_schedule_and_rule_with_parameters_and_sources(capsys):
-    from physics.rules import RULES
-    from physics.schedules import SCHEDULES
+    from cfgphase.physics.rules import RULES
+    from cfgphase.physics.schedules import SCHEDULES
 
     code, out, _ = run_cli(capsys, "schedules", "--json")
     record = json.loads(out)
@@ -236,7 +240,7 @@ def test_theory_json_has_the_contract_keys(capsys):
     record = json.loads(out)
     for key in CONTRACT_KEYS:
         assert key in record, key
-    from solvers.meanfield import guided_prediction
+    from cfgphase.solvers.theory.meanfield import guided_prediction
     assert record["mean_ratio"] == guided_prediction(0.2, 1.0, sampler="sde").mean_ratio
     assert 0 < record["var_par"] < 0.25 and record["t_condensation"] > 0
 

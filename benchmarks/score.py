@@ -1,0 +1,440 @@
+r"""Speed and memory of the exact score against what a user would write instead (``python -m benchmarks.bench_score``).
+
+Every method computes the unconditional class-mean estimate :math:`\hat m_u = \mathrm{softmax}(L)M`
+of eq. (6) for B particles, K classes and dimension d; the score and the guided step follow from
+it in O(B d). Methods:
+
+=============  ================================================================================
+``gemm``       (a) the two bare GEMMs :math:`XM^\top` and :math:`PM` with NumPy's BLAS: the lower bound
+``broadcast``  (b) squared distances by broadcasting a (B, K, d) array, softmax, :math:`PM`
+``softmax``    (c) one GEMM for the logits, a full (B, K) softmax in NumPy, :math:`PM`
+``torch``      (d) ``torch.nn.functional.scaled_dot_product_attention`` with a float mask (if installed)
+``cfgphase``   (e) :func:`cfgphase.solvers.score.kernel.posterior_moments` via :class:`cfgphase.solvers.score.fields.MixtureField`
+=============  ================================================================================
+
+Two regimes: ``spread`` (t = 3 on OU: the posterior is spread over many classes) and
+``condensed`` (t = 0.01, particles drawn from the target class: one class holds the posterior,
+and cfgphase skips the other chunks, eq. 30). Two operations: one ``score`` evaluation and one
+guided ``step`` of the reverse SDE (exact transition, eq. 12, omega = 1, fresh Gaussian noise).
+
+Timings are medians of at least ``repeats`` runs in one process (more for short cases, to fill
+about a second), the methods of a case timed in alternating rounds; GFLOP/s counts 4BKd. Peak
+memory is measured on a separate first call: the larger of tracemalloc's peak and the growth of
+the resident set's high-water mark (Linux; freed heap returned with malloc_trim, the mark reset
+through /proc/self/clear_refs), which also sees BLAS, Numba and PyTorch allocations. A
+configuration is skipped, with the reason, when a method's working set exceeds the memory budget
+or its estimated time the time limit.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+import os
+import platform
+import statistics
+import time
+import tracemalloc
+
+import numpy as np
+from threadpoolctl import threadpool_info
+
+from cfgphase.physics.weights import guided_mean
+from cfgphase.physics.mixture import GaussianMixture
+from cfgphase.physics.processes import OU
+from cfgphase.solvers.score.fields import Evaluation, MixtureField
+from cfgphase.solvers.score.kernel import BUFFER_BYTES, posterior_moments, usable_cores
+from cfgphase.solvers.sampling.steppers import exponential
+
+METHODS = ("gemm", "broadcast", "softmax", "torch", "cfgphase")
+REGIMES = {"spread": 3.0, "condensed": 0.01}
+OPERATIONS = ("score", "step")
+#: The issue's grid.
+FULL = dict(B=(1024, 8192), K=(4096, 65536, 1_000_000), d=(32, 64, 256), dtype=("float32", "float64"))
+QUICK = dict(B=(256,), K=(4096,), d=(32,), dtype=("float32", "float64"))
+#: Estimated cost relative to the two GEMMs, to skip what would exceed the time limit.
+_COST = {"gemm": 1.0, "broadcast": 25.0, "softmax": 2.0, "torch": 2.0, "cfgphase": 1.3}
+
+
+def _working_set(method, B, K, d, itemsize):
+    """Bytes a method allocates beyond its inputs (the (K, d) means and (B, d) particles)."""
+    return {"gemm": B * K * itemsize, "broadcast": B * K * (d + 2) * itemsize, "softmax": 3 * B * K * itemsize,
+            "torch": 3 * B * K * itemsize, "cfgphase": BUFFER_BYTES * usable_cores() + B * d * (2 * itemsize + 8)}[method]
+
+
+def _peak_rss_bytes():
+    with open("/proc/self/status") as f:
+        fields = dict(line.split(":", 1) for line in f)
+    return int(fields["VmHWM"].split()[0]) * 1024, int(fields["VmRSS"].split()[0]) * 1024
+
+
+def _reset_peak():
+    """Return freed heap to the system and reset the resident high-water mark (Linux)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_mib(call, can_trace):
+    """Peak memory of one call in MiB: the larger of tracemalloc's peak (NumPy and Python
+    allocations) and the growth of the resident high-water mark (also BLAS, Numba, PyTorch)."""
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    if can_trace:
+        _reset_peak()
+        rss = _peak_rss_bytes()[1]
+    call()
+    traced = tracemalloc.get_traced_memory()[1] - base
+    tracemalloc.stop()
+    resident = _peak_rss_bytes()[0] - rss if can_trace else 0
+    return max(traced, resident) / 2**20
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(usable_cores())
+    return torch
+
+
+class _Estimator:
+    """One method's unconditional estimate m_u(x) at fixed t, as a field for the SDE stepper."""
+
+    def __init__(self, method, model, process, t, dtype, target):
+        self.field = MixtureField(model, process, target=target, dtype=dtype)
+        self.method, self.process, self.reference_var = method, process, model.class_var
+        self.means = self.field.means
+        self.scale, bias = model.logit_coefficients(t, process)
+        self.bias = bias.astype(dtype)
+        self.a, self.gamma = float(process.a(t)), float(process.class_var(t, model.class_var))
+        self.log_weights = model.log_weights.astype(dtype)
+        self.S = None
+        self.torch = _torch() if method == "torch" else None
+        if method == "torch" and self.torch is None:
+            raise ImportError("torch is not installed")
+        if self.torch is not None:
+            self.t_means = self.torch.from_numpy(self.means)[None]
+            self.t_mask = self.torch.from_numpy(self.bias)[None, None]
+
+    def unconditional(self, x, t):
+        x = x.astype(self.means.dtype, copy=False)
+        M = self.means
+        if self.method == "gemm":
+            if self.S is None or self.S.shape[0] != x.shape[0]:
+                self.S = np.empty((x.shape[0], M.shape[0]), dtype=M.dtype)
+            np.matmul(x, M.T, out=self.S)
+            return self.S @ M  # the lower bound: no logits, no softmax
+        if self.method == "broadcast":
+            diff = x[:, None, :] - self.a * M[None, :, :]
+            L = -np.einsum("bkd,bkd->bk", diff, diff) / (2 * self.gamma) + self.log_weights
+            del diff
+            L -= L.max(axis=1, keepdims=True)
+            P = np.exp(L)
+            P /= P.sum(axis=1, keepdims=True)
+            return P @ M
+        if self.method == "softmax":
+            L = x @ M.T
+            L *= self.scale
+            L += self.bias
+            L -= L.max(axis=1, keepdims=True)
+            np.exp(L, out=L)
+            L /= L.sum(axis=1, keepdims=True)
+            return L @ M
+        if self.method == "torch":
+            q = self.torch.from_numpy(np.ascontiguousarray(x))[None]
+            out = self.torch.nn.functional.scaled_dot_product_attention(q, self.t_means, self.t_means,
+                                                                        attn_mask=self.t_mask, scale=self.scale)
+            return out[0].numpy()
+        return self.field.evaluate(x, t).uncond
+
+    def evaluate(self, x, t):
+        if self.method == "cfgphase":
+            return self.field.evaluate(x, t)
+        return Evaluation(self.field.target_mean, self.unconditional(x, t).astype(np.float64, copy=False))
+
+
+def _blas_info():
+    return [dict(library=i.get("internal_api"), version=i.get("version"), threads=i.get("num_threads"),
+                 architecture=i.get("architecture")) for i in threadpool_info() if i.get("user_api") == "blas"]
+
+
+def environment():
+    """Machine, libraries and thread settings behind a benchmark run."""
+    import numba
+
+    torch = _torch()
+    return dict(host=platform.node(), cpu=platform.processor() or platform.machine(), cores=os.cpu_count(),
+                usable_cores=usable_cores(), numpy=np.__version__, numba=numba.__version__,
+                torch=None if torch is None else torch.__version__,
+                torch_threads=None if torch is None else torch.get_num_threads(), blas=_blas_info(),
+                kernel="one nogil Numba stream (single-threaded BLAS GEMMs + softmax pass) per row block, "
+                       f"{usable_cores()} threads; BLAS limited to 1 thread inside the kernel")
+
+
+def _gemm_rate(dtype):
+    """GFLOP/s of the two GEMMs at a mid size, to estimate run times before running."""
+    rng = np.random.default_rng(0)
+    x, M = rng.standard_normal((1024, 64)).astype(dtype), rng.standard_normal((8192, 64)).astype(dtype)
+    S = np.empty((1024, 8192), dtype=dtype)
+    best = math.inf
+    for _ in range(3):
+        start = time.perf_counter()
+        np.matmul(x, M.T, out=S)
+        _ = S @ M
+        best = min(best, time.perf_counter() - start)
+    return 4 * 1024 * 8192 * 64 / best / 1e9
+
+
+def run(B=FULL["B"], K=FULL["K"], d=FULL["d"], dtypes=FULL["dtype"], methods=METHODS, regimes=tuple(REGIMES),
+        operations=OPERATIONS, repeats=3, max_seconds=30.0, memory_gb=None, progress=None):
+    """Measure every (B, K, d, dtype, regime, operation, method); a list of result dicts.
+
+    Skipped cases carry ``skipped`` with the reason. ``progress(text)`` is called before each of
+    the len(B) len(K) len(d) len(dtypes) len(regimes) len(operations) len(methods) cases.
+    """
+    for name, value in (("repeats", repeats), ("max_seconds", max_seconds)):
+        if not value > 0:
+            raise ValueError(f"{name} must be > 0, got {value!r}")
+    for name, values, allowed in (("methods", methods, METHODS), ("regimes", regimes, tuple(REGIMES)),
+                                  ("operations", operations, OPERATIONS), ("dtypes", dtypes, ("float32", "float64"))):
+        bad = [v for v in values if v not in allowed]
+        if bad or not values:
+            raise ValueError(f"{name} must be a non-empty subset of {allowed}, got {list(values)}")
+    for name, values in (("B", B), ("K", K), ("d", d)):
+        if not values or any(int(v) != v or v < 1 for v in values):
+            raise ValueError(f"{name} must be positive integers, got {list(values)}")
+    if memory_gb is None:
+        memory_gb = 0.5 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    can_trace = _reset_peak()
+    process = OU()
+    _warm_up(methods, dtypes, process)
+    rates = {dt: _gemm_rate(np.dtype(dt)) for dt in dtypes}
+    rows = []
+    for d_ in d:
+        for K_ in K:
+            model = None
+            for B_ in B:
+                for dt in dtypes:
+                    itemsize = np.dtype(dt).itemsize
+                    flops = 4.0 * B_ * K_ * d_
+                    for regime in regimes:
+                        t = REGIMES[regime]
+                        for op in operations:
+                            case = {}
+                            for method in methods:
+                                row = dict(B=B_, K=K_, d=d_, dtype=dt, regime=regime, t=t, operation=op,
+                                           method=method)
+                                rows.append(row)
+                                need = (_working_set(method, B_, K_, d_, itemsize) + K_ * d_ * (8 + itemsize)) / 2**30
+                                estimate = flops / (rates[dt] * 1e9) * _COST[method]
+                                if method == "torch" and _torch() is None:
+                                    row["skipped"] = "torch is not installed"
+                                elif need > memory_gb:
+                                    row["skipped"] = f"needs {need:.1f} GiB > memory budget {memory_gb:.1f} GiB"
+                                elif estimate > max_seconds:
+                                    row["skipped"] = f"estimated {estimate:.0f} s > max_seconds {max_seconds:g}"
+                                else:
+                                    case[method] = row
+                            if case and model is None:
+                                model = GaussianMixture.random(d_, classes=K_, seed=0)
+
+                            def announce(method):
+                                if progress is not None:
+                                    progress(f"B={B_} K={K_} d={d_} {dt} {regime} {op} {method}")
+
+                            for method in methods:
+                                if method not in case:
+                                    announce(method)
+                            for method, result in _measure_case(list(case), model, process, t, dt, B_, op, repeats,
+                                                                can_trace, announce).items():
+                                case[method].update(result, gflops=flops / result["seconds"] / 1e9)
+            del model
+    return rows
+
+
+def _warm_up(methods, dtypes, process):
+    """Compile and initialise every method on a tiny problem, so that no measurement pays for it."""
+    model = GaussianMixture.random(8, classes=64, seed=0)
+    x = model.sample_noised(1.0, process, 16, np.random.default_rng(0))[0]
+    for method in methods:
+        if method == "torch" and _torch() is None:
+            continue
+        for dt in dtypes:
+            _Estimator(method, model, process, 1.0, np.dtype(dt), target=0).unconditional(x, 1.0)
+
+
+#: Pause before each block of timed calls: OpenBLAS's worker threads spin for about 0.1 s after a
+#: multithreaded call, and would otherwise compete with the next method's threads.
+SETTLE_SECONDS = 0.25
+#: Timed calls of the methods of one case alternate in this many rounds.
+ROUNDS = 3
+
+
+def _call(method, model, process, t, dtype, B, operation):
+    """One method's score evaluation or guided step as a zero-argument callable, and its estimator."""
+    rng = np.random.default_rng(1)
+    x = model.sample_noised(t, process, B, rng, target=0)[0]
+    est = _Estimator(method, model, process, t, np.dtype(dtype), target=0)
+    t_next = 0.99 * t
+    if operation == "score":
+        def call():
+            return est.unconditional(x, t)
+    else:
+        def call():
+            ev = est.evaluate(x, t)
+            return exponential(est, None, t, t_next, x, ev, guided_mean(ev.cond, ev.uncond, 1.0),
+                               rng.standard_normal(x.shape))
+    return call, est, x
+
+
+def _measure_case(methods, model, process, t, dtype, B, operation, repeats, can_trace, announce=None):
+    """Time the methods of one case; {method: result dict}.
+
+    Each method first runs once for its peak memory and once more to size its runs: at least
+    ``repeats`` and about a second in all (short cases are noisy). The remaining runs alternate
+    between the methods in ROUNDS blocks, so that load from elsewhere on a shared machine slows
+    every method of a case alike and their ratios stay meaningful; the median of all timed runs
+    is reported.
+    """
+    calls, results, times, remaining = {}, {}, {}, {}
+    for method in methods:
+        if announce is not None:
+            announce(method)
+        time.sleep(SETTLE_SECONDS)
+        call, est, x = calls[method] = _call(method, model, process, t, dtype, B, operation)
+        results[method] = dict(peak_mib=_peak_mib(call, can_trace))  # the first call allocates every buffer
+        start = time.perf_counter()
+        call()
+        first = time.perf_counter() - start
+        times[method] = [first]
+        remaining[method] = max(repeats, min(50, math.ceil(1.0 / max(first, 1e-6)))) - 1
+    block = {method: math.ceil(runs / ROUNDS) for method, runs in remaining.items()}
+    for _ in range(ROUNDS):
+        for method in methods:
+            todo = min(block[method], remaining[method])
+            if todo == 0:
+                continue
+            remaining[method] -= todo
+            call = calls[method][0]
+            time.sleep(SETTLE_SECONDS)
+            for _ in range(todo):
+                start = time.perf_counter()
+                call()
+                times[method].append(time.perf_counter() - start)
+    for method in methods:
+        seconds = statistics.median(times[method])
+        results[method].update(seconds=seconds, particle_steps_per_s=B / seconds, repeats=len(times[method]))
+        if method == "cfgphase":
+            _, est, x = calls[method]
+            res = posterior_moments(x.astype(dtype), est.means, est.scale, est.bias, hint=0)
+            results[method].update(skipped_chunks=res.skipped, mean_entropy=float(res.entropy.mean()))
+    return results
+
+
+def ratios(rows):
+    """Per case, each method's time over the bare GEMMs' (a) and over the best of (c) and (d)."""
+    table = {}
+    for r in rows:
+        if "seconds" in r:
+            key = (r["B"], r["K"], r["d"], r["dtype"], r["regime"], r["operation"])
+            table.setdefault(key, {})[r["method"]] = r["seconds"]
+    out = []
+    for key, times in table.items():
+        if "cfgphase" not in times:
+            continue
+        rival = [times[m] for m in ("softmax", "torch") if m in times]
+        out.append(dict(zip(("B", "K", "d", "dtype", "regime", "operation"), key),
+                        vs_gemm=times["cfgphase"] / times["gemm"] if "gemm" in times else None,
+                        vs_best_rival=times["cfgphase"] / min(rival) if rival else None))
+    return out
+
+
+def record(rows):
+    """The JSON-ready record of a run: environment, every row, and the ratios."""
+    return dict(environment=environment(), results=rows, ratios=ratios(rows))
+
+
+def report(rec):
+    """A plain-text table of a :func:`record`: every case, then cfgphase's ratios."""
+    env = rec["environment"]
+    blas = ", ".join(f"{b['library']} {b['version']} ({b['threads']} threads, {b['architecture']})" for b in env["blas"])
+    lines = [f"cfgphase bench: {env['cpu']}, {env['usable_cores']} usable cores; BLAS: {blas}; numba {env['numba']}; "
+             f"torch {env['torch'] or 'not installed'}",
+             f"  {'B':>5}{'K':>9}{'d':>5} {'dtype':<8}{'regime':<10}{'op':<6}{'method':<10}{'time [s]':>10}"
+             f"{'GFLOP/s':>9}{'particle-steps/s':>17}{'peak [MiB]':>11}"]
+    for r in rec["results"]:
+        head = f"  {r['B']:>5}{r['K']:>9}{r['d']:>5} {r['dtype']:<8}{r['regime']:<10}{r['operation']:<6}{r['method']:<10}"
+        if "skipped" in r:
+            lines.append(f"{head}skipped: {r['skipped']}")
+        else:
+            peak = "n/a" if r["peak_mib"] is None else f"{r['peak_mib']:.1f}"
+            lines.append(f"{head}{r['seconds']:>10.4f}{r['gflops']:>9.1f}{r['particle_steps_per_s']:>17.0f}{peak:>11}")
+    lines.append("  cfgphase time over (a) the bare GEMMs and over the faster of (c) NumPy softmax and (d) torch:")
+    for r in rec["ratios"]:
+        vs_gemm = "n/a" if r["vs_gemm"] is None else f"{r['vs_gemm']:.2f}"
+        vs_rival = "n/a" if r["vs_best_rival"] is None else f"{r['vs_best_rival']:.2f}"
+        lines.append(f"  {r['B']:>5}{r['K']:>9}{r['d']:>5} {r['dtype']:<8}{r['regime']:<10}{r['operation']:<6}"
+                     f"vs (a) {vs_gemm:>6}   vs best of (c), (d) {vs_rival:>6}")
+    return "\n".join(lines)
+
+
+def readme_table(rec):
+    """The README's performance table (markdown) and target summary from a :func:`record`.
+
+    One row per (B, K, d), guided SDE step: cfgphase's time in the spread regime, its ratio to
+    the bare GEMMs (a) in both regimes, the larger of its two regimes' ratios to the faster of
+    (c), (d), and the float64 spread peak memory of cfgphase and (a). "–": not measured (skipped).
+    """
+    rows = {(r["B"], r["K"], r["d"], r["dtype"], r["regime"], r["operation"], r["method"]): r
+            for r in rec["results"] if "seconds" in r}
+    ratio = {(r["B"], r["K"], r["d"], r["dtype"], r["regime"], r["operation"]): r for r in rec["ratios"]}
+
+    def pair(f):
+        return " / ".join(f(dt) for dt in ("float32", "float64"))
+
+    def fmt(value, spec):
+        return "–" if value is None else format(value, spec)
+
+    lines = ["| B | K | d | cfgphase step f32 / f64 [ms] | vs (a) spread f32 / f64 | vs (a) condensed f32 / f64 "
+             "| vs best of (c),(d) f32 / f64 | peak MiB cfgphase / (a) f64 |", "|---|---|---|---|---|---|---|---|"]
+    shapes = sorted({k[:3] for k in rows}, key=lambda s: (s[1], s[0], s[2]))
+    for B, K, d in shapes:
+        def get(dt, regime, method, field="seconds"):
+            r = rows.get((B, K, d, dt, regime, "step", method))
+            return None if r is None else r[field]
+
+        def vs(dt, regime, key):
+            r = ratio.get((B, K, d, dt, regime, "step"))
+            return None if r is None else r[key]
+
+        def rival(dt):
+            values = [vs(dt, g, "vs_best_rival") for g in REGIMES]
+            values = [v for v in values if v is not None]
+            return max(values) if values else None
+
+        ms = pair(lambda dt: fmt(None if get(dt, "spread", "cfgphase") is None else 1e3 * get(dt, "spread", "cfgphase"),
+                                 ".1f"))
+        peak = " / ".join(fmt(get("float64", "spread", m, "peak_mib"), ".0f") for m in ("cfgphase", "gemm"))
+        lines.append(f"| {B} | {K:,} | {d} | {ms} | {pair(lambda dt: fmt(vs(dt, 'spread', 'vs_gemm'), '.2f'))} | "
+                     f"{pair(lambda dt: fmt(vs(dt, 'condensed', 'vs_gemm'), '.2f'))} | "
+                     f"{pair(lambda dt: fmt(rival(dt), '.2f'))} | {peak} |")
+    summary = []
+    for op in OPERATIONS:
+        def measured(key, regimes=tuple(REGIMES)):
+            return [r[key] for r in rec["ratios"]
+                    if r["operation"] == op and r["regime"] in regimes and r[key] is not None]
+
+        spread, condensed, rivals = measured("vs_gemm", ("spread",)), measured("vs_gemm", ("condensed",)), \
+            measured("vs_best_rival")
+        summary.append(f"{op}: spread within 1.3x of (a) in {sum(v <= 1.3 for v in spread)} of {len(spread)} cases "
+                       f"(max {max(spread, default=float('nan')):.2f}); condensed faster than (a) in "
+                       f"{sum(v < 1 for v in condensed)} of {len(condensed)} (max {max(condensed, default=float('nan')):.2f}); "
+                       f"faster than the best of (c), (d) in {sum(v < 1 for v in rivals)} of {len(rivals)} "
+                       f"(max {max(rivals, default=float('nan')):.2f})")
+    return "\n".join(lines + [""] + summary)

@@ -1,0 +1,229 @@
+r"""What is simulated: value objects that declare a model, its disorder and its noising process.
+
+:class:`Model` is the Gaussian mixture of docs/theory.md eq. (2) with its forward process and
+target class: K classes in d dimensions, class k is :math:`\mathcal N(\mu_k, s^2 I)` with weight
+:math:`\pi_k`, means i.i.d. :math:`\mathcal N(0, \sigma_\mu^2 I)` drawn from ``seed`` (the
+*disorder*) or given. The noise of a run is not part of the model: ``cfgphase.simulate(model,
+..., seed=...)`` takes its own seed, so the same model can be sampled with many noises and the
+same noise can drive two guidance schedules (common random numbers).
+
+:class:`GaussianModel` is the jointly Gaussian problem of section 7 (eqs. 16-18): a conditional
+:math:`\mathcal N(\mu_c, \lambda_c)` and an unconditional :math:`\mathcal N(\mu_u, \lambda_u)` per
+eigendirection, with a process.
+
+Both are immutable; the means are drawn once, when first needed (:attr:`Model.mixture`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+
+from cfgphase.physics.gaussian import GaussianPair
+from cfgphase.physics.mixture import GaussianMixture, number_of_classes
+from cfgphase.physics.processes import Process, get_process
+
+#: alpha of the default model when neither ``classes``, ``alpha`` nor ``means`` is given.
+DEFAULT_ALPHA = 0.12
+
+
+def _integer(value, name, low):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    return int(value)
+
+
+def _positive(value, name, allow_zero=False):
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"{name} must be a finite number {'>=' if allow_zero else '>'} 0, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True, eq=False)
+class Model:
+    r"""A Gaussian mixture, its forward process, its target class and the seed of its means.
+
+    Parameters (keyword-only)
+    -------------------------
+    d : int
+        Dimension (taken from ``means`` when they are given).
+    alpha : float, optional
+        Exponential regime, :math:`K = \mathrm{round}(e^{\alpha d})` classes (default 0.12 when neither
+        ``classes`` nor ``means`` is given).
+    classes : int, optional
+        Number of classes K.
+    means : array_like (K, d), optional
+        Class (component) means, instead of drawing them; with optional ``weights`` and ``labels``.
+    mean_var : float, default 1
+        :math:`\sigma_\mu^2`, variance of the drawn means (> 0).
+    class_var : float, default 0.25
+        :math:`s^2 \ge 0`, within-class variance.
+    process : {'ou', 've', 'flow'} or Process, default 'ou'
+        Forward noising process (docs/theory.md eq. 1).
+    target : int, default 0
+        Class c of the conditional score.
+    seed : int, default 0
+        Seed of the class means (the disorder). It does not drive the sampler's noise.
+    weights : array_like (K,), optional
+        Class weights (component weights with ``means``); uniform by default.
+    labels : array_like of int (K,), optional
+        With ``means``: the class of each component (multimodal classes).
+    modes : int, default 1
+        Components per drawn class (multimodal conditionals), with ``mode_weights``.
+    unconditional : float or GaussianMixture, optional
+        An independent unconditional model instead of the mixture of all classes: a variance v for
+        :math:`\mathcal N(0, vI)`, or a mixture.
+    memory : int, optional
+        Budget in bytes for the class means (default: half the physical memory, read when the model
+        is built); a model whose means would not fit is refused with a ValueError.
+    """
+
+    d: int | None = None
+    alpha: float | None = None
+    classes: int | None = None
+    means: np.ndarray | None = field(default=None, repr=False)
+    mean_var: float = 1.0
+    class_var: float = 0.25
+    process: Process | str = "ou"
+    target: int = 0
+    seed: int = 0
+    weights: np.ndarray | None = field(default=None, repr=False)
+    labels: np.ndarray | None = field(default=None, repr=False)
+    modes: int = 1
+    mode_weights: tuple | None = None
+    unconditional: float | GaussianMixture | None = None
+    memory: int | None = field(default=None, repr=False)
+
+    def __post_init__(self):
+        setattr = object.__setattr__  # frozen: normalise once, here
+        setattr(self, "process", get_process(self.process))
+        setattr(self, "seed", _integer(self.seed, "seed", 0))
+        setattr(self, "class_var", _positive(self.class_var, "class_var", allow_zero=True))
+        setattr(self, "modes", _integer(self.modes, "modes", 1))
+        if self.means is not None:
+            if self.alpha is not None or self.classes is not None or self.modes != 1:
+                raise ValueError("means: give either means (with weights, labels) or classes/alpha/modes, not both")
+            mixture = GaussianMixture(self.means, class_var=self.class_var, weights=self.weights, labels=self.labels)
+            if self.d is not None and self.d != mixture.d:
+                raise ValueError(f"d: {self.d} differs from the means' dimension {mixture.d}")
+            setattr(self, "d", mixture.d)
+            self.__dict__["mixture"] = mixture
+        else:
+            if self.labels is not None:
+                raise ValueError("labels: give them with means")
+            if self.d is None:
+                raise ValueError("d: the dimension is required (or give means)")
+            setattr(self, "d", _integer(self.d, "d", 1))
+            setattr(self, "mean_var", _positive(self.mean_var, "mean_var"))
+            if self.alpha is None and self.classes is None:
+                setattr(self, "alpha", DEFAULT_ALPHA)
+            if self.classes is not None:
+                setattr(self, "classes", _integer(self.classes, "classes", 1))
+            # validates alpha/classes and the memory budget before anything is drawn
+            number_of_classes(self.d, classes=self.classes, alpha=self.alpha, itemsize=8 * self.modes,
+                              budget=self.memory)
+        if self.unconditional is not None and not isinstance(self.unconditional, GaussianMixture):
+            setattr(self, "unconditional", _positive(self.unconditional, "unconditional"))
+        if isinstance(self.unconditional, GaussianMixture) and self.unconditional.d != self.d:
+            raise ValueError(f"unconditional: dimension {self.unconditional.d} differs from the model's {self.d}")
+        target = self.target
+        if isinstance(target, bool) or not isinstance(target, (int, np.integer)) or not 0 <= target < self.K:
+            raise ValueError(f"target must be a class index in [0, {self.K - 1}], got {target!r}")
+        setattr(self, "target", int(target))
+
+    @property
+    def K(self):
+        """Number of classes."""
+        if "mixture" in self.__dict__:
+            return self.mixture.n_classes
+        return number_of_classes(self.d, classes=self.classes, alpha=self.alpha, itemsize=8 * self.modes,
+                                 budget=self.memory)
+
+    @cached_property
+    def mixture(self):
+        """The :class:`~cfgphase.physics.mixture.GaussianMixture`, means drawn from ``seed`` on first use."""
+        return GaussianMixture.random(self.d, classes=self.classes, alpha=self.alpha, mean_var=self.mean_var,
+                                      class_var=self.class_var, weights=self.weights, seed=self.seed,
+                                      modes=self.modes, mode_weights=self.mode_weights, memory=self.memory)
+
+    @cached_property
+    def unconditional_mixture(self):
+        """The independent unconditional model as a mixture, or None (the mixture of all classes)."""
+        if self.unconditional is None or isinstance(self.unconditional, GaussianMixture):
+            return self.unconditional
+        return GaussianMixture(np.zeros((1, self.d)), class_var=self.unconditional)
+
+    @property
+    def target_mean(self):
+        r""":math:`\mu_c`, the mean of the target class (its components' weighted mean), shape (d,)."""
+        mix = self.mixture
+        comps = mix.components(self.target)
+        w = mix.weights[comps]
+        return w @ mix.means[comps] / w.sum()
+
+    @property
+    def target_norm(self):
+        r""":math:`\rho = |\mu_c|^2/d` of the drawn target (it fluctuates by O(1/sqrt d) around
+        :math:`\sigma_\mu^2` from one seed to the next; docs/theory.md eq. 44)."""
+        mu = self.target_mean
+        return float(mu @ mu / self.d)
+
+    @property
+    def alpha_effective(self):
+        r""":math:`\log K / d`: the alpha of the mean-field theory for this model."""
+        return math.log(self.K) / self.d
+
+    def record(self):
+        """The model's parameters as a flat dict (JSON-ready; None where a parameter does not apply)."""
+        given = self.means is not None
+        if self.unconditional is None:
+            unconditional = "mixture"
+        elif isinstance(self.unconditional, GaussianMixture):
+            unconditional = "given"
+        else:
+            unconditional = f"N(0, {self.unconditional:g} I)"
+        return dict(d=self.d, K=self.K, components=self.K * self.modes if not given else self.mixture.K,
+                    alpha=self.alpha, classes=self.classes, mean_var=None if given else self.mean_var,
+                    class_var=self.class_var, process=self.process.name, target=self.target,
+                    means="given" if given else "random", weights="uniform" if self.weights is None else "given",
+                    modes=None if given else self.modes, unconditional=unconditional, model_seed=self.seed,
+                    alpha_effective=self.alpha_effective)
+
+
+@dataclass(frozen=True, eq=False)
+class GaussianModel:
+    r"""Jointly Gaussian conditional :math:`\mathcal N(\mu_c,\lambda_c)` and unconditional
+    :math:`\mathcal N(\mu_u,\lambda_u)` per eigendirection, with a forward process (eqs. 16-18).
+
+    ``mean_c``, ``var_c``, ``mean_u``, ``var_u`` are numbers or arrays of length d (scalars
+    broadcast to ``d``, default 1); the variances are positive.
+    """
+
+    var_c: float | np.ndarray
+    var_u: float | np.ndarray
+    mean_c: float | np.ndarray = 1.0
+    mean_u: float | np.ndarray = 0.0
+    d: int | None = None
+    process: Process | str = "ou"
+
+    def __post_init__(self):
+        object.__setattr__(self, "process", get_process(self.process))
+        d = None if self.d is None else _integer(self.d, "d", 1)
+        pair = GaussianPair(self.mean_c, self.var_c, self.mean_u, self.var_u, d=d)
+        object.__setattr__(self, "pair", pair)
+        object.__setattr__(self, "d", pair.d)
+
+    def record(self):
+        p = self.pair
+        scalar = p.d == 1 or all(np.all(v == v[0]) for v in (p.mean_c, p.var_c, p.mean_u, p.var_u))
+        values = {k: (float(v[0]) if scalar else v.tolist()) for k, v in
+                  (("mean_c", p.mean_c), ("var_c", p.var_c), ("mean_u", p.mean_u), ("var_u", p.var_u))}
+        return dict(d=p.d, K=None, alpha=None, mean_var=None, class_var=values["var_c"],
+                    process=self.process.name, **values)

@@ -1,0 +1,228 @@
+r"""The simulation driver: initial condition -> guided reverse dynamics -> measurements.
+
+:func:`simulate` samples a model (cfgphase.physics.model) with a guidance (physics.guidance) and a
+sampler (:class:`~cfgphase.solvers.sampling.sampler.Sampler`); :func:`integrate` does the same for
+any score field (cfgphase.solvers.score.fields). Both return a
+:class:`~cfgphase.solvers.sampling.results.Simulation` that knows every input, defaults included.
+
+The disorder (the class means) belongs to the model and is drawn from the model's seed; the noise
+belongs to the run and is drawn from the ``seed`` given here (cfgphase.solvers.sampling.brownian):
+the initial particles, and for the SDE one Brownian path W(u) read in the clock
+:math:`u_t = a_t^2/\Gamma_t` (docs/theory.md eq. 48), in which the exact transition of the
+exponential step is an increment of W. Two runs with the same model and noise seed therefore see
+the same initial particles and the same path, whatever their schedules, rules or step counts.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+
+import numpy as np
+
+from cfgphase.physics.guidance import as_guidance
+from cfgphase.physics.schedules import bind_schedule
+from cfgphase.physics.weights import weight_at
+from cfgphase.solvers.sampling import observables as obs
+from cfgphase.solvers.sampling.brownian import Noise, check_seed
+from cfgphase.solvers.sampling.results import Simulation
+from cfgphase.solvers.sampling.sampler import SaveAt, as_sampler
+from cfgphase.solvers.sampling.steppers import Guide, get_stepper
+from cfgphase.solvers.sampling.timegrid import check_grid, default_t_max, time_grid, with_breakpoints
+from cfgphase.solvers.score.fields import field_for
+from cfgphase.solvers.score.kernel import single_threaded_blas
+
+#: Particles are split into this many groups for the jackknife (eq. 14).
+GROUPS = 32
+#: Largest number of particles: a typo guard (10^8 particles of d = 64 need 50 GB).
+MAX_PARTICLES = 100_000_000
+
+
+def simulate(model, guidance=None, *, sampler="ode", steps=None, t_max=None, particles=1024, seed=0, save=None,
+             dtype="float64", threads=None, progress=False):
+    r"""Guided sampling of ``model`` with exact scores; returns a :class:`Simulation`.
+
+    Parameters
+    ----------
+    model : Model or GaussianModel
+        What is sampled, with its disorder (the class means, drawn from ``model.seed``).
+    guidance : Guidance, number or schedule, optional
+        How the conditional and unconditional scores are combined (default ``Guidance()``, omega = 1;
+        a number is the excess weight omega).
+    sampler : {'ode', 'sde'} or Sampler
+        The reverse dynamics, stepper and grid; ``steps`` and ``t_max`` override its fields.
+    particles : int >= 2
+    seed : int >= 0
+        Seed of the noise (initial particles and Brownian path), independent of the model's seed.
+    save : SaveAt, optional
+        Times at which trajectory observables are recorded (default every grid node) and whether
+        the final particles are kept.
+    dtype : {'float64', 'float32'}
+        Precision of the kernel's GEMMs and softmax pass (docs/theory.md eq. 31).
+    threads : int, optional
+        Kernel threads (default: the usable cores, read at call time).
+    progress : bool
+        A progress bar on stderr (shown after 2 s).
+    """
+    field = field_for(model, dtype=dtype, threads=threads)
+    params = dict(model.record(), dtype=str(np.dtype(dtype)), threads=threads)
+    return integrate(field, guidance, as_sampler(sampler, steps=steps, t_max=t_max), particles=particles, seed=seed,
+                     save=save, progress=progress, params=params)
+
+
+def integrate(field, guidance=None, sampler="ode", *, particles=1024, seed=0, save=None, progress=False,
+              params=None):
+    """Integrate the guided reverse dynamics of any ``field`` and measure (docs/theory.md eqs. 9-14).
+
+    ``field`` is a score field (MixtureField, GaussianField, DegradedField, ...); the other
+    arguments are those of :func:`simulate`; ``params`` are extra inputs to record (the model's).
+    A schedule is bound here to the process and to the sampler's grid (noise-level windows,
+    step-indexed weights), and grid nodes are added at its breakpoints.
+    """
+    guidance = as_guidance(guidance)
+    sampler = as_sampler(sampler)
+    save = SaveAt() if save is None else save
+    rule = guidance.rule
+    method, stepper = get_stepper(sampler.kind, sampler.method)
+    if rule.method is not None and method != rule.method:
+        raise ValueError(f"method: the {rule.name} rule is defined for the {rule.method} method, got {method!r}")
+    if isinstance(particles, bool) or not isinstance(particles, (int, np.integer)) or \
+            not 2 <= particles <= MAX_PARTICLES:
+        raise ValueError(f"particles must be an integer in [2, {MAX_PARTICLES}], got {particles!r}")
+    particles = int(particles)
+    noise = Noise(check_seed(seed))
+    process = field.process
+    if isinstance(sampler.grid, str):
+        t_max = default_t_max(process, field.signal_var) if sampler.t_max is None else sampler.t_max
+        times = time_grid(process, sampler.steps, t_max, sampler.t_min, kind=sampler.grid,
+                          class_var=field.reference_var)
+    else:
+        times = check_grid(sampler.grid, process)
+    omega = bind_schedule(guidance.weight, process=process)
+    times = with_breakpoints(times, getattr(omega, "breakpoints", ()))
+    omega = bind_schedule(omega, grid=times)
+    steps, t_max, t_min = times.size - 1, float(times[0]), float(times[-1])
+    if t_min == 0.0 and np.any(np.asarray(field.reference_var) == 0):
+        raise ValueError("t_min must be > 0 when class_var is 0 (the score is singular at t = 0)")
+    if method == "exponential" and float(process.a(times[1])) <= 0:
+        raise ValueError("time grid: the exponential SDE step needs a_t > 0 after the first node")
+    if method == "ddim" and float(process.var(t_max)) == 0:
+        raise ValueError("t_max: DDIM needs noise at the start of every step")
+    save_idx = _save_indices(times, save.times)
+    weight_at(omega, t_max)  # fail fast on a schedule that returns nan, or one that is still unbound
+
+    record = dict(params or {})
+    record.update(guidance.record())
+    if callable(omega):
+        record["schedule"] = repr(omega)  # bound: with its times
+    record.update(sampler.record(), method=method, steps=steps, t_max=t_max, t_min=t_min,
+                  grid=sampler.grid if isinstance(sampler.grid, str) else "explicit", particles=particles,
+                  seed=noise.seed, process=process.name, d=field.d)
+
+    groups = min(GROUPS, particles)
+    labels, counts = obs.group_labels(particles, groups)
+    names, trajectory, saved_times = None, {}, []
+    start = time.perf_counter()
+    guide = Guide(field, rule, omega, particles)
+    x = field.sample_initial(t_max, particles, noise.initial_rng(), sampler.init)
+    clock, path = None, None
+    if sampler.kind == "sde":
+        clock, horizon = _brownian_clock(process, field.reference_var)
+        path = noise.path((particles, field.d), horizon)
+    ev = field.evaluate(x, t_max)
+    n_evals, status, message = 1, 0, "ok"
+    bar = _progress_bar(progress, steps)
+    save_set = set(save_idx.tolist())
+    # a diverging run (huge omega) is reported through status/message, not through warnings; BLAS
+    # stays single-threaded: the kernel parallelises over row blocks itself, and idle OpenBLAS
+    # threads spinning after a small multithreaded call would compete with it (solvers.score.kernel)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"), single_threaded_blas():
+        for i in range(steps + 1):
+            t = float(times[i])
+            t_next = float(times[i + 1]) if i < steps else None
+            guided = guide(x, t, ev, t_next) if t_next is not None else None
+            if i in save_set:
+                values = obs.trajectory_values(obs.State(t, x, ev, guided, field))
+                if names is None:
+                    names = [n for n, v in values.items() if v is not None]
+                    trajectory = {n: [] for n in names}
+                for n in names:
+                    trajectory[n].append(obs.group_means(values[n], labels, counts))
+                saved_times.append(t)
+            if t_next is None:
+                break
+            xi = path.normal(clock(t), clock(t_next)) if path is not None else None
+            x, extra = stepper(field, guide, t, t_next, x, ev, guided, xi)
+            if not np.all(np.isfinite(x)):
+                status, message = 1, f"non-finite particles after the step to t = {t_next:.6g}"
+                break
+            ev = field.evaluate(x, t_next)
+            n_evals += extra + 1
+            if bar is not None:
+                bar.update()
+        if bar is not None:
+            bar.close()
+
+    trajectory = {n: np.array(v) for n, v in trajectory.items()}
+    saved = np.array(saved_times)
+    if status == 0:
+        reference = field.sample_initial(t_min, particles, noise.reference_rng(), "conditional")
+        final = obs.final_statistics(field, x, ev, labels, counts, reference, field.evaluate(reference, t_min))
+        final_mean, final_var = x.mean(0), x.var(0, ddof=1)
+    else:
+        final, final_mean, final_var = obs.undefined_statistics(), np.full(field.d, np.nan), np.full(field.d, np.nan)
+    final["t_condensation"], final["t_condensation_stderr"] = _condensation(saved, trajectory, counts)
+    return Simulation(params=record, grid=times, times=saved, group_counts=counts, trajectory=trajectory,
+                      final=final, final_mean=final_mean, final_var=final_var,
+                      samples=x.copy() if save.samples else None, n_score_evals=n_evals,
+                      wall_time=time.perf_counter() - start, status=status, message=message)
+
+
+def _brownian_clock(process, reference_var):
+    r"""The clock :math:`u_t = a_t^2/(a_t^2\nu + \sigma_t^2)` of the Brownian path and its horizon
+    :math:`1/\nu` (eq. 48; :math:`\nu` the largest reference variance, 1 for point classes).
+
+    It increases as sampling proceeds, and the exact transition of the exponential step from t to
+    t' < t has noise :math:`(\Gamma_{t'}/a_{t'})(W(u_{t'}) - W(u_t))`, so the path's increments are
+    exactly the step's noise for any grid."""
+    nu = float(np.max(reference_var))
+    nu = nu if nu > 0 else 1.0
+
+    def clock(t):
+        a2 = float(process.a(t)) ** 2
+        return min(a2 / (a2 * nu + float(process.var(t))), 1.0 / nu)
+
+    return clock, 1.0 / nu
+
+
+def _progress_bar(progress, steps):
+    if not progress:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=steps, delay=2.0, file=sys.stderr, unit="step", desc="simulate")
+
+
+def _save_indices(grid, save_times):
+    if save_times is None:
+        return np.arange(grid.size)
+    save_times = np.asarray(save_times, dtype=float)
+    return np.unique(np.abs(grid[None, :] - save_times[:, None]).argmin(axis=1))
+
+
+def _condensation(times, trajectory, counts):
+    """Time at which the mean target posterior first reaches 1/2, with its jackknife error."""
+    if "target_posterior" not in trajectory or times.size < 2:
+        return None, None
+    gm = trajectory["target_posterior"]
+    mean, _ = obs.pooled(gm, counts)
+    t_c = obs.crossing_time(times, mean)
+    if t_c is None:
+        return None, None
+    B, G = counts.sum(), counts.size
+    loo = [obs.crossing_time(times, (mean * B - gm[:, g] * counts[g]) / (B - counts[g])) for g in range(G)]
+    if any(v is None for v in loo):
+        return t_c, None
+    loo = np.array(loo)
+    return t_c, float(math.sqrt((G - 1) / G * np.sum((loo - loo.mean()) ** 2)))

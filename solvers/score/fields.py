@@ -1,0 +1,221 @@
+"""Score fields: what a sampler evaluates at (x, t).
+
+:func:`field_for` builds the field of a model (cfgphase.physics.model): a :class:`MixtureField`
+for a :class:`~cfgphase.physics.model.Model`, a :class:`GaussianField` for a
+:class:`~cfgphase.physics.model.GaussianModel`.
+
+A field exposes ``process``, ``reference_var`` (:math:`\\nu` in :math:`\\Gamma_t = a_t^2\\nu +
+\\sigma_t^2`, scalar or (d,)), ``target_mean`` (d,), ``d``, ``evaluate(x, t) -> Evaluation`` and
+``sample_initial(t, n, rng, init)``. Every score is :math:`-(x - a_t\\hat m)/\\Gamma_t`
+(docs/theory.md eq. 6), so an evaluation returns class-mean estimates, not scores.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+from scipy.special import logsumexp
+
+from cfgphase.physics.mixture import mean_for_reference_var
+from cfgphase.physics.model import GaussianModel, Model
+from cfgphase.physics.processes import get_process
+from cfgphase.solvers.score.kernel import posterior_moments, single_threaded_blas
+
+INITS = ("unconditional", "conditional")
+
+
+class Evaluation(NamedTuple):
+    """Class-mean estimates at (x, t); posterior fields are None where a model has no classes."""
+
+    cond: np.ndarray  #: (d,) or (B, d) conditional estimate m_c
+    uncond: np.ndarray  #: (B, d) unconditional estimate m_u
+    log_partition: np.ndarray | None = None  #: (B,) log sum_k exp(logit_k)
+    entropy: np.ndarray | None = None  #: (B,) class-posterior entropy (nats)
+    target_logit: np.ndarray | None = None  #: (B,) log-weight of the target class (logsumexp of its components)
+    argmax: np.ndarray | None = None  #: (B,) Bayes class
+    responsibilities: np.ndarray | None = None  #: (B, n_c) posterior of the target's modes within the class
+
+
+def _check_init(init):
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got {init!r}")
+
+
+#: Largest number of components for a model with multimodal classes (its class posterior is dense).
+MULTIMODAL_COMPONENTS = 100_000
+
+
+class MixtureField:
+    """Exact scores of a :class:`cfgphase.physics.mixture.GaussianMixture`, conditioned on class ``target``.
+
+    ``dtype`` (float64 or float32) is the precision of the two GEMMs and of the softmax pass of
+    the streaming kernel; the estimates are returned in float64. The target seeds the kernel's
+    running maximum, so that once the posterior has condensed on it the other classes' chunks
+    are skipped (eq. 30).
+
+    A multimodal target class (``labels``) has an x-dependent conditional estimate, the
+    within-class posterior average of its component means, and within-class responsibilities.
+    ``unconditional`` replaces the mixture of all classes by an independent exact-score model
+    (a GaussianMixture with its own component variance, e.g. N(0, I), the setting of Jin, Shi and
+    Gu); its estimate is converted to the field's reference variance (eq. 8), and class-posterior
+    observables, which need the joint model, are then not defined.
+    """
+
+    def __init__(self, model, process="ou", target=0, dtype=np.float64, chunk=None, threads=None,
+                 unconditional=None):
+        self.model = model
+        self.process = get_process(process)
+        self.components = model.components(target)
+        self.target = int(target)
+        if model.multimodal and model.K > MULTIMODAL_COMPONENTS:
+            raise ValueError(f"labels: multimodal classes are supported up to {MULTIMODAL_COMPONENTS} components "
+                             f"(their class posterior is dense), got {model.K}")
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.float32, np.float64):
+            raise ValueError(f"dtype must be float32 or float64, got {dtype!r}")
+        if unconditional is not None and unconditional.d != model.d:
+            raise ValueError(f"unconditional: dimension {unconditional.d} differs from the model's {model.d}")
+        self.unconditional = unconditional
+        driver = model if unconditional is None else unconditional
+        self.means = driver.means.astype(self.dtype, copy=False)
+        self.chunk = chunk
+        self.threads = threads
+
+    reference_var = property(lambda self: self.model.class_var)
+    d = property(lambda self: self.model.d)
+
+    @property
+    def signal_var(self):
+        """Second moment E|x_0|^2 of the data the sampler starts from (it sets the default t_max)."""
+        return max(self.model.signal_var, 0.0 if self.unconditional is None else self.unconditional.signal_var)
+
+    @property
+    def target_mean(self):
+        """Mean of the target class, sum over its components of pi_k mu_k / pi_c, shape (d,)."""
+        w = self.model.weights[self.components]
+        return w @ self.model.means[self.components] / w.sum()
+
+    @property
+    def target_modes(self):
+        """(means (n_c, d), within-class weights (n_c,)) of the target class."""
+        w = self.model.weights[self.components]
+        return self.model.means[self.components], w / w.sum()
+
+    def evaluate(self, x, t):
+        with single_threaded_blas():  # the target's logits too: no OpenBLAS threads left spinning
+            return self._evaluate(x, t)
+
+    def _evaluate(self, x, t):
+        model = self.model
+        scale, bias = model.logit_coefficients(t, self.process)
+        if self.components.size == 1:
+            cond, resp = self.target_mean, None
+            target_logit = scale * (x @ cond) + bias[self.components[0]]
+        else:
+            logits = scale * (x @ model.means[self.components].T) + bias[self.components]
+            target_logit = logsumexp(logits, axis=1)
+            resp = np.exp(logits - target_logit[:, None])
+            cond = resp @ model.means[self.components]
+        if self.unconditional is not None:
+            other = self.unconditional
+            u_scale, u_bias = other.logit_coefficients(t, self.process)
+            res = posterior_moments(x.astype(self.dtype, copy=False), self.means, u_scale, u_bias, self.chunk,
+                                    self.threads)
+            uncond = mean_for_reference_var(x, res.mean.astype(np.float64, copy=False), t, self.process,
+                                            other.class_var, model.class_var)
+            return Evaluation(cond, uncond, responsibilities=resp)
+        res = posterior_moments(x.astype(self.dtype, copy=False), self.means, scale, bias, self.chunk, self.threads,
+                                hint=self.components[0])
+        argmax = res.argmax
+        if model.multimodal:
+            argmax = model.class_posterior(x, t, self.process).argmax(axis=1)
+        return Evaluation(cond, res.mean.astype(np.float64, copy=False), res.log_partition, res.entropy,
+                          target_logit, argmax, resp)
+
+    def sample_initial(self, t, n, rng, init="unconditional"):
+        _check_init(init)
+        if init == "conditional":
+            return self.model.sample_noised(t, self.process, n, rng, target=self.target)[0]
+        source = self.model if self.unconditional is None else self.unconditional
+        return source.sample_noised(t, self.process, n, rng)[0]
+
+
+class GaussianField:
+    """Exact scores of a :class:`cfgphase.physics.gaussian.GaussianPair` (no class posterior)."""
+
+    def __init__(self, pair, process="ou"):
+        self.pair = pair
+        self.process = get_process(process)
+
+    reference_var = property(lambda self: self.pair.reference_var)
+    target_mean = property(lambda self: self.pair.mean_c)
+    d = property(lambda self: self.pair.d)
+
+    signal_var = property(lambda self: self.pair.signal_var)
+
+    def evaluate(self, x, t):
+        return Evaluation(self.pair.mean_c, self.pair.unconditional_mean_estimate(x, t, self.process))
+
+    def sample_initial(self, t, n, rng, init="unconditional"):
+        _check_init(init)
+        return self.pair.sample_noised(t, self.process, n, rng, conditional=init == "conditional")
+
+
+class DegradedField:
+    r"""A field whose conditional estimate is degraded the way an under-trained conditional model is.
+
+    Galashov et al. (2025) find learned guidance weights positive only when the conditional
+    denoiser is imperfect. Here the exact conditional estimate :math:`\hat m_c` of ``field`` is, in
+    this order: ``shrink``-ed toward the data mean :math:`\bar\mu` (:math:`(1-\lambda)\hat m_c + \lambda\bar\mu`,
+    a conditional model that has not yet separated the classes); given the class variance
+    ``inflate`` :math:`\cdot s^2` (a blurrier conditional, converted to the field's reference variance
+    by eq. 8); ``mix``-ed with the unconditional estimate (:math:`(1-\lambda_u)\hat m_c + \lambda_u\hat m_u`,
+    a conditional model that ignores the label some of the time). Everything else, including the
+    exact reference samples of the observables, is the wrapped field's: measurements are against
+    the true conditional.
+    """
+
+    def __init__(self, field, shrink=0.0, inflate=1.0, mix=0.0):
+        for name, value in (("shrink", shrink), ("mix", mix)):
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must lie in [0, 1], got {value!r}")
+        if not (np.isfinite(inflate) and inflate > 0):
+            raise ValueError(f"inflate must be a finite number > 0, got {inflate!r}")
+        self.field, self.shrink, self.inflate, self.mix = field, float(shrink), float(inflate), float(mix)
+        model = field.model
+        self.data_mean = model.weights @ model.means
+
+    def __getattr__(self, name):  # process, reference_var, target_mean, d, signal_var, sample_initial, ...
+        return getattr(self.field, name)
+
+    def evaluate(self, x, t):
+        ev = self.field.evaluate(x, t)
+        cond = (1.0 - self.shrink) * ev.cond + self.shrink * self.data_mean
+        if self.inflate != 1.0:
+            nu = self.field.reference_var
+            cond = mean_for_reference_var(x, np.broadcast_to(cond, x.shape), t, self.field.process,
+                                          self.inflate * nu, nu)
+        if self.mix:
+            cond = (1.0 - self.mix) * cond + self.mix * ev.uncond
+        return ev._replace(cond=cond)
+
+
+def field_for(model, dtype="float64", threads=None, chunk=None):
+    """The exact-score field of ``model`` (a Model or a GaussianModel).
+
+    ``dtype`` ('float64' or 'float32') is the precision of the kernel's GEMMs and softmax pass,
+    ``threads`` its worker threads (default: the usable cores, read at call time) and ``chunk`` its
+    classes per chunk (cfgphase.solvers.score.kernel.posterior_moments).
+    """
+    if dtype not in ("float64", "float32", np.float64, np.float32):
+        raise ValueError(f"dtype must be 'float64' or 'float32', got {dtype!r}")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, (int, np.integer))
+                                or threads < 1):
+        raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
+    if isinstance(model, GaussianModel):
+        return GaussianField(model.pair, model.process)
+    if not isinstance(model, Model):
+        raise ValueError(f"model must be a cfgphase Model or GaussianModel, got {type(model).__name__}")
+    return MixtureField(model.mixture, process=model.process, target=model.target, dtype=np.dtype(dtype),
+                        chunk=chunk, threads=threads, unconditional=model.unconditional_mixture)

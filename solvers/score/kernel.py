@@ -1,0 +1,406 @@
+r"""Streaming exact-score kernel: the class posterior of a Gaussian mixture as attention.
+
+For particles :math:`X` (B, d), class means :math:`M` (K, d), a scale :math:`\beta` and a
+bias :math:`b` (K,), the logits are :math:`L = \beta X M^\top + b` (docs/theory.md eq. 5) and the
+kernel returns, per row, the softmax average of the means
+:math:`\hat m = \mathrm{softmax}(L) M` (eq. 6), the log-partition :math:`\log\sum_k e^{L_k}`, the
+posterior entropy :math:`-\sum_k p_k \log p_k` and the index of the largest logit.
+
+The K axis is processed in chunks with an online log-sum-exp (eq. 7): a running maximum
+:math:`m`, running sum :math:`l = \sum e^{L-m}`, running :math:`w = \sum e^{L-m}(L-m)` and an
+unnormalised accumulator :math:`Y = \sum e^{L-m}\mu`, all rescaled by :math:`e^{m-m'}` when the
+maximum grows. Memory is O(B d + K d + threads B_block chunk): never a B x K matrix, never a
+B x K x d broadcast. A row whose logits in a chunk are all far below its running maximum skips
+the chunk, with a bound on what is lost (eq. 30); the running maximum can be seeded with a
+hinted class. In float32 the GEMMs, logits and exponentials are single precision and the sums
+across chunks float64 (eq. 31).
+
+Parallelism is over row blocks: each of ``threads`` Python threads streams all K chunks for its
+blocks of particles inside one ``nogil`` Numba function, which calls BLAS for both GEMMs of a
+chunk (``np.dot``, single-threaded) and runs the softmax pass row by row while the row is in L1.
+Nothing returns to Python (or takes the GIL) between chunks, and no two thread pools ever
+alternate: with multithreaded BLAS followed by a ``prange`` pass, OpenBLAS's and Numba's idle
+threads spun against each other and the kernel ran 2.5-4x slower than the two bare GEMMs on 2
+cores (benchmarks/bench_score.py measures the present design).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
+
+import numba as nb
+import numpy as np
+from llvmlite import ir
+from numba.core import cgutils, types
+from numba.extending import intrinsic, overload
+import scipy.linalg.cython_blas  # noqa: F401  (the BLAS Numba's np.dot calls: loaded before the controller looks)
+
+#: Target size in bytes of each thread's (B_block, chunk) logit buffer: half an L2 cache, so that
+#: the logits, the chunk of means and the particles stay there (1 MiB buffers measured 1.2-1.4x
+#: slower than 512 KiB at d = 32 on a 1 MiB L2; 256 KiB made the GEMMs too small).
+BUFFER_BYTES = 2**19
+#: Largest block of rows one task streams over all classes; blocks are spread over the threads.
+ROW_BLOCK = 512
+
+
+def usable_cores():
+    """The number of cores this process may run on, read when called (the default thread count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+@functools.cache
+def _blas_controller():
+    # built once per process on first use (it inspects the loaded libraries, about 1 ms); it holds
+    # no threads, only library handles, which stay valid in a forked child. threadpoolctl is imported
+    # here, not at import: importing it sets KMP_DUPLICATE_LIB_OK (its guard against two OpenMP
+    # runtimes), the one environment variable a cfgphase call may add
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+# Fast-math flags without 'reassoc' and 'afn': the Cody-Waite reduction in _exp_nonpositive
+# relies on the order of its subtractions.
+_EXACT_MATH = {"nnan", "ninf", "nsz", "contract", "arcp"}
+
+
+@intrinsic
+def _int64_bits_as_float64(typingctx, bits):
+    """Reinterpret the bits of an int64 as a float64 (an LLVM bitcast; vectorises)."""
+    sig = types.float64(types.int64)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(types.float64))
+
+    return sig, codegen
+
+
+@intrinsic
+def _fmax(typingctx, a, b):
+    """max(a, b) of two floats of one type as LLVM's maxnum with fast-math flags.
+
+    Numba lowers ``max`` to a compare and a select without fast-math flags, which LLVM refuses
+    to vectorise as a reduction (a row maximum ran 10x slower than this); maxnum vectorises.
+    """
+    if not (isinstance(a, types.Float) and a == b):
+        return None
+    sig = a(a, b)
+
+    def codegen(context, builder, signature, args):
+        lty = context.get_value_type(signature.return_type)
+        name = "llvm.maxnum.f32" if signature.return_type.bitwidth == 32 else "llvm.maxnum.f64"
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(lty, [lty, lty]), name)
+        return builder.call(fn, args, fastmath=("fast",))
+
+    return sig, codegen
+
+
+_LOG2E = 1.4426950408889634
+_LN2_HI = 6.93147180369123816490e-01  # low 32 bits zero: n * _LN2_HI is exact for |n| < 2**20
+_LN2_LO = 1.90821492927058770002e-10
+
+
+@nb.njit(fastmath=_EXACT_MATH, cache=True)
+def _exp_nonpositive(z):
+    """exp(z) for z <= 0 to about 1 ulp, branch-free so that LLVM vectorises the caller's loop.
+
+    Numba's np.exp is a scalar libm call (SVML needs a patched LLVM that pip's llvmlite lacks);
+    in the softmax pass it cost as much as both GEMMs. Cody-Waite reduction z = n ln2 + r,
+    |r| <= ln2/2, a degree-12 Taylor polynomial (truncation < 2e-16), and 2**n assembled in
+    the exponent bits. Inputs below -708 are clamped (result ~3e-308, negligible in any sum).
+    """
+    z = _fmax(z, -708.0)
+    n = np.floor(z * _LOG2E + 0.5)
+    r = z - n * _LN2_HI - n * _LN2_LO
+    p = 1.0 / 479001600.0
+    p = p * r + 1.0 / 39916800.0
+    p = p * r + 1.0 / 3628800.0
+    p = p * r + 1.0 / 362880.0
+    p = p * r + 1.0 / 40320.0
+    p = p * r + 1.0 / 5040.0
+    p = p * r + 1.0 / 720.0
+    p = p * r + 1.0 / 120.0
+    p = p * r + 1.0 / 24.0
+    p = p * r + 1.0 / 6.0
+    p = p * r + 0.5
+    p = p * r + 1.0
+    p = p * r + 1.0
+    return p * _int64_bits_as_float64((np.int64(n) + 1023) << 52)
+
+
+@intrinsic
+def _int32_bits_as_float32(typingctx, bits):
+    """Reinterpret the bits of an int32 as a float32 (an LLVM bitcast; vectorises)."""
+    sig = types.float32(types.int32)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(types.float32))
+
+    return sig, codegen
+
+
+_LOG2E_32 = np.float32(_LOG2E)
+_LN2_HI_32 = np.float32(0.693145751953125)  # 12 significant bits: n * _LN2_HI_32 is exact for |n| < 2**11
+_LN2_LO_32 = np.float32(1.428606765330187e-06)
+
+
+@nb.njit(fastmath=_EXACT_MATH, cache=True)
+def _exp_nonpositive32(z):
+    """float32 exp(z) for z <= 0 to about 1 ulp (the float32 analogue of _exp_nonpositive).
+
+    Degree-7 Taylor polynomial on |r| <= ln2/2 (truncation < 6e-9), 2**n in the exponent bits;
+    inputs below -87 (the smallest normal float32) are clamped.
+    """
+    z = _fmax(z, np.float32(-87.0))
+    n = np.floor(z * _LOG2E_32 + np.float32(0.5))  # a float32: math.floor would give an int64
+    r = z - n * _LN2_HI_32 - n * _LN2_LO_32
+    p = np.float32(1.0 / 5040.0)
+    p = p * r + np.float32(1.0 / 720.0)
+    p = p * r + np.float32(1.0 / 120.0)
+    p = p * r + np.float32(1.0 / 24.0)
+    p = p * r + np.float32(1.0 / 6.0)
+    p = p * r + np.float32(0.5)
+    p = p * r + np.float32(1.0)
+    p = p * r + np.float32(1.0)
+    return p * _int32_bits_as_float32((np.int32(n) + np.int32(127)) << np.int32(23))
+
+
+def _exp_weight(z):
+    """exp(z), z <= 0, in the precision of z (dispatched at compile time below)."""
+    raise NotImplementedError("only callable from Numba")
+
+
+@overload(_exp_weight)
+def _exp_weight_overload(z):
+    if isinstance(z, types.Float) and z.bitwidth == 32:
+        return lambda z: _exp_nonpositive32(z)
+    return lambda z: _exp_nonpositive(z)
+
+
+@nb.njit(nogil=True, fastmath=True, cache=True)
+def _chunk_pass(S, bias, scale, threshold, k0, run_max, run_sum, run_w, run_arg, acc, T, fold_T, active):
+    """One chunk of the online softmax (eq. 7) for every row of a block, in place.
+
+    S (B, kc) holds the chunk's x M_c^T on entry. Row by row (while the row is in L1): the
+    chunk's largest logit; if it is below the running maximum by more than ``-threshold`` the
+    row skips the chunk (eq. 30) and its row of S is zeroed; otherwise the running statistics
+    are rescaled and the row of S becomes the weights exp(L - m), computed in S's precision
+    (scale, bias and run_max share it). ``acc`` (B, d) is the float64 accumulator Y; T (B, d)
+    holds the previous chunk's P M_c product, folded into every row of acc before the rescaling
+    when ``fold_T``. The indices of the rows that did not skip go to ``active``; returns their
+    number. A chunk's sums accumulate in S's precision, as its second GEMM does (in float32 this
+    doubles the pass's speed: the conversions to float64 cost as much as the exponential); the
+    running sums are float64 (eq. 31).
+    """
+    B, kc = S.shape
+    d = acc.shape[1]
+    n_active = 0
+    for i in range(B):
+        c = S[i, 0] * scale + bias[0]
+        for j in range(1, kc):
+            c = _fmax(c, scale * S[i, j] + bias[j])
+        m_old = run_max[i]
+        if c - m_old < threshold:
+            if fold_T:
+                for l in range(d):
+                    acc[i, l] += T[i, l]
+            for j in range(kc):
+                S[i, j] = 0.0
+            continue
+        active[n_active] = i
+        n_active += 1
+        r = 1.0
+        if c > m_old:
+            for j in range(kc):
+                if scale * S[i, j] + bias[j] == c:
+                    run_arg[i] = k0 + j
+                    break
+            if run_sum[i] > 0.0:
+                r = math.exp(float(m_old) - float(c))
+                run_w[i] = r * (run_w[i] + (float(m_old) - float(c)) * run_sum[i])
+                run_sum[i] *= r
+            run_max[i] = c
+        m = run_max[i]
+        if fold_T:
+            for l in range(d):
+                acc[i, l] = (acc[i, l] + T[i, l]) * r
+        elif r != 1.0:
+            for l in range(d):
+                acc[i, l] *= r
+        s = S.dtype.type(0.0)
+        w = S.dtype.type(0.0)
+        for j in range(kc):
+            z = scale * S[i, j] + bias[j] - m
+            e = _exp_weight(z)
+            S[i, j] = e
+            s += e
+            w += e * z
+        run_sum[i] += float(s)
+        run_w[i] += float(w)
+    return n_active
+
+
+class PosteriorMoments(NamedTuple):
+    """Output of :func:`posterior_moments`; every array has leading dimension B."""
+
+    mean: np.ndarray  #: (B, d) posterior average of the means, eq. (6)
+    log_partition: np.ndarray  #: (B,) log sum_k exp(L_k), float64
+    entropy: np.ndarray  #: (B,) posterior entropy in nats, float64
+    argmax: np.ndarray  #: (B,) int64 index of the largest logit (Bayes classifier)
+    skipped: float = 0.0  #: fraction of (particle, chunk) pairs skipped as negligible (eq. 30)
+
+
+#: All skipped chunks together hold less than this fraction of each row's posterior weight (eq. 30).
+SKIP_WEIGHT = 1e-12
+#: Below this fraction of a block's rows still active in a chunk, only those rows are processed.
+SUBSET = 0.5
+
+
+@nb.njit(nogil=True, fastmath=True, cache=True)
+def _stream_rows(x, means, scale, bias, chunk, threshold, skip, run_max, run_arg, buffer, Y, log_partition, entropy):
+    """Stream all K chunks for one block of rows, without the GIL; writes Y, log_partition,
+    entropy, run_max and run_arg (block views) in place.
+
+    Both GEMMs of a chunk are ``np.dot`` calls, which Numba hands to BLAS (SciPy's, single
+    threaded under :func:`posterior_moments`); ``buffer`` holds at least B x chunk elements.
+    Returns the number of (row, chunk) pairs skipped (eq. 30): after the first GEMM of a chunk,
+    a row whose largest logit there is below its running maximum by more than ``-threshold`` =
+    log(K/SKIP_WEIGHT) skips the chunk; if every row does, the second GEMM is skipped too, and
+    if fewer than ``SUBSET`` of them remain, only those rows are gathered for it. All skipped
+    pairs of a row together hold less than SKIP_WEIGHT of its posterior weight.
+    """
+    B, d = x.shape
+    K = means.shape[0]
+    T = np.empty((B, d), dtype=x.dtype)
+    run_sum = np.zeros(B)
+    run_w = np.zeros(B)
+    acc = np.zeros((B, d))  # Y, accumulated in float64 across chunks
+    active = np.empty(B, dtype=np.int64)
+    if not skip:
+        threshold = -np.inf
+    pending = False
+    skipped = 0
+    for k0 in range(0, K, chunk):
+        kc = min(chunk, K - k0)
+        Mc = means[k0 : k0 + kc]
+        S = buffer[: B * kc].reshape((B, kc))
+        np.dot(x, Mc.T, S)
+        n_active = _chunk_pass(S, bias[k0 : k0 + kc], scale, threshold, k0, run_max, run_sum, run_w, run_arg, acc,
+                               T, pending, active)
+        skipped += B - n_active
+        if n_active >= SUBSET * B:
+            np.dot(S, Mc, T)  # skipped rows of S are zero
+            pending = True
+            continue
+        pending = False
+        if n_active > 0:
+            rows_S = np.empty((n_active, kc), dtype=x.dtype)
+            for i in range(n_active):
+                rows_S[i] = S[active[i]]
+            product = np.dot(rows_S, Mc)
+            for i in range(n_active):
+                for l in range(d):
+                    acc[active[i], l] += product[i, l]
+    if pending:
+        acc += T
+    for i in range(B):  # a non-finite x gives a NaN row, by design
+        inverse = 1.0 / run_sum[i]
+        for l in range(d):
+            Y[i, l] = acc[i, l] * inverse
+        log_sum = math.log(run_sum[i]) if run_sum[i] > 0.0 else -math.inf
+        log_partition[i] = run_max[i] + log_sum
+        entropy[i] = log_sum - run_w[i] / run_sum[i]
+    return skipped
+
+
+def single_threaded_blas():
+    """A context in which every loaded BLAS library runs on one thread.
+
+    The kernel parallelises over row blocks itself; a multithreaded BLAS call just before it
+    (even a small matrix-vector product) leaves OpenBLAS threads spinning for ~0.1 s, which on 2
+    cores slowed the next kernel call by up to 1.5x. Callers that mix their own BLAS calls with
+    the kernel (fields, the simulator) wrap them in this context too.
+    """
+    return _blas_controller().limit(limits=1, user_api="blas")
+
+
+def default_chunk(rows, itemsize, K):
+    """Chunk length that keeps a (rows, chunk) logit buffer near BUFFER_BYTES (at least 64)."""
+    return int(min(K, max(64, BUFFER_BYTES // (max(rows, 1) * itemsize))))
+
+
+def posterior_moments(x, means, scale, bias, chunk=None, threads=None, hint=None, skip=True):
+    r"""Softmax-weighted class means and posterior statistics, streamed over K (eqs. 5-7, 30).
+
+    Parameters
+    ----------
+    x : ndarray (B, d), float64 or float32
+        Particles. ``means`` must have the same dtype; that dtype is used for both GEMMs, for
+        the logits and weights of the softmax pass and for the returned ``mean``; the running
+        sums and the returned statistics are float64.
+    means : ndarray (K, d)
+    scale : float
+        :math:`\beta` in :math:`L = \beta X M^\top + b`.
+    bias : ndarray (K,)
+    chunk : int, optional
+        Classes per chunk; default keeps each thread's buffer near ``BUFFER_BYTES``.
+    threads : int, optional
+        Worker threads, each owning a block of rows (default: :func:`usable_cores`, read at call time).
+    hint : int or ndarray (B,) of int, optional
+        A class likely to dominate each row's posterior (e.g. the guidance target). Its logit
+        seeds the running maximum, so that chunks can be skipped from the start.
+    skip : bool
+        Skip chunks whose weight is below ``SKIP_WEIGHT`` of every row's posterior (eq. 30).
+
+    Returns
+    -------
+    PosteriorMoments
+    """
+    x = np.ascontiguousarray(x)
+    means = np.ascontiguousarray(means)
+    if x.dtype != means.dtype or x.dtype not in (np.float32, np.float64):
+        raise ValueError(f"x and means must share dtype float32 or float64, got {x.dtype}, {means.dtype}")
+    B, d = x.shape
+    K = means.shape[0]
+    bias = np.ascontiguousarray(bias, dtype=x.dtype)
+    if bias.shape != (K,) or means.shape[1] != d:
+        raise ValueError(f"shapes do not match: x {x.shape}, means {means.shape}, bias {bias.shape}")
+    if hint is not None:
+        hint = np.broadcast_to(np.asarray(hint), (B,))
+        if hint.dtype.kind not in "iu" or np.any(hint < 0) or np.any(hint >= K):
+            raise ValueError(f"hint must hold class indices in [0, {K - 1}]")
+    threads = max(1, min(usable_cores() if threads is None else int(threads), B))
+    # at most ROW_BLOCK rows per task: with more, the buffer would force chunks too short for an
+    # efficient GEMM (B = 8192 measured 1.6-2x the bare GEMMs with one 4096-row block per thread)
+    rows = min(-(-B // threads), ROW_BLOCK)
+    chunk = default_chunk(rows, x.dtype.itemsize, K) if chunk is None else int(chunk)
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    out = (np.empty((B, d), dtype=x.dtype), np.empty(B), np.empty(B), np.zeros(B, dtype=np.int64))
+    if hint is None:
+        run_max = np.full(B, -np.inf, dtype=x.dtype)
+    else:  # start from the hinted class's logit: its own chunk is never skipped
+        run_max = (scale * np.einsum("ij,ij->i", x, means[hint]) + bias[hint]).astype(x.dtype)
+        out[3][:] = hint
+    chunk = min(chunk, K)
+    threshold = -math.log(K / SKIP_WEIGHT)
+    blocks = [slice(i, min(i + rows, B)) for i in range(0, B, rows)]
+    buffers = [np.empty(rows * chunk, dtype=x.dtype) for _ in range(min(threads, len(blocks)))]
+
+    tasks = iter(blocks)  # shared: each thread takes the next block until none is left, which
+    # balances a core slowed by another process (the list iterator's next() is atomic under the GIL)
+
+    def lane(buffer):
+        return sum(_stream_rows(x[b], means, x.dtype.type(scale), bias, chunk, threshold, bool(skip), run_max[b],
+                                out[3][b], buffer, out[0][b], out[1][b], out[2][b]) for b in tasks)
+
+    with single_threaded_blas():
+        if len(buffers) == 1:
+            skipped = lane(buffers[0])
+        else:  # threads live for this call only (0.1 ms): nothing to inherit in a forked child
+            with ThreadPoolExecutor(len(buffers), thread_name_prefix="cfgphase") as pool:
+                skipped = sum(f.result() for f in [pool.submit(lane, buffer) for buffer in buffers])
+    return PosteriorMoments(*out, skipped / (B * -(-K // chunk)))

@@ -1,0 +1,11 @@
+"""Theory: exact Gaussian guided dynamics (`gaussian`), condensation of K = e^{alpha d} random
+classes (`condensation`) and the mean-field theory of guided sampling (`meanfield`)."""
+
+
+def __getattr__(name):  # submodules load on first use: `cfgphase.solvers.theory.<module>`
+    import importlib
+
+    try:
+        return importlib.import_module(f"{__name__}.{name}")
+    except ModuleNotFoundError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None

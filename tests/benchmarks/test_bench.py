@@ -1,0 +1,77 @@
+"""benchmarks/bench_score.py: what it measures and reports (no timing is asserted here)."""
+
+import json
+
+import pytest
+
+from benchmarks import score as bench
+from benchmarks.bench_score import main
+
+
+def test_quick_bench_reports_every_case_with_environment_and_ratios(capsys):
+    code = main(["--quick", "--json", "--quiet", "--repeats", "1", "--methods", "gemm", "softmax",
+                 "cfgphase", "--dtype", "float64"])
+    record = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert record["environment"]["blas"] and record["environment"]["usable_cores"] >= 1
+    rows = record["results"]
+    assert len(rows) == 3 * 2 * 2  # methods x regimes x operations
+    for row in rows:
+        assert row["seconds"] > 0 and row["gflops"] > 0 and row["peak_mib"] is not None
+        assert row["particle_steps_per_s"] == row["B"] / row["seconds"]
+    cfg = [r for r in rows if r["method"] == "cfgphase"]
+    assert all(0 <= r["skipped_chunks"] <= 1 for r in cfg)
+    assert {r["regime"] for r in record["ratios"]} == {"spread", "condensed"}
+
+
+def test_cases_beyond_the_memory_budget_are_skipped_with_the_reason(capsys):
+    code = main(["--quick", "--json", "--quiet", "--repeats", "1", "--methods", "broadcast",
+                 "--memory-gb", "0.001", "--dtype", "float32"])
+    rows = json.loads(capsys.readouterr().out)["results"]
+    assert code == 0 and rows and all("memory budget" in r["skipped"] for r in rows)
+
+
+def test_bad_bench_input_exits_2(capsys):
+    assert main(["--B", "0", "--quiet"]) == 2
+    assert "B" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main(["--methods", "cuda", "--quick", "--quiet"])
+    assert exit_.value.code == 2 and "methods" in capsys.readouterr().err
+
+
+def test_readme_table_is_read_off_the_record():
+    """Synthetic timings: each cell is the stated ratio, a skipped rival shows as '–'."""
+    seconds = {"gemm": 2.0, "softmax": 4.0, "torch": 5.0, "cfgphase": 2.5}
+    results = []
+    for dtype in ("float32", "float64"):
+        for regime in ("spread", "condensed"):
+            for op in ("score", "step"):
+                for method, s in seconds.items():
+                    row = dict(B=8, K=16, d=4, dtype=dtype, regime=regime, operation=op, method=method)
+                    if method in ("softmax", "torch") and dtype == "float64":
+                        row["skipped"] = "needs 1.0 GiB > memory budget 0.5 GiB"
+                    else:
+                        row.update(seconds=s * (0.5 if regime == "condensed" and method == "cfgphase" else 1),
+                                   peak_mib=3.0 if method == "cfgphase" else 7.0)
+                    results.append(row)
+    table = bench.readme_table(dict(results=results, ratios=bench.ratios(results)))
+    row = table.splitlines()[2]
+    assert row == "| 8 | 16 | 4 | 2500.0 / 2500.0 | 1.25 / 1.25 | 0.62 / 0.62 | 0.62 / – | 3 / 7 |"
+    assert "spread within 1.3x of (a) in 2 of 2 cases (max 1.25)" in table
+    assert "faster than the best of (c), (d) in 2 of 2 (max 0.62)" in table
+
+
+def test_the_methods_of_a_case_are_timed_in_alternating_rounds(monkeypatch):
+    """Load from elsewhere must hit every method of a case alike: their timed runs interleave."""
+    log = []
+
+    def fake_call(method, model, process, t, dtype, B, operation):
+        return (lambda: log.append(method)), None, None
+
+    monkeypatch.setattr(bench, "_call", fake_call)
+    monkeypatch.setattr(bench, "SETTLE_SECONDS", 0.0)
+    out = bench._measure_case(["gemm", "softmax"], None, None, 1.0, "float64", 8, "score", 3, False)
+    assert {m: r["repeats"] for m, r in out.items()} == {"gemm": 50, "softmax": 50}  # fast calls: 50 runs
+    timed = log[4:]  # after each method's memory probe and first run
+    switches = sum(a != b for a, b in zip(timed, timed[1:]))
+    assert switches == 2 * bench.ROUNDS - 1

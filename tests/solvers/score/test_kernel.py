@@ -1,0 +1,252 @@
+"""Streaming kernel against the dense formula of cfgphase.physics.mixture (eqs. 5-7)."""
+
+import tracemalloc
+
+import numpy as np
+import pytest
+from scipy.special import logsumexp, softmax
+
+from cfgphase.physics.mixture import GaussianMixture
+from cfgphase.physics.processes import OU
+from cfgphase.solvers.score.kernel import _exp_nonpositive, posterior_moments
+
+
+def dense(x, means, scale, bias):
+    L = scale * x @ means.T + bias
+    P = softmax(L, axis=1)
+    return P @ means, logsumexp(L, axis=1), -np.sum(P * np.log(np.maximum(P, 1e-300)), axis=1), L.argmax(1)
+
+
+@pytest.fixture(scope="module")
+def problem():
+    rng = np.random.default_rng(0)
+    model = GaussianMixture.random(12, classes=777, seed=3, weights=rng.uniform(0.5, 2, 777))
+    x = rng.standard_normal((37, 12)) * 1.3
+    return model, x
+
+
+@pytest.mark.parametrize("chunk", [1, 5, 64, 500, 777, 10_000])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_chunked_kernel_equals_dense_formula_float64(problem, chunk, threads):
+    model, x = problem
+    for t in (0.02, 0.5, 3.0):  # condensed, intermediate and spread posteriors
+        scale, bias = model.logit_coefficients(t, OU())
+        ref = dense(x, model.means, scale, bias)
+        res = posterior_moments(x, model.means, scale, bias, chunk=chunk, threads=threads, skip=False)
+        np.testing.assert_allclose(res.mean, ref[0], rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(res.log_partition, ref[1], rtol=1e-13, atol=1e-12)
+        np.testing.assert_allclose(res.entropy, ref[2], rtol=1e-10, atol=1e-12)
+        np.testing.assert_array_equal(res.argmax, ref[3])
+
+
+@pytest.mark.parametrize("skip", [False, True])
+def test_several_row_blocks_per_thread_equal_the_dense_formula(skip):
+    """B = 1100 rows make three row blocks (512, 512, 76) on two threads: one thread streams two
+    blocks with one buffer. At t = 0.01, 900 rows of the hinted class and 200 others: over the
+    90 (block, chunk) pairs a chunk's second GEMM runs on every row 12 times (9 of them with
+    skipped rows zeroed), on a gathered subset 69 times and not at all 9 times (counted with the
+    dense logits)."""
+    rng = np.random.default_rng(11)
+    model = GaussianMixture.random(32, classes=3000, seed=4)
+    x = np.concatenate([model.sample_noised(0.01, OU(), 900, rng, target=0)[0], rng.standard_normal((200, 32)) * 3])
+    for t in (0.01, 3.0):
+        scale, bias = model.logit_coefficients(t, OU())
+        ref = dense(x, model.means, scale, bias)
+        res = posterior_moments(x, model.means, scale, bias, chunk=100, threads=2, hint=0 if skip else None, skip=skip)
+        spread = np.abs(model.means).max() * 2
+        np.testing.assert_allclose(res.mean, ref[0], rtol=0, atol=1e-12 * spread + 1e-12)
+        np.testing.assert_allclose(res.log_partition, ref[1], rtol=1e-13, atol=1e-12)
+        np.testing.assert_allclose(res.entropy, ref[2], rtol=0, atol=4e-11)
+        np.testing.assert_array_equal(res.argmax, ref[3])
+        if skip:
+            assert (0 < res.skipped < 1) if t == 0.01 else res.skipped == 0
+
+
+@pytest.mark.parametrize("chunk", [7, 256, None])
+def test_chunked_kernel_float32_agrees_to_single_precision(problem, chunk):
+    """float32 GEMMs: logits carry a relative error ~1e-7 |x||mu| scale, so the means agree to ~1e-5."""
+    model, x = problem
+    for t in (0.05, 0.5, 3.0):
+        scale, bias = model.logit_coefficients(t, OU())
+        ref = dense(x, model.means, scale, bias)
+        res = posterior_moments(x.astype(np.float32), model.means.astype(np.float32), scale, bias, chunk=chunk)
+        assert res.mean.dtype == np.float32
+        bound = 1e-6 * scale * np.abs(x).sum(1).max() * np.abs(model.means).max() * 10
+        np.testing.assert_allclose(res.mean, ref[0], atol=max(bound, 1e-5) * np.abs(model.means).max())
+        np.testing.assert_allclose(res.log_partition, ref[1], rtol=1e-5, atol=bound)  # logits are float32
+
+
+def test_single_class_returns_its_mean():
+    mu = np.array([[1.0, -2.0, 0.5]])
+    x = np.random.default_rng(1).standard_normal((4, 3))
+    res = posterior_moments(x, mu, 0.7, np.array([-0.3]))
+    np.testing.assert_allclose(res.mean, np.repeat(mu, 4, axis=0), rtol=1e-15)
+    np.testing.assert_allclose(res.entropy, 0.0, atol=1e-15)
+    np.testing.assert_allclose(res.log_partition, 0.7 * x @ mu[0] - 0.3, rtol=1e-14)
+
+
+def test_symmetric_two_classes_give_a_tanh():
+    rng = np.random.default_rng(2)
+    mu = rng.standard_normal(9)
+    x = rng.standard_normal((20, 9)) * 3
+    for scale in (0.01, 1.0, 50.0):  # includes a saturated tanh
+        res = posterior_moments(x, np.stack([mu, -mu]), scale, np.zeros(2), chunk=1)
+        np.testing.assert_allclose(res.mean, np.tanh(scale * x @ mu)[:, None] * mu, rtol=1e-12, atol=1e-14)
+
+
+def test_extreme_logits_do_not_overflow():
+    rng = np.random.default_rng(4)
+    means = rng.standard_normal((300, 5))
+    x = rng.standard_normal((6, 5))
+    scale, bias = 1e4, rng.standard_normal(300) * 1e3  # logits of order 1e4: exp would overflow naively
+    res = posterior_moments(x, means, scale, bias, chunk=16)
+    ref = dense(x, means, scale, bias)
+    np.testing.assert_allclose(res.mean, ref[0], rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(res.log_partition, ref[1], rtol=1e-14)
+
+
+def test_fast_exponential_is_accurate_to_a_few_ulp():
+    z = -np.concatenate([np.geomspace(1e-300, 1.0, 2000), np.linspace(0, 708, 20001)])
+    got = np.array([_exp_nonpositive(v) for v in z])
+    np.testing.assert_allclose(got, np.exp(z), rtol=1e-15, atol=0)
+
+
+def test_kernel_never_allocates_a_batch_by_classes_matrix():
+    """Peak traced memory stays far below one B x K float64 matrix (128 MiB here)."""
+    rng = np.random.default_rng(5)
+    B, K, d = 256, 65536, 8
+    means = rng.standard_normal((K, d))
+    x = rng.standard_normal((B, d))
+    bias = np.zeros(K)
+    posterior_moments(x, means, 0.1, bias)  # compile outside the measurement
+    tracemalloc.start()
+    posterior_moments(x, means, 0.1, bias)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 0.05 * B * K * 8, peak
+
+
+def test_mismatched_dtypes_and_shapes_are_rejected():
+    x = np.zeros((2, 3))
+    with pytest.raises(ValueError, match="dtype"):
+        posterior_moments(x.astype(np.float32), np.zeros((4, 3)), 1.0, np.zeros(4))
+    with pytest.raises(ValueError, match="shapes"):
+        posterior_moments(x, np.zeros((4, 3)), 1.0, np.zeros(5))
+    with pytest.raises(ValueError, match="chunk"):
+        posterior_moments(x, np.zeros((4, 3)), 1.0, np.zeros(4), chunk=0)
+
+
+# --- fast paths: chunk skipping (eq. 30) and the float32 softmax pass ---------------------------
+
+TIMES = (0.01, 0.1, 0.3, 1.0, 3.0)  # condensed near t = 0 ... spread at large t
+
+
+@pytest.fixture(scope="module")
+def large():
+    """d = 32, K = 4096 (alpha = 0.26), particles of class 0: condensed at small t, spread at t = 3."""
+    model = GaussianMixture.random(32, classes=4096, seed=5)
+    return model, [model.sample_noised(t, OU(), 64, np.random.default_rng(6), target=0)[0] for t in TIMES]
+
+
+@pytest.mark.parametrize("hint", ["target", "none", "wrong"])
+def test_chunk_skipping_stays_within_its_bound(large, hint):
+    """Skipped chunks hold less than SKIP_WEIGHT = 1e-12 of each row's weight in total, so the mean
+    moves by at most 1e-12 max_k |mu_k - m| (plus rounding, 1e-13 here), the log-partition by
+    1e-12 and the entropy by sum p |log p| <= 1e-12 (log(K/1e-12) + 1) ~ 4e-11. A wrong hint only
+    delays skipping. Near t = 0 a row skips a chunk where it has no competitor within
+    log(K/1e-12) = 36 nats (measured: 95 % of (row, chunk) pairs at t = 0.01, alpha = 0.26 being
+    close to alpha_max = 0.80); at t = 3 none does."""
+    model, xs = large
+    hints = {"target": 0, "none": None, "wrong": np.random.default_rng(7).integers(1, 4096, size=64)}
+    for t, x in zip(TIMES, xs):
+        scale, bias = model.logit_coefficients(t, OU())
+        ref = posterior_moments(x, model.means, scale, bias, chunk=64, skip=False)
+        fast = posterior_moments(x, model.means, scale, bias, chunk=64, hint=hints[hint])
+        spread = np.abs(model.means[None, :, :] - ref.mean[:, None, :]).max()
+        assert np.abs(fast.mean - ref.mean).max() <= 1e-12 * spread + 1e-13
+        np.testing.assert_allclose(fast.log_partition, ref.log_partition, rtol=0, atol=1e-12 + 1e-15 * np.abs(
+            ref.log_partition).max())
+        np.testing.assert_allclose(fast.entropy, ref.entropy, rtol=0, atol=4e-11)
+        np.testing.assert_array_equal(fast.argmax, ref.argmax)
+        if t == TIMES[0] and hint == "target":
+            assert fast.skipped > 0.25
+        if t == TIMES[-1]:
+            assert fast.skipped == 0.0
+
+
+def test_float32_drift_within_its_rounding_bound(large):
+    """float32 GEMMs and softmax pass (eq. 31): each logit is off by at most
+    dL = u (d scale |x| |mu|_max + |L|_max), u = 2^-24 (worst-case accumulation over d terms,
+    then the rounding of the logit itself), so the weights move by factors exp(+-2 dL); a
+    chunk's sums and second GEMM add at most kc terms in float32 (relative error gamma_kc =
+    kc u / (1 - kc u)). To first order |m32 - m64| <= 2 dL max_k |mu_k - m| + (2 gamma_kc + u)
+    |mu|_max. The drift -(x - a m)/Gamma inherits a/Gamma times that."""
+    model, xs = large
+    u = 2.0**-24
+    chunk = 256
+    gamma = chunk * u / (1 - chunk * u)
+    means32 = model.means.astype(np.float32)
+    mu_max = np.abs(model.means).max()
+    for t, x in zip(TIMES, xs):
+        scale, bias = model.logit_coefficients(t, OU())
+        ref = posterior_moments(x, model.means, scale, bias, skip=False)
+        f32 = posterior_moments(x.astype(np.float32), means32, scale, bias, hint=0, chunk=chunk)
+        logits = scale * x @ model.means.T + bias
+        dL = u * (32 * scale * np.linalg.norm(x, axis=1).max() * np.linalg.norm(model.means, axis=1).max()
+                  + np.abs(logits).max())
+        spread = np.abs(model.means[None, :, :] - ref.mean[:, None, :]).max()
+        bound = 2 * dL * spread + (2 * gamma + u) * mu_max
+        assert np.abs(f32.mean - ref.mean).max() <= bound, (t, bound)
+        assert np.abs(f32.mean - ref.mean).max() < 1e-3  # and the bound itself is small
+
+
+def test_bad_hint():
+    x, means = np.zeros((3, 2)), np.zeros((4, 2))
+    with pytest.raises(ValueError, match="hint"):
+        posterior_moments(x, means, 1.0, np.zeros(4), hint=4)
+    with pytest.raises(ValueError, match="hint"):
+        posterior_moments(x, means, 1.0, np.zeros(4), hint=np.array([0.5, 1.0, 2.0]))
+
+
+def test_numba_kernels_load_from_the_cache_in_a_new_process():
+    """A second process (as a second CLI call) loads every kernel from Numba's on-disk cache and
+    compiles nothing."""
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np\n"
+        "from cfgphase.solvers.score import kernel\n"
+        "for dt in (np.float64, np.float32):\n"
+        "    x = np.ones((4, 3), dt); m = np.ones((5, 3), dt)\n"
+        "    kernel.posterior_moments(x, m, 1.0, np.zeros(5), chunk=2, hint=0)\n"
+        "fns = (kernel._stream_rows,)\n"
+        "print(sum(sum(f.stats.cache_misses.values()) for f in fns), sum(sum(f.stats.cache_hits.values()) for f in fns))\n"
+    )
+    for _ in range(2):  # the first run fills the cache if this checkout's cache is cold
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    misses, hits = map(int, out.stdout.split())
+    assert misses == 0 and hits == 2
+
+
+def test_every_blas_library_is_pinned_to_one_thread_inside_the_kernel():
+    """No oversubscription: the GEMMs run in Numba (np.dot -> SciPy's BLAS) on the kernel's own
+    threads, so every BLAS library the process has loaded after a kernel call must be one the
+    kernel limits to a single thread. Run in a fresh process, where the kernel is imported first."""
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np\n"
+        "from cfgphase.solvers.score import kernel\n"
+        "from threadpoolctl import threadpool_info\n"
+        "x = np.ones((600, 3)); m = np.ones((5, 3))\n"
+        "kernel.posterior_moments(x, m, 1.0, np.zeros(5), threads=2)\n"
+        "loaded = {i['filepath'] for i in threadpool_info() if i['user_api'] == 'blas'}\n"
+        "with kernel.single_threaded_blas():\n"
+        "    inside = {i['filepath']: i['num_threads'] for i in threadpool_info() if i['user_api'] == 'blas'}\n"
+        "print(len(loaded), sorted(loaded) == sorted(inside), set(inside.values()))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    count, same, threads = out.stdout.split(maxsplit=2)
+    assert int(count) >= 1 and same == "True" and threads.strip() == "{1}"
