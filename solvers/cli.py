@@ -426,12 +426,22 @@ COMMANDS = {"simulate": _simulate, "gaussian": _gaussian, "theory": _theory, "ph
 
 
 def main(argv=None):
+    """Run one command; returns the exit status: 0 done, 1 the work or a write failed, 2 bad input
+    (nothing written), 130 / 143 interrupted by SIGINT / SIGTERM (what finished is saved)."""
+    from cfgphase.solvers.sweeps.runner import Interrupted
+
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
     except ValueError as err:
         print(f"cfgphase {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except Interrupted as stop:
+        print(f"cfgphase {args.command}: {stop}", file=sys.stderr)
+        return 128 + stop.signum
     except BrokenPipeError:  # the reader went away (cfgphase ... | head): nothing left to say
         sys.stderr.close()
         return 0
+    except OSError as err:  # a failed write: the previous file, if any, is untouched
+        print(f"cfgphase {args.command}: error: {err}", file=sys.stderr)
+        return 1

@@ -25,6 +25,14 @@ import numpy as np
 
 from cfgphase.solvers.sweeps.spec import SweepSpec
 
+class Interrupted(Exception):
+    """A sweep stopped by SIGINT or SIGTERM after saving every finished point (``signum``)."""
+
+    def __init__(self, signum, message):
+        super().__init__(message)
+        self.signum = signum
+
+
 THEORY_STATS = ("mean_ratio", "var_par", "var_perp", "distortion", "t_condensation")
 SIM_STATS = ("mean_ratio", "var_par", "var_perp", "distortion", "accuracy", "inv_prob", "t_condensation")
 UNITS = {"alpha": "log(K)/d", "omega": "excess guidance weight", "w0": "excess guidance weight at t = 0",
