@@ -82,6 +82,22 @@ def number_of_classes(d, classes=None, alpha=None, itemsize=8, budget=None):
     return classes
 
 
+def check_mode_weights(mode_weights, modes):
+    """The within-class mode weights as an array (uniform if None); ValueError naming ``mode_weights``
+    unless they are ``modes`` finite positive numbers given with ``modes`` > 1."""
+    if mode_weights is None:
+        return np.full(modes, 1.0 / modes)
+    if modes == 1:
+        raise ValueError("mode_weights: give them with modes > 1")
+    try:
+        mw = np.asarray(mode_weights, dtype=float)
+    except (TypeError, ValueError):
+        mw = None
+    if mw is None or mw.shape != (modes,) or not np.all(np.isfinite(mw)) or np.any(mw <= 0):
+        raise ValueError(f"mode_weights must be {modes} positive numbers, got {mode_weights!r}")
+    return mw
+
+
 class GaussianMixture:
     r"""K isotropic Gaussian components :math:`\mathcal N(\mu_k, s^2 I)` with weights :math:`\pi_k`,
     grouped into classes.
@@ -153,12 +169,9 @@ class GaussianMixture:
         rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(7,)))
         means = rng.standard_normal((K * modes, int(d))) * math.sqrt(mean_var)
         if modes == 1:
-            if mode_weights is not None:
-                raise ValueError("mode_weights: give them with modes > 1")
+            check_mode_weights(mode_weights, modes)
             return cls(means, class_var=class_var, weights=weights)
-        mw = np.full(modes, 1.0 / modes) if mode_weights is None else np.asarray(mode_weights, dtype=float)
-        if mw.shape != (modes,) or not np.all(np.isfinite(mw)) or np.any(mw <= 0):
-            raise ValueError(f"mode_weights must be {modes} positive numbers, got {mode_weights!r}")
+        mw = check_mode_weights(mode_weights, modes)
         cw = np.full(K, 1.0 / K) if weights is None else np.asarray(weights, dtype=float)
         if cw.shape != (K,) or not np.all(np.isfinite(cw)) or np.any(cw <= 0):
             raise ValueError(f"weights must be {K} positive class weights, got shape {np.shape(weights)}")

@@ -23,7 +23,7 @@ from functools import cached_property
 import numpy as np
 
 from cfgphase.physics.gaussian import GaussianPair
-from cfgphase.physics.mixture import GaussianMixture, number_of_classes
+from cfgphase.physics.mixture import GaussianMixture, check_mode_weights, number_of_classes
 from cfgphase.physics.processes import Process, get_process
 
 #: alpha of the default model when neither ``classes``, ``alpha`` nor ``means`` is given.
@@ -108,8 +108,9 @@ class Model:
         setattr(self, "class_var", _positive(self.class_var, "class_var", allow_zero=True))
         setattr(self, "modes", _integer(self.modes, "modes", 1))
         if self.means is not None:
-            if self.alpha is not None or self.classes is not None or self.modes != 1:
-                raise ValueError("means: give either means (with weights, labels) or classes/alpha/modes, not both")
+            if self.alpha is not None or self.classes is not None or self.modes != 1 or self.mode_weights is not None:
+                raise ValueError("means: give either means (with weights, labels) or classes/alpha/modes/mode_weights, "
+                                 "not both")
             mixture = GaussianMixture(self.means, class_var=self.class_var, weights=self.weights, labels=self.labels)
             if self.d is not None and self.d != mixture.d:
                 raise ValueError(f"d: {self.d} differs from the means' dimension {mixture.d}")
@@ -129,6 +130,7 @@ class Model:
             # validates alpha/classes and the memory budget before anything is drawn
             number_of_classes(self.d, classes=self.classes, alpha=self.alpha, itemsize=8 * self.modes,
                               budget=self.memory)
+            check_mode_weights(self.mode_weights, self.modes)
         if self.unconditional is not None and not isinstance(self.unconditional, GaussianMixture):
             setattr(self, "unconditional", _positive(self.unconditional, "unconditional"))
         if isinstance(self.unconditional, GaussianMixture) and self.unconditional.d != self.d:

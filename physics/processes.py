@@ -106,8 +106,17 @@ class Process(ABC):
         """Raise ValueError unless every time is finite and inside ``[0, t_upper]``."""
         t = np.asarray(t, dtype=float)
         if not np.all(np.isfinite(t)) or np.any(t < 0) or np.any(t > self.t_upper):
-            raise ValueError(f"{name} must lie in [0, {self.t_upper}] for the {self.name} process")
+            got = f", got {float(t)!r}" if t.ndim == 0 else ""
+            raise ValueError(f"{name} must lie in [0, {self.t_upper}] for the {self.name} process{got}")
         return t
+
+    def check_span(self, t_max, t_min=0.0, name="t_max"):
+        """Raise ValueError (naming ``name`` or t_min) unless sampling can run from ``t_max`` down to
+        ``t_min``: both inside ``[0, t_upper]`` and ``t_max > t_min``. Returns (t_max, t_min) as floats."""
+        t_max, t_min = float(self.check_times(t_max, name)), float(self.check_times(t_min, "t_min"))
+        if not t_max > t_min:
+            raise ValueError(f"{name} must be larger than t_min, got {name}={t_max}, t_min={t_min}")
+        return t_max, t_min
 
     def __repr__(self):
         return f"{type(self).__name__}()"

@@ -112,7 +112,7 @@ class PiecewiseConstant(Schedule):
 
     name = "piecewise"
     summary = "values[i] on the i-th interval of the increasing breaks (len(values) = len(breaks) + 1)"
-    PARAMETERS = {"breaks": (REQUIRED, "increasing forward times"), "values": (REQUIRED, "excess weights")}
+    PARAMETERS = {"breaks": (REQUIRED, "increasing forward times"), "values": (REQUIRED, "excess weights (>= -1)")}
 
     def __init__(self, breaks, values):
         self.breaks = np.atleast_1d(np.asarray(breaks, dtype=float))
@@ -124,6 +124,7 @@ class PiecewiseConstant(Schedule):
             raise ValueError("breaks must be finite, non-negative and strictly increasing")
         if not np.all(np.isfinite(self.values)):
             raise ValueError("values must be finite")
+        _check_floor(self.values, "values")
 
     def __call__(self, t):
         return float(self.values[np.searchsorted(self.breaks, t, side="right")])
@@ -425,6 +426,7 @@ class StepwiseSchedule(_StepSchedule):
         omegas = np.array([float(self.weight(s, t)) for t, s in zip(grid[:-1], grid[1:])])
         if not np.all(np.isfinite(omegas)):
             raise ValueError("weight: returned a non-finite value on the grid")
+        _check_floor(omegas, "weight")
         return omegas
 
     def _copy(self):

@@ -23,6 +23,9 @@ import math
 
 #: Default excess weight used by the command line and :func:`cfgphase.solvers.sampling.driver.simulate`.
 DEFAULT_OMEGA = 1.0
+#: Lowest excess weight (guidance_scale 0, the unconditional score alone): below it the conditional
+#: score would enter with a negative sign. Constant weights and the built-in schedules keep to it.
+MIN_OMEGA = -1.0
 
 
 def _check_number(value, name):
@@ -38,7 +41,8 @@ def _check_number(value, name):
 def excess_weight(omega=None, guidance_scale=None, default=DEFAULT_OMEGA):
     """The excess weight omega from exactly one of ``omega`` or ``guidance_scale`` (w = 1 + omega).
 
-    Numbers are checked to be finite; callables are wrapped so that ``guidance_scale(t)`` becomes
+    Numbers are checked to be finite and at least :data:`MIN_OMEGA` (guidance_scale >= 0), as the
+    built-in schedules are; callables are wrapped so that ``guidance_scale(t)`` becomes
     ``omega(t) = guidance_scale(t) - 1``. Neither given: ``default``.
     """
     if omega is not None and guidance_scale is not None:
@@ -46,10 +50,18 @@ def excess_weight(omega=None, guidance_scale=None, default=DEFAULT_OMEGA):
     if guidance_scale is not None:
         if callable(guidance_scale):
             return lambda t: guidance_scale(t) - 1.0
-        return _check_number(guidance_scale, "guidance_scale") - 1.0
+        return _check_floor(_check_number(guidance_scale, "guidance_scale") - 1.0, "guidance_scale")
     if omega is None:
         return default
-    return omega if callable(omega) else _check_number(omega, "omega")
+    return omega if callable(omega) else _check_floor(_check_number(omega, "omega"), "omega")
+
+
+def _check_floor(omega, name):
+    if omega < MIN_OMEGA - 1e-12:  # the tolerance of the schedules' floor (guidance_scale = 0 up to rounding)
+        bound, given = ("-1", omega) if name == "omega" else ("0 (omega >= -1)", omega + 1.0)
+        raise ValueError(f"{name} must be >= {bound}: below it the conditional score enters with a negative sign, "
+                         f"got {given!r}")
+    return omega
 
 
 def weight_at(omega, t):

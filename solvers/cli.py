@@ -172,7 +172,7 @@ def build_parser():
     _add(g, "d", "steps", "mean-var", "class-var", "process",
          d=dict(help="dimension: converts --classes into alpha, and sets the sampler's start time and grid "
                      "(TV-CFG, step-down baselines) as cfgphase simulate would"),
-         steps=dict(help="sampler steps on the log grid, with --d (default 200)"))
+         steps=dict(default=None, help=f"sampler steps on the log grid, with --d (default {OPTIMIZE_STEPS})"))
     g = opt.add_argument_group("objective")
     g.add_argument("--target", type=float, required=True, help="required mean ratio E[x.mu_c]/|mu_c|^2 (> 1)")
     _add(g, "sampler")
@@ -218,6 +218,55 @@ def build_parser():
     return parser
 
 
+# --- checks shared by the commands (the API's value objects check the rest) -------------------------
+
+#: Steps of the grid of ``optimize-schedule --d`` (default) and their bound: every step of a
+#: step-indexed baseline is a segment of the theory's integration.
+OPTIMIZE_STEPS = 200
+MAX_OPTIMIZE_STEPS = 100_000
+
+
+def _alpha(args, default=None):
+    """alpha from --alpha, or log(K)/d from --classes and --d."""
+    if args.classes is None:
+        return default if args.alpha is None else args.alpha
+    if args.classes < 1:
+        raise ValueError(f"classes (K) must be an integer >= 1, got {args.classes}")
+    if args.d is None or args.d < 1:
+        raise ValueError(f"--d: --classes needs --d >= 1 to give alpha = log(K)/d, got {args.d}")
+    return math.log(args.classes) / args.d
+
+
+def _seeds(args):
+    """(model seed, noise seed) from --seed, --model-seed and --noise-seed, each checked by name."""
+    from cfgphase.solvers.sampling.brownian import check_seed
+
+    seed = check_seed(args.seed, "seed")
+    return tuple(seed if getattr(args, name) is None else check_seed(getattr(args, name), name)
+                 for name in ("model_seed", "noise_seed"))
+
+
+def _check_times(process, args):
+    """--t-max (and --t-min, where the command has it) inside the process's time range, t_max > t_min."""
+    t_min = getattr(args, "t_min", 0.0)
+    if args.t_max is not None:
+        process.check_span(args.t_max, t_min)
+    else:
+        process.check_times(t_min, "t_min")
+
+
+def _check_scheduler(address):
+    """A Dask scheduler address of the form [tcp://]HOST:PORT (connecting is the run's work)."""
+    try:
+        from distributed.comm.addressing import get_address_host_port
+    except ImportError:
+        raise ValueError("--scheduler: dask.distributed is not installed (pip install 'cfgphase[dask]')") from None
+    try:
+        get_address_host_port(address)
+    except ValueError as err:
+        raise ValueError(f"--scheduler: expected an address such as tcp://HOST:8786, got {address!r} ({err})") from None
+
+
 # --- printing -----------------------------------------------------------------------------------
 
 
@@ -261,16 +310,20 @@ def _simulate(args):
     from cfgphase.solvers.sampling.driver import simulate
     from cfgphase.solvers.sampling.sampler import SaveAt, Sampler
 
+    from cfgphase.solvers.sweeps.spec import check_particles
+
     if args.out is not None:
         check_output_path(args.out, args.overwrite)
+    model_seed, noise_seed = _seeds(args)
     model = Model(d=args.d, alpha=args.alpha, classes=args.classes, mean_var=args.mean_var, class_var=args.class_var,
                   process=args.process, target=args.target, modes=args.modes, mode_weights=args.mode_weights,
-                  unconditional=args.unconditional_var,
-                  seed=args.seed if args.model_seed is None else args.model_seed)
+                  unconditional=args.unconditional_var, seed=model_seed)
     sampler = Sampler(kind=args.sampler, method=args.method, steps=args.steps, t_max=args.t_max, t_min=args.t_min,
                       grid=args.grid, init=args.init)
-    result = simulate(model, _guidance(args), sampler=sampler, particles=args.particles,
-                      seed=args.seed if args.noise_seed is None else args.noise_seed, dtype=args.dtype,
+    _check_times(model.process, args)
+    guidance = _guidance(args)
+    check_particles(args.particles, model.d)
+    result = simulate(model, guidance, sampler=sampler, particles=args.particles, seed=noise_seed, dtype=args.dtype,
                       save=SaveAt(samples=args.samples), progress=not args.quiet and sys.stderr.isatty())
     if args.out is not None:
         save(result, args.out, overwrite=args.overwrite)
@@ -293,13 +346,12 @@ def _simulate(args):
 def _theory(args):
     from cfgphase.solvers.theory.meanfield import guided_prediction
 
-    alpha = 0.12 if args.alpha is None else args.alpha
-    if args.classes is not None:
-        if args.d is None or args.d < 1 or args.classes < 1:
-            raise ValueError("--classes needs --d >= 1 and K >= 1 to give alpha = log(K)/d")
-        alpha = math.log(args.classes) / args.d
-    elif args.d is not None:
+    from cfgphase.physics.processes import get_process
+
+    alpha = _alpha(args, default=0.12)
+    if args.classes is None and args.d is not None:
         raise ValueError("--d only converts --classes into alpha; the theory is the d -> infinity limit")
+    _check_times(get_process(args.process), args)
     pred = guided_prediction(alpha, _guidance(args).weight, process=args.process, sampler=args.sampler,
                              mean_var=args.mean_var, class_var=args.class_var, t_max=args.t_max,
                              target_norm=args.target_norm)
@@ -323,6 +375,7 @@ def _gaussian(args):
                           process=args.process)
     sampler = Sampler(kind=args.sampler, steps=args.steps, t_max=args.t_max, t_min=args.t_min, grid=args.grid,
                       init=args.init)
+    _check_times(model.process, args)
     pred = gaussian(model, _guidance(args), sampler=sampler)
     record = pred.summary()
     record.update(lambda_c=args.lambda_c, lambda_u=args.lambda_u, mean_gap=args.mean_gap)
@@ -339,6 +392,7 @@ def _gaussian(args):
 
 
 def _phase_diagram(args):
+    from cfgphase.solvers.io.hdf5 import check_output_path
     from cfgphase.solvers.sweeps.runner import phase_diagram
     from cfgphase.solvers.sweeps.spec import GRID_OPTIONS, config_from_options
 
@@ -347,6 +401,9 @@ def _phase_diagram(args):
         raise ValueError(f"--config: give a TOML file or grid options, not both (got --{sorted(given)[0]})")
     if args.config is None and not given and not args.resume:
         raise ValueError("--config: give a TOML file, grid options, or --resume")
+    check_output_path(args.out, overwrite=True)  # the name itself; the runner refuses to replace a file
+    if args.scheduler is not None:
+        _check_scheduler(args.scheduler)
     config = args.config if args.config is not None else config_from_options(given) if given else None
     result = phase_diagram(config, args.out, resume=args.resume, overwrite=args.overwrite, workers=args.workers,
                            scheduler=args.scheduler, progress=not args.quiet and sys.stderr.isatty())
@@ -361,20 +418,24 @@ def _optimize_schedule(args):
     from cfgphase.solvers.design import optimal
     from cfgphase.solvers.sampling.timegrid import default_t_max, time_grid
 
-    alpha = args.alpha
-    if args.classes is not None:
-        if args.d is None or args.d < 1 or args.classes < 1:
-            raise ValueError("--classes needs --d >= 1 and K >= 1 to give alpha = log(K)/d")
-        alpha = math.log(args.classes) / args.d
+    alpha = _alpha(args)
     if not 2 <= args.knots <= 32:
-        raise ValueError(f"knots must lie in [2, 32], got {args.knots}")
+        raise ValueError(f"knots must be an integer in [2, 32], got {args.knots}")
+    for name in ("mean_var", "class_var"):
+        if not (math.isfinite(getattr(args, name)) and getattr(args, name) > 0):
+            raise ValueError(f"{name} must be a finite number > 0, got {getattr(args, name)!r}")
+    if args.steps is not None and args.d is None:
+        raise ValueError("steps: --steps sets the sampler's grid at --d; give --d too")
     grid = t_max = None
     if args.d is not None:  # the sampler cfgphase simulate would use at this d: its start and its steps
-        if args.d < 1 or not 1 <= args.steps <= 100_000:
-            raise ValueError(f"d must be >= 1 and steps in [1, 100000], got d = {args.d}, steps = {args.steps}")
+        steps = OPTIMIZE_STEPS if args.steps is None else args.steps
+        if args.d < 1:
+            raise ValueError(f"d must be an integer >= 1, got {args.d}")
+        if not 1 <= steps <= MAX_OPTIMIZE_STEPS:
+            raise ValueError(f"steps must be an integer in [1, {MAX_OPTIMIZE_STEPS}], got {steps}")
         process = get_process(args.process)
         t_max = default_t_max(process, args.d * (args.mean_var + args.class_var))
-        grid = time_grid(process, args.steps, t_max, 0.0, kind="log", class_var=args.class_var)
+        grid = time_grid(process, steps, t_max, 0.0, kind="log", class_var=args.class_var)
     result = optimal.optimal_schedule(alpha, args.target, sampler=args.sampler, process=args.process,
                                       mean_var=args.mean_var, class_var=args.class_var,
                                       knots=optimal.default_knots(None, args.knots), grid=grid, t_max=t_max)

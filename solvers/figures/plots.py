@@ -95,17 +95,29 @@ def phase_diagram(path, thresholds=(0.01, 0.05, 0.2)):
     import h5py
     from matplotlib.colors import LogNorm
 
-    with h5py.File(path, "r") as f:
-        if f.attrs.get("kind") != "phase_diagram" or f.attrs.get("schedule") != "constant":
-            raise ValueError(f"file: {path} is not a constant-omega phase diagram")
-        alpha, omega = f["alpha"][()], f["omega"][()]
-        samplers = list(f["sampler"].asstr()[()])
-        theory = {s: f["theory_distortion"][:, :, i] for i, s in enumerate(samplers)}
-        model = json.loads(f.attrs["sweep_spec"])["model"]
-        sim = None
-        if "sim_distortion" in f:
-            sim = dict(alpha=f["sim_alpha"][()], omega=f["sim_omega"][()], sampler=list(f["sim_sampler"].asstr()[()]),
-                       d=f["d"][()], values=f["sim_distortion"][()], errors=f["sim_distortion_stderr"][()])
+    from cfgphase.solvers.io.hdf5 import check_file
+
+    check_file(path, {"phase_diagram"})
+    try:
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("schedule") != "constant":
+                raise ValueError(f"file: {path} is not a constant-omega phase diagram")
+            alpha, omega = f["alpha"][()], f["omega"][()]
+            samplers = list(f["sampler"].asstr()[()])
+            theory = {s: f["theory_distortion"][:, :, i] for i, s in enumerate(samplers)}
+            model = json.loads(f.attrs["sweep_spec"])["model"]
+            model = dict(mean_var=float(model["mean_var"]), class_var=float(model["class_var"]))
+            sim = None
+            if "sim_distortion" in f:
+                sim = dict(alpha=f["sim_alpha"][()], omega=f["sim_omega"][()],
+                           sampler=list(f["sim_sampler"].asstr()[()]), d=f["d"][()], values=f["sim_distortion"][()],
+                           errors=f["sim_distortion_stderr"][()])
+    except (KeyError, IndexError, TypeError, AttributeError, json.JSONDecodeError) as err:
+        raise ValueError(f"file: {path} is a damaged phase-diagram file (missing or malformed: {err})") from None
+    shapes = {s: v.shape for s, v in theory.items()}
+    if alpha.ndim != 1 or omega.ndim != 1 or any(shape != (alpha.size, omega.size) for shape in shapes.values()):
+        raise ValueError(f"file: {path} is a damaged phase-diagram file (theory_distortion does not match the "
+                         f"alpha, omega and sampler axes)")
     main = "ode" if "ode" in theory else samplers[0]
     fig, axes = subplots(1, 2, figsize=(WIDTH[2], 2.7))
     ax = axes[0]
@@ -437,6 +449,8 @@ def plot(source, kind=None, out=None, overwrite=False):
     is replaced only with ``overwrite``.
     """
     if out is not None:
+        if not str(out):
+            raise ValueError("out: empty file name")
         out = Path(out)
         if out.suffix not in (".pdf", ".png", ".svg", ""):
             raise ValueError(f"out: expected a .pdf, .png or .svg file name, got {out.name}")
@@ -450,6 +464,8 @@ def plot(source, kind=None, out=None, overwrite=False):
     if kind is not None and kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     if isinstance(source, (str, Path)):
+        if not str(source):
+            raise ValueError("file: empty file name")
         held = file_kind(source)
     else:
         held = "trajectory" if hasattr(source, "trajectory") else getattr(source, "kind", None)
@@ -460,6 +476,11 @@ def plot(source, kind=None, out=None, overwrite=False):
         fig = DRAW[kind](source)
     except KeyError as err:
         raise ValueError(f"file: {source} lacks the data of a {kind} figure (missing {err})") from None
+    except (IndexError, TypeError, ValueError) as err:
+        if not isinstance(source, (str, Path)) or str(err).startswith("file:"):
+            raise
+        # arrays of the wrong shape or type in a file: bad input, reported as such
+        raise ValueError(f"file: {source} holds malformed data for a {kind} figure ({err})") from None
     if out is not None:
         save(fig, out)
     return fig

@@ -6,16 +6,21 @@ provenance every cfgphase file carries (schema_version, package version, git rev
 versions, host, creation time), so that ``xarray.open_dataset(path, engine="h5netcdf")`` or
 :func:`open_dataset` read it with labelled coordinates. Layouts: data/README.md.
 
-Writes never corrupt a file: a file is written under a temporary name in the same directory,
-flushed to disk and renamed over the target (atomic on POSIX), so a reader, a kill or a full disk
-leaves either the previous file or the new one, never a torn one, and a failure removes the
-temporary file. Figure data (cfgphase.solvers.figures) are stored with :func:`write_arrays`.
+Writes never corrupt a file. The HDF5 image is built in memory, then written with plain file I/O
+under a temporary name in the same directory, flushed to disk and renamed over the target (atomic
+on POSIX): a reader, a kill or a full disk leaves either the previous file or the new one, never a
+torn one; a failed write (disk full, quota, file-size limit, permissions) raises
+:class:`WriteError` naming the file and removes the temporary file. (Letting the HDF5 library write
+to a failing disk crashed the process on its clean-up.) One writer per file: :func:`writer_lock`.
+Figure data (cfgphase.solvers.figures) are stored with :func:`write_arrays`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime
+import fcntl
+import io
 import json
 import os
 import platform
@@ -82,40 +87,75 @@ def check_output_path(path, overwrite=False, name="out"):
         raise ValueError(f"{name}: expected a {', '.join(SUFFIXES)} file name, got {path.name}")
 
 
-@contextlib.contextmanager
-def atomic_path(path):
-    """A temporary path in ``path``'s directory that is renamed to ``path`` once the block succeeds.
+class WriteError(OSError):
+    """A file could not be written; the previous file, if any, is untouched and nothing is left."""
 
-    The file written there is flushed to disk before the rename; on any exception (a full disk, a
-    kill delivered as an exception) the temporary file is removed and ``path`` is untouched.
-    """
+
+def write_bytes(path, data):
+    """Write ``data`` to ``path`` atomically: a temporary file in the same directory, flushed to
+    disk, renamed over ``path``. Any failure raises :class:`WriteError` and removes the temporary."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
+    tmp = None
     try:
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make results unreadable to collaborators
-        yield Path(tmp)
-        with open(tmp, "rb") as fh:  # on disk before the rename, so a crash cannot leave an empty file
-            os.fsync(fh.fileno())
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp's 0600 would make results unreadable to collaborators
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())  # on disk before the rename: a crash cannot leave an empty file
         os.replace(tmp, path)
+    except OSError as err:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        raise WriteError(f"cannot write {path}: {err.strerror or err}") from None
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
         raise
 
 
 @contextlib.contextmanager
-def atomic_h5(path):
-    """An ``h5py.File`` open for writing that appears at ``path`` only once it is complete."""
-    import h5py
+def writer_lock(path):
+    """Hold the one-writer lock of ``path`` for the duration of the block.
 
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-        yield f
+    An OS lock (flock) on ``.NAME.lock`` beside the file, which records the owner's host and PID;
+    the kernel releases it when the owner exits or is killed, so a lock is never stale. A second
+    writer is refused at once with a ValueError naming the owner. (On network file systems flock
+    is as reliable as the file system's own locking.)
+    """
+    path = Path(path)
+    lock = path.parent / f".{path.name}.lock"
+    while True:
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as err:
+            raise WriteError(f"cannot create the lock {lock}: {err.strerror or err}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.pread(fd, 256, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise ValueError(f"out: {path} is being written by {owner}; wait for it or stop it") from None
+        try:  # the lock file may have been removed by the previous owner between open and flock
+            if os.stat(lock).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{platform.node()} pid {os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        Path(lock).unlink(missing_ok=True)  # while still holding it
+        os.close(fd)
 
 
 def remove_stale_temporaries(path):
-    """Delete temporary files that a writer of ``path`` killed mid-write left behind (atomic_path)."""
+    """Delete temporary files that a writer of ``path`` killed mid-write left behind (call it while
+    holding :func:`writer_lock`)."""
     path = Path(path)
     for stale in path.parent.glob(f".{path.name}.*.tmp"):
         stale.unlink(missing_ok=True)
@@ -125,17 +165,22 @@ def write_dataset(path, dataset):
     """Write an ``xarray.Dataset`` to ``path`` atomically, with the provenance attributes."""
     ds = dataset.copy()
     ds.attrs = {**dataset.attrs, **provenance()}
-    with atomic_path(path) as tmp:
-        ds.to_netcdf(tmp, engine="h5netcdf")
+    image = io.BytesIO()
+    ds.to_netcdf(image, engine="h5netcdf")
+    write_bytes(path, image.getbuffer())
 
 
 def save(result, path, overwrite=False):
     """Write a result (anything with ``to_xarray()``: a simulation, a prediction) to an HDF5 file.
 
-    Refuses to replace an existing file unless ``overwrite``; writes atomically (see module).
+    Refuses to replace an existing file unless ``overwrite``; one writer at a time; atomic (see
+    module). Returns the path.
     """
     check_output_path(path, overwrite)
-    write_dataset(path, result.to_xarray())
+    dataset = result.to_xarray()
+    with writer_lock(path):
+        remove_stale_temporaries(path)
+        write_dataset(path, dataset)
     return Path(path)
 
 
@@ -181,7 +226,8 @@ def write_arrays(path, kind, arrays, params):
     """
     import h5py
 
-    with atomic_h5(path) as f:
+    image = io.BytesIO()
+    with h5py.File(image, "w") as f:
         f.attrs.update(provenance())
         f.attrs.update(kind="figure", figure_kind=kind, params=json.dumps(params, default=str))
         for name, values in arrays.items():
@@ -190,6 +236,8 @@ def write_arrays(path, kind, arrays, params):
                 f.create_dataset(name, data=values.astype(str).astype(object), dtype=h5py.string_dtype())
             else:
                 f.create_dataset(name, data=values)
+    with writer_lock(path):
+        write_bytes(path, image.getbuffer())
 
 
 def read_arrays(path):

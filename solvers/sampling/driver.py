@@ -40,7 +40,7 @@ MAX_PARTICLES = 100_000_000
 
 
 def simulate(model, guidance=None, *, sampler="ode", steps=None, t_max=None, particles=1024, seed=0, save=None,
-             dtype="float64", threads=None, progress=False):
+             dtype="float64", threads=None, progress=False, time_limit=None):
     r"""Guided sampling of ``model`` with exact scores; returns a :class:`Simulation`.
 
     Parameters
@@ -64,15 +64,18 @@ def simulate(model, guidance=None, *, sampler="ode", steps=None, t_max=None, par
         Kernel threads (default: the usable cores, read at call time).
     progress : bool
         A progress bar on stderr (shown after 2 s).
+    time_limit : float, optional
+        Seconds after which the run stops between two steps with ``status = 1`` and the reason
+        (a sweep's per-point limit); default none.
     """
     field = field_for(model, dtype=dtype, threads=threads)
     params = dict(model.record(), dtype=str(np.dtype(dtype)), threads=threads)
     return integrate(field, guidance, as_sampler(sampler, steps=steps, t_max=t_max), particles=particles, seed=seed,
-                     save=save, progress=progress, params=params)
+                     save=save, progress=progress, params=params, time_limit=time_limit)
 
 
 def integrate(field, guidance=None, sampler="ode", *, particles=1024, seed=0, save=None, progress=False,
-              params=None):
+              params=None, time_limit=None):
     """Integrate the guided reverse dynamics of any ``field`` and measure (docs/theory.md eqs. 9-14).
 
     ``field`` is a score field (MixtureField, GaussianField, DegradedField, ...); the other
@@ -91,6 +94,8 @@ def integrate(field, guidance=None, sampler="ode", *, particles=1024, seed=0, sa
             not 2 <= particles <= MAX_PARTICLES:
         raise ValueError(f"particles must be an integer in [2, {MAX_PARTICLES}], got {particles!r}")
     particles = int(particles)
+    if time_limit is not None and not (isinstance(time_limit, (int, float)) and time_limit > 0):
+        raise ValueError(f"time_limit must be a number of seconds > 0, got {time_limit!r}")
     noise = Noise(check_seed(seed))
     process = field.process
     if isinstance(sampler.grid, str):
@@ -161,18 +166,27 @@ def integrate(field, guidance=None, sampler="ode", *, particles=1024, seed=0, sa
             n_evals += extra + 1
             if bar is not None:
                 bar.update()
+            if time_limit is not None and time.perf_counter() - start > time_limit and i + 1 < steps:
+                status, message = 1, f"time limit of {time_limit:g} s reached at t = {t_next:.6g}"
+                break
         if bar is not None:
             bar.close()
 
     trajectory = {n: np.array(v) for n, v in trajectory.items()}
     saved = np.array(saved_times)
-    if status == 0:
-        reference = field.sample_initial(t_min, particles, noise.reference_rng(), "conditional")
-        final = obs.final_statistics(field, x, ev, labels, counts, reference, field.evaluate(reference, t_min))
-        final_mean, final_var = x.mean(0), x.var(0, ddof=1)
-    else:
-        final, final_mean, final_var = obs.undefined_statistics(), np.full(field.d, np.nan), np.full(field.d, np.nan)
-    final["t_condensation"], final["t_condensation_stderr"] = _condensation(saved, trajectory, counts)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"), single_threaded_blas():
+        if status == 0:
+            # final statistics from a float64 evaluation: 1/p(c|x) - 1 and the quantiles of p(c|x)
+            # near 1 are below float32's resolution of the logits (docs/theory.md eq. 31)
+            exact = field.precise() if hasattr(field, "precise") else field
+            reference = field.sample_initial(t_min, particles, noise.reference_rng(), "conditional")
+            final = obs.final_statistics(field, x, ev if exact is field else exact.evaluate(x, t_min), labels, counts,
+                                         reference, exact.evaluate(reference, t_min))
+            final_mean, final_var = x.mean(0), x.var(0, ddof=1)
+        else:
+            final, final_mean = obs.undefined_statistics(), np.full(field.d, np.nan)
+            final_var = np.full(field.d, np.nan)
+        final["t_condensation"], final["t_condensation_stderr"] = _condensation(saved, trajectory, counts)
     return Simulation(params=record, grid=times, times=saved, group_counts=counts, trajectory=trajectory,
                       final=final, final_mean=final_mean, final_var=final_var,
                       samples=x.copy() if save.samples else None, n_score_evals=n_evals,

@@ -169,10 +169,11 @@ def group_means(values, labels, counts):
 def pooled(group_mean, counts):
     """Mean over particles and its jackknife standard error from group means (..., G) (eq. 14)."""
     B, G = counts.sum(), counts.size
-    total = group_mean @ counts
-    mean = total / B
-    loo = (total[..., None] - group_mean * counts) / (B - counts)
-    return mean, np.sqrt((G - 1) / G * np.sum((loo - loo.mean(-1, keepdims=True)) ** 2, axis=-1))
+    with np.errstate(over="ignore", invalid="ignore"):  # a diverged run's infinities stay infinities
+        total = group_mean @ counts
+        mean = total / B
+        loo = (total[..., None] - group_mean * counts) / (B - counts)
+        return mean, np.sqrt((G - 1) / G * np.sum((loo - loo.mean(-1, keepdims=True)) ** 2, axis=-1))
 
 
 def jackknife(stat, values, labels, counts):

@@ -61,11 +61,19 @@ class Simulation:
         """(mean, stderr) over particles of trajectory observable ``name``, each (n_save,)."""
         return obs.pooled(self.trajectory[name], self.group_counts)
 
+    @property
+    def non_finite(self):
+        """Names of the final statistics that were computed but are not finite (an infinite
+        E[1/p(c|x)] when a sample sits deep in another class, a diverged run): distinct from the
+        statistics that are not defined here (None)."""
+        return [k for k, v in self.final.items() if v is not None and not math.isfinite(v)]
+
     def summary(self):
-        """The flat JSON-ready record: inputs, then final statistics and their standard errors."""
+        """The flat JSON-ready record: inputs, then final statistics and their standard errors, the
+        names of the non-finite ones (``non_finite``; JSON has no infinity, they print as null)."""
         out = {k: self.params.get(k) for k in SUMMARY_KEYS}
         out.update(self.final)
-        out.update(status=self.status, message=self.message, wall_time=self.wall_time,
+        out.update(non_finite=self.non_finite, status=self.status, message=self.message, wall_time=self.wall_time,
                    n_score_evals=self.n_score_evals)
         return out
 
@@ -103,5 +111,5 @@ class Simulation:
                   "group_size": ("group", self.group_counts, {"long_name": "particles per group"})}
         attrs = {k: attribute(v) for k, v in self.params.items()}
         attrs.update(kind="simulation", status=self.status, message=self.message, wall_time=self.wall_time,
-                     n_score_evals=self.n_score_evals)
+                     n_score_evals=self.n_score_evals, non_finite=",".join(self.non_finite))
         return xr.Dataset(data, coords=coords, attrs=attrs)

@@ -102,6 +102,14 @@ class MixtureField:
         w = self.model.weights[self.components]
         return self.model.means[self.components], w / w.sum()
 
+    def precise(self):
+        """This field in float64 (itself if it is): what must stay exact, such as the target's
+        posterior near 1 in the final statistics, is evaluated there (docs/theory.md eq. 31)."""
+        if self.dtype == np.float64:
+            return self
+        return MixtureField(self.model, self.process, self.target, np.float64, self.chunk, self.threads,
+                            self.unconditional)
+
     def evaluate(self, x, t):
         with single_threaded_blas():  # the target's logits too: no OpenBLAS threads left spinning
             return self._evaluate(x, t)

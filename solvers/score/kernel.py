@@ -180,7 +180,7 @@ def _exp_weight_overload(z):
     return lambda z: _exp_nonpositive(z)
 
 
-@nb.njit(nogil=True, fastmath=True, cache=True)
+@nb.njit(nogil=True, fastmath=True, cache=True, error_model="numpy")
 def _chunk_pass(S, bias, scale, threshold, k0, run_max, run_sum, run_w, run_arg, acc, T, fold_T, active):
     """One chunk of the online softmax (eq. 7) for every row of a block, in place.
 
@@ -259,7 +259,7 @@ SKIP_WEIGHT = 1e-12
 SUBSET = 0.5
 
 
-@nb.njit(nogil=True, fastmath=True, cache=True)
+@nb.njit(nogil=True, fastmath=True, cache=True, error_model="numpy")
 def _stream_rows(x, means, scale, bias, chunk, threshold, skip, run_max, run_arg, buffer, Y, log_partition, entropy):
     """Stream all K chunks for one block of rows, without the GIL; writes Y, log_partition,
     entropy, run_max and run_arg (block views) in place.

@@ -13,11 +13,15 @@ The schema is documented in data/README.md.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import signal
+import threading
 import time
 import traceback
+import types
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +45,9 @@ UNITS = {"alpha": "log(K)/d", "omega": "excess guidance weight", "w0": "excess g
          "var_perp": "data units^2", "distortion": "nats per dimension", "t_condensation": "forward time",
          "accuracy": "1", "inv_prob": "1"}
 FLUSH_SECONDS = 2.0
+#: Default limit in seconds of one simulation point (``simulation.time_limit``); a point over it
+#: is recorded as failed with the reason. Theory units are bounded by the solver's evaluation budget.
+DEFAULT_TIME_LIMIT = 3600.0
 
 
 # --- units of work ------------------------------------------------------------------------------
@@ -118,7 +125,8 @@ def _simulation_unit(spec, idx):
     model = Model(d=point["d"], alpha=point["alpha"], mean_var=spec.model["mean_var"],
                   class_var=spec.model["class_var"], process=spec.model["process"], seed=point["seed"])
     result = simulate(model, _schedule(spec, point), sampler=point["sampler"], steps=sim["steps"], t_max=sim["t_max"],
-                      particles=sim["particles"], seed=point["seed"], dtype=sim["dtype"], threads=sim["threads"])
+                      particles=sim["particles"], seed=point["seed"], dtype=sim["dtype"], threads=sim["threads"],
+                      time_limit=sim.get("time_limit", DEFAULT_TIME_LIMIT))
     if result.status != 0:
         raise RuntimeError(result.message)
     out = {"K": result.params["K"]}
@@ -170,6 +178,10 @@ class SweepState:
         self.vars[f"{prefix}_wall_time"][1][where] = per_point
         self.vars[f"{prefix}_error"][1][where] = result["error"]
 
+    def total(self):
+        """Number of points of the sweep (theory and simulation)."""
+        return sum(data.size for name, (_, data) in self.vars.items() if name.endswith("_done"))
+
     def counts(self):
         done = failed = 0
         for prefix in ("theory", "sim"):
@@ -195,16 +207,19 @@ def _append_journal(handle, result):
     os.fsync(handle.fileno())
 
 
-def _replay_journal(path, state):
-    """Apply every complete line of the journal (a line torn by a kill is ignored)."""
+def _replay_journal(path, state, key):
+    """Apply every complete line of the journal written for the spec whose hash is ``key`` (a line
+    torn by a kill, or a line of another grid, is ignored)."""
     jp = journal_path(path)
     if not jp.exists():
         return 0
     count = 0
-    for line in jp.read_text().splitlines():
+    for line in jp.read_text(errors="replace").splitlines():
         try:
             result = json.loads(line)
         except json.JSONDecodeError:
+            continue
+        if not isinstance(result, dict) or result.get("spec") != key:
             continue
         state.apply(result)
         count += 1
@@ -275,25 +290,42 @@ def run_sweep(spec, path, resume=False, overwrite=False, workers=None, scheduler
     """Run (or resume) a sweep and write it to ``path``; returns a summary dict.
 
     ``workers``: local processes (default: usable cores / simulation threads); ``scheduler``: the
-    address of a Dask distributed scheduler (then ``workers`` is ignored).
+    address of a Dask distributed scheduler (then ``workers`` is ignored), reached before anything
+    is written. One writer per file (cfgphase.solvers.io.hdf5.writer_lock). SIGINT and SIGTERM stop
+    the sweep within seconds: running and queued points are abandoned (their worker processes
+    killed), every finished point is saved, and :class:`Interrupted` is raised.
     """
-    from cfgphase.solvers.io.hdf5 import check_output_path, remove_stale_temporaries
+    from cfgphase.solvers.io.hdf5 import check_output_path, remove_stale_temporaries, writer_lock
 
     path = Path(path)
     if not (resume and path.exists()):
         if path.exists() and not overwrite:
             raise ValueError(f"out: {path} exists (pass --resume to continue it or --overwrite to replace it)")
         check_output_path(path, overwrite=True)
-    if workers is not None and (int(workers) != workers or workers < 1):
+    if workers is not None and (isinstance(workers, bool) or int(workers) != workers or workers < 1):
         raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
+    if resume and path.exists():
+        read_state(path, spec)  # a damaged file, or another grid: refused before anything is locked
+    elif spec is None:
+        raise ValueError("resume: no file to resume and no grid given")
+    client = _connect(scheduler) if scheduler is not None else None
+    try:
+        with writer_lock(path):
+            return _run_locked(spec, path, resume, workers, client, progress)
+    finally:
+        if client is not None:
+            client.close()
+
+
+def _run_locked(spec, path, resume, workers, client, progress):
+    from cfgphase.solvers.io.hdf5 import remove_stale_temporaries
+
     now = _now()
     remove_stale_temporaries(path)
     if resume and path.exists():
         spec, state, started = read_state(path, spec)
-        replayed = _replay_journal(path, state)
+        replayed = _replay_journal(path, state, spec_hash(spec))
     else:
-        if spec is None:
-            raise ValueError("resume: no file to resume and no grid given")
         journal_path(path).unlink(missing_ok=True)
         state, started, replayed = SweepState(spec), now, 0
     attrs = dict(started=started, updated=now, status="running")
@@ -306,23 +338,62 @@ def run_sweep(spec, path, resume=False, overwrite=False, workers=None, scheduler
 
     bar = tqdm(total=len(all_units), initial=len(all_units) - len(todo), unit="unit", disable=not progress,
                desc="phase-diagram", mininterval=0.5)
-    last = time.perf_counter()
-    with open(journal_path(path), "a") as journal, bar:
-        for result in _execute(spec, todo, workers, scheduler):
-            state.apply(result)
-            _append_journal(journal, result)
-            bar.update()
-            if time.perf_counter() - last > FLUSH_SECONDS:
-                write_file(path, state, dict(attrs, updated=_now()))
-                journal.truncate(0)
-                journal.seek(0)
-                last = time.perf_counter()
+    last, stopped, key = time.perf_counter(), None, spec_hash(spec)
+    with open(journal_path(path), "a") as journal, bar, _stop_on_signals() as stop:
+        results = _execute(spec, todo, workers, client)
+        try:
+            for result in results:
+                state.apply(result)
+                _append_journal(journal, dict(result, spec=key))
+                bar.update()
+                if time.perf_counter() - last > FLUSH_SECONDS:
+                    write_file(path, state, dict(attrs, updated=_now()))
+                    journal.truncate(0)
+                    journal.seek(0)
+                    last = time.perf_counter()
+        except (KeyboardInterrupt, _Stop) as err:
+            stopped = stop.signum or getattr(err, "signum", signal.SIGINT)
+        finally:
+            results.close()  # cancels what is queued and kills the workers of an abandoned pool
     done, failed = state.counts()
     wall = time.perf_counter() - wall
-    write_file(path, state, dict(attrs, updated=_now(), status="complete", wall_time=wall))
+    status = "complete" if stopped is None else "interrupted"
+    write_file(path, state, dict(attrs, updated=_now(), status=status, wall_time=wall))
     journal_path(path).unlink(missing_ok=True)
+    if stopped is not None:
+        name = signal.Signals(stopped).name
+        raise Interrupted(stopped, f"{name}: stopped; {done} of {state.total()} points are saved in {path}; "
+                                   f"continue with: cfgphase phase-diagram --out {path} --resume")
     return dict(path=Path(path), units=len(all_units), computed=len(todo), points_done=done, points_failed=failed,
                 wall_time=wall, replayed=replayed)
+
+
+class _Stop(BaseException):
+    """Raised in the writer's main thread by SIGTERM (SIGINT raises KeyboardInterrupt)."""
+
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _stop_on_signals():
+    """SIGINT and SIGTERM interrupt the block (main thread only; elsewhere signals are left alone)."""
+    record = types.SimpleNamespace(signum=None)
+    if threading.current_thread() is not threading.main_thread():
+        yield record
+        return
+
+    def handler(signum, frame):
+        record.signum = signum
+        raise _Stop(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield record
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def _now():
@@ -331,19 +402,40 @@ def _now():
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
-def _execute(spec, todo, workers, scheduler):
-    """Yield unit results as they complete: in process, on a local process pool, or on Dask."""
+#: Seconds to wait for a Dask scheduler before the sweep is refused.
+CONNECT_SECONDS = 10
+
+
+def _connect(address):
+    """A Dask client of the scheduler at ``address``; ValueError naming ``scheduler`` if unreachable."""
+    try:
+        from dask.distributed import Client
+    except ImportError:
+        raise ValueError("scheduler: dask.distributed is not installed (pip install 'dask[distributed]')") from None
+    try:
+        return Client(address, timeout=CONNECT_SECONDS, set_as_default=False)
+    except (OSError, TimeoutError, ValueError, TypeError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ValueError(f"scheduler: cannot reach {address!r} within {CONNECT_SECONDS} s ({reason})") from None
+
+
+def _execute(spec, todo, workers, client):
+    """Yield unit results as they complete: in process, on a local process pool, or on Dask.
+
+    Closing the generator early (an interrupt) cancels what is queued; local worker processes are
+    killed, so that nothing keeps computing after the writer has stopped.
+    """
     if not todo:
         return
-    if scheduler is not None:
+    if client is not None:
+        from dask.distributed import as_completed
+
+        futures = client.map(run_unit, [spec] * len(todo), todo, pure=False)
         try:
-            from dask.distributed import Client, as_completed
-        except ImportError:
-            raise ValueError("scheduler: dask.distributed is not installed (pip install 'dask[distributed]')") from None
-        with Client(scheduler) as client:
-            futures = client.map(run_unit, [spec] * len(todo), todo, pure=False)
-            for future in as_completed(futures):
+            for future in as_completed(futures, loop=client.loop):  # this client, not a global default
                 yield future.result()
+        finally:
+            client.cancel(futures)
         return
     from cfgphase.solvers.score.kernel import usable_cores
 
@@ -356,19 +448,56 @@ def _execute(spec, todo, workers, scheduler):
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_single_threaded_worker) as pool:
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_setup,
+                               initargs=(os.getpid(),))
+    finished = False
+    try:
         futures = [pool.submit(run_unit, spec, unit) for unit in todo]
         for future in as_completed(futures):
             yield future.result()
+        finished = True
+    finally:
+        if finished:
+            pool.shutdown(wait=True)
+        else:  # abandoned: kill the workers instead of letting them finish work nobody will save
+            processes = list(getattr(pool, "_processes", {}).values())
+            pool.shutdown(wait=False, cancel_futures=True)
+            for process in processes:
+                process.kill()
+            for process in processes:
+                process.join(5)
 
 
-def _single_threaded_worker():
-    """Pool initializer: BLAS and OpenMP on one thread in this worker, so that workers x threads
-    stays within the cores (set in the worker itself: the parent's environment is left alone)."""
+def _worker_setup(parent):
+    """Pool initializer. BLAS and OpenMP on one thread (workers x threads stays within the cores; set
+    in the worker, the parent's environment is left alone); SIGINT ignored (the writer stops the
+    pool and kills its workers); and the worker dies with the writer even when the writer is killed
+    by SIGKILL (Linux: the parent-death signal; elsewhere a watchdog thread on the parent's PID)."""
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if not _parent_death_signal(signal.SIGKILL):
+        def watchdog():
+            while os.getppid() == parent:
+                time.sleep(1.0)
+            os._exit(1)
+
+        threading.Thread(target=watchdog, daemon=True, name="cfgphase-watchdog").start()
+    if os.getppid() != parent:  # the writer died while this worker started
+        os._exit(1)
+
+
+def _parent_death_signal(signum):
+    """Ask the kernel to send ``signum`` to this process when its parent dies (Linux prctl)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        return libc.prctl(1, int(signum), 0, 0, 0) == 0  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return False
 
 
 @dataclass

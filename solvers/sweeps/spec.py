@@ -25,6 +25,7 @@ from the options of ``cfgphase phase-diagram``.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import tomllib
@@ -37,7 +38,18 @@ SCHEDULE_DEFAULTS = {"after": -1.0}
 ALL_SCHEDULE_PARAMETERS = ("omega", "w0", "slope", "t_switch", "after")
 MODEL_DEFAULTS = dict(mean_var=1.0, class_var=0.25, process="ou")
 THEORY_OPTIONS = dict(t_max=None)
-SIMULATION_OPTIONS = dict(particles=512, steps=100, t_max=7.0, dtype="float64", threads=1, seeds=None)
+#: t_max None: SIMULATION_T_MAX, or the end of the process's time range if that comes first (flow: 1)
+SIMULATION_OPTIONS = dict(particles=512, steps=100, t_max=None, dtype="float64", threads=1, seeds=None)
+SIMULATION_T_MAX = 7.0
+#: Largest number of values on one axis and of points on one grid (theory or simulation): a typo guard.
+MAX_POINTS = 1_000_000
+#: Largest number of kernel threads per simulation: a typo guard.
+MAX_THREADS = 1024
+#: Arrays of particles x d float64 numbers a simulation holds at once (particles, scores, stepper stages,
+#: noise, observables), for the memory check of :func:`check_particles`.
+WORKING_ARRAYS = 16
+
+
 @dataclass
 class SweepSpec:
     """A validated sweep: axes (lists of values) and every option, defaults included."""
@@ -58,27 +70,63 @@ class SweepSpec:
         return json.dumps(asdict(self))
 
 
+_EXPECTED = {str: "a string", int: "an integer", float: "a number"}
+
+
+def _typed(name, value, kind):
+    """``value`` checked to have the TOML type ``kind`` (float, int or str); ValueError naming ``name``.
+
+    An integer refuses 8.7 and true; a number accepts integers but refuses booleans and strings and
+    must be finite; a string refuses numbers. NumPy scalars become Python ones; values are otherwise
+    returned as given (an integer stays an integer in a number field, as the stored spec has it).
+    """
+    if isinstance(value, np.generic):
+        value = value.item()
+    if kind is str:
+        ok = isinstance(value, str)
+    elif kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not ok:
+        raise ValueError(f"{name}: expected {_EXPECTED[kind]}, got {value!r}")
+    if kind is float and not math.isfinite(value):
+        raise ValueError(f"{name}: must be finite, got {value!r}")
+    return value
+
+
+def _section(config, name):
+    """The table ``name`` of the configuration (empty if absent); ValueError naming it if not a table."""
+    value = config.get(name, {})
+    if not isinstance(value, dict):
+        raise ValueError(f"{name}: expected a table of keys ([{name}] in TOML), got {value!r}")
+    return dict(value)
+
+
 def _axis(section, key, value, kind=float):
     """A list of values from a list, a scalar or {start, stop, num}; ValueError naming section.key."""
     name = f"{section}.{key}"
     if isinstance(value, dict):
-        unknown = set(value) - {"start", "stop", "num"}
-        if unknown or set(value) != {"start", "stop", "num"}:
-            raise ValueError(f"{name}: a range needs exactly start, stop and num, got {sorted(value)}")
-        num = value["num"]
-        if not isinstance(num, int) or num < 1:
-            raise ValueError(f"{name}: empty range (num = {num!r})")
-        values = np.linspace(float(value["start"]), float(value["stop"]), num).tolist()
+        if set(value) != {"start", "stop", "num"}:
+            raise ValueError(f"{name}: a range needs exactly start, stop and num, got {sorted(map(str, value))}")
+        if kind is str:
+            raise ValueError(f"{name}: expected a list of strings, got a range")
+        num = _typed(f"{name}.num", value["num"], int)
+        if not 1 <= num <= MAX_POINTS:
+            raise ValueError(f"{name}: num must be an integer in [1, {MAX_POINTS}], got {num!r}")
+        start, stop = (_typed(f"{name}.{end}", value[end], float) for end in ("start", "stop"))
+        values = np.linspace(start, stop, num).tolist()
+        if kind is int:
+            if not all(v.is_integer() for v in values):
+                raise ValueError(f"{name}: the range {start}:{stop}:{num} gives values that are not integers")
+            values = [int(v) for v in values]
     else:
         values = list(value) if isinstance(value, (list, tuple)) else [value]
+        if len(values) > MAX_POINTS:
+            raise ValueError(f"{name}: more than {MAX_POINTS} values")
+        values = [kind(_typed(name, v, kind)) for v in values]
     if not values:
         raise ValueError(f"{name}: empty range")
-    try:
-        values = [kind(v) for v in values]
-    except (TypeError, ValueError):
-        raise ValueError(f"{name}: expected {kind.__name__} values, got {values!r}") from None
-    if kind is float and not all(math.isfinite(v) for v in values):
-        raise ValueError(f"{name}: values must be finite, got {values!r}")
     if len(set(values)) != len(values):
         raise ValueError(f"{name}: repeated values {values!r}")
     return values
@@ -87,65 +135,142 @@ def _axis(section, key, value, kind=float):
 def _options(section, given, defaults):
     unknown = set(given) - set(defaults)
     if unknown:
-        raise ValueError(f"{section}.{sorted(unknown)[0]}: unknown key (known: {', '.join(sorted(defaults))})")
+        raise ValueError(f"{section}.{sorted(map(str, unknown))[0]}: unknown key (known: {', '.join(sorted(defaults))})")
     return {**defaults, **given}
+
+
+def _bounded_integer(name, value, low, high):
+    value = _typed(name, value, int)
+    if not low <= value <= high:
+        raise ValueError(f"{name}: must be an integer in [{low}, {high}], got {value!r}")
+    return value
+
+
+def check_particles(particles, d, name="particles", budget=None):
+    """Raise ValueError naming ``name`` unless ``particles`` is an integer in [2, MAX_PARTICLES]
+    (cfgphase.solvers.sampling.driver) whose working arrays at dimension ``d`` (:data:`WORKING_ARRAYS`
+    arrays of particles x d float64 numbers) fit in ``budget`` bytes (default: the memory budget of
+    cfgphase.physics.mixture.default_memory_budget, half the physical memory)."""
+    from cfgphase.physics.mixture import default_memory_budget
+    from cfgphase.solvers.sampling.driver import MAX_PARTICLES
+
+    if isinstance(particles, bool) or not isinstance(particles, (int, np.integer)) or \
+            not 2 <= particles <= MAX_PARTICLES:
+        raise ValueError(f"{name} must be an integer in [2, {MAX_PARTICLES}], got {particles!r}")
+    budget = default_memory_budget() if budget is None else budget
+    need = int(particles) * int(d) * 8 * WORKING_ARRAYS
+    if need > budget:
+        raise ValueError(f"{name}: {particles} particles at d = {d} need about {need / 2**30:.3g} GiB of working "
+                         f"arrays, more than the memory budget of {budget / 2**30:.1f} GiB")
+    return int(particles)
 
 
 def parse_spec(config):
     """Validate a sweep dictionary (the TOML layout above) into a :class:`SweepSpec`.
 
-    Raises ValueError naming the offending key: unknown keys, empty ranges, schedule parameters
-    that do not belong to the schedule, values out of range.
+    Every check runs here, before any work: unknown keys, sections that are not tables, values of
+    the wrong TOML type, empty or oversized ranges, schedule parameters that do not belong to the
+    schedule or that the schedule refuses, values out of range (times beyond the process's time
+    range, steps, particles, seeds, threads, dtype) and simulations whose class means (K = e^{alpha d})
+    or particles would not fit in memory. Raises ValueError naming the offending key.
     """
-    config = dict(config)
+    from cfgphase.physics.processes import PROCESSES, get_process
+
+    if not isinstance(config, dict):
+        raise ValueError(f"config: expected a table of sections (schedule, model, theory, simulation), "
+                         f"got {type(config).__name__}")
     unknown = set(config) - {"schedule", "model", "theory", "simulation"}
     if unknown:
-        raise ValueError(f"{sorted(unknown)[0]}: unknown key (known: schedule, model, theory, simulation)")
-    schedule = config.get("schedule", "constant")
+        raise ValueError(f"{sorted(map(str, unknown))[0]}: unknown key (known: schedule, model, theory, simulation)")
+    schedule = _typed("schedule", config.get("schedule", "constant"), str)
     if schedule not in SCHEDULE_AXES:
         raise ValueError(f"schedule: must be one of {sorted(SCHEDULE_AXES)}, got {schedule!r}")
-    model = _options("model", config.get("model", {}), MODEL_DEFAULTS)
-    from cfgphase.physics.processes import PROCESSES
-
-    if model["process"] not in PROCESSES:
+    model = _options("model", _section(config, "model"), MODEL_DEFAULTS)
+    if _typed("model.process", model["process"], str) not in PROCESSES:
         raise ValueError(f"model.process: must be one of {sorted(PROCESSES)}, got {model['process']!r}")
+    process = get_process(model["process"])
     for key in ("mean_var", "class_var"):
-        if not (isinstance(model[key], (int, float)) and model[key] > 0):
+        model[key] = _typed(f"model.{key}", model[key], float)
+        if not model[key] > 0:
             raise ValueError(f"model.{key}: must be a number > 0, got {model[key]!r}")
-    theory_in = dict(config.get("theory", {}))
+    theory_in = _section(config, "theory")
     if "alpha" not in theory_in:
         raise ValueError("theory.alpha: missing (the grid needs an alpha axis)")
     theory_axes, theory_given = _guidance_axes("theory", theory_in, schedule, required=True)
     theory = _options("theory", theory_given, THEORY_OPTIONS)
+    if theory["t_max"] is not None:
+        theory["t_max"] = _typed("theory.t_max", theory["t_max"], float)
+        process.check_span(theory["t_max"], 0.0, "theory.t_max")
+    _check_grid("theory", theory_axes, schedule, process)
     spec = SweepSpec(schedule, model, theory_axes, theory)
     if "simulation" in config:
-        sim_in = dict(config["simulation"])
+        sim_in = _section(config, "simulation")
         for key in ("alpha", "sampler", *SCHEDULE_AXES[schedule]):
             sim_in.setdefault(key, theory_axes[key])
         if "d" not in sim_in:
             raise ValueError("simulation.d: missing (simulations need dimensions)")
         sim_axes, sim_given = _guidance_axes("simulation", sim_in, schedule, required=False)
         sim_axes["d"] = _axis("simulation", "d", sim_given.pop("d"), int)
+        if any(v < 1 for v in sim_axes["d"]):
+            raise ValueError(f"simulation.d: dimensions must be >= 1, got {sim_axes['d']}")
         if "seed" in sim_given and "seeds" in sim_given:
             raise ValueError("simulation.seeds: give seeds (a count) or seed (a list), not both")
         seeds = sim_given.pop("seed", None)
         simulation = _options("simulation", sim_given, SIMULATION_OPTIONS)
         if seeds is None:
             count = 1 if simulation["seeds"] is None else simulation["seeds"]
-            if not isinstance(count, int) or count < 1:
-                raise ValueError(f"simulation.seeds: must be an integer >= 1, got {count!r}")
-            seeds = list(range(count))
+            seeds = list(range(_bounded_integer("simulation.seeds", count, 1, MAX_POINTS)))
         simulation["seeds"] = None
         sim_axes["seed"] = _axis("simulation", "seed", seeds, int)
-        for key in ("particles", "steps", "threads"):
-            if not isinstance(simulation[key], int) or simulation[key] < 1:
-                raise ValueError(f"simulation.{key}: must be an integer >= 1, got {simulation[key]!r}")
-        if simulation["dtype"] not in ("float64", "float32"):
-            raise ValueError(f"simulation.dtype: must be 'float64' or 'float32', got {simulation['dtype']!r}")
-        if any(v < 1 for v in sim_axes["d"]):
-            raise ValueError(f"simulation.d: dimensions must be >= 1, got {sim_axes['d']}")
+        if any(v < 0 for v in sim_axes["seed"]):
+            raise ValueError(f"simulation.seed: seeds must be integers >= 0, got {sim_axes['seed']}")
+        _check_simulation(simulation, sim_axes, process)
+        _check_grid("simulation", sim_axes, schedule, process)
         spec.sim_axes, spec.simulation = sim_axes, simulation
     return spec
+
+
+def _check_simulation(simulation, sim_axes, process):
+    """Validate the simulation options in place (t_max filled in), and that the class means and the
+    particles of the largest simulation fit in memory."""
+    from cfgphase.physics.mixture import number_of_classes
+    from cfgphase.solvers.sampling.sampler import MAX_STEPS
+
+    _bounded_integer("simulation.steps", simulation["steps"], 1, MAX_STEPS)
+    _bounded_integer("simulation.threads", simulation["threads"], 1, MAX_THREADS)
+    if _typed("simulation.dtype", simulation["dtype"], str) not in ("float64", "float32"):
+        raise ValueError(f"simulation.dtype: must be 'float64' or 'float32', got {simulation['dtype']!r}")
+    if simulation["t_max"] is None:
+        simulation["t_max"] = min(SIMULATION_T_MAX, float(process.t_upper))
+    simulation["t_max"] = _typed("simulation.t_max", simulation["t_max"], float)
+    process.check_span(simulation["t_max"], 0.0, "simulation.t_max")
+    d_max = max(sim_axes["d"])
+    check_particles(_typed("simulation.particles", simulation["particles"], int), d_max, "simulation.particles")
+    alpha = max(sim_axes["alpha"])  # K = e^{alpha d} grows with alpha at every d
+    for d in sim_axes["d"]:
+        try:
+            number_of_classes(d, alpha=alpha)
+        except ValueError as err:
+            raise ValueError(f"simulation.alpha: {err}") from None
+
+
+def _check_grid(section, axes, schedule, process):
+    """The grid's size, and every combination of the schedule's parameters as the schedule itself
+    checks it (the weight floor -1, t_switch inside the process's time range, ...)."""
+    from cfgphase.physics.schedules import bind_schedule, make_schedule
+
+    size = math.prod(len(v) for v in axes.values())
+    if size > MAX_POINTS:
+        raise ValueError(f"{section}: the grid has {size} points, more than {MAX_POINTS}")
+    names = SCHEDULE_AXES[schedule]
+    for values in itertools.product(*(axes[k] for k in names)):
+        point = dict(zip(names, values))
+        try:
+            bind_schedule(make_schedule(schedule, **point), process=process)
+        except ValueError as err:
+            key = next((k for k in names if k in str(err)), names[0])
+            where = "" if len(names) == 1 else f" (at {', '.join(f'{k} = {v:g}' for k, v in point.items())})"
+            raise ValueError(f"{section}.{key}: {err}{where}") from None
 
 
 def _guidance_axes(section, given, schedule, required):
@@ -182,10 +307,12 @@ GRID_OPTIONS = ("schedule", *THEORY_AXES_OPTIONS, *MODEL_OPTIONS, *SIMULATION_AX
 def parse_range(text, name):
     """START:STOP:NUM or a comma list (numbers or words) from the option ``--name``."""
     def number(v):
-        try:
-            return float(v)
-        except ValueError:
-            return v
+        for kind in (int, float):
+            try:
+                return kind(v)
+            except ValueError:
+                pass
+        return v.strip()
     parts = text.split(":")
     if len(parts) == 3:
         try:
@@ -208,7 +335,7 @@ def config_from_options(given):
         if key in given:
             config["theory"][key.replace("-", "_")] = parse_range(given[key], key)
     if "sim-d" in given:
-        sim = config["simulation"] = {"d": [int(v) for v in parse_range(given["sim-d"], "sim-d")]}
+        sim = config["simulation"] = {"d": parse_range(given["sim-d"], "sim-d")}
         for key in ("sim-alpha", "sim-omega"):
             if key in given:
                 sim[key[4:]] = parse_range(given[key], key)
@@ -227,5 +354,7 @@ def read_config(path):
             return tomllib.load(f)
     except OSError as err:
         raise ValueError(f"--config: cannot read {path}: {err.strerror}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"--config: {path} is not a text file (a TOML file is UTF-8 text)") from None
     except tomllib.TOMLDecodeError as err:
         raise ValueError(f"--config: {path} is not valid TOML: {err}") from None

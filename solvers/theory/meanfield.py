@@ -239,6 +239,8 @@ def guided_predictions(alphas, omega=None, guidance_scale=None, process="ou", sa
                   target_norm=rho,
                   process=process.name, sampler=sampler,
                   schedule=repr(omega) if callable(omega) else "constant", t_max=t_max)
+    if not ok:  # no moments: every statistic is undefined (NaN), the message says why
+        end_mean, end_var = np.full(2, np.nan), np.full(2, np.nan)
     for alpha, ts in zip(alphas, t_star):
         phase, at_star, r, v_par, v_perp = None, (None, None), float(end_mean[0]), float(end_var[0]), float(end_var[1])
         if np.isfinite(ts):

@@ -147,16 +147,28 @@ def test_local_pool_and_dask_cluster_give_the_same_numbers(tmp_path, small_run):
     _assert_same_numbers(_numbers(dasked), _numbers(pooled))
 
 
-def test_failed_points_are_recorded_and_do_not_stop_the_sweep(tmp_path):
-    """A point whose simulation cannot run (K = e^{alpha d} beyond the memory budget) fails alone."""
+def test_failed_points_are_recorded_and_do_not_stop_the_sweep(tmp_path, monkeypatch):
+    """A point whose simulation raises fails alone. (A point that cannot run by its inputs, such as
+    K = e^{alpha d} beyond the memory budget, is refused with the grid, before any work:
+    test_bad_specifications_name_the_key; so the failure is injected here.)"""
+    import cfgphase.solvers.sampling.driver as driver
+
+    simulate = driver.simulate
+
+    def failing(model, *args, **kwargs):
+        if model.alpha == 0.2:
+            raise RuntimeError("injected failure")
+        return simulate(model, *args, **kwargs)
+
+    monkeypatch.setattr(driver, "simulate", failing)  # workers=1: the units run in this process
     spec = parse_spec({"theory": {"alpha": [0.1], "omega": [1.0]},
-                       "simulation": {"alpha": [0.1, 60.0], "d": [8], "particles": 16, "steps": 5}})
+                       "simulation": {"alpha": [0.1, 0.2], "d": [8], "particles": 16, "steps": 5}})
     path = tmp_path / "fail.h5"
     summary = run_sweep(spec, path, workers=1, progress=False)
     assert summary["points_failed"] == 1
     with h5py.File(path, "r") as f:
         errors = f["sim_error"].asstr()[()].ravel()
-        assert errors[0] == "" and errors[1] != ""
+        assert errors[0] == "" and "injected failure" in errors[1]
         assert np.isfinite(f["sim_mean_ratio"][0]).all() and f["sim_done"][()].all()
 
 
@@ -186,6 +198,14 @@ def _toml_value(value):
     ({"theory": {"alpha": [0.1], "omega": [1.0]}, "simulation": {"omega": [1.0]}}, "simulation.d"),
     ({"theory": {"alpha": [0.1], "omega": [1.0], "sampler": ["em"]}}, "theory.sampler"),
     ({"schedule": "cosine", "theory": {"alpha": [0.1]}}, "schedule"),
+    # checked with the grid, before any work (they used to fail point by point, or silently coerce)
+    ({"theory": {"alpha": [0.1], "omega": [1.0]}, "simulation": {"alpha": [60.0], "d": [8]}}, "simulation.alpha"),
+    ({"theory": {"alpha": [0.1], "omega": [1.0]}, "simulation": {"d": [8.7]}}, "simulation.d"),
+    ({"theory": {"alpha": [0.1], "omega": [1.0]}, "simulation": {"d": [8], "particles": True}},
+     "simulation.particles"),
+    ({"theory": {"alpha": [0.1], "omega": [-2.0]}}, "theory.omega"),
+    ({"theory": {"alpha": [0.1], "omega": [1.0]}, "simulation": {"d": [8], "t_max": -1.0}}, "simulation.t_max"),
+    ({"theory": 5}, "theory"),
 ])
 def test_bad_specifications_name_the_key(config, key):
     with pytest.raises(ValueError, match=key.replace(".", r"\.")):
