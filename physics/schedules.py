@@ -452,6 +452,8 @@ class TriangleSchedule(_GridSchedule):
 
     def scale_per_step(self, positions, fractions):
         shape = 1.0 - np.abs(2.0 * positions - 1.0)
+        if positions.size < 3:  # the triangle is 1 at both ends: no apex to normalise
+            raise ValueError(f"steps: the {self.name} schedule needs a grid of at least 3 steps, got {positions.size}")
         return 1.0 + self.omega / float(shape @ fractions) * shape
 
 

@@ -309,8 +309,7 @@ def _simulate(args):
     from cfgphase.solvers.io.hdf5 import check_output_path, save
     from cfgphase.solvers.sampling.driver import simulate
     from cfgphase.solvers.sampling.sampler import SaveAt, Sampler
-
-    from cfgphase.solvers.sweeps.spec import check_particles
+    from cfgphase.solvers.sampling.driver import check_particles
 
     if args.out is not None:
         check_output_path(args.out, args.overwrite)
@@ -344,9 +343,8 @@ def _simulate(args):
 
 
 def _theory(args):
-    from cfgphase.solvers.theory.meanfield import guided_prediction
-
     from cfgphase.physics.processes import get_process
+    from cfgphase.solvers.theory.meanfield import guided_prediction
 
     alpha = _alpha(args, default=0.12)
     if args.classes is None and args.d is not None:

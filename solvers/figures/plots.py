@@ -89,9 +89,13 @@ def _panel_labels(axes):
 
 @styled
 def phase_diagram(path, thresholds=(0.01, 0.05, 0.2)):
-    r"""(a) Predicted distortion over (alpha, omega) (ODE if present) with contours at ``thresholds``,
-    :math:`\alpha_{max}` and the simulated points; (b) distortion against omega at each simulated
-    alpha: theory lines and simulations (mean over seeds +- standard error) at each d."""
+    r"""(a) The phases of guided sampling over (alpha, omega) (ODE if present; docs/theory.md eq. 49):
+    the predicted distortion with contours at ``thresholds``; the condensation boundary
+    :math:`\alpha_c(\omega)` (solid: beyond it the classes stay dense and the final law is the guided
+    bulk's), :math:`\alpha_{max}` (dotted: the same without guidance), the annealed/frozen boundary at t*
+    (dashed), the sub-exponential limit alpha -> 0, regions where the theory has no answer (hatched),
+    and the simulated points; (b) distortion against omega at each simulated alpha: theory lines and
+    simulations (mean over seeds +- standard error) at each d."""
     import h5py
     from matplotlib.colors import LogNorm
 
@@ -105,6 +109,10 @@ def phase_diagram(path, thresholds=(0.01, 0.05, 0.2)):
             alpha, omega = f["alpha"][()], f["omega"][()]
             samplers = list(f["sampler"].asstr()[()])
             theory = {s: f["theory_distortion"][:, :, i] for i, s in enumerate(samplers)}
+            failed = {s: f["theory_error"].asstr()[()][:, :, i] != "" for i, s in enumerate(samplers)}
+            boundary = {s: f["condensation_boundary"][:, i] for i, s in enumerate(samplers)} \
+                if "condensation_boundary" in f else {}
+            frozen = {s: f["frozen_boundary"][:, :, i] for i, s in enumerate(samplers)} if "frozen_boundary" in f else {}
             model = json.loads(f.attrs["sweep_spec"])["model"]
             model = dict(mean_var=float(model["mean_var"]), class_var=float(model["class_var"]))
             sim = None
@@ -119,23 +127,9 @@ def phase_diagram(path, thresholds=(0.01, 0.05, 0.2)):
         raise ValueError(f"file: {path} is a damaged phase-diagram file (theory_distortion does not match the "
                          f"alpha, omega and sampler axes)")
     main = "ode" if "ode" in theory else samplers[0]
-    fig, axes = subplots(1, 2, figsize=(WIDTH[2], 2.7))
-    ax = axes[0]
-    floor = 1e-4
-    grid = theory[main]
-    norm = LogNorm(vmin=floor, vmax=max(np.nanmax(grid), 10 * floor))
-    mesh = ax.pcolormesh(alpha, omega, np.clip(grid.T, floor, None), norm=norm, shading="auto", rasterized=True)
-    contours = ax.contour(alpha, omega, grid.T, levels=list(thresholds), colors="white", linewidths=0.8)
-    ax.clabel(contours, fmt=lambda v: f"{v:g}", fontsize=6)
-    from cfgphase.solvers.theory.condensation import alpha_max
-
-    top = alpha_max(model["mean_var"], model["class_var"])
-    if top <= alpha.max():
-        ax.axvline(top, color="white", linestyle=":", linewidth=0.8)
-        ax.text(top, omega.max(), r" $\alpha_{max}$", color="white", va="top", fontsize=6)
-    fig.colorbar(mesh, ax=ax, label=f"{DISTORTION} ({main.upper()}, theory)")
-    ax.set_xlabel(r"$\alpha = \log K / d$ [nats per dimension]")
-    ax.set_ylabel(WEIGHT)
+    fig, axes = subplots(1, 2, figsize=(WIDTH[2], 3.0))
+    _phases(fig, axes[0], alpha, omega, theory[main], failed[main], boundary.get(main), frozen.get(main), model,
+            main, thresholds)
     ax = axes[1]
     if sim is not None:
         A, O = np.meshgrid(sim["alpha"], sim["omega"], indexing="ij")
@@ -159,17 +153,81 @@ def phase_diagram(path, thresholds=(0.01, 0.05, 0.2)):
                                 marker=markers[j % 6], linestyle="", markersize=3,
                                 label=f"d = {d}" if i == 0 and k == 0 else None)
         ax.legend(fontsize=6, ncol=1)
-        ax.set_xlim(min(0.0, sim["omega"].min()) - 0.1, 1.3 * sim["omega"].max())
+        low, high = min(0.0, sim["omega"].min()) - 0.1, 1.3 * sim["omega"].max()
+        ax.set_xlim(low, high)
         rows = [np.argmin(np.abs(alpha - a)) for a in sim["alpha"]]
-        shown = np.concatenate([th[rows][:, omega <= 1.3 * sim["omega"].max()].ravel() for th in theory.values()]
-                               + [np.ravel(sim["values"])])
+        inside = (omega >= low) & (omega <= high)
+        shown = np.concatenate([th[rows][:, inside].ravel() for th in theory.values()] + [np.ravel(sim["values"])])
         ax.set_ylim(min(0.0, np.nanmin(shown)), 1.1 * np.nanmax(shown))
+    else:  # theory alone: the distortion against omega across the phases, both samplers
+        colors = palette()
+        picks = [a for a in (0.1, 0.4, 0.8, 1.2) if alpha.min() <= a <= alpha.max()] or [float(np.median(alpha))]
+        for i, a in enumerate(picks):
+            row = np.argmin(np.abs(alpha - a))
+            for s, values in theory.items():
+                ax.plot(omega, values[row], color=colors[i % 8], linestyle="-" if s == "ode" else "--", marker="",
+                        label=rf"$\alpha$ = {alpha[row]:.2g}, {s.upper()}")
+        ax.set_yscale("log")
+        ax.set_ylim(1e-4, None)
+        ax.legend(fontsize=6, ncol=1)
     ax.set_xlabel(WEIGHT)
     ax.set_ylabel(DISTORTION)
-    axes[0].set_title("theory; red circles: simulated points")
-    ax.set_title("lines: theory; points: simulation ($\\pm$ 1 s.e.)")
+    axes[0].set_title(f"phases ({main.upper()} theory); red circles: simulated", fontsize=8)
+    ax.set_title("lines: theory; points: simulation ($\\pm$ 1 s.e.)" if sim is not None else
+                 "theory across the phases (no simulation in the file)", fontsize=8)
     _panel_labels(axes)
     return fig
+
+
+def _phases(fig, ax, alpha, omega, distortion, failed, boundary, frozen, model, sampler, thresholds):
+    """Panel (a) of the phase diagram: distortion, its contours, the phase lines and their labels."""
+    from matplotlib.colors import LogNorm
+
+    from cfgphase.solvers.theory.condensation import alpha_max
+
+    floor = 1e-4
+    finite = np.isfinite(distortion) & ~failed
+    norm = LogNorm(vmin=floor, vmax=max(np.nanmax(np.where(finite, distortion, np.nan)), 10 * floor))
+    shown = np.where(finite, np.clip(distortion, floor, None), np.nan)
+    mesh = ax.pcolormesh(alpha, omega, shown.T, norm=norm, shading="auto", rasterized=True)
+    if np.any(~finite):  # where the theory has no answer, say so
+        ax.contourf(alpha, omega, (~finite).T.astype(float), levels=[0.5, 1.5], colors="none", hatches=["////"])
+        a, w = np.argwhere(~finite)[len(np.argwhere(~finite)) // 2]
+        ax.text(alpha[a], omega[w], "no prediction", fontsize=6, ha="center", va="center",
+                bbox=dict(boxstyle="round", fc="white", ec="none", alpha=0.8))
+    contours = ax.contour(alpha, omega, np.where(finite, distortion, np.nan).T, levels=list(thresholds),
+                          colors="white", linewidths=0.6)
+    ax.clabel(contours, fmt=lambda v: f"{v:g}", fontsize=6)
+    fig.colorbar(mesh, ax=ax, label=f"{DISTORTION}")
+    top = alpha_max(model["mean_var"], model["class_var"])
+    lines = dict(color="k", linewidth=1.0)
+    if boundary is not None:
+        ax.plot(np.minimum(boundary, alpha.max()), omega, linestyle="-", marker="", label=r"condensation $\alpha_c(\omega)$",
+                **lines)
+        dense = boundary < alpha.max()
+        if np.any(dense):
+            j = np.flatnonzero(dense)[len(np.flatnonzero(dense)) * 3 // 4]
+            ax.text(0.5 * (boundary[j] + alpha.max()), omega[j], "dense classes:\nno condensation\n(Gaussian pair)",
+                    fontsize=6, ha="center", va="center")
+    if top <= alpha.max():
+        ax.axvline(top, linestyle=":", label=r"$\alpha_{max}$ (no guidance)", **lines)
+    if frozen is not None and np.any(np.isfinite(frozen)):
+        a_pts = np.repeat(alpha, frozen.shape[1])
+        w_pts = frozen.ravel()
+        keep = np.isfinite(w_pts)
+        ax.plot(a_pts[keep], w_pts[keep], linestyle="none", marker=".", markersize=1.5, color="k",
+                label="annealed / frozen at $t^*$")
+        if omega.min() < 0 < omega.max():
+            ax.text(0.3 * top, 0.5 * omega.min(), "frozen at $t^*$", fontsize=6, ha="center")
+            ax.text(0.3 * top, 0.5 * omega.max(), "annealed at $t^*$", fontsize=6, ha="center")
+    ax.annotate("sub-exponential $K$:\nno distortion", xy=(0.0, omega.min() + 0.9 * (omega.max() - omega.min())),
+                xytext=(0.08 * alpha.max(), omega.min() + 0.9 * (omega.max() - omega.min())), fontsize=6,
+                va="center", arrowprops=dict(arrowstyle="->", linewidth=0.6))
+    ax.set_xlim(alpha.min(), alpha.max())
+    ax.set_ylim(omega.min(), omega.max())
+    ax.legend(fontsize=5, loc="lower right", framealpha=0.9)
+    ax.set_xlabel(r"$\alpha = \log K / d$ [nats per dimension]")
+    ax.set_ylabel(WEIGHT)
 
 
 @styled

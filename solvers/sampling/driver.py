@@ -22,6 +22,7 @@ import time
 import numpy as np
 
 from cfgphase.physics.guidance import as_guidance
+from cfgphase.physics.mixture import default_memory_budget
 from cfgphase.physics.schedules import bind_schedule
 from cfgphase.physics.weights import weight_at
 from cfgphase.solvers.sampling import observables as obs
@@ -37,6 +38,25 @@ from cfgphase.solvers.score.kernel import single_threaded_blas
 GROUPS = 32
 #: Largest number of particles: a typo guard (10^8 particles of d = 64 need 50 GB).
 MAX_PARTICLES = 100_000_000
+#: Arrays of particles x d float64 numbers a simulation holds at once (particles, scores, stepper stages,
+#: noise, observables), for the memory check of :func:`check_particles`.
+WORKING_ARRAYS = 16
+
+
+def check_particles(particles, d, name="particles", budget=None):
+    """Raise ValueError naming ``name`` unless ``particles`` is an integer in [2, MAX_PARTICLES]
+    whose working arrays at dimension ``d`` (:data:`WORKING_ARRAYS`
+    arrays of particles x d float64 numbers) fit in ``budget`` bytes (default: the memory budget of
+    cfgphase.physics.mixture.default_memory_budget, half the physical memory)."""
+    if isinstance(particles, bool) or not isinstance(particles, (int, np.integer)) or \
+            not 2 <= particles <= MAX_PARTICLES:
+        raise ValueError(f"{name} must be an integer in [2, {MAX_PARTICLES}], got {particles!r}")
+    budget = default_memory_budget() if budget is None else budget
+    need = int(particles) * int(d) * 8 * WORKING_ARRAYS
+    if need > budget:
+        raise ValueError(f"{name}: {particles} particles at d = {d} need about {need / 2**30:.3g} GiB of working "
+                         f"arrays, more than the memory budget of {budget / 2**30:.1f} GiB")
+    return int(particles)
 
 
 def simulate(model, guidance=None, *, sampler="ode", steps=None, t_max=None, particles=1024, seed=0, save=None,
@@ -68,10 +88,26 @@ def simulate(model, guidance=None, *, sampler="ode", steps=None, t_max=None, par
         Seconds after which the run stops between two steps with ``status = 1`` and the reason
         (a sweep's per-point limit); default none.
     """
+    # everything that can be checked is checked before the class means are drawn
+    guidance, sampler = as_guidance(guidance), as_sampler(sampler, steps=steps, t_max=t_max)
+    _check_run(guidance, sampler, particles, seed, time_limit, model.d)
     field = field_for(model, dtype=dtype, threads=threads)
     params = dict(model.record(), dtype=str(np.dtype(dtype)), threads=threads)
-    return integrate(field, guidance, as_sampler(sampler, steps=steps, t_max=t_max), particles=particles, seed=seed,
-                     save=save, progress=progress, params=params, time_limit=time_limit)
+    return integrate(field, guidance, sampler, particles=particles, seed=seed, save=save, progress=progress,
+                     params=params, time_limit=time_limit)
+
+
+def _check_run(guidance, sampler, particles, seed, time_limit, d):
+    """ValueError naming the parameter for what a run needs whatever its field."""
+    rule = guidance.rule
+    method, _ = get_stepper(sampler.kind, sampler.method)
+    if rule.method is not None and method != rule.method:
+        raise ValueError(f"method: the {rule.name} rule is defined for the {rule.method} method, got {method!r}")
+    check_particles(particles, d)
+    check_seed(seed)
+    if time_limit is not None and (isinstance(time_limit, bool) or not isinstance(time_limit, (int, float))
+                                   or not time_limit > 0):
+        raise ValueError(f"time_limit must be a number of seconds > 0, got {time_limit!r}")
 
 
 def integrate(field, guidance=None, sampler="ode", *, particles=1024, seed=0, save=None, progress=False,
@@ -87,16 +123,10 @@ def integrate(field, guidance=None, sampler="ode", *, particles=1024, seed=0, sa
     sampler = as_sampler(sampler)
     save = SaveAt() if save is None else save
     rule = guidance.rule
+    _check_run(guidance, sampler, particles, seed, time_limit, field.d)
     method, stepper = get_stepper(sampler.kind, sampler.method)
-    if rule.method is not None and method != rule.method:
-        raise ValueError(f"method: the {rule.name} rule is defined for the {rule.method} method, got {method!r}")
-    if isinstance(particles, bool) or not isinstance(particles, (int, np.integer)) or \
-            not 2 <= particles <= MAX_PARTICLES:
-        raise ValueError(f"particles must be an integer in [2, {MAX_PARTICLES}], got {particles!r}")
     particles = int(particles)
-    if time_limit is not None and not (isinstance(time_limit, (int, float)) and time_limit > 0):
-        raise ValueError(f"time_limit must be a number of seconds > 0, got {time_limit!r}")
-    noise = Noise(check_seed(seed))
+    noise = Noise(seed)
     process = field.process
     if isinstance(sampler.grid, str):
         t_max = default_t_max(process, field.signal_var) if sampler.t_max is None else sampler.t_max
@@ -187,6 +217,11 @@ def integrate(field, guidance=None, sampler="ode", *, particles=1024, seed=0, sa
             final, final_mean = obs.undefined_statistics(), np.full(field.d, np.nan)
             final_var = np.full(field.d, np.nan)
         final["t_condensation"], final["t_condensation_stderr"] = _condensation(saved, trajectory, counts)
+    overflow = sorted(k for k, v in final.items() if v is not None and not math.isfinite(v)
+                      and not k.startswith("inv_prob"))  # only E[1/p] may be infinite in a sound run
+    if status == 0 and overflow:
+        status, message = 1, (f"non-finite {', '.join(overflow)}: the particles diverged "
+                              f"(largest |x| {float(np.max(np.abs(x))):.3g})")
     return Simulation(params=record, grid=times, times=saved, group_counts=counts, trajectory=trajectory,
                       final=final, final_mean=final_mean, final_var=final_var,
                       samples=x.copy() if save.samples else None, n_score_evals=n_evals,

@@ -46,6 +46,7 @@ Final statistics, with :math:`u = \mu_c/|\mu_c|` (docs/theory.md eqs. 13, 41-43)
 from __future__ import annotations
 
 import math
+import warnings
 from typing import NamedTuple
 
 import numpy as np
@@ -181,12 +182,17 @@ def jackknife(stat, values, labels, counts):
 
     ``values`` is a tuple of per-particle arrays with leading dimension B.
     """
-    full = stat(*values)
-    if full is None:
-        return None, None
-    G = counts.size
-    loo = np.array([stat(*(v[labels != g] for v in values)) for g in range(G)])
-    return float(full), float(np.sqrt((G - 1) / G * np.sum((loo - loo.mean()) ** 2)))
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a variance of one particle: NaN, handled below
+        full = stat(*values)
+        if full is None:
+            return None, None
+        G = counts.size
+        loo = [stat(*(v[labels != g] for v in values)) for g in range(G)]
+        if any(v is None or np.isnan(v) for v in loo):  # too few particles per leave-one-group-out sample
+            return float(full), None
+        loo = np.array(loo, dtype=float)
+        return float(full), float(np.sqrt((G - 1) / G * np.sum((loo - loo.mean()) ** 2)))
 
 
 # --- final statistics (eq. 13); each takes the final particles and helper arrays -------------
@@ -239,8 +245,12 @@ def energy_distance(x, y, labels, counts):
     def value(sum_xy, sum_xx, size):
         return 2.0 * sum_xy / (size * m) - sum_xx / (size * (size - 1)) - yy
 
-    full = value(xy.sum(), xx.sum(), n)
-    loo = np.array([value(xy.sum() - xy[g], xx.sum() - 2 * xx[g].sum() + xx[g, g], n - counts[g]) for g in range(G)])
+    with np.errstate(all="ignore"):
+        full = value(xy.sum(), xx.sum(), n)
+        loo = np.array([value(xy.sum() - xy[g], xx.sum() - 2 * xx[g].sum() + xx[g, g], n - counts[g])
+                        for g in range(G)])
+    if not np.all(np.isfinite(loo)):  # a leave-one-group-out sample of one particle: no U-statistic
+        return float(full), None
     return float(full), float(np.sqrt((G - 1) / G * np.sum((loo - loo.mean()) ** 2)))
 
 

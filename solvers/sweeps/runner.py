@@ -37,17 +37,18 @@ class Interrupted(Exception):
         self.signum = signum
 
 
-THEORY_STATS = ("mean_ratio", "var_par", "var_perp", "distortion", "t_condensation")
+THEORY_STATS = ("mean_ratio", "var_par", "var_perp", "distortion", "t_condensation", "entropy_at_condensation")
 SIM_STATS = ("mean_ratio", "var_par", "var_perp", "distortion", "accuracy", "inv_prob", "t_condensation")
 UNITS = {"alpha": "log(K)/d", "omega": "excess guidance weight", "w0": "excess guidance weight at t = 0",
          "slope": "per unit VE-equivalent time", "t_switch": "forward time", "after": "excess guidance weight",
          "d": "dimension", "seed": "seed", "sampler": "sampler", "mean_ratio": "1", "var_par": "data units^2",
          "var_perp": "data units^2", "distortion": "nats per dimension", "t_condensation": "forward time",
-         "accuracy": "1", "inv_prob": "1"}
+         "accuracy": "1", "inv_prob": "1", "entropy_at_condensation": "nats per dimension",
+         "condensation_boundary": "log(K)/d", "alpha_max": "log(K)/d", "frozen_boundary": "excess guidance weight",
+         "crossing": "1"}
+#: Largest number of annealed/frozen crossings stored per alpha (frozen_boundary).
+CROSSINGS = 4
 FLUSH_SECONDS = 2.0
-#: Default limit in seconds of one simulation point (``simulation.time_limit``); a point over it
-#: is recorded as failed with the reason. Theory units are bounded by the solver's evaluation budget.
-DEFAULT_TIME_LIMIT = 3600.0
 
 
 # --- units of work ------------------------------------------------------------------------------
@@ -112,6 +113,7 @@ def _theory_unit(spec, idx):
         out[key] = [None if getattr(p, key) is None else float(getattr(p, key)) for p in preds]
     if not all(p.success for p in preds):
         raise RuntimeError(preds[0].message)
+    out["condensation_boundary"] = preds[0].alpha_condensation  # one value per guidance (eq. 49)
     return out
 
 
@@ -126,7 +128,7 @@ def _simulation_unit(spec, idx):
                   class_var=spec.model["class_var"], process=spec.model["process"], seed=point["seed"])
     result = simulate(model, _schedule(spec, point), sampler=point["sampler"], steps=sim["steps"], t_max=sim["t_max"],
                       particles=sim["particles"], seed=point["seed"], dtype=sim["dtype"], threads=sim["threads"],
-                      time_limit=sim.get("time_limit", DEFAULT_TIME_LIMIT))
+                      time_limit=sim["time_limit"])
     if result.status != 0:
         raise RuntimeError(result.message)
     out = {"K": result.params["K"]}
@@ -151,6 +153,8 @@ class SweepState:
         self.vars["theory_done"] = (self.theory_dims, np.zeros(shape, np.int8))
         self.vars["theory_wall_time"] = (self.theory_dims, np.full(shape, np.nan))
         self.vars["theory_error"] = (self.theory_dims, np.full(shape, "", dtype=object))
+        # one alpha per guidance and sampler: the theory dimensions without alpha
+        self.vars["condensation_boundary"] = (self.theory_dims[1:], np.full(shape[1:], np.nan))
         self.sim_dims = tuple(k if k in ("d", "seed") else f"sim_{k}" for k in spec.sim_axes)
         if spec.sim_axes:
             shape = tuple(len(v) for v in spec.sim_axes.values())
@@ -172,6 +176,9 @@ class SweepState:
         kind, where = result["kind"], self._where(result["kind"], result["index"])
         prefix = "theory" if kind == "theory" else "sim"
         for key, value in result["values"].items():
+            if key == "condensation_boundary":
+                self.vars[key][1][tuple(result["index"])] = value
+                continue
             self.vars[f"{prefix}_{key}"][1][where] = value
         self.vars[f"{prefix}_done"][1][where] = 1
         per_point = result["wall_time"] / (len(self.spec.theory_axes["alpha"]) if kind == "theory" else 1)
@@ -239,15 +246,42 @@ def to_dataset(state, attrs):
               for dim, values in state.coordinates().items()}
     data = {}
     for name, (dims, values) in state.vars.items():
-        stat = name.split("_", 1)[1].removesuffix("_stderr")
+        stat = name if name in UNITS else name.split("_", 1)[1].removesuffix("_stderr")
         units = UNITS.get(stat, "1" if stat in ("done", "K") else "s" if stat == "wall_time" else "")
         data[name] = (dims, values, {"units": units})
+    from cfgphase.solvers.theory.condensation import alpha_max
+
+    data["alpha_max"] = ((), alpha_max(spec.model["mean_var"], spec.model["class_var"]),
+                         {"units": UNITS["alpha_max"], "long_name": "dense classes beyond: no condensation without "
+                                                                   "guidance (eq. 22)"})
+    data["condensation_boundary"][2].update(long_name="largest alpha at which the particles condense (eq. 49)")
+    if spec.schedule == "constant":
+        crossings = frozen_crossings(state.vars["theory_entropy_at_condensation"][1], spec.theory_axes["omega"])
+        data["frozen_boundary"] = (("alpha", "crossing", "sampler"), crossings,
+                                   {"units": UNITS["frozen_boundary"], "long_name": "weights where the other classes "
+                                    "pass between annealed and frozen at t* (eq. 20), per alpha"})
+        coords["crossing"] = ("crossing", np.arange(CROSSINGS), {"units": "1"})
     info = dict(kind="phase_diagram", sweep_spec=spec.to_json(), spec_hash=spec_hash(spec), schedule=spec.schedule)
     for section, values in (("model", spec.model), ("theory", spec.theory), ("simulation", spec.simulation)):
         info.update({f"{section}_{key}": attribute(value) for key, value in values.items()})
     done, failed = state.counts()
     info.update({k: attribute(v) for k, v in attrs.items()}, points_done=done, points_failed=failed)
     return xr.Dataset(data, coords=coords, attrs=info)
+
+
+def frozen_crossings(entropy, omegas):
+    """The weights at which the entropy of the other classes at t* changes sign, per alpha and sampler:
+    linear interpolation between neighbouring grid points that both condense (eq. 20). ``entropy``
+    has dimensions (alpha, omega, sampler); returns (alpha, CROSSINGS, sampler), NaN-padded."""
+    omegas = np.asarray(omegas, dtype=float)
+    out = np.full((entropy.shape[0], CROSSINGS, entropy.shape[2]), np.nan)
+    for i in range(entropy.shape[0]):
+        for k in range(entropy.shape[2]):
+            s = entropy[i, :, k]
+            sign = np.flatnonzero(np.isfinite(s[:-1]) & np.isfinite(s[1:]) & ((s[:-1] < 0) != (s[1:] < 0)))
+            for n, j in enumerate(sign[:CROSSINGS]):
+                out[i, n, k] = omegas[j] - s[j] * (omegas[j + 1] - omegas[j]) / (s[j + 1] - s[j])
+    return out
 
 
 def spec_hash(spec):
@@ -295,8 +329,10 @@ def run_sweep(spec, path, resume=False, overwrite=False, workers=None, scheduler
     the sweep within seconds: running and queued points are abandoned (their worker processes
     killed), every finished point is saved, and :class:`Interrupted` is raised.
     """
-    from cfgphase.solvers.io.hdf5 import check_output_path, remove_stale_temporaries, writer_lock
+    from cfgphase.solvers.io.hdf5 import check_output_path, writer_lock
 
+    if not str(path):
+        raise ValueError("out: empty file name")
     path = Path(path)
     if not (resume and path.exists()):
         if path.exists() and not overwrite:

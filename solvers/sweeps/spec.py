@@ -17,8 +17,11 @@ validated by :func:`parse_spec` into a :class:`SweepSpec` with every default fil
     d = [32, 64]
     seeds = 2                         # replicate seeds 0 .. seeds-1 (or seed = [...])
     particles = 512
-    steps = 100
+    steps = 100                       # also t_max (7, or the end of the process's time range),
+                                      # dtype ("float64"), threads (1)
 
+Types are strict: an integer key (d, seeds, seed, particles, steps, threads, num) refuses 8.7 and
+true, a number accepts integers but not booleans or strings, a string refuses numbers.
 :func:`read_config` reads the TOML file; :func:`config_from_options` builds the same dictionary
 from the options of ``cfgphase phase-diagram``.
 """
@@ -39,15 +42,13 @@ ALL_SCHEDULE_PARAMETERS = ("omega", "w0", "slope", "t_switch", "after")
 MODEL_DEFAULTS = dict(mean_var=1.0, class_var=0.25, process="ou")
 THEORY_OPTIONS = dict(t_max=None)
 #: t_max None: SIMULATION_T_MAX, or the end of the process's time range if that comes first (flow: 1)
-SIMULATION_OPTIONS = dict(particles=512, steps=100, t_max=None, dtype="float64", threads=1, seeds=None)
+SIMULATION_OPTIONS = dict(particles=512, steps=100, t_max=None, dtype="float64", threads=1, seeds=None,
+                          time_limit=3600.0)
 SIMULATION_T_MAX = 7.0
 #: Largest number of values on one axis and of points on one grid (theory or simulation): a typo guard.
 MAX_POINTS = 1_000_000
 #: Largest number of kernel threads per simulation: a typo guard.
 MAX_THREADS = 1024
-#: Arrays of particles x d float64 numbers a simulation holds at once (particles, scores, stepper stages,
-#: noise, observables), for the memory check of :func:`check_particles`.
-WORKING_ARRAYS = 16
 
 
 @dataclass
@@ -135,7 +136,8 @@ def _axis(section, key, value, kind=float):
 def _options(section, given, defaults):
     unknown = set(given) - set(defaults)
     if unknown:
-        raise ValueError(f"{section}.{sorted(map(str, unknown))[0]}: unknown key (known: {', '.join(sorted(defaults))})")
+        key = sorted(map(str, unknown))[0]
+        raise ValueError(f"{section}.{key}: unknown key (known: {', '.join(sorted(defaults))})")
     return {**defaults, **given}
 
 
@@ -144,25 +146,6 @@ def _bounded_integer(name, value, low, high):
     if not low <= value <= high:
         raise ValueError(f"{name}: must be an integer in [{low}, {high}], got {value!r}")
     return value
-
-
-def check_particles(particles, d, name="particles", budget=None):
-    """Raise ValueError naming ``name`` unless ``particles`` is an integer in [2, MAX_PARTICLES]
-    (cfgphase.solvers.sampling.driver) whose working arrays at dimension ``d`` (:data:`WORKING_ARRAYS`
-    arrays of particles x d float64 numbers) fit in ``budget`` bytes (default: the memory budget of
-    cfgphase.physics.mixture.default_memory_budget, half the physical memory)."""
-    from cfgphase.physics.mixture import default_memory_budget
-    from cfgphase.solvers.sampling.driver import MAX_PARTICLES
-
-    if isinstance(particles, bool) or not isinstance(particles, (int, np.integer)) or \
-            not 2 <= particles <= MAX_PARTICLES:
-        raise ValueError(f"{name} must be an integer in [2, {MAX_PARTICLES}], got {particles!r}")
-    budget = default_memory_budget() if budget is None else budget
-    need = int(particles) * int(d) * 8 * WORKING_ARRAYS
-    if need > budget:
-        raise ValueError(f"{name}: {particles} particles at d = {d} need about {need / 2**30:.3g} GiB of working "
-                         f"arrays, more than the memory budget of {budget / 2**30:.1f} GiB")
-    return int(particles)
 
 
 def parse_spec(config):
@@ -234,6 +217,7 @@ def _check_simulation(simulation, sim_axes, process):
     """Validate the simulation options in place (t_max filled in), and that the class means and the
     particles of the largest simulation fit in memory."""
     from cfgphase.physics.mixture import number_of_classes
+    from cfgphase.solvers.sampling.driver import check_particles
     from cfgphase.solvers.sampling.sampler import MAX_STEPS
 
     _bounded_integer("simulation.steps", simulation["steps"], 1, MAX_STEPS)
@@ -244,6 +228,10 @@ def _check_simulation(simulation, sim_axes, process):
         simulation["t_max"] = min(SIMULATION_T_MAX, float(process.t_upper))
     simulation["t_max"] = _typed("simulation.t_max", simulation["t_max"], float)
     process.check_span(simulation["t_max"], 0.0, "simulation.t_max")
+    simulation["time_limit"] = _typed("simulation.time_limit", simulation["time_limit"], float)
+    if not (math.isfinite(simulation["time_limit"]) and simulation["time_limit"] > 0):
+        raise ValueError(f"simulation.time_limit: seconds per point, a finite number > 0, got "
+                         f"{simulation['time_limit']!r}")
     d_max = max(sim_axes["d"])
     check_particles(_typed("simulation.particles", simulation["particles"], int), d_max, "simulation.particles")
     alpha = max(sim_axes["alpha"])  # K = e^{alpha d} grows with alpha at every d

@@ -153,3 +153,35 @@ def others_free_entropy(alpha, q, t, process="ou", mean_var=1.0, class_var=0.25)
     if shape == ():
         return FreeEntropy(float(phi[0]), str(phase[0]), float(beta_c[0]), float(entropy[0]))
     return FreeEntropy(phi, phase, beta_c, entropy)
+
+
+def alpha_at_free_entropy(phi, q, t, process="ou", mean_var=1.0, class_var=0.25):
+    r"""The inverse of eq. (20) in alpha: the :math:`\alpha` at which the free entropy of
+    :math:`e^{\alpha d}` random classes seen from :math:`|x|^2/d = q` at time t equals ``phi`` (eq. 49).
+
+    Annealed branch :math:`\alpha = \phi - g(1)`, valid where :math:`\phi \ge g'(1)`; frozen branch
+    :math:`\alpha = \beta g'(\beta) - g(\beta)` with :math:`g'(\beta) = \phi`, :math:`\beta \in (0, 1)`. The
+    free entropy increases with alpha, so classes condense on a point whose target log-weight is
+    ``phi`` exactly when alpha is below this value. Negative where even one class outweighs
+    ``phi`` (:math:`\phi < g'(0)`): returned as -inf. Elementwise; returns (alpha, annealed).
+    """
+    shape = np.broadcast(phi, q, t).shape
+    phi, q, t = (np.array(v, dtype=float, ndmin=1) for v in np.broadcast_arrays(phi, q, t))
+    process = get_process(process)
+    a2s = process.a(t) ** 2 * mean_var
+    gamma = process.class_var(t, class_var) + np.zeros_like(q)
+    g1, dg1 = _cumulant(1.0, q, a2s, gamma)
+    annealed = phi >= dg1
+    alpha = np.where(annealed, phi - g1, -np.inf)
+    _, dg0 = _cumulant(0.0, q, a2s, gamma)
+    frozen = ~annealed & (phi > dg0)
+    if np.any(frozen):  # g' increases from g'(0) to g'(1): one root in (0, 1)
+        args = (q[frozen], a2s[frozen], gamma[frozen], phi[frozen])
+        beta = find_root(lambda b, q_, a_, g_, p_: _cumulant(b, q_, a_, g_)[1] - p_,
+                         (np.zeros(args[0].shape), np.ones(args[0].shape)), args=args,
+                         tolerances=dict(xatol=0.0, xrtol=4 * np.finfo(float).eps)).x
+        g, dg = _cumulant(beta, *args[:3])
+        alpha[frozen] = beta * dg - g
+    if shape == ():
+        return float(alpha[0]), bool(annealed[0])
+    return alpha, annealed

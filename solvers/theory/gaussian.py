@@ -50,6 +50,8 @@ class GaussianPrediction:
         """JSON-ready record with the keys of ``cfgphase simulate`` (eq. 18), None where undefined."""
         p = self.pair
         mu2 = float(p.mean_c @ p.mean_c)
+        with np.errstate(all="ignore"):  # a failed prediction's NaN moments give NaN statistics
+            kl = float(np.mean(kl_divergence(self.mean, self.var, p.mean_c, p.var_c)))
         u = p.mean_c / np.sqrt(mu2) if mu2 > 0 else None
         var_par = None if u is None else float(self.var @ u**2)
         var_perp = None if u is None or p.d < 2 else float((self.var.sum() - var_par) / (p.d - 1))
@@ -62,7 +64,7 @@ class GaussianPrediction:
             mean_ratio=None if u is None else float(self.mean @ p.mean_c / mu2),
             var_par=var_par,
             var_perp=var_perp,
-            distortion=float(np.mean(kl_divergence(self.mean, self.var, p.mean_c, p.var_c))),
+            distortion=kl,
             accuracy=None,
             inv_prob=None,
             t_condensation=None,
@@ -198,6 +200,9 @@ def gaussian_moments(pair, process="ou", omega=None, guidance_scale=None, sample
     mean, var, _, nfev, success, message = integrate_moments(pair, process, omega, sampler, t_max, t_min, mean0, var0)
     if not success:  # no moments: NaN, the message says why
         mean, var = np.full(pair.d, np.nan), np.full(pair.d, np.nan)
+    elif not (np.all(np.isfinite(mean)) and np.all(var > 0) and np.all(np.isfinite(var))):
+        success, message = False, (f"degenerate moments: the variance reaches {float(np.min(var)):.3g} "
+                                   "(it underflows at this guidance weight)")
     d = pair.d
     inputs = dict(
         d=d, K=None, alpha=None, omega=None if callable(omega) else omega,

@@ -40,7 +40,7 @@ from cfgphase.physics.schedules import bind_schedule, needs_grid
 from cfgphase.physics.statistics import describe
 from cfgphase.physics.weights import excess_weight, weight_at
 from cfgphase.solvers.sampling.sampler import as_sampler
-from cfgphase.solvers.theory.condensation import others_free_entropy
+from cfgphase.solvers.theory.condensation import alpha_at_free_entropy, others_free_entropy
 from cfgphase.solvers.theory.gaussian import integrate_moments, moment_rhs
 
 
@@ -64,13 +64,19 @@ class MeanFieldPrediction:
     #: the guided bulk (eq. 23) as a function of t: ``bulk(t) -> (mean, var)``, rows (along mu_c,
     #: orthogonal); the mean along mu_c is the overlap ratio r. Valid before t*.
     bulk: object = None
+    #: the largest alpha at which the particles condense under this guidance (eq. 49): above it the
+    #: final law is the guided bulk's (dense classes). Equals alpha_max without guidance.
+    alpha_condensation: float | None = None
+    #: entropy s(1) of the other classes at t*: >= 0 annealed, < 0 frozen (eq. 20); None without t*
+    entropy_at_condensation: float | None = None
 
     def summary(self):
         """The flat JSON-ready record, with the statistic names of a simulation (None: not defined)."""
         out = dict(self.inputs)
         out.update(mean_ratio=self.mean_ratio, var_par=self.var_par, var_perp=self.var_perp, distortion=self.distortion,
                    accuracy=self.accuracy, inv_prob=None, t_condensation=self.t_condensation,
-                   phase_at_condensation=self.phase_at_condensation, nfev=self.nfev, success=self.success,
+                   phase_at_condensation=self.phase_at_condensation, alpha_condensation=self.alpha_condensation,
+                   entropy_at_condensation=self.entropy_at_condensation, nfev=self.nfev, success=self.success,
                    message=self.message)
         return out
 
@@ -193,14 +199,15 @@ def guided_predictions(alphas, omega=None, guidance_scale=None, process="ou", sa
     process = get_process(process)
     omega = bind_schedule(excess_weight(omega, guidance_scale), process=process)
     if needs_grid(omega):
-        raise ValueError("omega: schedules defined on a sampler's steps are not supported by the mean-field theory; "
-                         "bind them to a grid first (cfgphase.physics.schedules.bind_schedule)")
+        raise ValueError("schedule: schedules defined on a sampler's steps are not supported by the mean-field "
+                         "theory; bind them to a grid first (cfgphase.physics.schedules.bind_schedule)")
     if sampler not in ("ode", "sde"):
         raise ValueError(f"sampler must be 'ode' or 'sde', got {sampler!r}")
     alphas = np.atleast_1d(np.asarray(alphas, dtype=float))
     for name, value in (("alpha", alphas), ("mean_var", mean_var), ("class_var", class_var)):
         if not (np.all(np.isfinite(value)) and np.all(np.asarray(value) >= 0)):
-            raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+            shown = value.tolist() if isinstance(value, np.ndarray) else value
+            raise ValueError(f"{name} must be a finite number >= 0, got {shown!r}")
     if class_var <= 0 or mean_var <= 0:
         raise ValueError("mean_var and class_var must be > 0 for the mean-field theory")
     rho = float(mean_var if target_norm is None else target_norm)
@@ -221,7 +228,9 @@ def guided_predictions(alphas, omega=None, guidance_scale=None, process="ou", sa
         return condensation_gap(t, m[0], v[1], a, process, mean_var, class_var, rho)
 
     t_star = np.full(alphas.shape, np.nan)
+    alpha_c = None
     if ok:
+        alpha_c = condensation_alpha(bulk, process, mean_var, class_var, rho)
         steps = bulk.times
         m, v = bulk(steps)
         above = condensation_gap(steps, m[0], v[1], alphas[:, None], process, mean_var, class_var, rho) >= 0
@@ -243,21 +252,47 @@ def guided_predictions(alphas, omega=None, guidance_scale=None, process="ou", sa
         end_mean, end_var = np.full(2, np.nan), np.full(2, np.nan)
     for alpha, ts in zip(alphas, t_star):
         phase, at_star, r, v_par, v_perp = None, (None, None), float(end_mean[0]), float(end_var[0]), float(end_var[1])
+        entropy = None
         if np.isfinite(ts):
             m, v = bulk(ts)
             at_star = (float(m[0, 0]), float(v[1, 0]))
-            phase = str(others_free_entropy(alpha, rho * at_star[0] ** 2 + at_star[1], ts, process, mean_var,
-                                            class_var).phase)
-            v_par = v[0, 0] if ts == t_max else _variance_after_spread_condensation(
-                pair, process, omega, sampler, alpha, mean_var, class_var, rho, ts, *at_star)
+            others = others_free_entropy(alpha, rho * at_star[0] ** 2 + at_star[1], ts, process, mean_var, class_var)
+            phase, entropy = str(others.phase), float(others.entropy)
+            with np.errstate(all="ignore"):  # degenerate parameters give NaN, reported below
+                v_par = v[0, 0] if ts == t_max else _variance_after_spread_condensation(
+                    pair, process, omega, sampler, alpha, mean_var, class_var, rho, ts, *at_star)
             r, v_par = _conditional_transport(process, sampler, class_var, ts, at_star[0], v_par, 1.0)
             v_perp = _conditional_transport(process, sampler, class_var, ts, 0.0, at_star[1], 0.0)[1]
-        distortion = (0.5 * (v_perp / class_var - 1 - np.log(v_perp / class_var))
-                      + rho * (r - 1) ** 2 / (2 * class_var))
+        with np.errstate(all="ignore"):
+            distortion = (0.5 * (v_perp / class_var - 1 - np.log(v_perp / class_var))
+                          + rho * (r - 1) ** 2 / (2 * class_var))
+        good, why = ok, message
+        finite = np.isfinite(r) and all(np.isfinite(v) and v > 0 for v in (v_par, v_perp)) and np.isfinite(distortion)
+        if ok and not finite:
+            good, why = False, (f"degenerate prediction: r = {r:.3g}, var_par = {v_par:.3g}, var_perp = {v_perp:.3g} "
+                                "(a variance underflows or overflows at these parameters)")
         out.append(MeanFieldPrediction(dict(inputs, alpha=float(alpha)), None if np.isnan(ts) else float(ts),
                                        *at_star, float(r), float(v_par), float(v_perp), float(distortion),
-                                       None if np.isnan(ts) else 1.0, phase, nfev, ok, message, bulk))
+                                       None if np.isnan(ts) else 1.0, phase, nfev, good, why, bulk, alpha_c,
+                                       entropy))
     return out
+
+
+def condensation_alpha(bulk, process, mean_var, class_var, rho, points=2000):
+    r"""The largest alpha at which particles of the guided ``bulk`` condense on the target (eq. 49).
+
+    At each time the target's log-weight per dimension along the bulk, :math:`\phi_c(t)`, is matched
+    by the free entropy of :math:`e^{\alpha_0(t) d}` other classes
+    (cfgphase.solvers.theory.condensation.alpha_at_free_entropy); the gap decreases in alpha, so
+    the particles condense (t* exists) exactly for :math:`\alpha \le \max_t \alpha_0(t)`. Evaluated on
+    the solver's steps and ``points`` uniform times; 0 if they never do (alpha_0 < 0 throughout).
+    """
+    t_max = float(bulk.times.max())
+    times = np.union1d(bulk.times, np.linspace(0.0, t_max, points))
+    m, v = bulk(times)
+    target = target_log_weight(m[0], v[1], times, process, rho, class_var)
+    alpha0, _ = alpha_at_free_entropy(target, rho * m[0] ** 2 + v[1], times, process, mean_var, class_var)
+    return float(max(np.max(alpha0), 0.0))
 
 
 def _variance_after_spread_condensation(pair, process, omega, sampler, alpha, mean_var, class_var, rho, t_star, r, v):

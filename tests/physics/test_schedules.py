@@ -129,6 +129,9 @@ def test_unbound_schedules_refuse_to_be_evaluated():
     (lambda: PiecewiseConstant([1.0, 2.0], [0.0, 1.0]), "values"),
     (lambda: PiecewiseConstant([2.0, 1.0], [0.0, 1.0, 2.0]), "breaks"),
     (lambda: TriangleSchedule(omega=1.0).bind(grid=[1.0, 0.5, 0.7]), "grid"),
+    (lambda: TriangleSchedule(omega=1.0).bind(grid=[1.0, 0.5, 0.0]), "steps"),  # no apex: used to divide by 0
+    (lambda: PiecewiseConstant([1.0], [0.0, -2.0]), "values"),  # the floor of every built-in schedule
+    (lambda: make_schedule("constant", omega=-1.5), "omega"),  # ... and of the constant weight
 ])
 def test_bad_schedule_parameters_name_the_parameter(build, key):
     with pytest.raises(ValueError, match=key):

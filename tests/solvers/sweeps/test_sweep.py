@@ -227,3 +227,30 @@ def test_cli_bad_grid_exits_2_and_writes_nothing(tmp_path, capsys):
     assert len(err.strip().splitlines()) == 1
     assert main(["phase-diagram", "--config", str(config), "--alpha", "0.1", "--out", str(tmp_path / "x.h5")]) == 2
     assert "--config" in capsys.readouterr().err
+
+
+def test_the_file_stores_the_phase_boundaries_with_labelled_coordinates(tmp_path):
+    """alpha_max, condensation_boundary and frozen_boundary (docs/theory.md eq. 49) are variables of
+    their own, read back by xarray with their coordinates, equal to the theory's values."""
+    import xarray as xr
+
+    from cfgphase.solvers.theory.condensation import alpha_max
+
+    config = {"theory": {"alpha": {"start": 0.0, "stop": 1.4, "num": 15}, "omega": [-0.5, 0.0, 0.5, 1.0],
+                         "sampler": ["ode", "sde"]}}
+    path = tmp_path / "phases.h5"
+    run_sweep(parse_spec(config), path, workers=1, progress=False)
+    ds = xr.open_dataset(path, engine="h5netcdf")
+    assert float(ds["alpha_max"]) == alpha_max(1.0, 0.25)
+    assert ds["condensation_boundary"].dims == ("omega", "sampler")
+    assert ds["frozen_boundary"].dims == ("alpha", "crossing", "sampler")
+    for omega in (-0.5, 1.0):
+        for sampler in ("ode", "sde"):
+            stored = float(ds["condensation_boundary"].sel(omega=omega, sampler=sampler))
+            assert stored == guided_prediction(0.1, omega, sampler=sampler).alpha_condensation
+    # below the zero-guidance line the other classes are frozen at t*, above it annealed: one crossing
+    # between omega = -0.5 and 0.5 at every alpha where both condense
+    crossings = ds["frozen_boundary"].sel(sampler="ode", crossing=0).sel(alpha=slice(0.05, 0.2)).values
+    assert np.all((crossings > -0.5) & (crossings < 0.5)), crossings
+    entropy = ds["theory_entropy_at_condensation"].sel(sampler="ode").sel(alpha=0.1, method="nearest")
+    assert float(entropy.sel(omega=-0.5)) < 0 < float(entropy.sel(omega=1.0))
