@@ -97,7 +97,6 @@ def phase_diagram(path, thresholds=(0.01, 0.05, 0.2)):
     and the simulated points; (b) distortion against omega at each simulated alpha: theory lines and
     simulations (mean over seeds +- standard error) at each d."""
     import h5py
-    from matplotlib.colors import LogNorm
 
     from cfgphase.solvers.io.hdf5 import check_file
 

@@ -1,5 +1,6 @@
-"""Phase-diagram sweeps: what a sweep computes (`spec`) and how it runs, journals and resumes on a
-local pool or a Dask cluster (`runner`)."""
+"""Phase-diagram sweeps: the grid (`spec`), what a worker computes (`units`), the writer's arrays,
+journal and file (`state`), and how a sweep runs, is interrupted and resumes on a local pool or a
+Dask cluster (`runner`)."""
 
 
 def __getattr__(name):  # submodules load on first use: `cfgphase.solvers.sweeps.<module>`

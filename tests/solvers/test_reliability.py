@@ -15,7 +15,7 @@ import pytest
 
 import cfgphase as cp
 from cfgphase.solvers.io.hdf5 import writer_lock
-from cfgphase.solvers.sweeps import runner
+from cfgphase.solvers.sweeps import runner, state
 
 #: Enough work to be interrupted: 2 samplers x 4 dimensions x 3 seeds of simulations.
 SLOW_GRID = ["--alpha", "0.1", "--omega", "1", "--sampler", "ode,sde", "--sim-d", "24,28,32,36", "--seeds", "3",
@@ -37,7 +37,7 @@ def _wait_for(condition, seconds=120):
 
 
 def _journal_lines(path):
-    journal = runner.journal_path(path)
+    journal = state.journal_path(path)
     return journal.read_text().count("\n") if journal.exists() else 0
 
 
@@ -90,7 +90,7 @@ def test_resume_refuses_another_grid_and_ignores_its_journal(tmp_path):
     with pytest.raises(ValueError, match="differ"):
         cp.phase_diagram({"theory": {"alpha": [0.1, 0.3], "omega": [1.0]}}, path, resume=True)
     stored = path.read_bytes()
-    runner.journal_path(path).write_text(json.dumps(dict(kind="theory", index=[0, 0], values={}, wall_time=0.0,
+    state.journal_path(path).write_text(json.dumps(dict(kind="theory", index=[0, 0], values={}, wall_time=0.0,
                                                          error="", spec="another grid")) + "\n")
     cp.phase_diagram(None, path, resume=True)  # nothing to do; the foreign line is not applied
     ds = cp.open_dataset(path)
@@ -128,7 +128,7 @@ def test_an_interrupt_stops_a_sweep_promptly_and_saves_what_finished(tmp_path, s
     assert err.count("\n") == 1 and "--resume" in err and "Traceback" not in err
     ds = cp.open_dataset(path)
     assert ds.attrs["status"] == "interrupted" and int(ds["sim_done"].sum()) >= 1 and int(ds["theory_done"].sum()) == 2
-    assert not runner.journal_path(path).exists() and not list(tmp_path.glob(".*.tmp"))
+    assert not state.journal_path(path).exists() and not list(tmp_path.glob(".*.tmp"))
 
 
 def test_killing_a_sweep_leaves_no_worker_alive(tmp_path):

@@ -6,7 +6,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import h5py
 import numpy as np
@@ -14,7 +13,8 @@ import pytest
 
 from cfgphase.solvers.cli import main
 from cfgphase.solvers.theory.meanfield import guided_prediction
-from cfgphase.solvers.sweeps.runner import journal_path, read_state, run_sweep
+from cfgphase.solvers.sweeps.runner import run_sweep
+from cfgphase.solvers.sweeps.state import journal_path, read_state
 from cfgphase.solvers.sweeps.spec import parse_spec
 
 SMALL = {
