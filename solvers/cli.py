@@ -309,7 +309,6 @@ def _simulate(args):
     from cfgphase.solvers.io.hdf5 import check_output_path, save
     from cfgphase.solvers.sampling.driver import simulate
     from cfgphase.solvers.sampling.sampler import SaveAt, Sampler
-    from cfgphase.solvers.sampling.driver import check_particles
 
     if args.out is not None:
         check_output_path(args.out, args.overwrite)
@@ -321,7 +320,6 @@ def _simulate(args):
                       grid=args.grid, init=args.init)
     _check_times(model.process, args)
     guidance = _guidance(args)
-    check_particles(args.particles, model.d)
     result = simulate(model, guidance, sampler=sampler, particles=args.particles, seed=noise_seed, dtype=args.dtype,
                       save=SaveAt(samples=args.samples), progress=not args.quiet and sys.stderr.isatty())
     if args.out is not None:
