@@ -161,7 +161,65 @@ class _Estimator:
 
 def _blas_info():
     return [dict(library=i.get("internal_api"), version=i.get("version"), threads=i.get("num_threads"),
-                 architecture=i.get("architecture")) for i in threadpool_info() if i.get("user_api") == "blas"]
+                 architecture=i.get("architecture"), filepath=i.get("filepath"))
+            for i in threadpool_info() if i.get("user_api") == "blas"]
+
+
+#: Vector extensions worth recording, from /proc/cpuinfo's flags.
+VECTOR_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512dq", "avx512bw", "avx512vl", "avx512_vnni",
+                "avx512_bf16", "amx_tile")
+#: The widest vector unit an OpenBLAS kernel set uses (threadpoolctl's 'architecture').
+KERNEL_LEVEL = {"skylakex": 3, "cooperlake": 3, "sapphirerapids": 3, "haswell": 2, "zen": 2, "sandybridge": 1,
+                "nehalem": 0, "core2": 0, "prescott": 0, "atom": 0}
+
+
+def cpu_info():
+    """CPU model, its vector extensions and their level (0 SSE, 1 AVX, 2 AVX2, 3 AVX-512), from /proc/cpuinfo."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    model = value.strip()
+                elif key.strip() == "flags":
+                    flags = set(value.split())
+                if model and flags:
+                    break
+    except OSError:
+        pass
+    level = 3 if "avx512f" in flags else 2 if "avx2" in flags else 1 if "avx" in flags else 0
+    return dict(model=model, vector_extensions=[f for f in VECTOR_FLAGS if f in flags], vector_level=level)
+
+
+def kernel_warnings(cpu, blas):
+    """Warnings where a BLAS runs kernels older than the CPU supports (e.g. OPENBLAS_CORETYPE=Haswell on
+    an AVX-512 machine): the peak, and every fraction of it, would then understate the machine."""
+    out = []
+    for lib in blas:
+        level = KERNEL_LEVEL.get(str(lib.get("architecture") or "").lower())
+        if level is not None and level < cpu["vector_level"]:
+            out.append(f"{lib['library']} runs its {lib['architecture']} kernels on a CPU with "
+                       f"{'AVX-512' if cpu['vector_level'] == 3 else 'AVX2'}"
+                       + (f" (OPENBLAS_CORETYPE={os.environ['OPENBLAS_CORETYPE']})"
+                          if os.environ.get("OPENBLAS_CORETYPE") else ""))
+    return out
+
+
+def peak_gflops(dtype, n=2048, repeats=5):
+    """The machine's GEMM throughput: a square n x n x n GEMM with all threads (NumPy's BLAS), the
+    best of ``repeats`` runs, in GFLOP/s (2 n^3 per product). Every method is reported as a fraction
+    of it (4 B K d flops per score evaluation)."""
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal((n, n)).astype(dtype) for _ in range(2))
+    out = np.empty((n, n), dtype=dtype)
+    np.matmul(a, b, out=out)  # warm up: threads started, pages touched
+    runs = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        np.matmul(a, b, out=out)
+        runs.append(time.perf_counter() - start)
+    return 2.0 * n**3 / min(runs) / 1e9
 
 
 def environment():
@@ -169,10 +227,12 @@ def environment():
     import numba
 
     torch = _torch()
-    return dict(host=platform.node(), cpu=platform.processor() or platform.machine(), cores=os.cpu_count(),
-                usable_cores=usable_cores(), numpy=np.__version__, numba=numba.__version__,
+    cpu, blas = cpu_info(), _blas_info()
+    return dict(host=platform.node(), cpu=cpu["model"], vector_extensions=cpu["vector_extensions"],
+                cores=os.cpu_count(), usable_cores=usable_cores(), numpy=np.__version__, numba=numba.__version__,
                 torch=None if torch is None else torch.__version__,
-                torch_threads=None if torch is None else torch.get_num_threads(), blas=_blas_info(),
+                torch_threads=None if torch is None else torch.get_num_threads(), blas=blas,
+                openblas_coretype=os.environ.get("OPENBLAS_CORETYPE"), kernel_warnings=kernel_warnings(cpu, blas),
                 kernel="one nogil Numba stream (single-threaded BLAS GEMMs + softmax pass) per row block, "
                        f"{usable_cores()} threads; BLAS limited to 1 thread inside the kernel")
 
@@ -215,6 +275,7 @@ def run(B=FULL["B"], K=FULL["K"], d=FULL["d"], dtypes=FULL["dtype"], methods=MET
     process = OU()
     _warm_up(methods, dtypes, process)
     rates = {dt: _gemm_rate(np.dtype(dt)) for dt in dtypes}
+    peaks = {dt: peak_gflops(np.dtype(dt)) for dt in dtypes}
     rows = []
     for d_ in d:
         for K_ in K:
@@ -253,7 +314,9 @@ def run(B=FULL["B"], K=FULL["K"], d=FULL["d"], dtypes=FULL["dtype"], methods=MET
                                     announce(method)
                             for method, result in _measure_case(list(case), model, process, t, dt, B_, op, repeats,
                                                                 can_trace, announce).items():
-                                case[method].update(result, gflops=flops / result["seconds"] / 1e9)
+                                gflops = flops / result["seconds"] / 1e9
+                                case[method].update(result, gflops=gflops, peak_gflops=peaks[dt],
+                                                    peak_fraction=gflops / peaks[dt])
             del model
     return rows
 
@@ -364,17 +427,21 @@ def report(rec):
     """A plain-text table of a :func:`record`: every case, then cfgphase's ratios."""
     env = rec["environment"]
     blas = ", ".join(f"{b['library']} {b['version']} ({b['threads']} threads, {b['architecture']})" for b in env["blas"])
-    lines = [f"cfgphase bench: {env['cpu']}, {env['usable_cores']} usable cores; BLAS: {blas}; numba {env['numba']}; "
-             f"torch {env['torch'] or 'not installed'}",
-             f"  {'B':>5}{'K':>9}{'d':>5} {'dtype':<8}{'regime':<10}{'op':<6}{'method':<10}{'time [s]':>10}"
-             f"{'GFLOP/s':>9}{'particle-steps/s':>17}{'peak [MiB]':>11}"]
+    lines = [f"cfgphase bench: {env['cpu']} ({', '.join(env.get('vector_extensions', []))}), "
+             f"{env['usable_cores']} usable cores; BLAS: {blas}; numba {env['numba']}; "
+             f"torch {env['torch'] or 'not installed'}"]
+    lines += [f"  WARNING: {w}" for w in env.get("kernel_warnings", [])]
+    lines.append(f"  {'B':>5}{'K':>9}{'d':>5} {'dtype':<8}{'regime':<10}{'op':<6}{'method':<10}{'time [s]':>10}"
+                 f"{'GFLOP/s':>9}{'of peak':>9}{'particle-steps/s':>17}{'peak [MiB]':>11}")
     for r in rec["results"]:
         head = f"  {r['B']:>5}{r['K']:>9}{r['d']:>5} {r['dtype']:<8}{r['regime']:<10}{r['operation']:<6}{r['method']:<10}"
         if "skipped" in r:
             lines.append(f"{head}skipped: {r['skipped']}")
         else:
             peak = "n/a" if r["peak_mib"] is None else f"{r['peak_mib']:.1f}"
-            lines.append(f"{head}{r['seconds']:>10.4f}{r['gflops']:>9.1f}{r['particle_steps_per_s']:>17.0f}{peak:>11}")
+            fraction = f"{100 * r['peak_fraction']:.0f} %" if r.get("peak_fraction") is not None else "n/a"
+            lines.append(f"{head}{r['seconds']:>10.4f}{r['gflops']:>9.1f}{fraction:>9}{r['particle_steps_per_s']:>17.0f}"
+                         f"{peak:>11}")
     lines.append("  cfgphase time over (a) the bare GEMMs and over the faster of (c) NumPy softmax and (d) torch:")
     for r in rec["ratios"]:
         vs_gemm = "n/a" if r["vs_gemm"] is None else f"{r['vs_gemm']:.2f}"
@@ -401,8 +468,9 @@ def readme_table(rec):
     def fmt(value, spec):
         return "–" if value is None else format(value, spec)
 
-    lines = ["| B | K | d | cfgphase step f32 / f64 [ms] | vs (a) spread f32 / f64 | vs (a) condensed f32 / f64 "
-             "| vs best of (c),(d) f32 / f64 | peak MiB cfgphase / (a) f64 |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| B | K | d | cfgphase step f32 / f64 [ms] | of peak, spread f32 / f64 | vs (a) spread f32 / f64 "
+             "| vs (a) condensed f32 / f64 | vs best of (c),(d) f32 / f64 | peak MiB cfgphase / (a) f64 |",
+             "|---|---|---|---|---|---|---|---|---|"]
     shapes = sorted({k[:3] for k in rows}, key=lambda s: (s[1], s[0], s[2]))
     for B, K, d in shapes:
         def get(dt, regime, method, field="seconds"):
@@ -421,7 +489,9 @@ def readme_table(rec):
         ms = pair(lambda dt: fmt(None if get(dt, "spread", "cfgphase") is None else 1e3 * get(dt, "spread", "cfgphase"),
                                  ".1f"))
         peak = " / ".join(fmt(get("float64", "spread", m, "peak_mib"), ".0f") for m in ("cfgphase", "gemm"))
-        lines.append(f"| {B} | {K:,} | {d} | {ms} | {pair(lambda dt: fmt(vs(dt, 'spread', 'vs_gemm'), '.2f'))} | "
+        fraction = pair(lambda dt: fmt(None if get(dt, "spread", "cfgphase", "peak_fraction") is None
+                                       else 100 * get(dt, "spread", "cfgphase", "peak_fraction"), ".0f")) + " %"
+        lines.append(f"| {B} | {K:,} | {d} | {ms} | {fraction} | {pair(lambda dt: fmt(vs(dt, 'spread', 'vs_gemm'), '.2f'))} | "
                      f"{pair(lambda dt: fmt(vs(dt, 'condensed', 'vs_gemm'), '.2f'))} | "
                      f"{pair(lambda dt: fmt(rival(dt), '.2f'))} | {peak} |")
     summary = []
@@ -437,4 +507,25 @@ def readme_table(rec):
                        f"{sum(v < 1 for v in condensed)} of {len(condensed)} (max {max(condensed, default=float('nan')):.2f}); "
                        f"faster than the best of (c), (d) in {sum(v < 1 for v in rivals)} of {len(rivals)} "
                        f"(max {max(rivals, default=float('nan')):.2f})")
+    summary += peak_targets(rec)
     return "\n".join(lines + [""] + summary)
+
+
+def peak_targets(rec):
+    """The performance targets against the machine's GEMM peak (spread regime, score evaluation):
+    at least 85 % at B >= 1024, K >= 65536, d >= 64; at least 70 % at (1024, 4096, 32); faster than
+    torch SDPA at every measured point. One line per target with the cases behind it."""
+    rows = [r for r in rec["results"] if "seconds" in r and r["regime"] == "spread" and r["operation"] == "score"]
+    ours = {(r["B"], r["K"], r["d"], r["dtype"]): r for r in rows if r["method"] == "cfgphase"}
+    torch = {(r["B"], r["K"], r["d"], r["dtype"]): r for r in rows if r["method"] == "torch"}
+    large = [r["peak_fraction"] for k, r in ours.items() if k[0] >= 1024 and k[1] >= 65536 and k[2] >= 64
+             and r.get("peak_fraction") is not None]
+    small = [r["peak_fraction"] for k, r in ours.items() if k[:3] == (1024, 4096, 32) and r.get("peak_fraction")]
+    rivals = [ours[k]["seconds"] / torch[k]["seconds"] for k in ours if k in torch]
+    lines = [f"of the GEMM peak, B >= 1024, K >= 65536, d >= 64: at least 85 % in {sum(f >= 0.85 for f in large)} "
+             f"of {len(large)} cases (min {100 * min(large, default=float('nan')):.0f} %)",
+             f"of the GEMM peak at (1024, 4096, 32): at least 70 % in {sum(f >= 0.70 for f in small)} of {len(small)} "
+             f"(min {100 * min(small, default=float('nan')):.0f} %)",
+             f"faster than torch SDPA in {sum(v < 1 for v in rivals)} of {len(rivals)} cases "
+             f"(max time ratio {max(rivals, default=float('nan')):.2f})"]
+    return lines

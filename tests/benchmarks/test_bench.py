@@ -13,12 +13,15 @@ def test_quick_bench_reports_every_case_with_environment_and_ratios(capsys):
                  "cfgphase", "--dtype", "float64"])
     record = json.loads(capsys.readouterr().out)
     assert code == 0
-    assert record["environment"]["blas"] and record["environment"]["usable_cores"] >= 1
+    env = record["environment"]
+    assert env["blas"] and env["usable_cores"] >= 1 and env["cpu"] and "vector_extensions" in env
+    assert isinstance(env["kernel_warnings"], list)
     rows = record["results"]
     assert len(rows) == 3 * 2 * 2  # methods x regimes x operations
     for row in rows:
         assert row["seconds"] > 0 and row["gflops"] > 0 and row["peak_mib"] is not None
         assert row["particle_steps_per_s"] == row["B"] / row["seconds"]
+        assert row["peak_fraction"] == pytest.approx(row["gflops"] / row["peak_gflops"]) and row["peak_gflops"] > 0
     cfg = [r for r in rows if r["method"] == "cfgphase"]
     assert all(0 <= r["skipped_chunks"] <= 1 for r in cfg)
     assert {r["regime"] for r in record["ratios"]} == {"spread", "condensed"}
@@ -40,25 +43,32 @@ def test_bad_bench_input_exits_2(capsys):
 
 
 def test_readme_table_is_read_off_the_record():
-    """Synthetic timings: each cell is the stated ratio, a skipped rival shows as '–'."""
+    """Synthetic timings: each cell is the stated ratio or fraction of the GEMM peak, a skipped rival
+    shows as '–', and the peak targets count the cases they cover."""
     seconds = {"gemm": 2.0, "softmax": 4.0, "torch": 5.0, "cfgphase": 2.5}
+    fraction = {"float32": 0.80, "float64": 0.90}
     results = []
-    for dtype in ("float32", "float64"):
-        for regime in ("spread", "condensed"):
-            for op in ("score", "step"):
-                for method, s in seconds.items():
-                    row = dict(B=8, K=16, d=4, dtype=dtype, regime=regime, operation=op, method=method)
-                    if method in ("softmax", "torch") and dtype == "float64":
-                        row["skipped"] = "needs 1.0 GiB > memory budget 0.5 GiB"
-                    else:
-                        row.update(seconds=s * (0.5 if regime == "condensed" and method == "cfgphase" else 1),
-                                   peak_mib=3.0 if method == "cfgphase" else 7.0)
-                    results.append(row)
+    for shape in ((8, 16, 4), (1024, 65536, 64)):
+        for dtype in ("float32", "float64"):
+            for regime in ("spread", "condensed"):
+                for op in ("score", "step"):
+                    for method, s in seconds.items():
+                        row = dict(B=shape[0], K=shape[1], d=shape[2], dtype=dtype, regime=regime, operation=op,
+                                   method=method)
+                        if method in ("softmax", "torch") and dtype == "float64":
+                            row["skipped"] = "needs 1.0 GiB > memory budget 0.5 GiB"
+                        else:
+                            row.update(seconds=s * (0.5 if regime == "condensed" and method == "cfgphase" else 1),
+                                       peak_mib=3.0 if method == "cfgphase" else 7.0,
+                                       peak_fraction=fraction[dtype] if method == "cfgphase" else 0.5)
+                        results.append(row)
     table = bench.readme_table(dict(results=results, ratios=bench.ratios(results)))
     row = table.splitlines()[2]
-    assert row == "| 8 | 16 | 4 | 2500.0 / 2500.0 | 1.25 / 1.25 | 0.62 / 0.62 | 0.62 / – | 3 / 7 |"
-    assert "spread within 1.3x of (a) in 2 of 2 cases (max 1.25)" in table
-    assert "faster than the best of (c), (d) in 2 of 2 (max 0.62)" in table
+    assert row == "| 8 | 16 | 4 | 2500.0 / 2500.0 | 80 / 90 % | 1.25 / 1.25 | 0.62 / 0.62 | 0.62 / – | 3 / 7 |"
+    assert "spread within 1.3x of (a) in 4 of 4 cases (max 1.25)" in table
+    assert "faster than the best of (c), (d) in 4 of 4 (max 0.62)" in table
+    assert "B >= 1024, K >= 65536, d >= 64: at least 85 % in 1 of 2 cases (min 80 %)" in table
+    assert "faster than torch SDPA in 2 of 2 cases (max time ratio 0.50)" in table
 
 
 def test_the_methods_of_a_case_are_timed_in_alternating_rounds(monkeypatch):
@@ -75,3 +85,16 @@ def test_the_methods_of_a_case_are_timed_in_alternating_rounds(monkeypatch):
     timed = log[4:]  # after each method's memory probe and first run
     switches = sum(a != b for a, b in zip(timed, timed[1:]))
     assert switches == 2 * bench.ROUNDS - 1
+
+
+def test_a_blas_running_older_kernels_than_the_cpu_is_flagged(monkeypatch):
+    """The GEMM peak decides every fraction: OpenBLAS forced to Haswell kernels on an AVX-512 CPU
+    (OPENBLAS_CORETYPE) roughly halves it, so the record says so."""
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    avx512, avx2 = dict(vector_level=3), dict(vector_level=2)
+    haswell = [dict(library="openblas", architecture="Haswell")]
+    assert bench.kernel_warnings(avx512, haswell) == [
+        "openblas runs its Haswell kernels on a CPU with AVX-512 (OPENBLAS_CORETYPE=Haswell)"]
+    assert bench.kernel_warnings(avx2, haswell) == []
+    assert bench.kernel_warnings(avx512, [dict(library="openblas", architecture="SkylakeX")]) == []
+    assert bench.kernel_warnings(avx512, [dict(library="mkl", architecture=None)]) == []
