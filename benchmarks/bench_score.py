@@ -86,7 +86,7 @@ def main(argv=None):
 
         rows = score.run(grid["B"], grid["K"], grid["d"], grid["dtype"], methods, regimes, operations,
                          repeats=args.repeats, max_seconds=args.max_seconds, memory_gb=args.memory_gb,
-                         progress=progress)
+                         progress=progress, peak_size=1024 if args.quick else 2048)
     record = score.record(rows)
     out = Path(args.out) if args.out else DEFAULT_RECORD if full else None
     if out is not None:

@@ -252,7 +252,7 @@ def _gemm_rate(dtype):
 
 
 def run(B=FULL["B"], K=FULL["K"], d=FULL["d"], dtypes=FULL["dtype"], methods=METHODS, regimes=tuple(REGIMES),
-        operations=OPERATIONS, repeats=3, max_seconds=30.0, memory_gb=None, progress=None):
+        operations=OPERATIONS, repeats=3, max_seconds=30.0, memory_gb=None, progress=None, peak_size=2048):
     """Measure every (B, K, d, dtype, regime, operation, method); a list of result dicts.
 
     Skipped cases carry ``skipped`` with the reason. ``progress(text)`` is called before each of
@@ -275,7 +275,7 @@ def run(B=FULL["B"], K=FULL["K"], d=FULL["d"], dtypes=FULL["dtype"], methods=MET
     process = OU()
     _warm_up(methods, dtypes, process)
     rates = {dt: _gemm_rate(np.dtype(dt)) for dt in dtypes}
-    peaks = {dt: peak_gflops(np.dtype(dt)) for dt in dtypes}
+    peaks = {dt: peak_gflops(np.dtype(dt), n=peak_size) for dt in dtypes}
     rows = []
     for d_ in d:
         for K_ in K:
