@@ -4,7 +4,7 @@ Per eigendirection the guided class-mean estimate is affine in x (eqs. 8, 10),
 :math:`\hat m_\omega = -\omega\alpha_t x + (1+\omega)\mu_c - \omega\beta_t`, so the samplers of
 cfgphase.solvers.sampling.steppers are linear and the mean m and variance v of the particles obey closed ODEs
 (docs/theory.md eqs. 16-17), integrated here backwards from :math:`t_{max}` with scipy's
-``solve_ivp`` (LSODA) (in the variables m and log v):
+``solve_ivp`` (DOP853, LSODA where stiff; in the variables m and log v):
 
 probability-flow ODE:  :math:`\dot m = L m + B\beta_\omega,\ \dot v = 2 L v`, :math:`L = A + B\alpha_\omega`;
 reverse SDE:           :math:`\dot m = L m - \kappa\beta_\omega,\ \dot v = 2 L v - g^2`,
@@ -232,9 +232,11 @@ class MomentTrajectory:
         return y[:self.d], np.exp(y[self.d:])
 
 
-#: Largest number of right-hand-side evaluations of one integration: a guard against a problem
-#: the solver cannot finish (LSODA needs about 5000 at |omega| = 1e10).
-MAX_NFEV = 50_000
+#: The solvers tried on each segment, in order, with their tolerances and evaluation budgets: the
+#: explicit DOP853 for the usual, non-stiff equations; where strong guidance makes them stiff (its
+#: cost grows like |omega|: 1.9 s at 1e4, no answer at 1e6) LSODA, which switches to a stiff method
+#: (0.05-0.4 s from omega = 1 to 1e10, agreeing with DOP853 to 1e-12 where both finish).
+SOLVERS = (("DOP853", 1e-10, 1e-13, 20_000), ("LSODA", 1e-13, 1e-15, 50_000))
 
 
 class _Budget(Exception):
@@ -244,11 +246,9 @@ class _Budget(Exception):
 def integrate_moments(pair, process, omega, sampler, t_from, t_to, mean, var, dense=False):
     """Integrate eqs. (16)/(17) from ``t_from`` down to ``t_to``, piecewise between breakpoints.
 
-    LSODA (scipy), which switches to a stiff method where guidance makes the equations stiff: with
-    an explicit Runge-Kutta method the cost grew like |omega| (1.9 s at 1e4, no answer at 1e6); with
-    LSODA (rtol 1e-13) it is 0.05-0.4 s from omega = 1 to 1e10 and agrees with DOP853 to 1e-12.
+    Each segment is integrated by the first of :data:`SOLVERS` that finishes within its budget.
     Returns ``(mean, var, trajectory, nfev, success, message)``; ``trajectory`` is a
-    :class:`MomentTrajectory` when ``dense`` (else None). A problem the solver cannot integrate
+    :class:`MomentTrajectory` when ``dense`` (else None). A problem neither solver can integrate
     (|omega| of order 1e20, overflow) returns ``success = False`` with the reason, never raises.
     """
     d = pair.d
@@ -257,25 +257,29 @@ def integrate_moments(pair, process, omega, sampler, t_from, t_to, mean, var, de
     nfev, segments, times = 0, [], [np.array([t_from])]
     for start, stop in zip(cuts[:-1], cuts[1:]):
         rhs = moment_rhs(pair, process, omega, sampler, (start, stop))
-        calls = [0]
+        for method, rtol, atol, budget in SOLVERS:
+            calls = [0]
 
-        def counted(t, y_):
-            calls[0] += 1
-            if calls[0] > MAX_NFEV:
-                raise _Budget
-            return rhs(t, y_)
+            def counted(t, y_, budget=budget):
+                calls[0] += 1
+                if calls[0] > budget:
+                    raise _Budget
+                return rhs(t, y_)
 
-        try:
-            with np.errstate(over="raise", invalid="raise", divide="raise"):
-                sol = solve_ivp(counted, (start, stop), y, method="LSODA", rtol=1e-13, atol=1e-15,
-                                dense_output=dense)
-        except _Budget:
-            return y[:d], np.exp(y[d:]), None, nfev + calls[0], False, (
-                f"the moment equations need more than {MAX_NFEV} evaluations on [{stop:.4g}, {start:.4g}]")
-        except (ArithmeticError, ValueError) as err:  # overflow, or steps below float resolution
-            return y[:d], np.exp(y[d:]), None, nfev + calls[0], False, (
-                f"the moment equations cannot be integrated on [{stop:.4g}, {start:.4g}] ({err}); "
-                "the guidance weight is too large")
+            try:
+                with np.errstate(over="raise", invalid="raise", divide="raise"):
+                    sol = solve_ivp(counted, (start, stop), y, method=method, rtol=rtol, atol=atol,
+                                    dense_output=dense)
+                break
+            except _Budget:
+                nfev += calls[0]
+                failure = f"the moment equations need more than {budget} evaluations on [{stop:.4g}, {start:.4g}]"
+            except (ArithmeticError, ValueError) as err:  # overflow, or steps below float resolution
+                nfev += calls[0]
+                failure = (f"the moment equations cannot be integrated on [{stop:.4g}, {start:.4g}] ({err}); "
+                           "the guidance weight is too large")
+        else:
+            return y[:d], np.exp(y[d:]), None, nfev, False, failure
         nfev += sol.nfev
         if not sol.success or not np.all(np.isfinite(sol.y[:, -1])):
             return y[:d], np.exp(y[d:]), None, nfev, False, sol.message if not sol.success else "non-finite moments"
