@@ -27,7 +27,7 @@ def speciation_time(d, seed=0):
     direction = np.random.default_rng(seed).standard_normal(d)
     mu = direction / np.linalg.norm(direction) * np.sqrt(d)
     model = cp.Model(means=np.stack([mu, -mu]), class_var=0.25)
-    res = cp.simulate(model, cp.Guidance(omega=-1.0), particles=1024 if QUICK else 4096, steps=200,
+    res = cp.simulate(model, cp.Guidance(omega=-1.0), particles=512 if QUICK else 4096, steps=200,
                       t_max=0.5 * np.log(d) + 6.0, seed=seed)
     entropy, _ = res.observable("posterior_entropy")
     times = res.times
