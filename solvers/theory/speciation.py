@@ -1,0 +1,111 @@
+r"""Speciation: the time at which a reverse trajectory commits to one of a few separated classes.
+
+Biroli, Bonnaire, de Bortoli & Mezard (2024) find that unguided sampling of data whose covariance
+has a large top eigenvalue :math:`\Lambda` splits into classes at :math:`t_S = \frac12\log\Lambda`
+(OU), and measure it by cloning: two copies of a trajectory, split at time t and continued with
+independent noise, end in the same class with a probability that falls from 1 (split late in
+sampling, small t) to chance (split early). Here (docs/theory.md eqs. 50-52):
+
+* :func:`speciation_time` - the time at which the noised law along the top direction turns
+  bimodal (eq. 50), for any process; :math:`\frac12\log(1 + \Lambda - 2s^2)` for OU, which is the
+  published :math:`\frac12\log\Lambda` as :math:`\Lambda \to \infty`.
+* :func:`clone_agreement` - the exact clone-agreement probability of a model (eq. 51), a Monte
+  Carlo average over the exactly sampled noised law; :func:`two_class_clone_agreement` - its
+  closed form for two symmetric classes (eq. 52), a function of the signal-to-noise ratio along the
+  separation only.
+
+Time is forward time (t = 0 is data). No guidance enters: speciation is a property of the data.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from cfgphase.physics.model import Model
+from cfgphase.physics.processes import get_process
+
+
+def _positive(value, name, allow_zero=False):
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"{name} must be a finite number {'>=' if allow_zero else '>'} 0, got {value!r}")
+    return value
+
+
+def _times(times):
+    t = np.atleast_1d(np.asarray(times, dtype=float))
+    if t.ndim != 1 or t.size == 0 or not np.all(np.isfinite(t)) or np.any(t <= 0):
+        raise ValueError(f"times must be finite forward times > 0, got {times!r}")
+    return t
+
+
+def speciation_time(eigenvalue, *, class_var=0.0, process="ou"):
+    r"""Forward time :math:`t_S` at which the noised data turn bimodal along their top direction (eq. 50).
+
+    ``eigenvalue`` is :math:`\Lambda`, the largest eigenvalue of the data covariance: between-class
+    variance along the top direction plus ``class_var`` :math:`s^2` (two classes at
+    :math:`\pm\mu`: :math:`\Lambda = |\mu|^2 + s^2`). :math:`t_S` solves
+    :math:`a_t^2(\Lambda - 2s^2) = \sigma_t^2`; OU: :math:`\frac12\log(1 + \Lambda - 2s^2)`,
+    VE: :math:`\Lambda - 2s^2`. Exact for two symmetric classes, leading order in :math:`\Lambda`
+    otherwise. Raises ValueError when :math:`\Lambda \le 2s^2` (the data are never bimodal).
+    """
+    lam = _positive(eigenvalue, "eigenvalue")
+    s2 = _positive(class_var, "class_var", allow_zero=True)
+    process = get_process(process)
+    excess = lam - 2.0 * s2
+    if not excess > 0:
+        raise ValueError(f"eigenvalue: the data are bimodal along the top direction only when eigenvalue > "
+                         f"2 class_var; got eigenvalue {lam!r}, class_var {s2!r}")
+    return float(min(process.time_at_snr(1.0 / excess), process.t_upper))
+
+
+def clone_agreement(model, times, *, process=None, samples=4096, seed=0):
+    r"""Probability that two clones split at forward time t end in the same class (eq. 51).
+
+    :math:`\phi(t) = \mathbb E_{x_t\sim p_t}\sum_c p(c\mid x_t)^2`: with exact scores the reverse
+    SDE from :math:`x_t` samples :math:`p(x_0\mid x_t)`, so each clone ends in class c with
+    probability :math:`p(c\mid x_t)`, independently. ``model`` is a :class:`~cfgphase.physics.model.Model`
+    (its process unless ``process`` is given); ``times``, shape (n,), forward times > 0;
+    ``samples`` draws of :math:`x_t` per time, from ``seed``. Returns (phi, stderr), each (n,).
+    The probability-flow ODE has no clones: its trajectories are deterministic.
+    """
+    if not isinstance(model, Model):
+        raise ValueError(f"model must be a cfgphase Model, got {type(model).__name__}")
+    t = _times(times)
+    if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 2:
+        raise ValueError(f"samples must be an integer >= 2, got {samples!r}")
+    process = get_process(model.process if process is None else process)
+    mixture = model.mixture
+    rng = np.random.default_rng(seed)
+    phi, err = np.empty(t.size), np.empty(t.size)
+    for i, ti in enumerate(t):
+        x = mixture.sample_noised(float(ti), process, int(samples), rng)[0]
+        agree = np.sum(mixture.class_posterior(x, float(ti), process) ** 2, axis=1)
+        phi[i], err[i] = agree.mean(), agree.std(ddof=1) / math.sqrt(agree.size)
+    return phi, err
+
+
+def two_class_clone_agreement(separation, times, *, class_var=0.0, process="ou", nodes=80):
+    r"""Closed form of eq. (51) for two equally likely classes at :math:`\pm\mu` (eq. 52).
+
+    ``separation`` is :math:`|\mu|^2`; with :math:`\zeta_t = a_t|\mu|/\sqrt{\Gamma_t}`,
+    :math:`\Gamma_t = a_t^2s^2 + \sigma_t^2`, :math:`\phi = 1 - 2\,\mathbb E_{u\sim N(\zeta_t, 1)}
+    [\pi(u)(1 - \pi(u))]`, :math:`\pi(u) = 1/(1 + e^{-2\zeta_t u})`, by Gauss-Hermite quadrature
+    on ``nodes`` points. Depends on t only through :math:`\zeta_t`, which is 1 at :math:`t_S`
+    (eq. 50): the curves of all dimensions collapse in :math:`\zeta`. Returns phi, shape (n,).
+    """
+    m2 = _positive(separation, "separation")
+    s2 = _positive(class_var, "class_var", allow_zero=True)
+    t = _times(times)
+    process = get_process(process)
+    a, var = np.asarray(process.a(t), dtype=float), np.asarray(process.var(t), dtype=float)
+    zeta = a * math.sqrt(m2) / np.sqrt(a * a * s2 + var)
+    u, w = np.polynomial.hermite_e.hermegauss(int(nodes))
+    w = w / w.sum()
+    pi = 0.5 * (1.0 + np.tanh(zeta[:, None] * (zeta[:, None] + u[None, :])))  # 1 / (1 + e^{-2 zeta (zeta + u)})
+    return 1.0 - 2.0 * (pi * (1.0 - pi)) @ w
