@@ -37,6 +37,7 @@ _EXPORTS = {
     "gaussian": "cfgphase.solvers.theory.gaussian",
     "phase_diagram": "cfgphase.solvers.sweeps.runner",
     "open_dataset": "cfgphase.solvers.io.hdf5",
+    "load_data": "cfgphase.solvers.io.data",
     "save": "cfgphase.solvers.io.hdf5",
     "plot": "cfgphase.solvers.figures.plots",
 }

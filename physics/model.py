@@ -100,6 +100,51 @@ class Model:
     mode_weights: tuple | None = None
     unconditional: float | GaussianMixture | None = None
     memory: int | None = field(default=None, repr=False)
+    #: The label of each class when the model was built from data (:meth:`from_data`), else None.
+    data_labels: tuple | None = field(default=None, init=False, repr=False)
+
+    @classmethod
+    def from_data(cls, x, labels, *, width=0.0, target=None, process="ou"):
+        r"""The empirical model of a labelled data set (docs/theory.md eq. 53).
+
+        Class c is the mixture of its own training points, each smoothed by :math:`\mathcal N(0, s^2 I)`,
+        ``width`` :math:`= s^2 \ge 0` (0: the exact empirical score, the memorising regime); every
+        point has the same weight, so a class weighs its share of the data.
+
+        ``x``: (N, d) finite numbers; ``labels``: (N,) integers (any values), at least two classes;
+        ``target``: the label to guide towards (default: the smallest). The classes are numbered in
+        increasing label order (``data_labels`` holds the labels); the model's ``target`` is the
+        target's number. Raises ValueError naming ``x``, ``labels``, ``width`` or ``target``.
+        """
+        try:
+            x = np.asarray(x, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ValueError("x must be an (N, d) array of numbers") from None
+        if x.ndim != 2 or x.shape[0] < 2 or x.shape[1] < 1:
+            raise ValueError(f"x must have shape (N, d) with N >= 2 points and d >= 1, got {x.shape}")
+        if not np.all(np.isfinite(x)):
+            bad = int(np.flatnonzero(~np.all(np.isfinite(x), axis=1))[0])
+            raise ValueError(f"x must be finite: point {bad} is not")
+        raw = np.asarray(labels)
+        if raw.shape != (x.shape[0],):
+            raise ValueError(f"labels must have shape ({x.shape[0]},), one per point of x, got {raw.shape}")
+        if raw.dtype.kind not in "iu":
+            if raw.dtype.kind != "f" or not np.all(np.isfinite(raw)) or np.any(raw != np.round(raw)):
+                raise ValueError(f"labels must be integers, got dtype {raw.dtype}")
+            raw = raw.astype(np.int64)
+        classes, index = np.unique(raw, return_inverse=True)
+        if classes.size < 2:
+            raise ValueError(f"labels: guidance needs at least two classes, got {classes.size}")
+        if target is None:
+            target = classes[0]
+        hit = np.flatnonzero(classes == target) if isinstance(target, (int, np.integer)) and not isinstance(
+            target, bool) else np.array([], dtype=int)
+        if hit.size != 1:
+            raise ValueError(f"target must be one of the labels {classes.tolist()}, got {target!r}")
+        model = cls(means=x, labels=index, class_var=_positive(width, "width", allow_zero=True),
+                    target=int(hit[0]), process=process)
+        object.__setattr__(model, "data_labels", tuple(int(c) for c in classes))
+        return model
 
     def __post_init__(self):
         setattr = object.__setattr__  # frozen: normalise once, here
@@ -191,10 +236,12 @@ class Model:
             unconditional = "given"
         else:
             unconditional = f"N(0, {self.unconditional:g} I)"
+        data = self.data_labels is not None
         return dict(d=self.d, K=self.K, components=self.K * self.modes if not given else self.mixture.K,
                     alpha=self.alpha, classes=self.classes, mean_var=None if given else self.mean_var,
                     class_var=self.class_var, process=self.process.name, target=self.target,
-                    means="given" if given else "random", weights="uniform" if self.weights is None else "given",
+                    target_label=self.data_labels[self.target] if data else None,
+                    means="data" if data else "given" if given else "random", weights="uniform" if self.weights is None else "given",
                     modes=None if given else self.modes, unconditional=unconditional, model_seed=self.seed,
                     alpha_effective=self.alpha_effective)
 

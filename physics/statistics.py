@@ -36,6 +36,17 @@ FINAL = _table(
     ("t_condensation", r"t^*", "time at which the mean target posterior reaches 1/2", "forward time"),
     ("energy_distance", r"\mathcal E", "energy distance to exact samples of the target class", "data units"),
     ("within_mode_var", r"v_{mode}", "per-coordinate variance around each sample's own mode", "data units^2"),
+    # models built from data (docs/theory.md eq. 54)
+    ("copy_fraction", r"P(\mathrm{copy})", "fraction of samples that copy a training point", "1"),
+    ("coverage", r"C_c", "fraction of the target's training points copied by at least one sample", "1"),
+    ("nearest_in_target", r"P(\mathrm{nn} \in c)", "fraction of samples whose nearest training point is in "
+     "the target class", "1"),
+    ("var_ratio", r"\mathrm{tr}\,\hat\Sigma/\mathrm{tr}\,\Sigma_c", "total sample variance over that of the "
+     "target's exact conditional", "1"),
+    ("var_par_class", r"u^\top\Sigma_c u", "variance of the target's exact conditional along its mean",
+     "data units^2"),
+    ("var_perp_class", r"v_{\perp,c}", "per-coordinate variance of the target's exact conditional orthogonal to "
+     "its mean", "data units^2"),
 )
 
 #: Per-particle observables along the trajectory, recorded as means over particles at each time.

@@ -38,7 +38,12 @@ OPTIONS = {
     "modes": dict(type=int, default=1, help="components per class: multimodal conditionals (default 1)"),
     "mode-weights": dict(type=_number_list, metavar="W1,W2,...", help="within-class mode weights (default uniform)"),
     "unconditional-var": dict(type=float, metavar="V", help="an independent unconditional model N(0, V I)"),
-    "target": dict(type=int, default=0, help="target class c (default 0)"),
+    "target": dict(type=int, help="target class c (default 0; with --data, a label, default the smallest)"),
+    "data": dict(metavar="FILE", help="a labelled data set: .npz or HDF5 with x (N, d) and labels (N,), or "
+                                      "'digits' (bundled, needs scikit-learn); each class is its points smoothed by "
+                                      "N(0, s^2 I), s^2 = --class-var (0: the exact empirical score)"),
+    "copy-ratio": dict(type=float, default=1 / 3, help="with --data: a sample copies a training point when it is "
+                                                       "closer than RATIO times the second nearest (default 1/3)"),
     "seed": dict(type=int, default=0, help="seed of the class means and of the noise (default 0)"),
     "model-seed": dict(type=int, help="seed of the class means only (default: --seed)"),
     "noise-seed": dict(type=int, help="seed of the noise only (default: --seed)"),
@@ -132,10 +137,10 @@ def build_parser():
 
     sim = sub.add_parser("simulate", help="guided sampling with exact scores; prints final statistics")
     g = sim.add_argument_group("model")
-    _add(g, "d", d=dict(default=64, help="dimension (default 64)"))
+    _add(g, "d", d=dict(help=f"dimension (default {SIMULATE_D}; with --data, the data's)"))
     _classes(g)
     _add(g, "mean-var", "class-var", "process", "modes", "mode-weights", "unconditional-var", "target", "seed",
-         "model-seed", "noise-seed")
+         "model-seed", "noise-seed", "data", "copy-ratio")
     _guidance_options(sim)
     _add(sim.add_argument_group("sampler"), "sampler", "method", "steps", "t-max", "t-min", "grid", "particles",
          "init", "dtype")
@@ -284,10 +289,10 @@ def _print_json(record):
 def _table(record, rows, width=24):
     from cfgphase.physics.statistics import describe
 
-    print(f"  {'statistic':<16}{'value':<{width}}{'conditional':<13}meaning")
+    print(f"  {'statistic':<18}{'value':<{width}}{'conditional':<13}meaning")
     for key, target in rows:
         value = _fmt(record.get(key), record.get(key + "_stderr"))
-        print(f"  {key:<16}{value:<{width}}{_fmt(target):<13}{describe(key)[0]}")
+        print(f"  {key:<18}{value:<{width}}{_fmt(target):<13}{describe(key)[0]}")
 
 
 def _weight_label(record):
@@ -304,6 +309,28 @@ def _exit_status(ok, message, what):
 # --- commands -----------------------------------------------------------------------------------
 
 
+#: Dimension of ``cfgphase simulate`` without --d or --data.
+SIMULATE_D = 64
+
+#: Options that describe random classes: refused with --data.
+RANDOM_MODEL_OPTIONS = ("alpha", "classes", "modes", "mode_weights", "unconditional_var", "model_seed")
+
+
+def _data_model(args):
+    """Model.from_data from --data, --class-var, --target and --process (one checked error per option)."""
+    from cfgphase.physics.model import Model
+    from cfgphase.solvers.io.data import load_data
+
+    given = [name for name in RANDOM_MODEL_OPTIONS if getattr(args, name) not in (None, 1)]
+    if given:
+        raise ValueError(f"--{given[0].replace('_', '-')}: describes random classes; --data gives the classes")
+    x, labels = load_data(args.data)
+    model = Model.from_data(x, labels, width=args.class_var, target=args.target, process=args.process)
+    if args.d is not None and args.d != model.d:
+        raise ValueError(f"--d: {args.d} differs from the data's dimension {model.d}")
+    return model
+
+
 def _simulate(args):
     from cfgphase.physics.model import Model
     from cfgphase.solvers.io.hdf5 import check_output_path, save
@@ -313,15 +340,21 @@ def _simulate(args):
     if args.out is not None:
         check_output_path(args.out, args.overwrite)
     model_seed, noise_seed = _seeds(args)
-    model = Model(d=args.d, alpha=args.alpha, classes=args.classes, mean_var=args.mean_var, class_var=args.class_var,
-                  process=args.process, target=args.target, modes=args.modes, mode_weights=args.mode_weights,
-                  unconditional=args.unconditional_var, seed=model_seed)
+    if args.data is not None:
+        model = _data_model(args)
+    else:
+        model = Model(d=SIMULATE_D if args.d is None else args.d, alpha=args.alpha, classes=args.classes,
+                      mean_var=args.mean_var, class_var=args.class_var, process=args.process,
+                      target=0 if args.target is None else args.target,
+                      modes=args.modes, mode_weights=args.mode_weights, unconditional=args.unconditional_var,
+                      seed=model_seed)
     sampler = Sampler(kind=args.sampler, method=args.method, steps=args.steps, t_max=args.t_max, t_min=args.t_min,
                       grid=args.grid, init=args.init)
     _check_times(model.process, args)
     guidance = _guidance(args)
     result = simulate(model, guidance, sampler=sampler, particles=args.particles, seed=noise_seed, dtype=args.dtype,
-                      save=SaveAt(samples=args.samples), progress=not args.quiet and sys.stderr.isatty())
+                      save=SaveAt(samples=args.samples, copy_ratio=args.copy_ratio),
+                      progress=not args.quiet and sys.stderr.isatty())
     if args.out is not None:
         save(result, args.out, overwrite=args.overwrite)
     summary = result.summary()
@@ -331,9 +364,14 @@ def _simulate(args):
         print(f"cfgphase simulate: d={summary['d']} K={summary['K']} {_weight_label(summary)} "
               f"process={summary['process']} sampler={summary['sampler']} ({summary['method']}, "
               f"{summary['steps']} steps) particles={summary['particles']}")
-        s2 = summary["class_var"]
-        _table(summary, (("mean_ratio", 1.0), ("var_par", s2), ("var_perp", s2), ("distortion", 0.0),
-                         ("accuracy", None), ("inv_prob", None), ("t_condensation", None)))
+        if model.data_labels is None:
+            s2 = summary["class_var"]
+            _table(summary, (("mean_ratio", 1.0), ("var_par", s2), ("var_perp", s2), ("distortion", 0.0),
+                             ("accuracy", None), ("inv_prob", None), ("t_condensation", None)))
+        else:
+            _table(summary, (("mean_ratio", 1.0), ("var_par", summary["var_par_class"]),
+                             ("var_perp", summary["var_perp_class"]), ("var_ratio", 1.0), ("copy_fraction", None),
+                             ("coverage", None), ("nearest_in_target", 1.0), ("accuracy", None), ("inv_prob", None)))
         print(f"  {summary['n_score_evals']} score evaluations in {summary['wall_time']:.1f} s")
         if args.out is not None:
             print(f"  written to {args.out}")

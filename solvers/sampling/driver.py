@@ -211,7 +211,7 @@ def integrate(field, guidance=None, sampler="ode", *, particles=1024, seed=0, sa
             exact = field.precise() if hasattr(field, "precise") else field
             reference = field.sample_initial(t_min, particles, noise.reference_rng(), "conditional")
             final = obs.final_statistics(field, x, ev if exact is field else exact.evaluate(x, t_min), labels, counts,
-                                         reference, exact.evaluate(reference, t_min))
+                                         reference, exact.evaluate(reference, t_min), copy_ratio=save.copy_ratio)
             final_mean, final_var = x.mean(0), x.var(0, ddof=1)
         else:
             final, final_mean = obs.undefined_statistics(), np.full(field.d, np.nan)

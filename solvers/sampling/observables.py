@@ -98,10 +98,16 @@ def responsibility_entropy(s):
     return -np.sum(np.where(r > 0, r * np.log(np.where(r > 0, r, 1.0)), 0.0), axis=1)
 
 
+#: Targets with more modes than this (e.g. a class of training points) get no per-mode series
+#: (``mode_weight_j``, ``mode_responsibility_j``), only the pooled ones.
+RESOLVED_MODES = 16
+
+
 def mode_responsibility(s):
     """(B, n_c) responsibilities of the target's modes: their mean over particles is the soft
     weight of each mode along the trajectory (stored as ``mode_responsibility_j``)."""
-    return s.ev.responsibilities
+    r = s.ev.responsibilities
+    return None if r is None or r.shape[1] > RESOLVED_MODES else r
 
 
 def _not_stepped(s):
@@ -282,14 +288,79 @@ def quantiles(values, levels=QUANTILES, resamples=200):
     return np.quantile(values, levels), boot.std(axis=1, ddof=1)
 
 
-def final_statistics(field, x, ev, labels, counts, reference=None, ev_reference=None):
+def nearest_points(x, points, block=4096):
+    """For each row of ``x`` (B, d): the index of its nearest row of ``points`` (N, d), N >= 2, and the
+    distances to the nearest and the second nearest, each (B,). Squared distances by GEMM over
+    blocks of ``block`` points (memory B x block); rounding below zero is clipped."""
+    B = x.shape[0]
+    best = np.full((B, 2), np.inf)
+    index = np.zeros(B, dtype=np.int64)
+    x2 = np.einsum("ij,ij->i", x, x)
+    rows = np.arange(B)
+    for start in range(0, points.shape[0], block):
+        p = points[start:start + block]
+        dist = x2[:, None] + np.einsum("ij,ij->i", p, p)[None, :] - 2.0 * (x @ p.T)
+        np.maximum(dist, 0.0, out=dist)
+        two = min(2, dist.shape[1])
+        near = np.argpartition(dist, two - 1, axis=1)[:, :two]
+        cand = np.concatenate([best, dist[rows[:, None], near]], axis=1)
+        cand_index = np.concatenate([index[:, None], index[:, None], start + near], axis=1)
+        order = np.argsort(cand, axis=1, kind="stable")[:, :2]
+        best = cand[rows[:, None], order]
+        index = cand_index[rows, order[:, 0]]
+    return index, np.sqrt(best[:, 0]), np.sqrt(best[:, 1])
+
+
+def copy_statistics(out, field, x, labels, counts, ratio):
+    r"""Memorisation and fidelity of samples of a data model (docs/theory.md eq. 54), into ``out``.
+
+    A sample *copies* a training point when its distance to the nearest training point is below
+    ``ratio`` times its distance to the second nearest. ``copy_fraction``: fraction of samples
+    that copy; ``coverage``: fraction of the target class's points copied by at least one sample;
+    ``nearest_in_target``: fraction of samples whose nearest training point is in the target class;
+    ``var_ratio``: total sample variance over that of the class's exact conditional (its points'
+    covariance plus :math:`s^2 I`), whose variances along and across the class mean are
+    ``var_par_class`` and ``var_perp_class``.
+    """
+    points, comps = field.model.means, field.components
+    index, first, second = nearest_points(x, points)
+    copies = (first < ratio * second).astype(float)
+    in_target = np.isin(index, comps).astype(float)
+    n_c = comps.size
+
+    def coverage(copies, index):
+        return np.intersect1d(index[copies > 0], comps).size / n_c
+
+    out["copy_fraction"], out["copy_fraction_stderr"] = jackknife(np.mean, (copies,), labels, counts)
+    out["coverage"], out["coverage_stderr"] = jackknife(coverage, (copies, index), labels, counts)
+    out["nearest_in_target"], out["nearest_in_target_stderr"] = jackknife(np.mean, (in_target,), labels, counts)
+    w = field.model.weights[comps] / field.model.weights[comps].sum()
+    centred = points[comps] - w @ points[comps]
+    d, s2 = field.d, float(field.reference_var)
+    trace = float(np.sum(w @ centred**2)) + d * s2
+    mu = field.target_mean
+    norm = float(np.sqrt(mu @ mu))
+    if norm > 0 and d >= 2:
+        along = float(w @ (centred @ (mu / norm)) ** 2) + s2
+        out["var_par_class"], out["var_perp_class"] = along, (trace - along) / (d - 1)
+    else:
+        out["var_par_class"] = out["var_perp_class"] = None
+
+    def var_ratio(x):
+        return float(np.sum(np.var(x, axis=0, ddof=1)) / trace) if trace > 0 else None
+
+    out["var_ratio"], out["var_ratio_stderr"] = jackknife(var_ratio, (x,), labels, counts)
+
+
+def final_statistics(field, x, ev, labels, counts, reference=None, ev_reference=None, copy_ratio=1 / 3):
     """Every final statistic with its jackknife standard error, as a flat dict (eqs. 13, 41-43).
 
     ``reference`` (m, d) are exact samples of the target at the final time and ``ev_reference``
     the field's evaluation there: they give the energy distance and the quantile shifts of
     p(c|x). For ``inv_prob`` a 95 % percentile-bootstrap interval (BCa's jackknife is O(B^2))
     (``inv_prob_ci_low``/``_high``) and the median of group means (``inv_prob_median_of_means``)
-    are added, since 1/pi_c is heavy-tailed.
+    are added, since 1/pi_c is heavy-tailed. A field of training points (a data model) adds the copy
+    statistics of :func:`copy_statistics` with ``copy_ratio``.
     """
     mu = field.target_mean
     mu2 = float(mu @ mu)
@@ -347,7 +418,7 @@ def final_statistics(field, x, ev, labels, counts, reference=None, ev_reference=
         ("within_mode_var", within_mode_var, (x, mode)),
     ):
         out[name], out[name + "_stderr"] = jackknife(stat, values, labels, counts)
-    if not one_mode:
+    if not one_mode and ev.responsibilities.shape[1] <= RESOLVED_MODES:
         _, truth = field.target_modes
         for j, w in enumerate(truth):
             hit = (mode == j).astype(float)
@@ -360,6 +431,8 @@ def final_statistics(field, x, ev, labels, counts, reference=None, ev_reference=
             x[:n], reference[:n], keep, np.bincount(keep, minlength=counts.size))
     else:
         out["energy_distance"] = out["energy_distance_stderr"] = None
+    if getattr(field, "training", False):
+        copy_statistics(out, field, x, labels, counts, copy_ratio)
     if has_classes:
         _class_statistics(out, field, ev, ev_reference, labels, counts)
     else:

@@ -97,13 +97,20 @@ class SaveAt:
     """What a simulation keeps besides its final statistics.
 
     ``times``: forward times at which trajectory observables are recorded (snapped to grid nodes;
-    default every node). ``samples``: keep the final particles (B, d).
+    default every node). ``samples``: keep the final particles (B, d). ``copy_ratio``: for a model
+    built from data, a sample copies a training point when its distance to it is below
+    ``copy_ratio`` times its distance to the second nearest point (default 1/3; eq. 54).
     """
 
     times: tuple | None = None
     samples: bool = False
+    copy_ratio: float = 1 / 3
 
     def __post_init__(self):
+        ratio = self.copy_ratio
+        if isinstance(ratio, bool) or not isinstance(ratio, (int, float, np.integer, np.floating)) \
+                or not 0 < ratio <= 1:
+            raise ValueError(f"copy_ratio must be a number in (0, 1], got {ratio!r}")
         if self.times is not None:
             times = np.atleast_1d(np.asarray(self.times, dtype=float))
             if times.size == 0 or not np.all(np.isfinite(times)):

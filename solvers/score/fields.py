@@ -62,8 +62,9 @@ class MixtureField:
     """
 
     def __init__(self, model, process="ou", target=0, dtype=np.float64, chunk=None, threads=None,
-                 unconditional=None):
+                 unconditional=None, training=False):
         self.model = model
+        self.training = bool(training)  # the components are training points: copies are measured
         self.process = get_process(process)
         self.components = model.components(target)
         self.target = int(target)
@@ -107,7 +108,7 @@ class MixtureField:
         if self.dtype == np.float64:
             return self
         return MixtureField(self.model, self.process, self.target, np.float64, self.chunk, self.threads,
-                            self.unconditional)
+                            self.unconditional, self.training)
 
     def evaluate(self, x, t):
         with single_threaded_blas():  # the target's logits too: no OpenBLAS threads left spinning
@@ -227,4 +228,5 @@ def field_for(model, dtype="float64", threads=None, chunk=None):
     if not isinstance(model, Model):
         raise ValueError(f"model must be a cfgphase Model or GaussianModel, got {type(model).__name__}")
     return MixtureField(model.mixture, process=model.process, target=model.target, dtype=np.dtype(dtype),
-                        chunk=chunk, threads=threads, unconditional=model.unconditional_mixture)
+                        chunk=chunk, threads=threads, unconditional=model.unconditional_mixture,
+                        training=model.data_labels is not None)
