@@ -1,5 +1,5 @@
-"""Speciation time and clone agreement (docs/theory.md eqs. 50-52) against the published formula,
-Monte Carlo of the exact posterior, and cloned reverse-SDE trajectories."""
+"""Speciation time, clone agreement and the collapse time of points (docs/theory.md eqs. 50-52, 55)
+against the published formulas, Monte Carlo of the exact posterior and cloned reverse-SDE trajectories."""
 
 import math
 
@@ -8,7 +8,8 @@ import pytest
 
 import cfgphase as cp
 from cfgphase.solvers.score.fields import field_for
-from cfgphase.solvers.theory.speciation import clone_agreement, speciation_time, two_class_clone_agreement
+from cfgphase.solvers.theory.regimes import (clone_agreement, empirical_collapse_time, speciation_time,
+                                              two_class_clone_agreement)
 
 
 def two_classes(d, class_var=0.25, seed=0):
@@ -92,3 +93,29 @@ def test_cloned_reverse_sde_trajectories_agree_as_predicted(d):
         exact = two_class_clone_agreement(float(d), [t], class_var=0.25)[0]
         se = math.sqrt(exact * (1 - exact) / pairs)
         assert abs(agree - exact) < 3 * se + 1e-12, (d, t, agree, exact, se)
+
+
+def test_empirical_collapse_time_is_the_random_energy_model_time_for_an_isotropic_spectrum():
+    """Isotropic points: eq. (55) equals Biroli et al.'s t_C = (1/2) log(1 + sigma^2/(n^{2/d} - 1)) and the
+    s -> 0 limit of cfgphase's collapse time (eq. 21, an independent code path) at alpha = log n / d."""
+    from cfgphase.solvers.theory.condensation import collapse_time
+
+    for d, n, var in ((64, 183, 0.7), (16, 1000, 1.0), (100, 2, 2.5)):
+        t = empirical_collapse_time(np.full(d, var), n)
+        assert t == pytest.approx(0.5 * math.log1p(var / math.expm1(2 * math.log(n) / d)), rel=1e-10)
+        alpha = math.log(n) / d
+        assert t == pytest.approx(collapse_time(alpha, mean_var=var, class_var=1e-12).t_collapse, rel=1e-6)
+
+
+def test_a_spread_spectrum_collapses_earlier_in_sampling_than_its_isotropic_average():
+    """Concavity of log(1 + lambda snr): at equal trace a spread spectrum carries less information at
+    every snr, so it needs a larger snr, i.e. a smaller t (OU), to distinguish n points."""
+    spread = np.linspace(0.0, 2.0, 64)
+    assert empirical_collapse_time(spread, 183) < empirical_collapse_time(np.full(64, spread.mean()), 183)
+
+
+@pytest.mark.parametrize("args, name", [((np.zeros(4), 10), "eigenvalues"), (([1.0, -1.0], 10), "eigenvalues"),
+                                        (([1.0], 1), "points"), (([1.0], 2.5), "points")])
+def test_empirical_collapse_time_refuses_bad_input(args, name):
+    with pytest.raises(ValueError, match=name):
+        empirical_collapse_time(*args)

@@ -1,10 +1,11 @@
-r"""Speciation: the time at which a reverse trajectory commits to one of a few separated classes.
+r"""The two dynamical regimes of unguided sampling: speciation and collapse (docs/theory.md eqs. 50-52, 55).
 
 Biroli, Bonnaire, de Bortoli & Mezard (2024) find that unguided sampling of data whose covariance
 has a large top eigenvalue :math:`\Lambda` splits into classes at :math:`t_S = \frac12\log\Lambda`
 (OU), and measure it by cloning: two copies of a trajectory, split at time t and continued with
 independent noise, end in the same class with a probability that falls from 1 (split late in
-sampling, small t) to chance (split early). Here (docs/theory.md eqs. 50-52):
+sampling, small t) to chance (split early). Later in sampling, with n training points, the
+trajectory collapses onto one of them at :math:`t_C`. Here:
 
 * :func:`speciation_time` - the time at which the noised law along the top direction turns
   bimodal (eq. 50), for any process; :math:`\frac12\log(1 + \Lambda - 2s^2)` for OU, which is the
@@ -13,8 +14,11 @@ sampling, small t) to chance (split early). Here (docs/theory.md eqs. 50-52):
   Carlo average over the exactly sampled noised law; :func:`two_class_clone_agreement` - its
   closed form for two symmetric classes (eq. 52), a function of the signal-to-noise ratio along the
   separation only.
+* :func:`empirical_collapse_time` - the collapse time of n Gaussian points with a covariance
+  spectrum (eq. 55): the noisy channel's information reaches log n; Biroli et al.'s
+  :math:`t_C = \frac12\log(1 + \sigma^2/(n^{2/d} - 1))` for an isotropic spectrum.
 
-Time is forward time (t = 0 is data). No guidance enters: speciation is a property of the data.
+Time is forward time (t = 0 is data). No guidance enters: these are properties of the data.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy.optimize import brentq
 
 from cfgphase.physics.model import Model
 from cfgphase.physics.processes import get_process
@@ -109,3 +114,34 @@ def two_class_clone_agreement(separation, times, *, class_var=0.0, process="ou",
     w = w / w.sum()
     pi = 0.5 * (1.0 + np.tanh(zeta[:, None] * (zeta[:, None] + u[None, :])))  # 1 / (1 + e^{-2 zeta (zeta + u)})
     return 1.0 - 2.0 * (pi * (1.0 - pi)) @ w
+
+
+def empirical_collapse_time(eigenvalues, points, *, process="ou"):
+    r"""Collapse time of ``points`` n Gaussian points with covariance spectrum ``eigenvalues`` (eq. 55).
+
+    The posterior over the points condenses when the information the noisy observation carries,
+    :math:`\frac12\sum_j \log(1 + \lambda_j\,a_t^2/\sigma_t^2)`, reaches :math:`\log n` (the
+    random-energy-model condition of eq. 21 with :math:`s \to 0`, per eigendirection). An isotropic
+    spectrum :math:`\lambda_j = \sigma^2` gives Biroli et al.'s
+    :math:`t_C = \frac12\log(1 + \sigma^2/(n^{2/d} - 1))` (OU). ``eigenvalues``, shape (d,), >= 0
+    with a positive sum (e.g. of the class's sample covariance); ``points`` n >= 2.
+    """
+    lam = np.atleast_1d(np.asarray(eigenvalues, dtype=float))
+    if lam.ndim != 1 or lam.size == 0 or not np.all(np.isfinite(lam)) or np.any(lam < 0) or not lam.sum() > 0:
+        raise ValueError(f"eigenvalues must be finite, >= 0 and not all 0, got {eigenvalues!r}")
+    if isinstance(points, bool) or not isinstance(points, (int, np.integer)) or points < 2:
+        raise ValueError(f"points must be an integer >= 2, got {points!r}")
+    process = get_process(process)
+    target = math.log(points)
+
+    def excess(log_snr):
+        return 0.5 * np.sum(np.log1p(lam * math.exp(log_snr))) - target
+
+    # the information grows from 0 (snr -> 0) without bound: bracket in log snr
+    low, high = -1.0, 1.0
+    while excess(low) > 0:
+        low *= 2
+    while excess(high) < 0:
+        high *= 2
+    snr = math.exp(brentq(excess, low, high, xtol=1e-14, rtol=1e-14))
+    return float(min(process.time_at_snr(snr), process.t_upper))
