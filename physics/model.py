@@ -23,7 +23,7 @@ from functools import cached_property
 import numpy as np
 
 from cfgphase.physics.gaussian import GaussianPair
-from cfgphase.physics.mixture import GaussianMixture, check_mode_weights, number_of_classes
+from cfgphase.physics.mixture import GaussianMixture, check_mode_weights, default_memory_budget, number_of_classes
 from cfgphase.physics.processes import Process, get_process
 
 #: alpha of the default model when neither ``classes``, ``alpha`` nor ``means`` is given.
@@ -102,6 +102,55 @@ class Model:
     memory: int | None = field(default=None, repr=False)
     #: The label of each class when the model was built from data (:meth:`from_data`), else None.
     data_labels: tuple | None = field(default=None, init=False, repr=False)
+    #: (branching, level variances, guided level) of a :meth:`hierarchical` model, else None.
+    hierarchy: tuple | None = field(default=None, init=False, repr=False)
+
+    @classmethod
+    def hierarchical(cls, *, d, branching, level_vars, class_var=0.25, level=None, target=0, process="ou",
+                     seed=0):
+        r"""Classes in a tree (docs/theory.md eq. 56): ``branching`` :math:`(K_0, K_1, \dots)` children per
+        node at each level; a level-0 node's mean is drawn from :math:`\mathcal N(0, v_0 I)`, a level-l
+        node's from :math:`\mathcal N(	ext{parent's mean}, v_l I)`, ``level_vars`` :math:`= (v_0, v_1, \dots)`;
+        the leaves are the components, each :math:`\mathcal N(	ext{mean}, s^2 I)`, equally weighted.
+
+        ``level`` (default the leaves, ``len(branching) - 1``) is the level whose nodes are the classes:
+        guidance on a super-class is ``level=0``, on a sub-class the last level; ``target`` is a node
+        of that level, numbered depth first. The means are drawn from ``seed``.
+        """
+        if isinstance(branching, (int, np.integer)) or not hasattr(branching, "__len__") or len(branching) < 1:
+            raise ValueError(f"branching must be a list of children per level, got {branching!r}")
+        branching = tuple(_integer(k, "branching", 2) for k in branching)
+        if not hasattr(level_vars, "__len__") or len(level_vars) != len(branching):
+            raise ValueError(f"level_vars must have one variance per level ({len(branching)}), got {level_vars!r}")
+        level_vars = tuple(_positive(v, "level_vars") for v in level_vars)
+        d = _integer(d, "d", 1)
+        levels = len(branching)
+        level = levels - 1 if level is None else level
+        if isinstance(level, bool) or not isinstance(level, (int, np.integer)) or not 0 <= level < levels:
+            raise ValueError(f"level must be an integer in [0, {levels - 1}], got {level!r}")
+        leaves = int(np.prod(branching))
+        budget = default_memory_budget()
+        if leaves * d * 8 > budget:
+            raise ValueError(f"branching: {leaves} leaves in d = {d} need {leaves * d * 8} bytes, over the memory "
+                             f"budget of {budget}")
+        rng = np.random.default_rng(np.random.SeedSequence(_integer(seed, "seed", 0)))
+        means = np.zeros((1, d))
+        for k, v in zip(branching, level_vars):
+            means = np.repeat(means, k, axis=0) + math.sqrt(v) * rng.standard_normal((means.shape[0] * k, d))
+        labels = np.arange(leaves) // int(np.prod(branching[level + 1:]))
+        model = cls(means=means, labels=labels if level < levels - 1 else None, class_var=class_var, target=target,
+                    process=process, seed=seed)
+        object.__setattr__(model, "hierarchy", (branching, level_vars, int(level)))
+        return model
+
+    def ancestors(self, level):
+        """For a :meth:`hierarchical` model: the level-``level`` ancestor of every leaf, shape (leaves,)."""
+        if self.hierarchy is None:
+            raise ValueError("model: ancestors are defined for a hierarchical model")
+        branching = self.hierarchy[0]
+        if isinstance(level, bool) or not isinstance(level, (int, np.integer)) or not 0 <= level < len(branching):
+            raise ValueError(f"level must be an integer in [0, {len(branching) - 1}], got {level!r}")
+        return np.arange(int(np.prod(branching))) // int(np.prod(branching[level + 1:]))
 
     @classmethod
     def from_data(cls, x, labels, *, width=0.0, target=None, process="ou"):
@@ -241,7 +290,10 @@ class Model:
                     alpha=self.alpha, classes=self.classes, mean_var=None if given else self.mean_var,
                     class_var=self.class_var, process=self.process.name, target=self.target,
                     target_label=self.data_labels[self.target] if data else None,
-                    means="data" if data else "given" if given else "random", weights="uniform" if self.weights is None else "given",
+                    means="data" if data else "hierarchical" if self.hierarchy else "given" if given else "random",
+                    branching=list(self.hierarchy[0]) if self.hierarchy else None,
+                    level_vars=list(self.hierarchy[1]) if self.hierarchy else None,
+                    level=self.hierarchy[2] if self.hierarchy else None, weights="uniform" if self.weights is None else "given",
                     modes=None if given else self.modes, unconditional=unconditional, model_seed=self.seed,
                     alpha_effective=self.alpha_effective)
 

@@ -145,3 +145,39 @@ def empirical_collapse_time(eigenvalues, points, *, process="ou"):
         high *= 2
     snr = math.exp(brentq(excess, low, high, xtol=1e-14, rtol=1e-14))
     return float(min(process.time_at_snr(snr), process.t_upper))
+
+
+def level_speciation_times(model, *, process=None):
+    r"""Speciation time of every level of a hierarchical model along the target's branch (eq. 56).
+
+    For level l, the parent is the target's level-(l-1) ancestor (the root for l = 0): the top
+    eigenvector u of the covariance between the parent's children (each child the equal-weight
+    mixture of its leaves) carries the between-child variance :math:`\Lambda_l = u^\top B u`, and the
+    children's own spread along it is :math:`s_l^2 = u^\top W u` (descendants plus :math:`s^2`).
+    :math:`t_{S,l}` is eq. (50) with :math:`\Lambda = \Lambda_l + s_l^2` and class variance :math:`s_l^2`:
+    exact for two children symmetric along u with Gaussian spread, leading order otherwise.
+    ``model``: from :meth:`~cfgphase.physics.model.Model.hierarchical`. Returns shape (levels,).
+    """
+    if not isinstance(model, Model) or model.hierarchy is None:
+        raise ValueError("model must be a hierarchical cfgphase Model (Model.hierarchical)")
+    process = get_process(model.process if process is None else process)
+    branching = model.hierarchy[0]
+    means, s2 = model.mixture.means, model.class_var
+    leaf = int(np.flatnonzero(model.ancestors(model.hierarchy[2]) == model.target)[0])
+    times = np.empty(len(branching))
+    for level in range(len(branching)):
+        inside = np.ones(means.shape[0], bool) if level == 0 else \
+            model.ancestors(level - 1) == model.ancestors(level - 1)[leaf]
+        child = model.ancestors(level)[inside]
+        x = means[inside]
+        centre = x.mean(0)
+        children = np.stack([x[child == c].mean(0) for c in np.unique(child)]) - centre
+        between = children.T @ children / children.shape[0]
+        _, vectors = np.linalg.eigh(between)
+        u = vectors[:, -1]
+        spread = x - centre
+        total = float(np.mean((spread @ u) ** 2))
+        lam = float(u @ between @ u)
+        within = total - lam + s2
+        times[level] = speciation_time(lam + within, class_var=within, process=process)
+    return times
