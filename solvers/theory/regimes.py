@@ -29,17 +29,8 @@ import numpy as np
 from scipy.optimize import brentq
 
 from cfgphase.physics.model import Model
+from cfgphase.physics.model import _positive  # the model's own number checks, errors named alike
 from cfgphase.physics.processes import get_process
-
-
-def _positive(value, name, allow_zero=False):
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number, got {value!r}") from None
-    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        raise ValueError(f"{name} must be a finite number {'>=' if allow_zero else '>'} 0, got {value!r}")
-    return value
 
 
 def _times(times):
