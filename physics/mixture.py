@@ -40,6 +40,21 @@ def default_memory_budget():
         return 8 * 2**30
 
 
+def check_class_var(value, d):
+    """``class_var``: a number >= 0, or d of them (diagonal classes), as a float or a float64 (d,) array."""
+    if np.ndim(value) == 0:
+        return _check_nonneg(value, "class_var")
+    try:
+        v = np.array(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"class_var must be a number or {d} numbers, got {value!r}") from None
+    if v.shape != (d,) or not np.all(np.isfinite(v)) or np.any(v < 0):
+        raise ValueError(f"class_var must be a number >= 0 or {d} finite numbers >= 0 (one per coordinate), "
+                         f"got shape {v.shape}")
+    v.setflags(write=False)
+    return v
+
+
 def _check_nonneg(value, name):
     value = float(value)
     if not math.isfinite(value) or value < 0:
@@ -98,8 +113,9 @@ def check_mode_weights(mode_weights, modes):
 
 
 class GaussianMixture:
-    r"""K isotropic Gaussian components :math:`\mathcal N(\mu_k, s^2 I)` with weights :math:`\pi_k`,
-    grouped into classes.
+    r"""K Gaussian components :math:`\mathcal N(\mu_k, S)` with weights :math:`\pi_k`, grouped into
+    classes; the covariance is shared, isotropic :math:`S = s^2 I` or diagonal :math:`S = \mathrm{diag}(s_j^2)`
+    (anisotropic classes, docs/theory.md eq. 57).
 
     By default each component is its own class. With ``labels``, class c is the mixture of the
     components labelled c (a *multimodal* conditional, e.g. Jin, Shi and Gu's 0.3/0.7 two-mode
@@ -110,8 +126,9 @@ class GaussianMixture:
     ----------
     means : array_like, shape (K, d)
         Component means :math:`\mu_k`, float64.
-    class_var : float, default 0.25
-        Within-component variance :math:`s^2 \ge 0`.
+    class_var : float or array_like (d,), default 0.25
+        Within-component variance :math:`s^2 \ge 0`, or one per coordinate (a spectrum in the
+        coordinate basis: rotate the data to put another basis there).
     weights : array_like, shape (K,), optional
         Positive component weights :math:`\pi_k`, normalised here; uniform if omitted.
     labels : array_like of int, shape (K,), optional
@@ -125,7 +142,7 @@ class GaussianMixture:
         if not np.all(np.isfinite(means)):
             raise ValueError("means must be finite")
         self.means = means
-        self.class_var = _check_nonneg(class_var, "class_var")
+        self.class_var = check_class_var(class_var, means.shape[1])
         K = means.shape[0]
         if weights is None:
             self.weights = np.full(K, 1.0 / K)
@@ -210,25 +227,37 @@ class GaussianMixture:
     def signal_var(self):
         """Total second moment of the data, E|x_0|^2 = sum_k pi_k |mu_k|^2 + d s^2 (all directions
         enter the class posterior through x . mu_k)."""
-        return float(self.weights @ self.sq_norms + self.d * self.class_var)
+        return float(self.weights @ self.sq_norms + np.sum(np.broadcast_to(self.class_var, (self.d,))))
+
+    @property
+    def isotropic(self):
+        """Whether the shared covariance is a multiple of the identity (``class_var`` a float)."""
+        return np.ndim(self.class_var) == 0
 
     # --- exact formulas (docs/theory.md eqs. 2, 5, 6) ---------------------------------
 
     def logit_coefficients(self, t, process):
-        r"""Scale :math:`a_t/\Gamma_t` and bias :math:`-a_t^2|\mu_k|^2/(2\Gamma_t) + \log\pi_k` (eq. 5).
+        r"""Scale :math:`a_t/\Gamma_t` and bias :math:`-a_t^2|\mu_k|^2/(2\Gamma_t) + \log\pi_k` (eq. 5);
+        the logits are :math:`(\text{scale}\odot x)\cdot\mu_k + \text{bias}_k`.
 
-        Returns ``(scale: float, bias: ndarray (K,))``.
+        Returns ``(scale, bias: ndarray (K,))``, scale a float, or (d,) for diagonal classes, whose
+        :math:`\Gamma_{t,j} = a_t^2 s_j^2 + \sigma_t^2` is per coordinate (eq. 57).
         """
         a = float(process.a(t))
-        gamma = float(process.class_var(t, self.class_var))
-        return a / gamma, self.log_weights - (0.5 * a * a / gamma) * self.sq_norms
+        if self.isotropic:
+            gamma = float(process.class_var(t, self.class_var))
+            return a / gamma, self.log_weights - (0.5 * a * a / gamma) * self.sq_norms
+        gamma = process.class_var(t, self.class_var)
+        return a / gamma, self.log_weights - 0.5 * a * a * ((self.means * self.means) @ (1.0 / gamma))
 
     def logits(self, x, t, process, components=None):
         r"""Component logits :math:`\ell_k(x, t)`, shape (B, K) or (B, len(components)) (eq. 5). Dense."""
         scale, bias = self.logit_coefficients(t, process)
         means = self.means if components is None else self.means[components]
         bias = bias if components is None else bias[components]
-        return scale * (np.atleast_2d(x) @ means.T) + bias
+        if np.ndim(scale) == 0:
+            return scale * (np.atleast_2d(x) @ means.T) + bias
+        return (np.atleast_2d(x) * scale) @ means.T + bias
 
     def posterior(self, x, t, process):
         r"""Component posterior :math:`\pi_k(x, t)`, shape (B, K). Dense: small K only."""
@@ -276,18 +305,20 @@ class GaussianMixture:
         ``components`` only (their weights renormalised) if given: a class's conditional density."""
         from scipy.special import logsumexp
 
-        x = np.atleast_2d(x)
         a = float(process.a(t))
-        gamma = float(process.class_var(t, self.class_var))
+        gamma = np.broadcast_to(process.class_var(t, self.class_var), (self.d,))
+        root = np.sqrt(gamma)
+        x = np.atleast_2d(x) / root  # whitened: |x - a mu|^2 / Gamma coordinate by coordinate
+        means = self.means / root
         comps = slice(None) if components is None else components
         log_w = self.log_weights[comps]
         log_w = log_w - logsumexp(log_w)
         sq = (
             np.einsum("bd,bd->b", x, x)[:, None]
-            - 2 * a * (x @ self.means[comps].T)
-            + a * a * self.sq_norms[comps][None, :]
+            - 2 * a * (x @ means[comps].T)
+            + a * a * np.einsum("kd,kd->k", means[comps], means[comps])[None, :]
         )
-        return logsumexp(log_w - sq / (2 * gamma), axis=1) - 0.5 * self.d * np.log(2 * np.pi * gamma)
+        return logsumexp(log_w - sq / 2, axis=1) - 0.5 * np.sum(np.log(2 * np.pi * gamma))
 
     def sample_noised(self, t, process, n, rng, target=None):
         r"""``n`` exact draws of :math:`x_t`: a component :math:`k\sim\pi` (or within class ``target``),
@@ -302,8 +333,8 @@ class GaussianMixture:
                 p = self.weights[members] / self.weights[members].sum()
                 comps = members[rng.choice(members.size, size=n, p=p)]
         a = float(process.a(t))
-        gamma = float(process.class_var(t, self.class_var))
-        return a * self.means[comps] + math.sqrt(gamma) * rng.standard_normal((n, self.d)), comps
+        gamma = process.class_var(t, self.class_var)
+        return a * self.means[comps] + np.sqrt(gamma) * rng.standard_normal((n, self.d)), comps
 
 
 def mean_for_reference_var(x, m, t, process, var, nu):

@@ -23,7 +23,8 @@ from functools import cached_property
 import numpy as np
 
 from cfgphase.physics.gaussian import GaussianPair
-from cfgphase.physics.mixture import GaussianMixture, check_mode_weights, default_memory_budget, number_of_classes
+from cfgphase.physics.mixture import (GaussianMixture, check_class_var, check_mode_weights, default_memory_budget,
+                                      number_of_classes)
 from cfgphase.physics.processes import Process, get_process
 
 #: alpha of the default model when neither ``classes``, ``alpha`` nor ``means`` is given.
@@ -63,8 +64,9 @@ class Model:
         Class (component) means, instead of drawing them; with optional ``weights`` and ``labels``.
     mean_var : float, default 1
         :math:`\sigma_\mu^2`, variance of the drawn means (> 0).
-    class_var : float, default 0.25
-        :math:`s^2 \ge 0`, within-class variance.
+    class_var : float or array_like (d,), default 0.25
+        :math:`s^2 \ge 0`, within-class variance; or one per coordinate, :math:`S = \mathrm{diag}(s_j^2)`
+        (anisotropic classes with a shared spectrum, docs/theory.md eq. 57).
     process : {'ou', 've', 'flow'} or Process, default 'ou'
         Forward noising process (docs/theory.md eq. 1).
     target : int, default 0
@@ -199,7 +201,8 @@ class Model:
         setattr = object.__setattr__  # frozen: normalise once, here
         setattr(self, "process", get_process(self.process))
         setattr(self, "seed", _integer(self.seed, "seed", 0))
-        setattr(self, "class_var", _positive(self.class_var, "class_var", allow_zero=True))
+        if np.ndim(self.class_var) == 0:
+            setattr(self, "class_var", _positive(self.class_var, "class_var", allow_zero=True))
         setattr(self, "modes", _integer(self.modes, "modes", 1))
         if self.means is not None:
             if self.alpha is not None or self.classes is not None or self.modes != 1 or self.mode_weights is not None:
@@ -209,6 +212,7 @@ class Model:
             if self.d is not None and self.d != mixture.d:
                 raise ValueError(f"d: {self.d} differs from the means' dimension {mixture.d}")
             setattr(self, "d", mixture.d)
+            setattr(self, "class_var", mixture.class_var)
             self.__dict__["mixture"] = mixture
         else:
             if self.labels is not None:
@@ -216,6 +220,7 @@ class Model:
             if self.d is None:
                 raise ValueError("d: the dimension is required (or give means)")
             setattr(self, "d", _integer(self.d, "d", 1))
+            setattr(self, "class_var", check_class_var(self.class_var, self.d))
             setattr(self, "mean_var", _positive(self.mean_var, "mean_var"))
             if self.alpha is None and self.classes is None:
                 setattr(self, "alpha", DEFAULT_ALPHA)
@@ -288,7 +293,8 @@ class Model:
         data = self.data_labels is not None
         return dict(d=self.d, K=self.K, components=self.K * self.modes if not given else self.mixture.K,
                     alpha=self.alpha, classes=self.classes, mean_var=None if given else self.mean_var,
-                    class_var=self.class_var, process=self.process.name, target=self.target,
+                    class_var=self.class_var if np.ndim(self.class_var) == 0 else self.class_var.tolist(),
+                    process=self.process.name, target=self.target,
                     target_label=self.data_labels[self.target] if data else None,
                     means="data" if data else "hierarchical" if self.hierarchy else "given" if given else "random",
                     branching=list(self.hierarchy[0]) if self.hierarchy else None,

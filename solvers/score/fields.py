@@ -117,11 +117,13 @@ class MixtureField:
     def _evaluate(self, x, t):
         model = self.model
         scale, bias = model.logit_coefficients(t, self.process)
+        # diagonal classes (eq. 57): the per-coordinate scale goes into x, the kernel's scale is 1
+        xs, scale = (x, scale) if np.ndim(scale) == 0 else (x * scale, 1.0)
         if self.components.size == 1:
             cond, resp = self.target_mean, None
-            target_logit = scale * (x @ cond) + bias[self.components[0]]
+            target_logit = scale * (xs @ cond) + bias[self.components[0]]
         else:
-            logits = scale * (x @ model.means[self.components].T) + bias[self.components]
+            logits = scale * (xs @ model.means[self.components].T) + bias[self.components]
             from scipy.special import logsumexp  # multimodal targets only: scipy.special takes 0.2 s to import
 
             target_logit = logsumexp(logits, axis=1)
@@ -130,12 +132,13 @@ class MixtureField:
         if self.unconditional is not None:
             other = self.unconditional
             u_scale, u_bias = other.logit_coefficients(t, self.process)
-            res = posterior_moments(x.astype(self.dtype, copy=False), self.means, u_scale, u_bias, self.chunk,
+            ux, u_scale = (x, u_scale) if np.ndim(u_scale) == 0 else (x * u_scale, 1.0)
+            res = posterior_moments(ux.astype(self.dtype, copy=False), self.means, u_scale, u_bias, self.chunk,
                                     self.threads)
             uncond = mean_for_reference_var(x, res.mean.astype(np.float64, copy=False), t, self.process,
                                             other.class_var, model.class_var)
             return Evaluation(cond, uncond, responsibilities=resp)
-        res = posterior_moments(x.astype(self.dtype, copy=False), self.means, scale, bias, self.chunk, self.threads,
+        res = posterior_moments(xs.astype(self.dtype, copy=False), self.means, scale, bias, self.chunk, self.threads,
                                 hint=self.components[0])
         argmax = res.argmax
         if model.multimodal:
