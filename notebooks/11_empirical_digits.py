@@ -2,7 +2,7 @@
 # # 11 — Guidance on real data: memorisation and distortion of the 8 x 8 digits
 #
 # **Claim.** On the digits that scikit-learn ships (1797 images, 10 classes, d = 64, scaled to unit
-# pixel variance), with the exact empirical score of each class (docs/theory.md eq. 53):
+# pixel variance), with the exact empirical score of each class (docs/theory.md eq. 68):
 # (1) with no smoothing (s^2 = 0) every sample copies a training point, at every guidance weight;
 # (2) smoothing each point by N(0, s^2 I) stops the copying, and a smaller training set (N = 300)
 # keeps copying up to a larger s^2 than the full set (its points are farther apart);
@@ -11,7 +11,7 @@
 # fewer distinct training points (coverage falls);
 # (4) the collapse onto one training point happens later in sampling (at a smaller t) than Biroli et
 # al.'s t_C for isotropic Gaussian points with the class's variance; their formula with the class's
-# covariance spectrum (eq. 55) is closer.
+# covariance spectrum (eq. 70) is closer.
 #
 # **Finding** (full mode). Copying stops between s^2 = 0.01 and 0.1; guidance at omega = 3 shrinks the
 # total variance by 15-25 % and pushes the mean by 3 %, and at s^2 = 0 it lowers the coverage of the
@@ -58,7 +58,7 @@ cp.figures.data.FigureData("empirical-digits", {**grid, **{k + "_stderr": v for 
 
 # %% [markdown]
 # **Collapse.** Unguided conditional sampling of class 3 with s^2 = 0: the time at which the mean
-# entropy of the posterior over the class's points falls to log 2, against eq. (55) with the class's
+# entropy of the posterior over the class's points falls to log 2, against eq. (70) with the class's
 # per-pixel variance (isotropic, Biroli et al.) and with its covariance spectrum.
 
 # %%

@@ -1,11 +1,11 @@
 # %% [markdown]
 # # 12 — Hierarchical classes: the order of the speciations, and guidance across levels
 #
-# **Claim.** Classes in a tree (docs/theory.md eq. 56): 16 super-classes with means from N(0, I), each
+# **Claim.** Classes in a tree (docs/theory.md eq. 71): 16 super-classes with means from N(0, I), each
 # with 16 sub-classes drawn around it with variance 1/4, s^2 = 0.05, d = 16 (256 leaves).
 # (1) Sampling commits to a super-class first and to a sub-class later: the speciation time of the
-# super level exceeds the sub level's (eq. 56), the exact clone-agreement curve of each level
-# (eq. 51) rises around its own t_S, and in simulation the target's super-class posterior reaches 1/2
+# super level exceeds the sub level's (eq. 71), the exact clone-agreement curve of each level
+# (eq. 66) rises around its own t_S, and in simulation the target's super-class posterior reaches 1/2
 # before (at a larger t than) the sub-class posterior does.
 # (2) Guidance on a super-class distorts the level below it: the super-class mean is pushed out, its
 # condensation moves earlier in sampling, and the sub-classes inside it are no longer visited in
@@ -39,10 +39,10 @@ t_s = regimes.level_speciation_times(coarse)
 leaves = coarse.mixture.means
 inside = coarse.ancestors(0) == coarse.target  # the target super-class's sub-classes (fine.target = 0 is one)
 branch = cp.Model(means=leaves[inside], class_var=S2)
-print(f"speciation times (eq. 56): super {t_s[0]:.3f}, sub {t_s[1]:.3f}")
+print(f"speciation times (eq. 71): super {t_s[0]:.3f}, sub {t_s[1]:.3f}")
 
 # %% [markdown]
-# **Clone agreement** of each level, exact (eq. 51): over the super-classes of the whole model, and
+# **Clone agreement** of each level, exact (eq. 66): over the super-classes of the whole model, and
 # over the sub-classes of the target super-class.
 
 # %%

@@ -115,7 +115,7 @@ def check_mode_weights(mode_weights, modes):
 class GaussianMixture:
     r"""K Gaussian components :math:`\mathcal N(\mu_k, S)` with weights :math:`\pi_k`, grouped into
     classes; the covariance is shared, isotropic :math:`S = s^2 I` or diagonal :math:`S = \mathrm{diag}(s_j^2)`
-    (anisotropic classes, docs/theory.md eq. 57).
+    (anisotropic classes, docs/theory.md eq. 72).
 
     By default each component is its own class. With ``labels``, class c is the mixture of the
     components labelled c (a *multimodal* conditional, e.g. Jin, Shi and Gu's 0.3/0.7 two-mode
@@ -241,7 +241,7 @@ class GaussianMixture:
         the logits are :math:`(\text{scale}\odot x)\cdot\mu_k + \text{bias}_k`.
 
         Returns ``(scale, bias: ndarray (K,))``, scale a float, or (d,) for diagonal classes, whose
-        :math:`\Gamma_{t,j} = a_t^2 s_j^2 + \sigma_t^2` is per coordinate (eq. 57).
+        :math:`\Gamma_{t,j} = a_t^2 s_j^2 + \sigma_t^2` is per coordinate (eq. 72).
         """
         a = float(process.a(t))
         if self.isotropic:

@@ -66,7 +66,7 @@ class Model:
         :math:`\sigma_\mu^2`, variance of the drawn means (> 0).
     class_var : float or array_like (d,), default 0.25
         :math:`s^2 \ge 0`, within-class variance; or one per coordinate, :math:`S = \mathrm{diag}(s_j^2)`
-        (anisotropic classes with a shared spectrum, docs/theory.md eq. 57).
+        (anisotropic classes with a shared spectrum, docs/theory.md eq. 72).
     process : {'ou', 've', 'flow'} or Process, default 'ou'
         Forward noising process (docs/theory.md eq. 1).
     target : int, default 0
@@ -110,7 +110,7 @@ class Model:
     @classmethod
     def hierarchical(cls, *, d, branching, level_vars, class_var=0.25, level=None, target=0, process="ou",
                      seed=0):
-        r"""Classes in a tree (docs/theory.md eq. 56): ``branching`` :math:`(K_0, K_1, \dots)` children per
+        r"""Classes in a tree (docs/theory.md eq. 71): ``branching`` :math:`(K_0, K_1, \dots)` children per
         node at each level; a level-0 node's mean is drawn from :math:`\mathcal N(0, v_0 I)`, a level-l
         node's from :math:`\mathcal N(	ext{parent's mean}, v_l I)`, ``level_vars`` :math:`= (v_0, v_1, \dots)`;
         the leaves are the components, each :math:`\mathcal N(	ext{mean}, s^2 I)`, equally weighted.
@@ -156,7 +156,7 @@ class Model:
 
     @classmethod
     def from_data(cls, x, labels, *, width=0.0, target=None, process="ou"):
-        r"""The empirical model of a labelled data set (docs/theory.md eq. 53).
+        r"""The empirical model of a labelled data set (docs/theory.md eq. 68).
 
         Class c is the mixture of its own training points, each smoothed by :math:`\mathcal N(0, s^2 I)`,
         ``width`` :math:`= s^2 \ge 0` (0: the exact empirical score, the memorising regime); every

@@ -36,7 +36,7 @@ FINAL = _table(
     ("t_condensation", r"t^*", "time at which the mean target posterior reaches 1/2", "forward time"),
     ("energy_distance", r"\mathcal E", "energy distance to exact samples of the target class", "data units"),
     ("within_mode_var", r"v_{mode}", "per-coordinate variance around each sample's own mode", "data units^2"),
-    # models built from data (docs/theory.md eq. 54)
+    # models built from data (docs/theory.md eq. 69)
     ("copy_fraction", r"P(\mathrm{copy})", "fraction of samples that copy a training point", "1"),
     ("coverage", r"C_c", "fraction of the target's training points copied by at least one sample", "1"),
     ("nearest_in_target", r"P(\mathrm{nn} \in c)", "fraction of samples whose nearest training point is in "

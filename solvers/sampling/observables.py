@@ -312,7 +312,7 @@ def nearest_points(x, points, block=4096):
 
 
 def copy_statistics(out, field, x, labels, counts, ratio):
-    r"""Memorisation and fidelity of samples of a data model (docs/theory.md eq. 54), into ``out``.
+    r"""Memorisation and fidelity of samples of a data model (docs/theory.md eq. 69), into ``out``.
 
     A sample *copies* a training point when its distance to the nearest training point is below
     ``ratio`` times its distance to the second nearest. ``copy_fraction``: fraction of samples

@@ -99,7 +99,7 @@ class SaveAt:
     ``times``: forward times at which trajectory observables are recorded (snapped to grid nodes;
     default every node). ``samples``: keep the final particles (B, d). ``copy_ratio``: for a model
     built from data, a sample copies a training point when its distance to it is below
-    ``copy_ratio`` times its distance to the second nearest point (default 1/3; eq. 54).
+    ``copy_ratio`` times its distance to the second nearest point (default 1/3; eq. 69).
     """
 
     times: tuple | None = None

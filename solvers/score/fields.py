@@ -117,7 +117,7 @@ class MixtureField:
     def _evaluate(self, x, t):
         model = self.model
         scale, bias = model.logit_coefficients(t, self.process)
-        # diagonal classes (eq. 57): the per-coordinate scale goes into x, the kernel's scale is 1
+        # diagonal classes (eq. 72): the per-coordinate scale goes into x, the kernel's scale is 1
         xs, scale = (x, scale) if np.ndim(scale) == 0 else (x * scale, 1.0)
         if self.components.size == 1:
             cond, resp = self.target_mean, None

@@ -1,4 +1,4 @@
-r"""The two dynamical regimes of unguided sampling: speciation and collapse (docs/theory.md eqs. 50-52, 55).
+r"""The two dynamical regimes of unguided sampling: speciation and collapse (docs/theory.md eqs. 65-67, 70).
 
 Biroli, Bonnaire, de Bortoli & Mezard (2024) find that unguided sampling of data whose covariance
 has a large top eigenvalue :math:`\Lambda` splits into classes at :math:`t_S = \frac12\log\Lambda`
@@ -8,14 +8,14 @@ sampling, small t) to chance (split early). Later in sampling, with n training p
 trajectory collapses onto one of them at :math:`t_C`. Here:
 
 * :func:`speciation_time` - the time at which the noised law along the top direction turns
-  bimodal (eq. 50), for any process; :math:`\frac12\log(1 + \Lambda - 2s^2)` for OU, which is the
+  bimodal (eq. 65), for any process; :math:`\frac12\log(1 + \Lambda - 2s^2)` for OU, which is the
   published :math:`\frac12\log\Lambda` as :math:`\Lambda \to \infty`.
-* :func:`clone_agreement` - the exact clone-agreement probability of a model (eq. 51), a Monte
+* :func:`clone_agreement` - the exact clone-agreement probability of a model (eq. 66), a Monte
   Carlo average over the exactly sampled noised law; :func:`two_class_clone_agreement` - its
-  closed form for two symmetric classes (eq. 52), a function of the signal-to-noise ratio along the
+  closed form for two symmetric classes (eq. 67), a function of the signal-to-noise ratio along the
   separation only.
 * :func:`empirical_collapse_time` - the collapse time of n Gaussian points with a covariance
-  spectrum (eq. 55): the noisy channel's information reaches log n; Biroli et al.'s
+  spectrum (eq. 70): the noisy channel's information reaches log n; Biroli et al.'s
   :math:`t_C = \frac12\log(1 + \sigma^2/(n^{2/d} - 1))` for an isotropic spectrum.
 
 Time is forward time (t = 0 is data). No guidance enters: these are properties of the data.
@@ -41,7 +41,7 @@ def _times(times):
 
 
 def speciation_time(eigenvalue, *, class_var=0.0, process="ou"):
-    r"""Forward time :math:`t_S` at which the noised data turn bimodal along their top direction (eq. 50).
+    r"""Forward time :math:`t_S` at which the noised data turn bimodal along their top direction (eq. 65).
 
     ``eigenvalue`` is :math:`\Lambda`, the largest eigenvalue of the data covariance: between-class
     variance along the top direction plus ``class_var`` :math:`s^2` (two classes at
@@ -61,7 +61,7 @@ def speciation_time(eigenvalue, *, class_var=0.0, process="ou"):
 
 
 def clone_agreement(model, times, *, process=None, samples=4096, seed=0):
-    r"""Probability that two clones split at forward time t end in the same class (eq. 51).
+    r"""Probability that two clones split at forward time t end in the same class (eq. 66).
 
     :math:`\phi(t) = \mathbb E_{x_t\sim p_t}\sum_c p(c\mid x_t)^2`: with exact scores the reverse
     SDE from :math:`x_t` samples :math:`p(x_0\mid x_t)`, so each clone ends in class c with
@@ -87,13 +87,13 @@ def clone_agreement(model, times, *, process=None, samples=4096, seed=0):
 
 
 def two_class_clone_agreement(separation, times, *, class_var=0.0, process="ou", nodes=80):
-    r"""Closed form of eq. (51) for two equally likely classes at :math:`\pm\mu` (eq. 52).
+    r"""Closed form of eq. (66) for two equally likely classes at :math:`\pm\mu` (eq. 67).
 
     ``separation`` is :math:`|\mu|^2`; with :math:`\zeta_t = a_t|\mu|/\sqrt{\Gamma_t}`,
     :math:`\Gamma_t = a_t^2s^2 + \sigma_t^2`, :math:`\phi = 1 - 2\,\mathbb E_{u\sim N(\zeta_t, 1)}
     [\pi(u)(1 - \pi(u))]`, :math:`\pi(u) = 1/(1 + e^{-2\zeta_t u})`, by Gauss-Hermite quadrature
     on ``nodes`` points. Depends on t only through :math:`\zeta_t`, which is 1 at :math:`t_S`
-    (eq. 50): the curves of all dimensions collapse in :math:`\zeta`. Returns phi, shape (n,).
+    (eq. 65): the curves of all dimensions collapse in :math:`\zeta`. Returns phi, shape (n,).
     """
     m2 = _positive(separation, "separation")
     s2 = _positive(class_var, "class_var", allow_zero=True)
@@ -108,7 +108,7 @@ def two_class_clone_agreement(separation, times, *, class_var=0.0, process="ou",
 
 
 def empirical_collapse_time(eigenvalues, points, *, process="ou"):
-    r"""Collapse time of ``points`` n Gaussian points with covariance spectrum ``eigenvalues`` (eq. 55).
+    r"""Collapse time of ``points`` n Gaussian points with covariance spectrum ``eigenvalues`` (eq. 70).
 
     The posterior over the points condenses when the information the noisy observation carries,
     :math:`\frac12\sum_j \log(1 + \lambda_j\,a_t^2/\sigma_t^2)`, reaches :math:`\log n` (the
@@ -139,13 +139,13 @@ def empirical_collapse_time(eigenvalues, points, *, process="ou"):
 
 
 def level_speciation_times(model, *, process=None):
-    r"""Speciation time of every level of a hierarchical model along the target's branch (eq. 56).
+    r"""Speciation time of every level of a hierarchical model along the target's branch (eq. 71).
 
     For level l, the parent is the target's level-(l-1) ancestor (the root for l = 0): the top
     eigenvector u of the covariance between the parent's children (each child the equal-weight
     mixture of its leaves) carries the between-child variance :math:`\Lambda_l = u^\top B u`, and the
     children's own spread along it is :math:`s_l^2 = u^\top W u` (descendants plus :math:`s^2`).
-    :math:`t_{S,l}` is eq. (50) with :math:`\Lambda = \Lambda_l + s_l^2` and class variance :math:`s_l^2`:
+    :math:`t_{S,l}` is eq. (65) with :math:`\Lambda = \Lambda_l + s_l^2` and class variance :math:`s_l^2`:
     exact for two children symmetric along u with Gaussian spread, leading order otherwise.
     ``model``: from :meth:`~cfgphase.physics.model.Model.hierarchical`. Returns shape (levels,).
     """

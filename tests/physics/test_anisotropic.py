@@ -1,4 +1,4 @@
-"""Anisotropic classes, a shared diagonal covariance S = diag(s_j^2) (docs/theory.md eq. 57): exact
+"""Anisotropic classes, a shared diagonal covariance S = diag(s_j^2) (docs/theory.md eq. 72): exact
 density and score, the kernel's whitened form, the exact Gaussian pair per eigendirection, and which
 directions guidance shrinks."""
 

@@ -1,4 +1,4 @@
-"""Models built from a user's labelled data (docs/theory.md eqs. 53-54): loading and validation,
+"""Models built from a user's labelled data (docs/theory.md eqs. 68-69): loading and validation,
 exact empirical scores, copy statistics, conditional sampling of the class's own moments, CLI."""
 
 import json

@@ -1,4 +1,4 @@
-"""Speciation time, clone agreement and the collapse time of points (docs/theory.md eqs. 50-52, 55)
+"""Speciation time, clone agreement and the collapse time of points (docs/theory.md eqs. 65-67, 70)
 against the published formulas, Monte Carlo of the exact posterior and cloned reverse-SDE trajectories."""
 
 import math
@@ -19,7 +19,7 @@ def two_classes(d, class_var=0.25, seed=0):
 
 
 def test_speciation_time_is_the_published_half_log_eigenvalue_at_large_eigenvalue():
-    """OU, points (s = 0): t_S = (1/2) log(1 + Lambda) exactly (eq. 50), so it differs from Biroli et
+    """OU, points (s = 0): t_S = (1/2) log(1 + Lambda) exactly (eq. 65), so it differs from Biroli et
     al.'s (1/2) log Lambda by (1/2) log(1 + 1/Lambda) < 1/(2 Lambda); VE: t_S = Lambda - 2 s^2."""
     for lam in (4.0, 64.0, 1024.0):
         t_s = speciation_time(lam)
@@ -37,7 +37,7 @@ def test_speciation_time_refuses_bad_input_by_name(kwargs, name):
 
 
 def test_closed_form_agrees_with_the_monte_carlo_of_the_exact_posterior():
-    """Eq. (52) against eq. (51) on 20000 exact draws of x_t per time: within 4 standard errors
+    """Eq. (67) against eq. (66) on 20000 exact draws of x_t per time: within 4 standard errors
     (the quadrature error, 80 nodes, is below 1e-10); falls from 1 to 1/2 around t_S, where the
     signal-to-noise ratio along mu is 1."""
     model = two_classes(64)
@@ -50,7 +50,7 @@ def test_closed_form_agrees_with_the_monte_carlo_of_the_exact_posterior():
 
 
 def test_the_curves_of_all_dimensions_collapse_at_the_speciation_time():
-    """phi depends on t only through zeta_t = a_t |mu| / sqrt(Gamma_t), which is 1 at t_S (eq. 52):
+    """phi depends on t only through zeta_t = a_t |mu| / sqrt(Gamma_t), which is 1 at t_S (eq. 67):
     the value at t_S is the same for every |mu|^2."""
     values = [two_class_clone_agreement(m2, [speciation_time(m2 + 0.25, class_var=0.25)], class_var=0.25)[0]
               for m2 in (4.0, 64.0, 4096.0)]
@@ -75,7 +75,7 @@ def test_cloned_reverse_sde_trajectories_agree_as_predicted(d):
     """Two clones per particle: x_t drawn exactly from the noised mixture, each continued to t = 0 by
     the unguided reverse SDE (100 steps) with its own Brownian path; a clone's class is the sign of
     its overlap with mu. The fraction of agreeing pairs (1024 pairs: binomial standard error at
-    most 0.016) matches eq. (52) within 3 standard errors at t_S - 0.5, t_S, t_S + 0.5."""
+    most 0.016) matches eq. (67) within 3 standard errors at t_S - 0.5, t_S, t_S + 0.5."""
     model = two_classes(d)
     field = field_for(model)
     mu = model.means[0]
@@ -96,7 +96,7 @@ def test_cloned_reverse_sde_trajectories_agree_as_predicted(d):
 
 
 def test_empirical_collapse_time_is_the_random_energy_model_time_for_an_isotropic_spectrum():
-    """Isotropic points: eq. (55) equals Biroli et al.'s t_C = (1/2) log(1 + sigma^2/(n^{2/d} - 1)) and the
+    """Isotropic points: eq. (70) equals Biroli et al.'s t_C = (1/2) log(1 + sigma^2/(n^{2/d} - 1)) and the
     s -> 0 limit of cfgphase's collapse time (eq. 21, an independent code path) at alpha = log n / d."""
     from cfgphase.solvers.theory.condensation import collapse_time
 
@@ -141,8 +141,8 @@ def test_hierarchical_model_draws_a_tree_and_guides_the_chosen_level():
 
 def test_super_classes_speciate_before_their_sub_classes_and_each_level_follows_the_two_class_law():
     """Two super-classes (v_0 = 1) of two sub-classes (v_1 = 0.25), s^2 = 0.05, d = 64, 8 trees: t_S of the
-    super level exceeds that of the sub level in every tree (eq. 56), and the clone agreement within the
-    target's super-class (a two-leaf mixture: two symmetric Gaussian classes) at its t_S is eq. (52)'s
+    super level exceeds that of the sub level in every tree (eq. 71), and the clone agreement within the
+    target's super-class (a two-leaf mixture: two symmetric Gaussian classes) at its t_S is eq. (67)'s
     universal 0.7752, pooled over the trees within 3 standard errors (Monte Carlo, 20000 draws each)."""
     at_ts = two_class_clone_agreement(1.0, [speciation_time(1.0 + 1e-12)])[0]  # zeta = 1 with s = 0
     deviations, errors = [], []
