@@ -126,7 +126,8 @@ assert np.all(apart(cf[0, 1, :], cf[1, 1, :], cf_e[0, 1, :], cf_e[1, 1, :])), cf
 for key, sign in (("mean_ratio", 1), ("var_ratio", -1)):
     hi, lo = grid[key][..., -1], grid[key][..., 0]
     assert np.all(apart(sign * hi, sign * lo, errs[key][..., -1], errs[key][..., 0])), (key, hi, lo)
-assert apart(grid["coverage"][1, 0, 0], grid["coverage"][1, 0, -1], errs["coverage"][1, 0, 0], errs["coverage"][1, 0, -1])
+cov, cov_e = grid["coverage"][1, 0], errs["coverage"][1, 0]
+assert apart(cov[0], cov[-1], cov_e[0], cov_e[-1]), (cov, cov_e)
 for n, (points, measured, isotropic, spectrum) in collapse.items():
     assert measured < isotropic and abs(spectrum - measured) < abs(isotropic - measured), collapse[n]
 print("claim holds")

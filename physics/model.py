@@ -299,7 +299,8 @@ class Model:
                     means="data" if data else "hierarchical" if self.hierarchy else "given" if given else "random",
                     branching=list(self.hierarchy[0]) if self.hierarchy else None,
                     level_vars=list(self.hierarchy[1]) if self.hierarchy else None,
-                    level=self.hierarchy[2] if self.hierarchy else None, weights="uniform" if self.weights is None else "given",
+                    level=self.hierarchy[2] if self.hierarchy else None,
+                    weights="uniform" if self.weights is None else "given",
                     modes=None if given else self.modes, unconditional=unconditional, model_seed=self.seed,
                     alpha_effective=self.alpha_effective)
 

@@ -1,4 +1,4 @@
-r"""The two dynamical regimes of unguided sampling: speciation and collapse (docs/theory.md eqs. 65-67, 70).
+r"""The two dynamical regimes of unguided sampling: speciation and collapse (docs/theory.md eqs. 65-67, 70-71, 73).
 
 Biroli, Bonnaire, de Bortoli & Mezard (2024) find that unguided sampling of data whose covariance
 has a large top eigenvalue :math:`\Lambda` splits into classes at :math:`t_S = \frac12\log\Lambda`
@@ -17,6 +17,9 @@ trajectory collapses onto one of them at :math:`t_C`. Here:
 * :func:`empirical_collapse_time` - the collapse time of n Gaussian points with a covariance
   spectrum (eq. 70): the noisy channel's information reaches log n; Biroli et al.'s
   :math:`t_C = \frac12\log(1 + \sigma^2/(n^{2/d} - 1))` for an isotropic spectrum.
+
+* :func:`level_speciation_times`, :func:`level_collapse_times` - the same times for every level of
+  a tree of classes (:meth:`~cfgphase.physics.model.Model.hierarchical`; eqs. 71, 73).
 
 Time is forward time (t = 0 is data). No guidance enters: these are properties of the data.
 """
@@ -172,3 +175,31 @@ def level_speciation_times(model, *, process=None):
         within = total - lam + s2
         times[level] = speciation_time(lam + within, class_var=within, process=process)
     return times
+
+
+def level_collapse_times(alphas, level_vars, *, class_var=0.25, process="ou"):
+    r"""Condensation time of every level of a tree of exponentially many classes (eq. 73).
+
+    Level l has :math:`K_l = e^{\alpha_l d}` children per node, drawn with variance :math:`v_l` around
+    their parent (``alphas``, ``level_vars``: one per level, as :meth:`Model.hierarchical`'s
+    ``branching`` and ``level_vars``). While the levels below l are annealed (above their own
+    condensation times) a level-l node's noised law is the Gaussian cloud of its descendants,
+    :math:`\mathcal N(a_t m, (a_t^2 (s^2 + \sum_{m>l} v_m) + \sigma_t^2) I)`, so level l condenses at the
+    collapse time (eq. 21) of :math:`\alpha_l` with mean variance :math:`v_l` and class variance
+    :math:`s^2 + \sum_{m>l} v_m`. Valid when the times decrease down the tree (the levels condense in
+    order, the sequential freezing of a generalized random-energy model); returns shape (levels,),
+    NaN where a level never condenses (:math:`\alpha_l` beyond its :math:`\alpha_{max}`).
+    """
+    from cfgphase.solvers.theory.condensation import collapse_time
+
+    alphas = np.atleast_1d(np.asarray(alphas, dtype=float))
+    variances = np.atleast_1d(np.asarray(level_vars, dtype=float))
+    if alphas.ndim != 1 or alphas.size == 0 or variances.shape != alphas.shape:
+        raise ValueError(f"level_vars must have one variance per level ({alphas.size}), got {level_vars!r}")
+    s2 = _positive(class_var, "class_var", allow_zero=True)
+    below = np.concatenate([np.cumsum(variances[::-1])[::-1][1:], [0.0]])  # sum of the deeper variances
+    out = np.empty(alphas.size)
+    for level, (alpha, v, deeper) in enumerate(zip(alphas, variances, below)):
+        t = collapse_time(float(alpha), process=process, mean_var=float(v), class_var=s2 + float(deeper)).t_collapse
+        out[level] = np.nan if t is None else t
+    return out

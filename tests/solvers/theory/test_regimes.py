@@ -8,8 +8,9 @@ import pytest
 
 import cfgphase as cp
 from cfgphase.solvers.score.fields import field_for
-from cfgphase.solvers.theory.regimes import (clone_agreement, empirical_collapse_time, level_speciation_times,
-                                              speciation_time, two_class_clone_agreement)
+from cfgphase.solvers.theory.regimes import (clone_agreement, empirical_collapse_time, level_collapse_times,
+                                              level_speciation_times, speciation_time, two_class_clone_agreement)
+from cfgphase.solvers.theory.scaling import extrapolate
 
 
 def two_classes(d, class_var=0.25, seed=0):
@@ -156,3 +157,46 @@ def test_super_classes_speciate_before_their_sub_classes_and_each_level_follows_
         deviations.append(phi[0] - at_ts)
         errors.append(err[0])
     assert abs(np.mean(deviations)) < 3 * np.sqrt(np.sum(np.square(errors))) / len(errors), (deviations, errors)
+
+
+def test_level_collapse_times_reduce_to_the_collapse_time_of_each_level():
+    """A one-level tree is eq. (21); the top level of two sees its descendants as width v_1 + s^2; a level
+    beyond its alpha_max never condenses (NaN); bad input named."""
+    from cfgphase.solvers.theory.condensation import collapse_time
+
+    assert level_collapse_times([0.2], [1.0], class_var=0.1)[0] == collapse_time(0.2, mean_var=1.0,
+                                                                                   class_var=0.1).t_collapse
+    top, sub = level_collapse_times([0.15, 0.15], [1.0, 0.25], class_var=0.05)
+    assert top == collapse_time(0.15, mean_var=1.0, class_var=0.3).t_collapse
+    assert sub == collapse_time(0.15, mean_var=0.25, class_var=0.05).t_collapse and top > sub
+    assert np.isnan(level_collapse_times([0.15, 2.0], [1.0, 0.25], class_var=0.05)[1])
+    with pytest.raises(ValueError, match="level_vars"):
+        level_collapse_times([0.1, 0.1], [1.0])
+
+
+@pytest.mark.slow  # about 4 minutes: the top level's class posterior is dense over 14884 leaves at d = 32
+def test_the_levels_of_a_tree_condense_in_order_at_their_predicted_times():
+    """alpha_0 = alpha_1 = 0.15 (K_0 = K_1 = e^{0.15 d}), v = (1, 1/4), s^2 = 0.05, unguided conditional
+    sampling (omega = 0) of a super-class (level 0) and of a leaf (level 1), reverse SDE, 150 steps,
+    t_max = 7, 512 particles, 6 trees per d = 16, 24, 32: the simulated condensation time of each level
+    minus eq. (73), extrapolated linearly in 1/d, is zero within 3 standard errors (between trees), and
+    the super-class condenses first (larger t) at every d."""
+    d_list, alphas, v, s2 = (16, 24, 32), (0.15, 0.15), (1.0, 0.25), 0.05
+    predicted = level_collapse_times(alphas, v, class_var=s2)
+    means, errors = {0: [], 1: []}, {0: [], 1: []}
+    for d in d_list:
+        branching = tuple(int(round(math.exp(a * d))) for a in alphas)
+        times = {0: [], 1: []}
+        for seed in range(6):
+            for level in (0, 1):
+                model = cp.Model.hierarchical(d=d, branching=branching, level_vars=v, class_var=s2, level=level,
+                                              seed=seed)
+                final = cp.simulate(model, 0.0, sampler="sde", particles=512, steps=150, t_max=7.0, seed=seed).final
+                times[level].append(final["t_condensation"] - predicted[level])
+        assert np.mean(times[0]) + predicted[0] > np.mean(times[1]) + predicted[1]
+        for level in (0, 1):
+            means[level].append(np.mean(times[level]))
+            errors[level].append(np.std(times[level], ddof=1) / math.sqrt(len(times[level])))
+    for level in (0, 1):
+        value, err = extrapolate(d_list, means[level], errors[level])
+        assert abs(value) <= 3 * err, (level, means[level], errors[level], value, err)
