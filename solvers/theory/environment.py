@@ -137,11 +137,13 @@ def quenched_statistics(law, log_levels, rest_scale, x_norm, pushed=None, a_over
     if pushed is not None:
         energy = energy - a_over_gamma * pushed
         zeta = zeta - pushed / (mean_sd * x_norm[:, None])
-    with np.errstate(divide="ignore"):
-        shift = np.maximum(energy.max(axis=1), np.log(rest))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_rest = np.log(rest)
+        rest_mean_zeta = np.where(rest > 0, rest_zeta / rest, 0.0)  # zeta averaged over the rest
+    shift = np.maximum(energy.max(axis=1), log_rest)
     weights = np.exp(energy - shift[:, None])
-    scale = np.exp(-shift)
-    z = weights.sum(axis=1) + rest * scale
+    rest_weight = np.exp(log_rest - shift)  # in log space: deep in the frozen phase shift << -700
+    z = weights.sum(axis=1) + rest_weight
     X = shift + np.log(z) - math.log(law.others)
-    tilt = ((weights * zeta).sum(axis=1) + rest_zeta * scale) / z / law.tilted_mean
+    tilt = ((weights * zeta).sum(axis=1) + rest_weight * rest_mean_zeta) / z / law.tilted_mean
     return X, tilt, weights / z[:, None], chi2

@@ -428,8 +428,10 @@ def _prediction(model, kind, grid, run, leading, **record):
     t_c, t_c_se = _condensation_time(grid, run["posterior"], run["counts"])
     inputs = dict(leading.inputs, d=d, K=model.K, alpha=math.log(model.K) / d, steps=grid.size - 1,
                   t_max=float(grid[0]), quenched_active=bool(run["quenched_active"]), **record)
+    finite = bool(np.all(np.isfinite([ratio, var_par, var_perp, distortion])))
+    message = f"finite-d {record['method']}" if finite else "degenerate population: a statistic is not finite"
     return MeanFieldPrediction(
         inputs, t_c, None, None, ratio, var_par, var_perp, distortion, None if t_c is None else 1.0,
-        leading.phase_at_condensation, leading.nfev, True, "finite-d population", None, leading.alpha_condensation,
+        leading.phase_at_condensation, leading.nfev, finite, message, None, leading.alpha_condensation,
         leading.entropy_at_condensation, mean_ratio_stderr=ratio_se, var_par_stderr=var_par_se,
         var_perp_stderr=var_perp_se, distortion_stderr=distortion_se, t_condensation_stderr=t_c_se)
