@@ -31,6 +31,7 @@ from scipy.special import ndtr, ndtri
 from cfgphase.physics.processes import get_process
 from cfgphase.physics.schedules import bind_schedule
 from cfgphase.physics.weights import excess_weight, weight_at
+from cfgphase.solvers.sampling.brownian import check_seed
 from cfgphase.solvers.sampling.sampler import as_sampler
 from cfgphase.solvers.sampling.timegrid import check_grid, default_t_max, time_grid, with_breakpoints
 from cfgphase.solvers.theory.environment import EnergyLaw, draw_environments, quenched_statistics
@@ -94,6 +95,8 @@ def finite_d_prediction(d, omega=None, *, alpha=None, classes=None, guidance_sca
         raise ValueError(f"classes: the finite-d theory needs K >= 2 classes, got K = {K}")
     if isinstance(particles, bool) or not isinstance(particles, (int, np.integer)) or particles < 2 * GROUPS:
         raise ValueError(f"particles must be an integer >= {2 * GROUPS}, got {particles!r}")
+    if not isinstance(seed, np.random.Generator):
+        seed = check_seed(seed)
     process = get_process(process)
     sampler = as_sampler(sampler)
     if sampler.method != {"ode": "heun", "sde": "exponential"}[sampler.kind] or sampler.init != "unconditional":
