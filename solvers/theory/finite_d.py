@@ -45,6 +45,8 @@ TOP_CLASSES, ALL_EXPLICIT = 12, 64
 NORM_NODES = 7
 #: Groups of particles for the jackknife error of t_condensation (as the simulator's).
 GROUPS = 20
+#: Particles sharing one draw of the means in the K-dimensional reduction (eq. 63).
+DRAW_SIZE = 100
 #: The quenched corrections start once |E X| or sd X exceed these (eq. 59) and stop once every
 #: particle has condensed, mean(1 - pi_c) < DONE.
 SWITCH_MEAN, SWITCH_SD, DONE = 2e-4, 0.02, 1e-5
@@ -331,41 +333,45 @@ def _linear_estimate(model, guided):
 
 
 def _reduced_run(model, kind, grid, n, rng):
-    r"""K <= d classes: the exact K-dimensional reduction (eq. 63). Each particle draws its own means
-    through the Cholesky factor L of their Gram matrix (Bartlett: :math:`|\mu_c|^2 = \rho d` fixed,
-    the others :math:`\sigma_\mu^2`-Wishart), so the result is exact in expectation over draws of the
-    means; the coordinates c of x in the span of the means and the squared norm of its complement
-    follow the sampler's steps."""
+    r"""K <= d classes: the exact K-dimensional reduction (eq. 63). The particles come in draws of
+    DRAW_SIZE, each sharing one set of means through the Cholesky factor L of their Gram matrix
+    (Bartlett: :math:`|\mu_c|^2 = \rho d` fixed, the others :math:`\sigma_\mu^2`-Wishart); the
+    coordinates c of x in the span of the means (c_0 = y) and the squared norm of its complement follow
+    the sampler's steps. Statistics are those of the simulator for each draw (sample variances about the
+    draw's own mean, eq. 13), averaged over draws: exact in expectation over draws of the means."""
     d, K, nu = model.d, model.K, model.class_var
+    draws, size = max(n // DRAW_SIZE, 2), DRAW_SIZE
     s = math.sqrt(model.mean_var)
-    L = np.zeros((n, K, K))
+    L = np.zeros((draws, K, K))
     L[:, 0, 0] = model.target
     for i in range(1, K):
-        L[:, i, :i] = s * rng.standard_normal((n, i))
-        L[:, i, i] = s * np.sqrt(rng.chisquare(d - i, n))
-    sq_norms = np.einsum("nkj,nkj->nk", L, L)
+        L[:, i, :i] = s * rng.standard_normal((draws, i))
+        L[:, i, i] = s * np.sqrt(rng.chisquare(d - i, draws))
+    L_T = np.ascontiguousarray(L.transpose(0, 2, 1))
+    sq_norms = np.einsum("gkj,gkj->gk", L, L)[:, None, :]
     a0, gamma0, _ = model.at(grid[0])
-    start = rng.integers(0, K, n)  # exact draw of the noised mixture: x = a mu_k + sqrt(Gamma) z
-    c = a0 * L[np.arange(n), start, :] + math.sqrt(gamma0) * rng.standard_normal((n, K))
-    rest = gamma0 * rng.chisquare(d - K, n) if d > K else np.zeros(n)
-    labels = np.arange(n) % GROUPS
+    start = rng.integers(0, K, (draws, size))  # exact draw of the noised mixture: x = a mu_k + sqrt(Gamma) z
+    c = a0 * np.take_along_axis(L, start[:, :, None], axis=1) + math.sqrt(gamma0) * rng.standard_normal(
+        (draws, size, K))
+    rest = gamma0 * rng.chisquare(d - K, (draws, size)) if d > K else np.zeros((draws, size))
+    labels = np.arange(draws * size) % GROUPS
 
     def estimate(c, t):
         """Coordinates of the guided estimate (1 + omega) mu_c - omega sum_k w_k mu_k, and pi_c."""
         a, gamma, _ = model.at(t)
-        logits = (a / gamma) * np.einsum("nij,nj->ni", L, c) - (a * a / (2 * gamma)) * sq_norms
-        w = np.exp(logits - logits.max(axis=1, keepdims=True))
-        w /= w.sum(axis=1, keepdims=True)
+        logits = (a / gamma) * (c @ L_T) - (a * a / (2 * gamma)) * sq_norms  # overlaps x . mu_k = (L c)_k
+        w = np.exp(logits - logits.max(axis=2, keepdims=True))
+        w /= w.sum(axis=2, keepdims=True)
         omega = weight_at(model.omega, t)
         beta = -omega * w
-        beta[:, 0] += 1.0 + omega
-        return np.einsum("nji,nj->ni", L, beta), w[:, 0]
+        beta[:, :, 0] += 1.0 + omega
+        return beta @ L, w[:, :, 0]
 
     posterior = []
     for t, t_next in zip(grid[:-1], grid[1:]):
         t, t_next = float(t), float(t_next)
         m, pi = estimate(c, t)
-        posterior.append(np.bincount(labels, pi, minlength=GROUPS))
+        posterior.append(np.bincount(labels, pi.ravel(), minlength=GROUPS))
         if kind == "ode":
             h = t_next - t
             A, B = model.process.ode_coefficients(t, nu)
@@ -379,16 +385,24 @@ def _reduced_run(model, kind, grid, n, rng):
                 rest = rest * (1 + 0.5 * h * (A + A2 * f_euler)) ** 2
         else:
             r, coef, V = model.process.reverse_transition(t, t_next, nu)
-            c = r * c + coef * m + math.sqrt(V) * rng.standard_normal((n, K))
+            c = r * c + coef * m + math.sqrt(V) * rng.standard_normal(c.shape)
             if d > K:
-                chi = rng.chisquare(d - K - 1, n) if d > K + 1 else 0.0
-                rest = (r * np.sqrt(rest) + math.sqrt(V) * rng.standard_normal(n)) ** 2 + V * chi
-    posterior.append(np.bincount(labels, estimate(c, float(grid[-1]))[1], minlength=GROUPS))
-    y = np.einsum("nj,nj->n", L[:, 0, :], c) / model.target
-    p = np.einsum("nj,nj->n", c, c) + rest - y * y
-    return dict(mean_y=float(y.mean()), mean_y_se=float(y.std(ddof=1) / math.sqrt(n)), var_y=float(y.var(ddof=1)),
-                mean_p=float(p.mean()), mean_p_se=float(p.std(ddof=1) / math.sqrt(n)), posterior=np.array(posterior),
-                counts=np.bincount(labels, minlength=GROUPS), quenched_active=True)
+                chi = rng.chisquare(d - K - 1, rest.shape) if d > K + 1 else 0.0
+                rest = (r * np.sqrt(rest) + math.sqrt(V) * rng.standard_normal(rest.shape)) ** 2 + V * chi
+    posterior.append(np.bincount(labels, estimate(c, float(grid[-1]))[1].ravel(), minlength=GROUPS))
+    y = c[:, :, 0]  # the first basis vector is u = mu_c / |mu_c|
+    perp = c[:, :, 1:] - c[:, :, 1:].mean(axis=1, keepdims=True)
+    # per draw: sample variance of y, and of x_perp about its mean (the complement has mean zero)
+    var_y = y.var(axis=1, ddof=1)
+    var_p = ((perp ** 2).sum(axis=(1, 2)) / (size - 1) + rest.mean(axis=1)) / (d - 1)
+    mean_y = y.mean(axis=1)
+
+    def over_draws(values):
+        return float(values.mean()), float(values.std(ddof=1) / math.sqrt(draws))
+
+    (my, my_se), (vy, vy_se), (vp, vp_se) = over_draws(mean_y), over_draws(var_y), over_draws(var_p)
+    return dict(mean_y=my, mean_y_se=my_se, var_y=vy, var_y_se=vy_se, mean_p=vp * (d - 1), mean_p_se=vp_se * (d - 1),
+                posterior=np.array(posterior), counts=np.bincount(labels, minlength=GROUPS), quenched_active=True)
 
 
 def _crossing(times, values, level=0.5):
@@ -420,7 +434,7 @@ def _prediction(model, kind, grid, run, leading, **record):
     ratio = run["mean_y"] / model.target
     var_par, var_perp = run["var_y"], run["mean_p"] / (d - 1)
     ratio_se, var_perp_se = run["mean_y_se"] / model.target, run["mean_p_se"] / (d - 1)
-    var_par_se = var_par * math.sqrt(2.0 / (n - 1))
+    var_par_se = run.get("var_y_se", var_par * math.sqrt(2.0 / (n - 1)))
 
     def excess(v):  # v/s^2 - 1 - log(v/s^2): one direction's KL, times 2
         return v / s2 - 1 - math.log(v / s2)
