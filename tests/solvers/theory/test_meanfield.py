@@ -171,36 +171,48 @@ def test_bad_input():
         guided_prediction(0.1, 1.0, sampler="em")
 
 
-#: What the leading-order theory misses at these d, measured (docs/theory.md eq. 44): the ODE's
-#: extrapolated residuals reach +0.010 (mean_ratio), -0.010 (var_par), -0.005 (var_perp) and
-#: -0.035 (t*, SDE at alpha = 0.1), 2.5-5 standard errors; the allowance is that size, not more.
-SYSTEMATIC = {"mean_ratio": 0.012, "var_par": 0.012, "var_perp": 0.006, "t_condensation": 0.04}
+#: The finite-size acceptance (issue 20): simulations at d = 16-64 against the finite-d theory
+#: (docs/theory.md section 12). Measured gaps, from docs/finite_size.md (4 draws per d):
+OMEGA_NEGATIVE_GAP = ("measured (docs/finite_size.md): at omega = -0.5 the simulated var_perp exceeds the finite-d "
+                      "prediction by 0.05 (+10 to +23 SE) at alpha = 0.4, d = 16-28 (SDE), the others' frozen "
+                      "condensation under negative guidance is not in the population (section 12.5)")
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("alpha, omega", [(0.1, 1.0), (0.1, 2.0), (0.15, 1.0), (0.15, 2.0)])
-@pytest.mark.parametrize("sampler", ["ode", "sde"])
-def test_guided_predictions_match_simulation_extrapolated_in_d(alpha, omega, sampler):
-    """Finite-size scaling over d = 32, 48, 64 (8 draws of the means, 1024 particles each). Each draw
-    is compared with the theory for its own target norm rho = |mu_c|^2/d (eq. 44), and the mean
-    residual is extrapolated linearly in 1/d; it must vanish within 3 standard errors plus the
-    documented systematic allowance."""
-    ds, keys = [32, 48, 64], ("mean_ratio", "var_par", "var_perp", "t_condensation")
-    residuals = {key: [] for key in keys}
-    for d in ds:
-        per_seed = []
-        for seed in range(8):
+@pytest.mark.parametrize("alpha, omega, sampler, dims", [
+    (0.4, 1.0, "sde", (16,)), (0.4, 1.0, "ode", (16,)), (0.2, 1.0, "sde", (16, 24, 32)), (0.2, 3.0, "ode", (16, 24, 32)),
+    (0.1, 1.0, "ode", (32, 48, 64)),
+    pytest.param(0.4, -0.5, "sde", (16,), marks=pytest.mark.xfail(strict=True, reason=OMEGA_NEGATIVE_GAP)),
+])
+def test_finite_d_predictions_match_simulation_at_each_d(alpha, omega, sampler, dims):
+    """Finite-size acceptance without a fitted allowance: at each d, 4 draws of the means x 1024
+    particles (200 steps, default t_max), each draw against the finite-d prediction at its own K,
+    rho = |mu_c|^2/d and t_max (docs/theory.md eqs. 50-63). The mean residual over draws must lie
+    within 2 standard errors for mean_ratio, var_par, var_perp and t_condensation; the standard error
+    is the larger of the between-draw spread and the simulations' jackknife errors, over the draws,
+    with the predictions' Monte-Carlo errors in quadrature (as docs/finite_size.md). Each cell is a
+    95 % criterion, so about 1 cell in 20 of a correct theory exceeds it by chance; the seeds are fixed."""
+    keys = ("mean_ratio", "var_par", "var_perp", "t_condensation")
+    failures = []
+    for d in dims:
+        rows = []
+        for seed in range(4):
             model = cp.Model(d=d, alpha=alpha, seed=seed)
-            pred = guided_prediction(alpha, omega, sampler=sampler, t_max=7.0, target_norm=model.target_norm)
-            final = cp.simulate(model, omega, sampler=sampler, particles=1024, steps=100, seed=seed, t_max=7.0).final
-            per_seed.append([final[key] - getattr(pred, key) for key in keys])
-        per_seed = np.array(per_seed)
+            sim = cp.simulate(model, omega, sampler=sampler, particles=1024, seed=seed, save=cp.SaveAt(times=[0.0]))
+            pred = cp.predict(model, omega, sampler=cp.Sampler(kind=sampler, t_max=sim.params["t_max"]), d=d,
+                              target_norm=model.target_norm, seed=1000 + seed)
+            rows.append([(sim.final[k], sim.final[k + "_stderr"], getattr(pred, k), getattr(pred, k + "_stderr"))
+                         for k in keys])
         for i, key in enumerate(keys):
-            residuals[key].append((per_seed[:, i].mean(), per_seed[:, i].std(ddof=1) / np.sqrt(len(per_seed))))
-    for key in keys:
-        means, errors = np.array(residuals[key]).T
-        extrapolated, err = extrapolate(ds, means, errors)
-        assert abs(extrapolated) <= 3 * err + SYSTEMATIC[key], (key, extrapolated, err)
+            cells = [row[i] for row in rows]
+            if any(value is None for cell in cells for value in cell):
+                continue  # not defined (no condensation)
+            sim, se, pred, mc = np.array(cells, dtype=float).T
+            res = sim - pred
+            var = max(np.var(res, ddof=1), np.mean(se ** 2)) / res.size + np.mean(mc ** 2) / res.size
+            if not abs(res.mean()) < 2 * np.sqrt(var):
+                failures.append(f"d={d} {key}: {res.mean():+.4f} +- {np.sqrt(var):.4f}")
+    assert not failures, failures
 
 
 def test_target_norm_moves_the_condensation_time_as_the_finite_d_scatter_does():
