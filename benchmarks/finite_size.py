@@ -80,8 +80,8 @@ def simulate(rows):
         for key in STATS:
             new[key], new[key + "_stderr"] = final.get(key), final.get(key + "_stderr")
         out.append(new)
-        print(f"simulated d={new['d']} K={new['K']} {new['sampler']} omega={new['omega']} seed={new['seed']}",
-              flush=True)
+        print(f"simulated d={int(new['d'])} K={new['K']} {new['sampler']} omega={new['omega']:g} "
+              f"seed={int(new['seed'])}", flush=True)
     return out
 
 
@@ -106,8 +106,8 @@ def predict(rows, particles=None, path=None):
         out.append(new)
         if path is not None:
             _write(path, out)
-        print(f"predicted d={new['d']} K={new['K']} {new['sampler']} omega={new['omega']} seed={new['seed']} "
-              f"in {seconds:.1f} s", flush=True)
+        print(f"predicted d={int(new['d'])} K={int(new['K'])} {new['sampler']} omega={new['omega']:g} "
+              f"seed={int(new['seed'])} in {seconds:.1f} s", flush=True)
     return out
 
 
