@@ -32,6 +32,7 @@ from cfgphase.physics.processes import get_process
 from cfgphase.physics.schedules import bind_schedule
 from cfgphase.physics.weights import excess_weight, weight_at
 from cfgphase.solvers.sampling.brownian import check_seed
+from cfgphase.solvers.sampling.observables import condensation_time, crossing_time
 from cfgphase.solvers.sampling.sampler import as_sampler
 from cfgphase.solvers.sampling.timegrid import check_grid, default_t_max, time_grid, with_breakpoints
 from cfgphase.solvers.theory.environment import EnergyLaw, draw_environments, quenched_statistics
@@ -317,9 +318,10 @@ def _population_run(model, kind, grid, n, rng, quenched, t_cv):
     mean_y, mean_y_se = controlled(y, y_cv, moments[0])
     mean_y2, _ = controlled(y * y, y_cv * y_cv, moments[1])
     mean_p, mean_p_se = controlled(p, p_cv, moments[2])
+    counts = np.bincount(labels, minlength=GROUPS)
+    t_c, t_c_se = condensation_time(grid, np.array(posterior) / counts, counts)
     return dict(mean_y=mean_y, mean_y_se=mean_y_se, var_y=(mean_y2 - mean_y ** 2) * n / (n - 1), mean_p=mean_p,
-                mean_p_se=mean_p_se, posterior=np.array(posterior), counts=np.bincount(labels, minlength=GROUPS),
-                quenched_active=pop.active)
+                mean_p_se=mean_p_se, t_c=t_c, t_c_se=t_c_se, quenched_active=pop.active)
 
 
 def _linear_estimate(model, guided):
@@ -354,7 +356,6 @@ def _reduced_run(model, kind, grid, n, rng):
     c = a0 * np.take_along_axis(L, start[:, :, None], axis=1) + math.sqrt(gamma0) * rng.standard_normal(
         (draws, size, K))
     rest = gamma0 * rng.chisquare(d - K, (draws, size)) if d > K else np.zeros((draws, size))
-    labels = np.arange(draws * size) % GROUPS
 
     def estimate(c, t):
         """Coordinates of the guided estimate (1 + omega) mu_c - omega sum_k w_k mu_k, and pi_c."""
@@ -371,7 +372,7 @@ def _reduced_run(model, kind, grid, n, rng):
     for t, t_next in zip(grid[:-1], grid[1:]):
         t, t_next = float(t), float(t_next)
         m, pi = estimate(c, t)
-        posterior.append(np.bincount(labels, pi.ravel(), minlength=GROUPS))
+        posterior.append(pi.mean(axis=1))
         if kind == "ode":
             h = t_next - t
             A, B = model.process.ode_coefficients(t, nu)
@@ -389,7 +390,7 @@ def _reduced_run(model, kind, grid, n, rng):
             if d > K:
                 chi = rng.chisquare(d - K - 1, rest.shape) if d > K + 1 else 0.0
                 rest = (r * np.sqrt(rest) + math.sqrt(V) * rng.standard_normal(rest.shape)) ** 2 + V * chi
-    posterior.append(np.bincount(labels, estimate(c, float(grid[-1]))[1].ravel(), minlength=GROUPS))
+    posterior.append(estimate(c, float(grid[-1]))[1].mean(axis=1))
     y = c[:, :, 0]  # the first basis vector is u = mu_c / |mu_c|
     perp = c[:, :, 1:] - c[:, :, 1:].mean(axis=1, keepdims=True)
     # per draw: sample variance of y, and of x_perp about its mean (the complement has mean zero)
@@ -401,30 +402,11 @@ def _reduced_run(model, kind, grid, n, rng):
         return float(values.mean()), float(values.std(ddof=1) / math.sqrt(draws))
 
     (my, my_se), (vy, vy_se), (vp, vp_se) = over_draws(mean_y), over_draws(var_y), over_draws(var_p)
+    # t_c per draw, as the simulator measures one draw, then averaged (the crossing is not linear in pi)
+    crossings = [crossing_time(grid, curve) for curve in np.array(posterior).T]
+    t_c, t_c_se = (None, None) if any(v is None for v in crossings) else over_draws(np.array(crossings))
     return dict(mean_y=my, mean_y_se=my_se, var_y=vy, var_y_se=vy_se, mean_p=vp * (d - 1), mean_p_se=vp_se * (d - 1),
-                posterior=np.array(posterior), counts=np.bincount(labels, minlength=GROUPS), quenched_active=True)
-
-
-def _crossing(times, values, level=0.5):
-    """First time, in sampling order, at which ``values`` reach ``level`` (linear interpolation), or None."""
-    above = values >= level
-    if above[0] or not above.any():
-        return None
-    i = int(np.argmax(above))
-    return float(times[i - 1] + (level - values[i - 1]) * (times[i] - times[i - 1]) / (values[i] - values[i - 1]))
-
-
-def _condensation_time(times, group_sums, counts):
-    """t_condensation of the mean target posterior and its grouped-jackknife standard error (eq. 14)."""
-    t_c = _crossing(times, group_sums.sum(axis=1) / counts.sum())
-    if t_c is None:
-        return None, None
-    leave_out = [_crossing(times, (group_sums.sum(axis=1) - group_sums[:, g]) / (counts.sum() - counts[g]))
-                 for g in range(counts.size)]
-    if any(v is None for v in leave_out):
-        return t_c, None
-    leave_out = np.array(leave_out)
-    return t_c, float(math.sqrt((counts.size - 1) / counts.size * np.sum((leave_out - leave_out.mean()) ** 2)))
+                t_c=t_c, t_c_se=t_c_se, quenched_active=True)
 
 
 def _prediction(model, kind, grid, run, leading, **record):
@@ -442,7 +424,7 @@ def _prediction(model, kind, grid, run, leading, **record):
     distortion = 0.5 / d * ((d - 1) * excess(var_perp) + excess(var_par)) + model.rho * (ratio - 1) ** 2 / (2 * s2)
     distortion_se = math.hypot(0.5 * (d - 1) / d * (1 / s2 - 1 / var_perp) * var_perp_se,
                                model.rho * (ratio - 1) / s2 * ratio_se)
-    t_c, t_c_se = _condensation_time(grid, run["posterior"], run["counts"])
+    t_c, t_c_se = run["t_c"], run["t_c_se"]
     inputs = dict(leading.inputs, d=d, K=model.K, alpha=math.log(model.K) / d, steps=grid.size - 1,
                   t_max=float(grid[0]), quenched_active=bool(run["quenched_active"]), **record)
     finite = bool(np.all(np.isfinite([ratio, var_par, var_perp, distortion])))
