@@ -171,18 +171,22 @@ def test_bad_input():
         guided_prediction(0.1, 1.0, sampler="em")
 
 
-#: The finite-size acceptance (issue 20): simulations at d = 16-64 against the finite-d theory
-#: (docs/theory.md section 12). Measured gaps, from docs/finite_size.md (4 draws per d):
-OMEGA_NEGATIVE_GAP = ("measured (docs/finite_size.md): at omega = -0.5 the simulated var_perp exceeds the finite-d "
-                      "prediction by 0.05 (+10 to +23 SE) at alpha = 0.4, d = 16-28 (SDE), the others' frozen "
-                      "condensation under negative guidance is not in the population (section 12.5)")
+#: The finite-size acceptance (issue 20): live simulations against the finite-d theory (docs/theory.md
+#: section 12). The gaps that remain, measured on the stored campaign (docs/finite_size.md, 4 draws per d):
+NEGATIVE_GUIDANCE_GAP = ("measured: at omega = -0.5 (SDE, alpha = 0.4) simulated var_perp exceeds the finite-d "
+                         "prediction by +0.054 +- 0.005 (+10.8 SE) at d = 16 and +0.05 (+16 to +23 SE) at d = 20-28; "
+                         "negative guidance pulls particles into their frozen dominant other classes, which the "
+                         "population leaves out for the SDE (docs/theory.md section 12.5)")
+FEW_EXPLICIT_CLASSES_GAP = ("measured: alpha = 0.2, omega = 3, ODE, d = 16 (K = 25, every other class explicit): "
+                            "var_perp -0.0099 +- 0.0018 (-5.5 SE); within 2 SE from d = 24 (docs/finite_size.md)")
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("alpha, omega, sampler, dims", [
-    (0.4, 1.0, "sde", (16,)), (0.4, 1.0, "ode", (16,)), (0.2, 1.0, "sde", (16, 24, 32)), (0.2, 3.0, "ode", (16, 24, 32)),
-    (0.1, 1.0, "ode", (32, 48, 64)),
-    pytest.param(0.4, -0.5, "sde", (16,), marks=pytest.mark.xfail(strict=True, reason=OMEGA_NEGATIVE_GAP)),
+    (0.4, 1.0, "sde", (16,)), (0.4, 1.0, "ode", (16,)), (0.4, 3.0, "sde", (16,)), (0.2, 1.0, "sde", (16, 32)),
+    (0.1, 1.0, "ode", (64,)),
+    pytest.param(0.4, -0.5, "sde", (16,), marks=pytest.mark.xfail(strict=True, reason=NEGATIVE_GUIDANCE_GAP)),
+    pytest.param(0.2, 3.0, "ode", (16,), marks=pytest.mark.xfail(strict=True, reason=FEW_EXPLICIT_CLASSES_GAP)),
 ])
 def test_finite_d_predictions_match_simulation_at_each_d(alpha, omega, sampler, dims):
     """Finite-size acceptance without a fitted allowance: at each d, 4 draws of the means x 1024
@@ -191,7 +195,10 @@ def test_finite_d_predictions_match_simulation_at_each_d(alpha, omega, sampler, 
     within 2 standard errors for mean_ratio, var_par, var_perp and t_condensation; the standard error
     is the larger of the between-draw spread and the simulations' jackknife errors, over the draws,
     with the predictions' Monte-Carlo errors in quadrature (as docs/finite_size.md). Each cell is a
-    95 % criterion, so about 1 cell in 20 of a correct theory exceeds it by chance; the seeds are fixed."""
+    95 % criterion for a normal error (with 4 draws the error is itself uncertain: a t_3 variable
+    exceeds 2 in about 14 % of cases), so a correct theory can fail a cell by chance; the seeds are
+    fixed. The probability flow's only randomness is the initial draw, the same as in the stored
+    campaign, so its live runs reproduce docs/finite_size.md; the SDE's are new noise."""
     keys = ("mean_ratio", "var_par", "var_perp", "t_condensation")
     failures = []
     for d in dims:
