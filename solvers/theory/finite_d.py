@@ -80,7 +80,8 @@ def finite_d_prediction(d, omega=None, *, alpha=None, classes=None, guidance_sca
     particles : int
         Population size (the Monte-Carlo error falls as its inverse square root).
     quenched : bool
-        False keeps the annealed partition function of the others (eqs. 50-55 only).
+        False keeps the annealed partition function of the others (eqs. 50-55 only). For K <= d the
+        exact reduction (eq. 63) is used, to which it does not apply.
     seed : int or numpy Generator
         The population's random numbers (environments, start, noise).
 
@@ -93,9 +94,13 @@ def finite_d_prediction(d, omega=None, *, alpha=None, classes=None, guidance_sca
     d = check_dimension(d)
     if (alpha is None) == (classes is None):
         raise ValueError("alpha, classes: give exactly one of them")
+    if classes is None and not (isinstance(alpha, (int, float, np.number)) and 0 <= alpha * d < 700):
+        raise ValueError(f"alpha must be a number >= 0 with exp(alpha d) finite, got alpha={alpha!r}, d={d}")
+    if classes is not None and (isinstance(classes, bool) or not isinstance(classes, (int, np.integer))):
+        raise ValueError(f"classes must be an integer, got {classes!r}")
     K = round(math.exp(alpha * d)) if classes is None else int(classes)
     if K < 2:
-        raise ValueError(f"classes: the finite-d theory needs K >= 2 classes, got K = {K}")
+        raise ValueError(f"alpha, classes: the finite-d theory needs K >= 2 classes, got K = {K}")
     if isinstance(particles, bool) or not isinstance(particles, (int, np.integer)) or particles < 2 * GROUPS:
         raise ValueError(f"particles must be an integer >= {2 * GROUPS}, got {particles!r}")
     if not isinstance(seed, np.random.Generator):

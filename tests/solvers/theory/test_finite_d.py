@@ -150,5 +150,10 @@ def test_bad_class_counts():
         finite_d_prediction(16, 1.0, alpha=0.2, classes=5)
     with pytest.raises(ValueError, match="classes"):
         finite_d_prediction(16, 1.0, classes=1)
+    with pytest.raises(ValueError, match="classes"):
+        finite_d_prediction(16, 1.0, classes=2.5)
+    for alpha in (float("nan"), -1.0, 100.0):
+        with pytest.raises(ValueError, match="alpha"):
+            finite_d_prediction(16, 1.0, alpha=alpha)
     with pytest.raises(ValueError, match="sampler"):
         finite_d_prediction(16, 1.0, alpha=0.2, sampler=cp.Sampler(kind="ode", method="euler"))
