@@ -176,7 +176,7 @@ def report(table, seconds):
         "simulation or the prediction, e.g. omega = -0.5).",
         "",
         f"Predictions: {seconds['count']} draws, {seconds['mean']:.1f} s per finite-d prediction on average "
-        f"(max {seconds['max']:.1f} s, one core).",
+        f"(max {seconds['max']:.1f} s; one core of a 2-core machine shared with other jobs).",
         "",
         "## Summary",
         "",

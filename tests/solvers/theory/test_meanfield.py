@@ -110,9 +110,10 @@ def test_subexponential_distortion_decays_with_d_as_predicted():
 
 @pytest.mark.slow
 def test_subexponential_sde_distortion_decays_as_one_over_d_squared():
-    """SDE, K = 16: both fall as 1/d^2, but the simulation is about twice the prediction at every d
-    (a mean shift the leading-order theory misses; docs/theory.md section 9). Only the decay law
-    is asserted here. (Slow: 24 SDE runs up to d = 128; the ODE's decay is in the default suite.)"""
+    """SDE, K = 16: both fall as 1/d^2, but the simulation is about twice the leading-order prediction at
+    every d (the logistic switch of width O(1/log K) that the leading order replaces by a step;
+    docs/theory.md section 12.4, where the exact K-dimensional reduction accounts for it). Only the decay
+    law is asserted here. (Slow: 24 SDE runs up to d = 128; the ODE's decay is in the default suite.)"""
     ds = [32, 64, 128]
     _, theory = subexponential_distortion(16, ds, omega=1.0, sampler="sde", t_max=9.0)
     simulated = [_simulated_distortion(d, 16, "sde", seeds=8)[0] for d in ds]
