@@ -193,13 +193,17 @@ class _Population:
         self.active = self.done = False
         self._laws, self._nodes = {}, {}
 
+    def _energy_law(self, t, x_norm):
+        """The law of one other class's energy seen from a point of norm ``x_norm`` at time t (eq. 56)."""
+        a, gamma, _ = self.model.at(t)
+        b = a * x_norm * math.sqrt(self.model.mean_var) / gamma
+        return EnergyLaw(b, a * a * self.model.mean_var / gamma, self.model.d, self.others, self.top)
+
     def _law(self, t, x_norm):
+        """:meth:`_energy_law`, kept for both Heun stages and the next step."""
         key = (t, x_norm)
         if key not in self._laws:
-            a, gamma, _ = self.model.at(t)
-            s = math.sqrt(self.model.mean_var)
-            self._laws[key] = EnergyLaw(a * x_norm * s / gamma, a * a * self.model.mean_var / gamma, self.model.d,
-                                        self.others, self.top)
+            self._laws[key] = self._energy_law(t, x_norm)
         return self._laws[key]
 
     def forget_before(self, t):
@@ -258,12 +262,10 @@ class _Population:
     def corrections_matter(self, y, p, t):
         """Whether the quenched corrections exceed SWITCH_MEAN in mean or SWITCH_SD in spread at the
         population's rms |x| (earlier the annealed sums are exact to that accuracy)."""
-        a, gamma, _ = self.model.at(t)
-        if a < 1e-3:
+        if self.model.at(t)[0] < 1e-3:
             return False
         x_norm = float(np.sqrt(np.mean(y * y + p)))
-        law = EnergyLaw(a * x_norm * math.sqrt(self.model.mean_var) / gamma, a * a * self.model.mean_var / gamma,
-                        self.model.d, self.others, self.top)
+        law = self._energy_law(t, x_norm)
         m = min(self.n, 4000)
         X = quenched_statistics(law, self.log_levels[:m], self.rest_scale[:m], np.full(m, x_norm))[0]
         return abs(X.mean()) > SWITCH_MEAN or X.std() > SWITCH_SD

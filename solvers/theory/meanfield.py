@@ -131,7 +131,7 @@ class MeanFieldPrediction:
                 meaning, units = describe(key)
                 data[key] = xr.Variable(("time",), values, {"long_name": meaning + " (mean field)", "units": units})
             coords["time"] = ("time", times, {"long_name": "forward time (t = 0 is data)", "units": "forward time"})
-        attrs = {k: (np.nan if v is None else v) for k, v in self.inputs.items()}
+        attrs = {k: (np.nan if v is None else int(v) if isinstance(v, bool) else v) for k, v in self.inputs.items()}
         attrs.update(kind="mean-field prediction", phase_at_condensation=self.phase_at_condensation or np.nan,
                      nfev=self.nfev, success=int(self.success), message=self.message)
         return xr.Dataset(data, coords=coords, attrs=attrs)
