@@ -149,14 +149,21 @@ def build_parser():
     g.add_argument("--samples", action="store_true", help="also store the final particles in --out")
     _add(g, "overwrite", "json", "quiet")
 
-    theory = sub.add_parser("theory", help="mean-field prediction (d -> infinity) for K = exp(alpha d) classes")
+    theory = sub.add_parser("theory", help="mean-field prediction for K = exp(alpha d) classes: d -> infinity, "
+                                           "or at dimension --d with its finite-d corrections")
     g = theory.add_argument_group("model")
     _classes(g, alpha_help="K = exp(alpha d) (default 0.12)")
     _add(g, "d", "mean-var", "class-var", "process", "target-norm",
-         d=dict(help="dimension (only to convert --classes into alpha)"))
+         d=dict(help="dimension D >= 2: the finite-d prediction (docs/theory.md section 12; a Monte-Carlo "
+                     "estimate with standard errors); default: the d -> infinity limit"))
     _guidance_options(theory, rules=False)
-    _add(theory.add_argument_group("sampler"), "sampler", "t-max",
-         t_max=dict(help="start time (default: one direction's signal-to-noise 1e-10)"))
+    _add(theory.add_argument_group("sampler"), "sampler", "steps", "t-max",
+         steps=dict(help="number of steps of the sampler the finite-d prediction follows (default 200)"),
+         t_max=dict(help="start time (default: one direction's signal-to-noise 1e-10; with --d, the "
+                         "simulator's: data signal-to-noise 1e-4)"))
+    _add(theory.add_argument_group("finite d"), "particles", "seed",
+         particles=dict(default=None, help="population size of the finite-d prediction (default 6000, ~5 s)"),
+         seed=dict(help="seed of the finite-d population (default 0)"))
     _add(theory, "json")
 
     gauss = sub.add_parser("gaussian", help="exact guided dynamics of a jointly Gaussian conditional/unconditional pair")
@@ -380,23 +387,34 @@ def _simulate(args):
 
 def _theory(args):
     from cfgphase.physics.processes import get_process
+    from cfgphase.solvers.sampling.sampler import Sampler
+    from cfgphase.solvers.theory.finite_d import check_dimension, finite_d_prediction
     from cfgphase.solvers.theory.meanfield import guided_prediction
 
-    alpha = _alpha(args, default=0.12)
-    if args.classes is None and args.d is not None:
-        raise ValueError("--d only converts --classes into alpha; the theory is the d -> infinity limit")
     _check_times(get_process(args.process), args)
-    pred = guided_prediction(alpha, _guidance(args).weight, process=args.process, sampler=args.sampler,
-                             mean_var=args.mean_var, class_var=args.class_var, t_max=args.t_max,
-                             target_norm=args.target_norm)
+    if args.d is None:
+        if args.particles is not None:
+            raise ValueError("--particles: only the finite-d prediction (--d) is a Monte-Carlo estimate")
+        pred = guided_prediction(_alpha(args, default=0.12), _guidance(args).weight, process=args.process,
+                                 sampler=args.sampler, mean_var=args.mean_var, class_var=args.class_var,
+                                 t_max=args.t_max, target_norm=args.target_norm)
+    else:
+        d = check_dimension(args.d)
+        options = {} if args.particles is None else dict(particles=args.particles)
+        alpha = None if args.classes is not None else 0.12 if args.alpha is None else args.alpha
+        pred = finite_d_prediction(d, _guidance(args).weight, alpha=alpha, classes=args.classes,
+                                   sampler=Sampler(kind=args.sampler, steps=args.steps, t_max=args.t_max),
+                                   process=args.process, mean_var=args.mean_var, class_var=args.class_var,
+                                   target_norm=args.target_norm, seed=args.seed, **options)
     record = pred.summary()
     if args.json:
         _print_json(record)
     else:
-        print(f"cfgphase theory (d -> infinity): alpha={record['alpha']:.4g} {_weight_label(record)} "
+        limit = "d -> infinity" if args.d is None else f"d = {args.d}, K = {record['K']}"
+        print(f"cfgphase theory ({limit}): alpha={record['alpha']:.4g} {_weight_label(record)} "
               f"process={args.process} sampler={args.sampler}")
         _table(record, (("mean_ratio", 1.0), ("var_par", args.class_var), ("var_perp", args.class_var),
-                        ("distortion", 0.0), ("t_condensation", None)), width=14)
+                        ("distortion", 0.0), ("t_condensation", None)), width=14 if args.d is None else 24)
     return _exit_status(pred.success, pred.message, "integration")
 
 

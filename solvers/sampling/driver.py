@@ -264,14 +264,4 @@ def _condensation(times, trajectory, counts):
     """Time at which the mean target posterior first reaches 1/2, with its jackknife error."""
     if "target_posterior" not in trajectory or times.size < 2:
         return None, None
-    gm = trajectory["target_posterior"]
-    mean, _ = obs.pooled(gm, counts)
-    t_c = obs.crossing_time(times, mean)
-    if t_c is None:
-        return None, None
-    B, G = counts.sum(), counts.size
-    loo = [obs.crossing_time(times, (mean * B - gm[:, g] * counts[g]) / (B - counts[g])) for g in range(G)]
-    if any(v is None for v in loo):
-        return t_c, None
-    loo = np.array(loo)
-    return t_c, float(math.sqrt((G - 1) / G * np.sum((loo - loo.mean()) ** 2)))
+    return obs.condensation_time(times, trajectory["target_posterior"], counts)

@@ -464,6 +464,24 @@ def _class_statistics(out, field, ev, ev_reference, labels, counts):
             out[key + "_shift_stderr"] = None if exact is None else float(math.hypot(q_se[i], exact[1][i]))
 
 
+def condensation_time(times, group_means, counts):
+    """Time at which the mean target posterior first reaches 1/2, and its grouped-jackknife error (eq. 14).
+
+    ``group_means`` (nodes, G): the target posterior averaged over each group of particles at each
+    time; ``counts`` (G,): the group sizes. (None, None) without a crossing; the error is None when
+    leaving out a group removes it."""
+    mean, _ = pooled(group_means, counts)
+    t_c = crossing_time(times, mean)
+    if t_c is None:
+        return None, None
+    B, G = counts.sum(), counts.size
+    loo = [crossing_time(times, (mean * B - group_means[:, g] * counts[g]) / (B - counts[g])) for g in range(G)]
+    if any(v is None for v in loo):
+        return t_c, None
+    loo = np.array(loo)
+    return t_c, float(math.sqrt((G - 1) / G * np.sum((loo - loo.mean()) ** 2)))
+
+
 def crossing_time(times, values, level=0.5):
     """First time, in sampling order (decreasing t), at which ``values`` reaches ``level``.
 

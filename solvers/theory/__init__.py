@@ -1,5 +1,6 @@
 """Theory: exact Gaussian guided dynamics (`gaussian`), condensation of K = e^{alpha d} random
-classes (`condensation`) and the mean-field theory of guided sampling (`meanfield`)."""
+classes (`condensation`), the mean-field theory of guided sampling (`meanfield`) and its finite-d
+corrections (`finite_d`, with the finitely many other classes in `environment`)."""
 
 
 def __getattr__(name):  # submodules load on first use: `cfgphase.solvers.theory.<module>`

@@ -69,6 +69,13 @@ class MeanFieldPrediction:
     alpha_condensation: float | None = None
     #: entropy s(1) of the other classes at t*: >= 0 annealed, < 0 frozen (eq. 20); None without t*
     entropy_at_condensation: float | None = None
+    #: Monte-Carlo standard errors of the finite-d prediction (cfgphase.solvers.theory.finite_d,
+    #: eqs. 50-63); None for the d -> infinity theory, which is not a Monte-Carlo estimate.
+    mean_ratio_stderr: float | None = None
+    var_par_stderr: float | None = None
+    var_perp_stderr: float | None = None
+    distortion_stderr: float | None = None
+    t_condensation_stderr: float | None = None
 
     def summary(self):
         """The flat JSON-ready record, with the statistic names of a simulation (None: not defined)."""
@@ -78,6 +85,7 @@ class MeanFieldPrediction:
                    phase_at_condensation=self.phase_at_condensation, alpha_condensation=self.alpha_condensation,
                    entropy_at_condensation=self.entropy_at_condensation, nfev=self.nfev, success=self.success,
                    message=self.message)
+        out.update({key: value for key in STDERR_KEYS if (value := getattr(self, key)) is not None})
         return out
 
     def trajectory(self, times):
@@ -87,6 +95,8 @@ class MeanFieldPrediction:
         inputs = self.inputs
         process = get_process(inputs["process"])
         rho, s2 = inputs["target_norm"], inputs["class_var"]
+        if self.bulk is None:
+            raise ValueError("trajectory: this prediction has no bulk trajectory (finite d or failed integration)")
         times = np.atleast_1d(np.asarray(times, dtype=float))
         r, v_perp = np.empty_like(times), np.empty_like(times)
         ts = self.t_condensation
@@ -110,6 +120,9 @@ class MeanFieldPrediction:
             meaning, units = describe(key)
             value = getattr(self, key)
             data[key] = xr.Variable((), np.nan if value is None else float(value), {"long_name": meaning, "units": units})
+            if (error := getattr(self, key + "_stderr", None)) is not None:
+                data[key + "_stderr"] = xr.Variable((), float(error), {"long_name": f"Monte-Carlo standard error of {key}",
+                                                                       "units": units})
         coords = {}
         if self.success and self.bulk is not None:
             times = np.sort(self.bulk.times)[::-1] if times is None else np.asarray(times, dtype=float)
@@ -118,10 +131,14 @@ class MeanFieldPrediction:
                 meaning, units = describe(key)
                 data[key] = xr.Variable(("time",), values, {"long_name": meaning + " (mean field)", "units": units})
             coords["time"] = ("time", times, {"long_name": "forward time (t = 0 is data)", "units": "forward time"})
-        attrs = {k: (np.nan if v is None else v) for k, v in self.inputs.items()}
+        attrs = {k: (np.nan if v is None else int(v) if isinstance(v, bool) else v) for k, v in self.inputs.items()}
         attrs.update(kind="mean-field prediction", phase_at_condensation=self.phase_at_condensation or np.nan,
                      nfev=self.nfev, success=int(self.success), message=self.message)
         return xr.Dataset(data, coords=coords, attrs=attrs)
+
+
+STDERR_KEYS = ("mean_ratio_stderr", "var_par_stderr", "var_perp_stderr", "distortion_stderr",
+               "t_condensation_stderr")
 
 
 def target_log_weight(r, v_perp, t, process, rho, class_var):
@@ -157,9 +174,9 @@ def guided_prediction(alpha, omega=None, guidance_scale=None, process="ou", samp
                               target_norm)[0]
 
 
-def predict(model, guidance=None, *, sampler="ode", t_max=None, target_norm=None):
-    r"""Mean-field prediction (d -> infinity) for a model and a guidance: the theory on the objects a
-    simulation takes, with the same statistic names (eqs. 23-29).
+def predict(model, guidance=None, *, sampler="ode", t_max=None, target_norm=None, d=None, particles=None, seed=0):
+    r"""Mean-field prediction for a model and a guidance: the theory on the objects a simulation takes,
+    with the same statistic names (eqs. 23-29; at finite ``d``, eqs. 50-63).
 
     ``model`` is a :class:`~cfgphase.physics.model.Model` with random means (``mean_var``, ``class_var``,
     ``process`` are read from it; alpha is ``model.alpha`` when given, else :math:`\log K/d`).
@@ -167,8 +184,19 @@ def predict(model, guidance=None, *, sampler="ode", t_max=None, target_norm=None
     (omega = 1). ``sampler``: 'ode', 'sde' or a Sampler (its ``t_max`` is used when set; default: one
     direction's signal-to-noise ratio 1e-10). ``target_norm``: condition on
     :math:`\rho = |\mu_c|^2/d` (e.g. ``model.target_norm``, the drawn target's; default ``mean_var``).
+    ``d``: None (default) gives the d -> infinity limit; an integer D >= 2 gives the prediction at
+    dimension D (cfgphase.solvers.theory.finite_d.finite_d_prediction): K = round(exp(alpha D)) with
+    alpha from the model, or K = ``model.classes`` when the model fixes the number of classes; the
+    sampler's grid and steps; a Monte-Carlo estimate over ``particles`` (default
+    finite_d.PARTICLES, about 5 s) with random numbers from ``seed``, carrying ``*_stderr`` fields.
     Returns a :class:`MeanFieldPrediction`.
     """
+    if d is not None:
+        from cfgphase.solvers.theory.finite_d import check_dimension
+
+        d = check_dimension(d)
+    elif particles is not None:
+        raise ValueError("particles: the d -> infinity theory is not a Monte-Carlo estimate; give d as well")
     if not isinstance(model, Model):
         raise ValueError(f"model: the mean-field theory needs a Model of random classes, got {type(model).__name__}")
     if model.means is not None or model.modes != 1 or model.unconditional is not None or model.weights is not None:
@@ -178,6 +206,15 @@ def predict(model, guidance=None, *, sampler="ode", t_max=None, target_norm=None
     if guidance.rule.name != "cfg":
         raise ValueError(f"rule: the mean-field theory covers linear CFG, got {guidance.rule.name!r}")
     sampler = as_sampler(sampler)
+    if d is not None:  # finite_d builds on this module: imported here, not at the top
+        from cfgphase.solvers.theory.finite_d import PARTICLES, finite_d_prediction
+
+        pred = finite_d_prediction(d, guidance.weight, alpha=None if model.classes is not None else model.alpha,
+                                   classes=model.classes, sampler=sampler.replace(t_max=t_max), process=model.process,
+                                   mean_var=model.mean_var, class_var=model.class_var, target_norm=target_norm,
+                                   particles=PARTICLES if particles is None else particles, seed=seed)
+        pred.inputs["rule"] = repr(guidance.rule)
+        return pred
     alpha = model.alpha if model.alpha is not None else model.alpha_effective
     pred = guided_prediction(alpha, guidance.weight, process=model.process, sampler=sampler.kind,
                              mean_var=model.mean_var, class_var=model.class_var,

@@ -245,12 +245,20 @@ def test_theory_json_has_the_contract_keys(capsys):
     assert 0 < record["var_par"] < 0.25 and record["t_condensation"] > 0
 
 
-def test_theory_classes_and_d_give_alpha(capsys):
-    _, out, _ = run_cli(capsys, "theory", "--classes", "2165", "--d", "64", "--json")
-    assert json.loads(out)["alpha"] == pytest.approx(np.log(2165) / 64)
+def test_theory_d_gives_the_finite_d_prediction_with_its_errors(capsys):
+    """--d D: the finite-d prediction at D (K = --classes, alpha = log K / D), the same numbers as the
+    API's for the same population seed, with *_stderr keys."""
+    from cfgphase.solvers.theory.finite_d import finite_d_prediction
+
+    _, out, _ = run_cli(capsys, "theory", "--classes", "2165", "--d", "24", "--particles", "400", "--json")
+    record = json.loads(out)
+    assert record["alpha"] == pytest.approx(np.log(2165) / 24) and record["d"] == 24 and record["K"] == 2165
+    assert record["mean_ratio"] == finite_d_prediction(24, 1.0, classes=2165, particles=400).mean_ratio
+    assert record["mean_ratio_stderr"] > 0 and record["var_perp_stderr"] > 0
 
 
-@pytest.mark.parametrize("args, name", [(["--classes", "10"], "--d"), (["--d", "5"], "--d"),
+@pytest.mark.parametrize("args, name", [(["--classes", "10"], "--d"), (["--d", "1"], "d"), (["--d", "2.5"], "--d"),
+                                        (["--alpha", "0.2", "--particles", "100"], "--particles"),
                                         (["--alpha", "-1"], "alpha"), (["--omega", "nan"], "omega")])
 def test_theory_bad_input(capsys, args, name):
     code, out, err = run_cli(capsys, "theory", *args)

@@ -110,9 +110,10 @@ def test_subexponential_distortion_decays_with_d_as_predicted():
 
 @pytest.mark.slow
 def test_subexponential_sde_distortion_decays_as_one_over_d_squared():
-    """SDE, K = 16: both fall as 1/d^2, but the simulation is about twice the prediction at every d
-    (a mean shift the leading-order theory misses; docs/theory.md section 9). Only the decay law
-    is asserted here. (Slow: 24 SDE runs up to d = 128; the ODE's decay is in the default suite.)"""
+    """SDE, K = 16: both fall as 1/d^2, but the simulation is about twice the leading-order prediction at
+    every d (the logistic switch of width O(1/log K) that the leading order replaces by a step;
+    docs/theory.md section 12.4, where the exact K-dimensional reduction accounts for it). Only the decay
+    law is asserted here. (Slow: 24 SDE runs up to d = 128; the ODE's decay is in the default suite.)"""
     ds = [32, 64, 128]
     _, theory = subexponential_distortion(16, ds, omega=1.0, sampler="sde", t_max=9.0)
     simulated = [_simulated_distortion(d, 16, "sde", seeds=8)[0] for d in ds]
@@ -171,36 +172,61 @@ def test_bad_input():
         guided_prediction(0.1, 1.0, sampler="em")
 
 
-#: What the leading-order theory misses at these d, measured (docs/theory.md eq. 44): the ODE's
-#: extrapolated residuals reach +0.010 (mean_ratio), -0.010 (var_par), -0.005 (var_perp) and
-#: -0.035 (t*, SDE at alpha = 0.1), 2.5-5 standard errors; the allowance is that size, not more.
-SYSTEMATIC = {"mean_ratio": 0.012, "var_par": 0.012, "var_perp": 0.006, "t_condensation": 0.04}
+#: The finite-size acceptance (issue 20): live simulations against the finite-d theory (docs/theory.md
+#: section 12). The gaps that remain, measured on the stored campaign (docs/finite_size.md, 4 draws per d):
+NEGATIVE_GUIDANCE_GAP = ("measured: at omega = -0.5 (SDE, alpha = 0.4) simulated var_perp exceeds the finite-d "
+                         "prediction by +0.054 +- 0.005 (+10.8 SE) at d = 16 and +0.05 (+16 to +23 SE) at d = 20-28; "
+                         "negative guidance pulls particles into their frozen dominant other classes, which the "
+                         "population leaves out for the SDE (docs/theory.md section 12.5)")
+SDE_VAR_PERP_GAP = ("measured: alpha = 0.4, omega = 3, SDE, d = 16: var_perp +0.0033 +- 0.0014 (+2.4 SE) in this run; "
+                    "the stored campaign gives +0.0000 +- 0.0018 at d = 16 and +0.0008 to +0.0015 (z 0.7-1.4) at "
+                    "d = 20-28; the SDE's var_perp residual is positive in all 21 positive-guidance cells with "
+                    "d >= 24 (+0.0002 to +0.0015, each within 2 SE): a gap of about 0.4 % (docs/theory.md "
+                    "section 12.5)")
+FEW_EXPLICIT_CLASSES_GAP = ("measured: alpha = 0.2, omega = 3, ODE, d = 16 (K = 25, every other class explicit): "
+                            "var_perp -0.0099 +- 0.0018 (-5.5 SE); within 2 SE from d = 24 (docs/finite_size.md)")
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("alpha, omega", [(0.1, 1.0), (0.1, 2.0), (0.15, 1.0), (0.15, 2.0)])
-@pytest.mark.parametrize("sampler", ["ode", "sde"])
-def test_guided_predictions_match_simulation_extrapolated_in_d(alpha, omega, sampler):
-    """Finite-size scaling over d = 32, 48, 64 (8 draws of the means, 1024 particles each). Each draw
-    is compared with the theory for its own target norm rho = |mu_c|^2/d (eq. 44), and the mean
-    residual is extrapolated linearly in 1/d; it must vanish within 3 standard errors plus the
-    documented systematic allowance."""
-    ds, keys = [32, 48, 64], ("mean_ratio", "var_par", "var_perp", "t_condensation")
-    residuals = {key: [] for key in keys}
-    for d in ds:
-        per_seed = []
-        for seed in range(8):
+@pytest.mark.parametrize("alpha, omega, sampler, dims", [
+    (0.4, 1.0, "sde", (16,)), (0.4, 1.0, "ode", (16,)), (0.2, 1.0, "sde", (16, 32)),
+    pytest.param(0.4, 3.0, "sde", (16,), marks=pytest.mark.xfail(strict=True, reason=SDE_VAR_PERP_GAP)),
+    (0.1, 1.0, "ode", (64,)),
+    pytest.param(0.4, -0.5, "sde", (16,), marks=pytest.mark.xfail(strict=True, reason=NEGATIVE_GUIDANCE_GAP)),
+    pytest.param(0.2, 3.0, "ode", (16,), marks=pytest.mark.xfail(strict=True, reason=FEW_EXPLICIT_CLASSES_GAP)),
+])
+def test_finite_d_predictions_match_simulation_at_each_d(alpha, omega, sampler, dims):
+    """Finite-size acceptance without a fitted allowance: at each d, 4 draws of the means x 1024
+    particles (200 steps, default t_max), each draw against the finite-d prediction at its own K,
+    rho = |mu_c|^2/d and t_max (docs/theory.md eqs. 50-63). The mean residual over draws must lie
+    within 2 standard errors for mean_ratio, var_par, var_perp and t_condensation; the standard error
+    is the larger of the between-draw spread and the simulations' jackknife errors, over the draws,
+    with the predictions' Monte-Carlo errors in quadrature (as docs/finite_size.md). Each cell is a
+    95 % criterion for a normal error (with 4 draws the error is itself uncertain: a t_3 variable
+    exceeds 2 in about 14 % of cases), so a correct theory can fail a cell by chance; the seeds are
+    fixed. The probability flow's only randomness is the initial draw, the same as in the stored
+    campaign, so its live runs reproduce docs/finite_size.md; the SDE's are new noise."""
+    keys = ("mean_ratio", "var_par", "var_perp", "t_condensation")
+    failures = []
+    for d in dims:
+        rows = []
+        for seed in range(4):
             model = cp.Model(d=d, alpha=alpha, seed=seed)
-            pred = guided_prediction(alpha, omega, sampler=sampler, t_max=7.0, target_norm=model.target_norm)
-            final = cp.simulate(model, omega, sampler=sampler, particles=1024, steps=100, seed=seed, t_max=7.0).final
-            per_seed.append([final[key] - getattr(pred, key) for key in keys])
-        per_seed = np.array(per_seed)
+            sim = cp.simulate(model, omega, sampler=sampler, particles=1024, seed=seed, save=cp.SaveAt(times=[0.0]))
+            pred = cp.predict(model, omega, sampler=cp.Sampler(kind=sampler, t_max=sim.params["t_max"]), d=d,
+                              target_norm=model.target_norm, seed=1000 + seed)
+            rows.append([(sim.final[k], sim.final[k + "_stderr"], getattr(pred, k), getattr(pred, k + "_stderr"))
+                         for k in keys])
         for i, key in enumerate(keys):
-            residuals[key].append((per_seed[:, i].mean(), per_seed[:, i].std(ddof=1) / np.sqrt(len(per_seed))))
-    for key in keys:
-        means, errors = np.array(residuals[key]).T
-        extrapolated, err = extrapolate(ds, means, errors)
-        assert abs(extrapolated) <= 3 * err + SYSTEMATIC[key], (key, extrapolated, err)
+            cells = [row[i] for row in rows]
+            if any(value is None for cell in cells for value in cell):
+                continue  # not defined (no condensation)
+            sim, se, pred, mc = np.array(cells, dtype=float).T
+            res = sim - pred
+            var = max(np.var(res, ddof=1), np.mean(se ** 2)) / res.size + np.mean(mc ** 2) / res.size
+            if not abs(res.mean()) < 2 * np.sqrt(var):
+                failures.append(f"d={d} {key}: {res.mean():+.4f} +- {np.sqrt(var):.4f}")
+    assert not failures, failures
 
 
 def test_target_norm_moves_the_condensation_time_as_the_finite_d_scatter_does():

@@ -1,0 +1,231 @@
+"""Finite-size scaling: exact simulations against the finite-d and the d -> infinity theory.
+
+    python -m benchmarks.finite_size                 # predictions for every stored draw, then docs/finite_size.md
+    python -m benchmarks.finite_size --report-only   # docs/finite_size.md from the stored predictions
+    python -m benchmarks.finite_size --simulate      # first re-run the simulations with cp.simulate (hours)
+
+Simulations (data/validation/finite_size.csv, one row per draw of the means): B = 1024 particles,
+``steps`` steps of the default log grid from the draw's ``t_max``, model and noise seed = ``seed``.
+Each draw is compared with the predictions at its own K, target norm rho = |mu_c|^2/d and t_max
+(data/validation/finite_size_predictions.csv: the finite-d prediction of
+cfgphase.solvers.theory.finite_d with population seed 1000 + seed, and the d -> infinity one).
+
+Standard error of the mean residual over the n draws at one d (as the research that produced the
+data): the larger of the between-draw variance of the residuals and the mean within-draw
+(grouped-jackknife) variance of the simulated statistic, over n; for the finite-d theory the mean
+squared Monte-Carlo error of the prediction over n is added in quadrature.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+import cfgphase as cp
+
+ROOT = Path(__file__).resolve().parent.parent
+SIMULATIONS = ROOT / "data" / "validation" / "finite_size.csv"
+PREDICTIONS = ROOT / "data" / "validation" / "finite_size_predictions.csv"
+REPORT = ROOT / "docs" / "finite_size.md"
+KEYS = ("mean_ratio", "var_par", "var_perp", "t_condensation")
+STATS = KEYS + ("distortion", "accuracy")
+RUN = ("alpha", "classes", "K", "omega", "sampler", "d", "seed", "particles", "steps", "t_max", "target_norm")
+
+
+def _model(row):
+    d = int(row["d"])
+    if row["classes"] is not None:
+        return cp.Model(d=d, classes=int(row["classes"]), seed=int(row["seed"]))
+    return cp.Model(d=d, alpha=row["alpha"], seed=int(row["seed"]))
+
+
+def _read(path):
+    def value(text):
+        if text == "":
+            return None
+        try:
+            return float(text)
+        except ValueError:
+            return text
+
+    with open(path, newline="") as fh:
+        return [{k: value(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+
+
+def _write(path, rows):
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: "" if v is None else (repr(float(v)) if isinstance(v, float) else v)
+                             for k, v in row.items()})
+
+
+def simulate(rows):
+    """Re-run every stored draw with the current cp.simulate (same model seed, same grid)."""
+    out = []
+    for row in rows:
+        model = _model(row)
+        sim = cp.simulate(model, row["omega"], sampler=row["sampler"], particles=int(row["particles"]),
+                          steps=int(row["steps"]), t_max=None if row["steps"] == 200 else row["t_max"],
+                          seed=int(row["seed"]), save=cp.SaveAt(times=[0.0]))
+        final = sim.final
+        new = {k: row[k] for k in RUN}
+        new.update(K=model.K, t_max=sim.params["t_max"], target_norm=model.target_norm)
+        for key in STATS:
+            new[key], new[key + "_stderr"] = final.get(key), final.get(key + "_stderr")
+        out.append(new)
+        print(f"simulated d={int(new['d'])} K={new['K']} {new['sampler']} omega={new['omega']:g} "
+              f"seed={int(new['seed'])}", flush=True)
+    return out
+
+
+def predict(rows, particles=None, path=None):
+    """Finite-d and d -> infinity predictions for every draw, each at its own K, rho and t_max
+    (written to ``path`` after each draw)."""
+    out = []
+    for row in rows:
+        model = _model(row)
+        sampler = cp.Sampler(kind=row["sampler"], steps=int(row["steps"]), t_max=row["t_max"])
+        start = time.perf_counter()
+        finite = cp.predict(model, row["omega"], sampler=sampler, target_norm=row["target_norm"], d=int(row["d"]),
+                            particles=particles, seed=1000 + int(row["seed"]))
+        seconds = time.perf_counter() - start
+        leading = cp.predict(model, row["omega"], sampler=sampler, target_norm=row["target_norm"])
+        new = {k: row[k] for k in RUN}
+        for key in KEYS:
+            new["finite_d_" + key] = getattr(finite, key)
+            new["finite_d_" + key + "_stderr"] = getattr(finite, key + "_stderr")
+            new["infinite_d_" + key] = getattr(leading, key)
+        new["finite_d_seconds"] = seconds
+        out.append(new)
+        if path is not None:
+            _write(path, out)
+        print(f"predicted d={int(new['d'])} K={int(new['K'])} {new['sampler']} omega={new['omega']:g} "
+              f"seed={int(new['seed'])} in {seconds:.1f} s", flush=True)
+    return out
+
+
+def combine(residuals, stderrs, mc_errors=None):
+    """Mean residual over draws and its standard error (module docstring)."""
+    r = np.asarray(residuals, float)
+    n = r.size
+    within = np.mean(np.square(stderrs))
+    between = r.var(ddof=1) if n > 1 else within
+    var = max(between, within) / n
+    if mc_errors is not None:
+        var += np.mean(np.square(mc_errors)) / n
+    return float(r.mean()), math.sqrt(var)
+
+
+def _config(row):
+    if row["classes"] is not None:
+        return (f"K = {int(row['classes'])}", row["omega"], row["sampler"], int(row["steps"]))
+    return (f"alpha = {row['alpha']:g}", row["omega"], row["sampler"], int(row["steps"]))
+
+
+def residual_table(sims, preds):
+    """{config: [per-d rows]} with, per statistic, the finite-d and d -> infinity residuals and errors."""
+    by_key = {tuple(p[k] for k in ("alpha", "classes", "omega", "sampler", "d", "seed", "steps")): p for p in preds}
+    groups = {}
+    for sim in sims:
+        pred = by_key.get(tuple(sim[k] for k in ("alpha", "classes", "omega", "sampler", "d", "seed", "steps")))
+        if pred is not None:
+            groups.setdefault(_config(sim), {}).setdefault(int(sim["d"]), []).append((sim, pred))
+    table = {}
+    for config, by_d in groups.items():
+        rows = []
+        for d in sorted(by_d):
+            items = by_d[d]
+            row = dict(d=d, K=int(items[0][0]["K"]), n=len(items))
+            for key in KEYS:
+                values = [(s[key], s[key + "_stderr"], p["finite_d_" + key], p["finite_d_" + key + "_stderr"],
+                           p["infinite_d_" + key]) for s, p in items]
+                if any(v[0] is None or v[1] is None or v[2] is None for v in values):
+                    row[key] = None
+                    continue
+                sim, se, fd, fd_se, inf = (np.array([np.nan if x is None else x for x in col], float)
+                                           for col in zip(*values))
+                res, err = combine(sim - fd, se, np.nan_to_num(fd_se))
+                res_inf, err_inf = (None, None) if np.any(np.isnan(inf)) else combine(sim - inf, se)
+                row[key] = dict(res=res, err=err, res_inf=res_inf, err_inf=err_inf)
+            rows.append(row)
+        table[config] = rows
+    return table
+
+
+def report(table, seconds):
+    lines = [
+        "# Finite-size scaling: residual / standard error per d",
+        "",
+        "Generated by `python -m benchmarks.finite_size` from data/validation/finite_size.csv (exact",
+        "simulations, cfgphase v0.1 `simulate`, B = 1024, seeds 0-3 = draws of the means) and",
+        "data/validation/finite_size_predictions.csv. Each draw is compared with the predictions at its own K,",
+        "rho = |mu_c|^2/d and t_max; a cell is the mean residual (simulation minus theory) over the n draws,",
+        "its standard error, and z = residual / standard error for the finite-d theory",
+        "(cfgphase.solvers.theory.finite_d, docs/theory.md section 12) and, after the slash, for the",
+        "d -> infinity theory (section 9). Standard error: the larger of the between-draw variance of the",
+        "residuals and the mean grouped-jackknife variance of the simulated statistic, over n; for the",
+        "finite-d theory plus, in quadrature, its Monte-Carlo error (mean square over n). z_inf uses the",
+        "d -> infinity theory's own error (no Monte-Carlo term). n/a: not defined (no condensation in the",
+        "simulation or the prediction, e.g. omega = -0.5).",
+        "",
+        f"Predictions: {seconds['count']} draws, {seconds['mean']:.1f} s per finite-d prediction on average "
+        f"(max {seconds['max']:.1f} s; one core of a 2-core machine shared with other jobs).",
+        "",
+        "## Summary",
+        "",
+        "| configuration | cells | finite-d within 2 SE | largest finite-d z | d -> infinity within 2 SE |"
+        " largest d -> infinity z |",
+        "|---|---|---|---|---|---|",
+    ]
+    body = []
+    for config in sorted(table, key=lambda c: (c[0].startswith("K"), c[0], -c[3], c[1], c[2])):
+        label = f"{config[0]}, omega = {config[1]:g}, {config[2].upper()}" + \
+            ("" if config[3] == 200 else f", {config[3]} steps")
+        cells = [row[key] for row in table[config] for key in KEYS if row[key] is not None]
+        z = np.array([c["res"] / c["err"] for c in cells])
+        z_inf = np.array([c["res_inf"] / c["err_inf"] for c in cells if c["res_inf"] is not None])
+        lines.append(f"| {label} | {z.size} | {np.sum(np.abs(z) < 2)} | {z[np.argmax(np.abs(z))]:+.1f} | "
+                     f"{np.sum(np.abs(z_inf) < 2)} | {z_inf[np.argmax(np.abs(z_inf))]:+.1f} |")
+        body += [f"### {label}", "", "| d | K | n | " + " | ".join(KEYS) + " |", "|---" * (3 + len(KEYS)) + "|"]
+        for row in table[config]:
+            out = []
+            for key in KEYS:
+                c = row[key]
+                if c is None:
+                    out.append("n/a")
+                    continue
+                z_inf = "" if c["res_inf"] is None else f" / {c['res_inf'] / c['err_inf']:+.1f}"
+                out.append(f"{c['res']:+.4f} ± {c['err']:.4f} (**{c['res'] / c['err']:+.1f}**{z_inf})")
+            body.append(f"| {row['d']} | {row['K']} | {row['n']} | " + " | ".join(out) + " |")
+        body.append("")
+    return "\n".join(lines + ["", "## Per configuration", ""] + body) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.finite_size", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--simulate", action="store_true", help="re-run the simulations with cp.simulate (hours)")
+    parser.add_argument("--report-only", action="store_true", help="only rewrite docs/finite_size.md")
+    parser.add_argument("--particles", type=int, help="population size of the finite-d predictions")
+    args = parser.parse_args(argv)
+    sims = _read(SIMULATIONS)
+    if args.simulate:
+        sims = simulate(sims)
+        _write(SIMULATIONS, sims)
+    if not args.report_only:
+        predict(sims, args.particles, PREDICTIONS)
+    preds = _read(PREDICTIONS)
+    seconds = np.array([p["finite_d_seconds"] for p in preds])
+    REPORT.write_text(report(residual_table(sims, preds), dict(count=seconds.size, mean=seconds.mean(),
+                                                                  max=seconds.max())))
+    print(f"written {REPORT}")
+
+
+if __name__ == "__main__":
+    main()

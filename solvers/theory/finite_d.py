@@ -1,0 +1,443 @@
+r"""Guided sampling at finite dimension d: the leading finite-size corrections to the mean-field
+theory (docs/theory.md section 12, eqs. 50-63).
+
+The d -> infinity theory (cfgphase.solvers.theory.meanfield, eqs. 23-27) switches guidance off for
+every particle at one time t* and replaces the K - 1 other classes by their annealed average. At
+finite d :func:`finite_d_prediction` keeps, with nothing fitted:
+
+1. *each particle's own condensation* (eqs. 50-55): its log-odds between the target and the
+   others is an exact function of its coordinate y along :math:`\mu_c`, of :math:`p = |x_\perp|^2`
+   and of t, and given the others' partition function the guided dynamics closes on (y, p). The
+   d-dimensional problem is a two-variable process per particle, integrated as a population on
+   the sampler's own grid with the sampler's own stepper;
+2. *the finitely many other classes* (eqs. 56-61): each particle carries a quenched environment,
+   the top of its K - 1 other classes as exact order statistics (cfgphase.solvers.theory.environment),
+   frozen along its path; for the probability flow the guidance pushes the particle away from
+   its own dominant classes (self-avoidance, eq. 60), for the SDE the noise renews them (eq. 61);
+3. *few classes* (eq. 63): for K <= d the posterior depends on x only through its K overlaps and the
+   dynamics reduces exactly to K + 1 variables per particle, with the means drawn per particle.
+
+The result is a Monte-Carlo estimate: it carries its standard errors (``*_stderr``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+from scipy.special import ndtr, ndtri
+
+from cfgphase.physics.processes import get_process
+from cfgphase.physics.schedules import bind_schedule
+from cfgphase.physics.weights import excess_weight, weight_at
+from cfgphase.solvers.sampling.brownian import check_seed
+from cfgphase.solvers.sampling.observables import condensation_time, crossing_time
+from cfgphase.solvers.sampling.sampler import as_sampler
+from cfgphase.solvers.sampling.timegrid import check_grid, default_t_max, time_grid, with_breakpoints
+from cfgphase.solvers.theory.environment import EnergyLaw, draw_environments, quenched_statistics
+from cfgphase.solvers.theory.meanfield import MeanFieldPrediction, guided_prediction
+
+#: Default population size: one prediction in about 5 s on one core (benchmarks/finite_size.py).
+PARTICLES = 6000
+#: Explicit other classes per particle (eq. 57); all of them when K - 1 <= ALL_EXPLICIT.
+TOP_CLASSES, ALL_EXPLICIT = 12, 64
+#: |x| nodes per time at which the energy law is tabulated (eq. 59).
+NORM_NODES = 7
+#: Groups of particles for the jackknife error of t_condensation (as the simulator's).
+GROUPS = 20
+#: Particles sharing one draw of the means in the K-dimensional reduction (eq. 63).
+DRAW_SIZE = 100
+#: The quenched corrections start once |E X| or sd X exceed these (eq. 59) and stop once every
+#: particle has condensed, mean(1 - pi_c) < DONE.
+SWITCH_MEAN, SWITCH_SD, DONE = 2e-4, 0.02, 1e-5
+
+
+def check_dimension(d):
+    """d as an int >= 2, or ValueError naming ``d``."""
+    if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 2:
+        raise ValueError(f"d must be an integer >= 2, got {d!r}")
+    return int(d)
+
+
+def finite_d_prediction(d, omega=None, *, alpha=None, classes=None, guidance_scale=None, sampler="ode",
+                        process="ou", mean_var=1.0, class_var=0.25, target_norm=None, particles=PARTICLES,
+                        quenched=True, seed=0):
+    r"""Prediction of guided sampling at dimension ``d`` (docs/theory.md eqs. 50-63).
+
+    Parameters
+    ----------
+    d : int >= 2
+    omega : float or schedule of forward time (excess convention); or ``guidance_scale`` = 1 + omega.
+    alpha, classes : K = round(exp(alpha d)) classes, or K = ``classes`` (exactly one of them).
+    sampler : 'ode', 'sde' or a Sampler
+        Its grid (default 200 steps, log grid, eq. 15) and start ``t_max`` (default: data
+        signal-to-noise 1e-4 with :math:`E|x_0|^2 = d(\sigma_\mu^2 + s^2)`) are those of the
+        prediction; steppers: heun (ode), exponential (sde), as the simulator's defaults.
+    process, mean_var, class_var : the model (:math:`\sigma_\mu^2`, :math:`s^2`).
+    target_norm : float, optional
+        :math:`\rho = |\mu_c|^2/d` of the target (default ``mean_var``), eq. 44.
+    particles : int
+        Population size (the Monte-Carlo error falls as its inverse square root).
+    quenched : bool
+        False keeps the annealed partition function of the others (eqs. 50-55 only). For K <= d the
+        exact reduction (eq. 63) is used, to which it does not apply.
+    seed : int or numpy Generator
+        The population's random numbers (environments, start, noise).
+
+    Returns a :class:`~cfgphase.solvers.theory.meanfield.MeanFieldPrediction` with the finite-d
+    statistics (``inputs['d']`` = d, ``inputs['K']`` = K), their standard errors ``*_stderr`` and no
+    bulk trajectory; ``phase_at_condensation``, ``alpha_condensation`` and
+    ``entropy_at_condensation`` are the leading order's at :math:`\alpha = \log K/d`.
+    """
+    start = time.perf_counter()
+    d = check_dimension(d)
+    if (alpha is None) == (classes is None):
+        raise ValueError("alpha, classes: give exactly one of them")
+    if classes is None and not (isinstance(alpha, (int, float, np.number)) and 0 <= alpha * d < 700):
+        raise ValueError(f"alpha must be a number >= 0 with exp(alpha d) finite, got alpha={alpha!r}, d={d}")
+    if classes is not None and (isinstance(classes, bool) or not isinstance(classes, (int, np.integer))):
+        raise ValueError(f"classes must be an integer, got {classes!r}")
+    K = round(math.exp(alpha * d)) if classes is None else int(classes)
+    if K < 2:
+        raise ValueError(f"alpha, classes: the finite-d theory needs K >= 2 classes, got K = {K}")
+    if isinstance(particles, bool) or not isinstance(particles, (int, np.integer)) or particles < 2 * GROUPS:
+        raise ValueError(f"particles must be an integer >= {2 * GROUPS}, got {particles!r}")
+    if not isinstance(seed, np.random.Generator):
+        seed = check_seed(seed)
+    process = get_process(process)
+    sampler = as_sampler(sampler)
+    if sampler.method != {"ode": "heun", "sde": "exponential"}[sampler.kind] or sampler.init != "unconditional":
+        raise ValueError("sampler: the finite-d theory follows the default steppers (heun, exponential) from the "
+                         f"unconditional start, got {sampler.method!r}, {sampler.init!r}")
+    rho = float(mean_var if target_norm is None else target_norm)
+    if isinstance(sampler.grid, str):
+        t_max = default_t_max(process, d * (mean_var + class_var)) if sampler.t_max is None else sampler.t_max
+        grid = time_grid(process, sampler.steps, t_max, sampler.t_min, kind=sampler.grid, class_var=class_var)
+    else:
+        grid = check_grid(sampler.grid, process)
+    omega = bind_schedule(excess_weight(omega, guidance_scale), process=process)
+    grid = with_breakpoints(grid, getattr(omega, "breakpoints", ()))
+    omega = bind_schedule(omega, grid=grid)
+    leading = guided_prediction(math.log(K) / d, omega, process=process, sampler=sampler.kind, mean_var=mean_var,
+                                class_var=class_var, t_max=float(grid[0]), target_norm=rho)
+    if not leading.success:
+        raise ValueError(f"the leading-order prediction failed: {leading.message}")
+    model = _Model(d, K, rho, mean_var, class_var, process, omega)
+    rng = np.random.default_rng(seed)
+    if K <= d:
+        run = _reduced_run(model, sampler.kind, grid, int(particles), rng)
+    else:
+        t_cv = -1.0 if leading.t_condensation is None else leading.t_condensation
+        run = _population_run(model, sampler.kind, grid, int(particles), rng, quenched, t_cv)
+    return _prediction(model, sampler.kind, grid, run, leading, particles=int(particles), quenched=quenched,
+                       seed=seed if isinstance(seed, (int, np.integer)) else None,
+                       method="reduction" if K <= d else "population", seconds=time.perf_counter() - start)
+
+
+class _Model:
+    """The inputs every stage needs: dimension, classes, target norm, variances, process, weight."""
+
+    def __init__(self, d, K, rho, mean_var, class_var, process, omega):
+        self.d, self.K, self.rho, self.mean_var, self.class_var = d, K, rho, mean_var, class_var
+        self.process, self.omega = process, omega
+        self.target = math.sqrt(rho * d)  # |mu_c|
+
+    def at(self, t):
+        """(a_t, Gamma_t, Q_t = Gamma_t + a_t^2 sigma_mu^2) as floats."""
+        a = float(self.process.a(t))
+        gamma = float(self.process.class_var(t, self.class_var))
+        return a, gamma, gamma + a * a * self.mean_var
+
+
+def _step(model, kind, t, t_next, y, p, first, estimate, noise=None):
+    r"""One step of the reduced sampler for (y, p) (eq. 53): Heun on the probability flow (Euler into
+    zero noise) or the exact SDE transition with :math:`\hat m` frozen, the simulator's steppers.
+
+    ``first`` = (m_par, k_perp) at (y, p, t); ``estimate(y, p, t)`` gives them at the Heun stage.
+    ``noise`` = (xi1, xi2, chi2_{d-2}) for the SDE (None: zero). Returns (y', p', f, coef): f is the
+    factor of the perpendicular part :math:`x_\perp` and coef the coefficient of :math:`\hat m` in the step."""
+    m1, k1 = first
+    nu = model.class_var
+    if kind == "ode":
+        h = t_next - t
+        A, B = model.process.ode_coefficients(t, nu)
+        v1, c1 = A * y + B * m1, A + B * k1
+        y_euler, f_euler = y + h * v1, 1 + h * c1
+        if float(model.process.var(t_next)) == 0.0:
+            return y_euler, p * f_euler ** 2, f_euler, h * B
+        m2, k2 = estimate(y_euler, p * f_euler ** 2, t_next)
+        A2, B2 = model.process.ode_coefficients(t_next, nu)
+        f = 1 + 0.5 * h * (c1 + (A2 + B2 * k2) * f_euler)
+        return y + 0.5 * h * (v1 + A2 * y_euler + B2 * m2), p * f * f, f, h * B
+    r, c, V = model.process.reverse_transition(t, t_next, nu)
+    f = r + c * k1
+    if noise is None:
+        return r * y + c * m1, f * f * p, f, c
+    xi1, xi2, chi = noise
+    return (r * y + c * m1 + math.sqrt(V) * xi1, (f * np.sqrt(p) + math.sqrt(V) * xi2) ** 2 + V * chi, f, c)
+
+
+class _Population:
+    r"""Particles (y, p) and their environments: the guided class-mean estimate of each (eqs. 50-52, 58-60).
+
+    ``active``: the quenched corrections are on; ``done``: every particle has condensed.
+    ``pushed`` (n, M): the self-avoidance displacement of each top class's overlap (eq. 60), or None."""
+
+    def __init__(self, model, n, rng, quenched, self_avoiding):
+        self.model, self.n, self.quenched = model, n, quenched
+        self.others = model.K - 1
+        self.top = self.others if self.others <= ALL_EXPLICIT else min(TOP_CLASSES, self.others)
+        self.log_levels, self.rest_scale = draw_environments(n, self.others, self.top, rng)
+        self.pushed = np.zeros((n, self.top)) if quenched and self_avoiding else None
+        self.active = self.done = False
+        self._laws, self._nodes = {}, {}
+
+    def _energy_law(self, t, x_norm):
+        """The law of one other class's energy seen from a point of norm ``x_norm`` at time t (eq. 56)."""
+        a, gamma, _ = self.model.at(t)
+        b = a * x_norm * math.sqrt(self.model.mean_var) / gamma
+        return EnergyLaw(b, a * a * self.model.mean_var / gamma, self.model.d, self.others, self.top)
+
+    def _law(self, t, x_norm):
+        """:meth:`_energy_law`, kept for both Heun stages and the next step."""
+        key = (t, x_norm)
+        if key not in self._laws:
+            self._laws[key] = self._energy_law(t, x_norm)
+        return self._laws[key]
+
+    def forget_before(self, t):
+        """Drop the tables of times later than t (sampling runs down in t)."""
+        self._laws = {k: v for k, v in self._laws.items() if k[0] <= t}
+        self._nodes = {k: v for k, v in self._nodes.items() if k <= t}
+
+    def _norm_nodes(self, t, x_norm):
+        """|x| nodes at time t, normal quantiles of the population's |x| from -3.3 to 3.3 sd; fixed
+        once chosen, so both Heun stages and the next step share the tables."""
+        if t not in self._nodes:
+            nodes = np.quantile(x_norm, ndtr(np.linspace(-3.3, 3.3, NORM_NODES)))
+            pad = 0.05 * (nodes[-1] - nodes[0]) + 1e-9
+            nodes[0] -= pad
+            nodes[-1] += pad
+            self._nodes[t] = np.maximum.accumulate(nodes + 1e-12 * np.arange(nodes.size))
+        return self._nodes[t]
+
+    def _quenched(self, t, x_norm):
+        """X, tilt, top weights and E[R] per particle, linear between the |x| nodes (eq. 59)."""
+        a, gamma, _ = self.model.at(t)
+        nodes = self._norm_nodes(t, x_norm)
+        j = np.clip(np.searchsorted(nodes, x_norm) - 1, 0, nodes.size - 2)
+        f = np.clip((x_norm - nodes[j]) / (nodes[j + 1] - nodes[j]), 0.0, 1.0)
+        out = [np.empty(self.n), np.empty(self.n), np.empty((self.n, self.top)), np.empty((self.n, self.top))]
+        for k in np.unique(j):
+            idx = np.flatnonzero(j == k)
+            pushed = None if self.pushed is None else self.pushed[idx]
+            ends = [quenched_statistics(self._law(t, float(nodes[k + i])), self.log_levels[idx], self.rest_scale[idx],
+                                        x_norm[idx], pushed, a / gamma, math.sqrt(self.model.mean_var)) for i in (0, 1)]
+            w = f[idx]
+            for o, lo, hi in zip(out, *ends):
+                o[idx] = lo * (1 - w if lo.ndim == 1 else (1 - w)[:, None]) + hi * (w if hi.ndim == 1 else w[:, None])
+        return out
+
+    def evaluate(self, y, p, t):
+        r"""(m_par, k_perp, pi_c, g, weights, chi2) at time t (eq. 52): the guided estimate's
+        coordinate along :math:`\mu_c`, its perpendicular part :math:`k x_\perp`, the target posterior,
+        :math:`g = \omega(1 - \pi_c)` and, when self-avoiding, the top classes' weights and E[R]."""
+        m = self.model
+        a, gamma, Q = m.at(t)
+        q = y * y + p
+        x_norm = np.sqrt(q)
+        target = -(q - 2 * a * m.target * y + a * a * m.target ** 2) / (2 * gamma)  # eq. 50
+        annealed = math.log(self.others) + 0.5 * m.d * math.log(gamma / Q) - q / (2 * Q)  # eq. 51
+        tilt = a * m.mean_var * x_norm / Q  # annealed posterior mean of the others along x
+        X, weights, chi2 = 0.0, None, None
+        if self.active and not self.done:
+            X, ratio, weights, chi2 = self._quenched(t, x_norm)
+            tilt = tilt * ratio
+        log_odds = target - annealed - X
+        pi = 0.5 * (1.0 + np.tanh(0.5 * log_odds))  # logistic without overflow
+        g = weight_at(m.omega, t) * (1.0 - pi)
+        return m.target + g * (m.target - tilt * y / x_norm), -g * tilt / x_norm, pi, g, weights, chi2
+
+    def corrections_matter(self, y, p, t):
+        """Whether the quenched corrections exceed SWITCH_MEAN in mean or SWITCH_SD in spread at the
+        population's rms |x| (earlier the annealed sums are exact to that accuracy)."""
+        if self.model.at(t)[0] < 1e-3:
+            return False
+        x_norm = float(np.sqrt(np.mean(y * y + p)))
+        law = self._energy_law(t, x_norm)
+        m = min(self.n, 4000)
+        X = quenched_statistics(law, self.log_levels[:m], self.rest_scale[:m], np.full(m, x_norm))[0]
+        return abs(X.mean()) > SWITCH_MEAN or X.std() > SWITCH_SD
+
+    def avoid(self, y, p, f, coef, g, weights, chi2):
+        r"""Self-avoidance over one step (eq. 60): the guidance lowers :math:`x\cdot\mu_j` of each top
+        class by coef g w_j sigma_mu^2 E[R_j]; the accumulated push is perpendicular to x, so |x| is kept
+        and x turns away from :math:`\mu_c` (y shrinks, p grows). Returns the new (y, p)."""
+        turn = coef * g * np.sum(weights * self.pushed, axis=1) / (y * y + p)
+        y_new = y * (1.0 - turn)
+        self.pushed = self.pushed * (f * (1.0 - turn))[:, None] + (coef * g)[:, None] * weights * chi2 * \
+            self.model.mean_var
+        return y_new, np.maximum(p + y * y - y_new * y_new, 0.0)
+
+
+def _population_run(model, kind, grid, n, rng, quenched, t_cv):
+    r"""Integrate the population on ``grid`` (eqs. 53-54). Control variate: the same particles and
+    noise driven by the annealed linear dynamics with guidance on only before t_cv (the leading
+    order's t*), whose exact moments follow from the same step applied to probe values."""
+    pop = _Population(model, n, rng, quenched, self_avoiding=kind == "ode")
+    a0, gamma0, Q0 = model.at(grid[0])
+    y = math.sqrt(Q0) * ndtri((rng.permutation(n) + rng.random(n)) / n)  # stratified N(0, Q)
+    p = Q0 * rng.chisquare(model.d - 1, n)
+    y_cv, p_cv = y.copy(), p.copy()
+    moments = np.array([0.0, Q0, Q0 * (model.d - 1)])  # exact E y, E y^2, E p of the control variate
+    labels = np.arange(n) % GROUPS
+    posterior = []
+    for t, t_next in zip(grid[:-1], grid[1:]):
+        t, t_next = float(t), float(t_next)
+        if quenched and not pop.active and len(posterior) % 2 == 0:
+            pop.active = pop.corrections_matter(y, p, t)
+        m_par, k_perp, pi, g, weights, chi2 = pop.evaluate(y, p, t)
+        posterior.append(np.bincount(labels, pi, minlength=GROUPS))
+        if pop.active and pop.pushed is None and np.mean(1.0 - pi) < DONE:
+            pop.done = True
+        noise = None if kind == "ode" else (rng.standard_normal(n), rng.standard_normal(n),
+                                           rng.chisquare(model.d - 2, n) if model.d > 2 else np.zeros(n))
+        y, p, f, coef = _step(model, kind, t, t_next, y, p, (m_par, k_perp), lambda *s: pop.evaluate(*s)[:2], noise)
+        if pop.pushed is not None and weights is not None:
+            y, p = pop.avoid(y, p, f, coef, g, weights, chi2)
+        linear = _linear_estimate(model, t > t_cv)
+        y_cv, p_cv, _, _ = _step(model, kind, t, t_next, y_cv, p_cv, linear(y_cv, p_cv, t), linear, noise)
+        off, _, _, _ = _step(model, kind, t, t_next, 0.0, 0.0, linear(0.0, 0.0, t), linear)
+        lin, p_factor, _, _ = _step(model, kind, t, t_next, 1.0, 1.0, linear(1.0, 1.0, t), linear)
+        lin -= off
+        V = 0.0 if kind == "ode" else float(model.process.reverse_transition(t, t_next, model.class_var)[2])
+        Ey, Ey2, Ep = moments
+        moments = np.array([lin * Ey + off, lin * lin * Ey2 + 2 * lin * off * Ey + off * off + V,
+                            p_factor * Ep + V * (model.d - 1)])
+        pop.forget_before(t_next)
+    posterior.append(np.bincount(labels, pop.evaluate(y, p, float(grid[-1]))[2], minlength=GROUPS))
+
+    def controlled(values, control, exact):
+        diff = values - control
+        return float(diff.mean() + exact), float(diff.std(ddof=1) / math.sqrt(n))
+
+    mean_y, mean_y_se = controlled(y, y_cv, moments[0])
+    mean_y2, _ = controlled(y * y, y_cv * y_cv, moments[1])
+    mean_p, mean_p_se = controlled(p, p_cv, moments[2])
+    counts = np.bincount(labels, minlength=GROUPS)
+    t_c, t_c_se = condensation_time(grid, np.array(posterior) / counts, counts)
+    return dict(mean_y=mean_y, mean_y_se=mean_y_se, var_y=(mean_y2 - mean_y ** 2) * n / (n - 1), mean_p=mean_p,
+                mean_p_se=mean_p_se, t_c=t_c, t_c_se=t_c_se, quenched_active=pop.active)
+
+
+def _linear_estimate(model, guided):
+    """The control variate's estimate (eq. 23 per particle): annealed tilt, guidance on or off."""
+    def estimate(y, p, t):
+        a, _, Q = model.at(t)
+        g = weight_at(model.omega, t) if guided else 0.0
+        k = -g * a * model.mean_var / Q
+        return model.target * (1 + g) + k * y, k
+    return estimate
+
+
+def _reduced_run(model, kind, grid, n, rng):
+    r"""K <= d classes: the exact K-dimensional reduction (eq. 63). The particles come in draws of
+    DRAW_SIZE, each sharing one set of means through the Cholesky factor L of their Gram matrix
+    (Bartlett: :math:`|\mu_c|^2 = \rho d` fixed, the others :math:`\sigma_\mu^2`-Wishart); the
+    coordinates c of x in the span of the means (c_0 = y) and the squared norm of its complement follow
+    the sampler's steps. Statistics are those of the simulator for each draw (sample variances about the
+    draw's own mean, eq. 13), averaged over draws: exact in expectation over draws of the means."""
+    d, K, nu = model.d, model.K, model.class_var
+    draws, size = max(n // DRAW_SIZE, 2), DRAW_SIZE
+    s = math.sqrt(model.mean_var)
+    L = np.zeros((draws, K, K))
+    L[:, 0, 0] = model.target
+    for i in range(1, K):
+        L[:, i, :i] = s * rng.standard_normal((draws, i))
+        L[:, i, i] = s * np.sqrt(rng.chisquare(d - i, draws))
+    L_T = np.ascontiguousarray(L.transpose(0, 2, 1))
+    sq_norms = np.einsum("gkj,gkj->gk", L, L)[:, None, :]
+    a0, gamma0, _ = model.at(grid[0])
+    start = rng.integers(0, K, (draws, size))  # exact draw of the noised mixture: x = a mu_k + sqrt(Gamma) z
+    c = a0 * np.take_along_axis(L, start[:, :, None], axis=1) + math.sqrt(gamma0) * rng.standard_normal(
+        (draws, size, K))
+    rest = gamma0 * rng.chisquare(d - K, (draws, size)) if d > K else np.zeros((draws, size))
+
+    def estimate(c, t):
+        """Coordinates of the guided estimate (1 + omega) mu_c - omega sum_k w_k mu_k, and pi_c."""
+        a, gamma, _ = model.at(t)
+        logits = (a / gamma) * (c @ L_T) - (a * a / (2 * gamma)) * sq_norms  # overlaps x . mu_k = (L c)_k
+        w = np.exp(logits - logits.max(axis=2, keepdims=True))
+        w /= w.sum(axis=2, keepdims=True)
+        omega = weight_at(model.omega, t)
+        beta = -omega * w
+        beta[:, :, 0] += 1.0 + omega
+        return beta @ L, w[:, :, 0]
+
+    posterior = []
+    for t, t_next in zip(grid[:-1], grid[1:]):
+        t, t_next = float(t), float(t_next)
+        m, pi = estimate(c, t)
+        posterior.append(pi.mean(axis=1))
+        if kind == "ode":
+            h = t_next - t
+            A, B = model.process.ode_coefficients(t, nu)
+            v1 = A * c + B * m
+            c_euler, f_euler = c + h * v1, 1 + h * A
+            if float(model.process.var(t_next)) == 0.0:
+                c, rest = c_euler, rest * f_euler ** 2
+            else:
+                A2, B2 = model.process.ode_coefficients(t_next, nu)
+                c = c + 0.5 * h * (v1 + A2 * c_euler + B2 * estimate(c_euler, t_next)[0])
+                rest = rest * (1 + 0.5 * h * (A + A2 * f_euler)) ** 2
+        else:
+            r, coef, V = model.process.reverse_transition(t, t_next, nu)
+            c = r * c + coef * m + math.sqrt(V) * rng.standard_normal(c.shape)
+            if d > K:
+                chi = rng.chisquare(d - K - 1, rest.shape) if d > K + 1 else 0.0
+                rest = (r * np.sqrt(rest) + math.sqrt(V) * rng.standard_normal(rest.shape)) ** 2 + V * chi
+    posterior.append(estimate(c, float(grid[-1]))[1].mean(axis=1))
+    y = c[:, :, 0]  # the first basis vector is u = mu_c / |mu_c|
+    perp = c[:, :, 1:] - c[:, :, 1:].mean(axis=1, keepdims=True)
+    # per draw: sample variance of y, and of x_perp about its mean (the complement has mean zero)
+    var_y = y.var(axis=1, ddof=1)
+    var_p = ((perp ** 2).sum(axis=(1, 2)) / (size - 1) + rest.mean(axis=1)) / (d - 1)
+    mean_y = y.mean(axis=1)
+
+    def over_draws(values):
+        return float(values.mean()), float(values.std(ddof=1) / math.sqrt(draws))
+
+    (my, my_se), (vy, vy_se), (vp, vp_se) = over_draws(mean_y), over_draws(var_y), over_draws(var_p)
+    # t_c per draw, as the simulator measures one draw, then averaged (the crossing is not linear in pi)
+    crossings = [crossing_time(grid, curve) for curve in np.array(posterior).T]
+    t_c, t_c_se = (None, None) if any(v is None for v in crossings) else over_draws(np.array(crossings))
+    return dict(mean_y=my, mean_y_se=my_se, var_y=vy, var_y_se=vy_se, mean_p=vp * (d - 1), mean_p_se=vp_se * (d - 1),
+                t_c=t_c, t_c_se=t_c_se, quenched_active=True)
+
+
+def _prediction(model, kind, grid, run, leading, **record):
+    """The MeanFieldPrediction of a finished run: final statistics at dimension d (eq. 54), the
+    distortion of eq. (13) at dimension d without its finite-B terms, and their standard errors."""
+    d, s2, n = model.d, model.class_var, record["particles"]
+    ratio = run["mean_y"] / model.target
+    var_par, var_perp = run["var_y"], run["mean_p"] / (d - 1)
+    ratio_se, var_perp_se = run["mean_y_se"] / model.target, run["mean_p_se"] / (d - 1)
+    var_par_se = run.get("var_y_se", var_par * math.sqrt(2.0 / (n - 1)))
+
+    def excess(v):  # v/s^2 - 1 - log(v/s^2): one direction's KL, times 2
+        return v / s2 - 1 - math.log(v / s2)
+
+    distortion = 0.5 / d * ((d - 1) * excess(var_perp) + excess(var_par)) + model.rho * (ratio - 1) ** 2 / (2 * s2)
+    distortion_se = math.hypot(0.5 * (d - 1) / d * (1 / s2 - 1 / var_perp) * var_perp_se,
+                               model.rho * (ratio - 1) / s2 * ratio_se)
+    t_c, t_c_se = run["t_c"], run["t_c_se"]
+    inputs = dict(leading.inputs, d=d, K=model.K, alpha=math.log(model.K) / d, steps=grid.size - 1,
+                  t_max=float(grid[0]), quenched_active=bool(run["quenched_active"]), **record)
+    finite = bool(np.all(np.isfinite([ratio, var_par, var_perp, distortion])))
+    message = f"finite-d {record['method']}" if finite else "degenerate population: a statistic is not finite"
+    return MeanFieldPrediction(
+        inputs, t_c, None, None, ratio, var_par, var_perp, distortion, None if t_c is None else 1.0,
+        leading.phase_at_condensation, leading.nfev, finite, message, None, leading.alpha_condensation,
+        leading.entropy_at_condensation, mean_ratio_stderr=ratio_se, var_par_stderr=var_par_se,
+        var_perp_stderr=var_perp_se, distortion_stderr=distortion_se, t_condensation_stderr=t_c_se)
