@@ -202,6 +202,9 @@ def predict(model, guidance=None, *, sampler="ode", t_max=None, target_norm=None
     if model.means is not None or model.modes != 1 or model.unconditional is not None or model.weights is not None:
         raise ValueError("model: the mean-field theory covers one-mode classes with i.i.d. random means, uniform "
                          "weights and the mixture as unconditional model")
+    if np.ndim(model.class_var) != 0:
+        raise ValueError("class_var: the mean-field theory covers isotropic classes (one class_var), got a spectrum; "
+                         "the exact Gaussian pair (cfgphase.gaussian) is per eigendirection")
     guidance = as_guidance(guidance)
     if guidance.rule.name != "cfg":
         raise ValueError(f"rule: the mean-field theory covers linear CFG, got {guidance.rule.name!r}")

@@ -99,3 +99,8 @@ def test_with_exponentially_many_classes_the_sde_shrinks_the_wide_directions_mos
     ratio = cp.simulate(model, 2.0, sampler="sde", particles=B, steps=200, seed=0).final_var / spectrum
     se = ratio * math.sqrt(2 / (B - 1))
     assert ratio[-1] - ratio[0] > 3 * math.hypot(se[0], se[-1]), ratio
+
+
+def test_the_mean_field_theory_refuses_a_spectrum_by_name():
+    with pytest.raises(ValueError, match="class_var"):
+        cp.predict(cp.Model(d=D, classes=8, class_var=SPECTRUM), 1.0)
