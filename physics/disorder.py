@@ -1,0 +1,299 @@
+r"""The disorder of a random model: class means as a counter-based random function of (seed, k, j).
+
+Entry j of class mean k is :math:`\mu_{kj} = \sigma_\mu z(\text{seed}, k, j)`, where z is a standard
+normal computed from nothing but its three arguments (docs/theory.md eq. 32):
+
+* **bits**: Philox-4x32-10 (Salmon, Moraes, Dror and Shaw, SC'11; the Random123 generator, which
+  passes BigCrush) with key ``(seed mod 2^32, seed div 2^32)`` and counter
+  ``(j div 2, k mod 2^32, k div 2^32, 0)``: one call gives four 32-bit words for the pair of
+  coordinates (2p, 2p + 1);
+* **uniforms**: :math:`u_1 = 1 - n_1 2^{-52} \in (0, 1]` and :math:`u_2 = n_2 2^{-52} \in [0, 1)`,
+  :math:`n_1` and :math:`n_2` the top 52 bits of the first and of the last two words;
+* **normals** (Box-Muller, exact in distribution): :math:`r = \sqrt{-2\log u_1}`,
+  :math:`z_{2p} = r\cos 2\pi u_2`, :math:`z_{2p+1} = r\sin 2\pi u_2`, with a logarithm, sine and
+  cosine written here as branch-free polynomials (about 1 ulp) so that the loop over pairs
+  vectorises; Numba's ``math.log`` and ``math.cos`` are scalar library calls.
+
+Nothing depends on which other entries are computed, in which order or by which thread: the
+kernel (cfgphase.solvers.score.kernel) generates each chunk of K in a per-thread buffer, and a
+materialised (K, d) array holds bit for bit the same float64 numbers (the same float32 numbers after
+the same cast). The functions here are compiled without fast-math, so that no contraction or
+reassociation can make a value depend on the loop it was inlined into. Consequences: the first d
+coordinates of a class do not depend on d, and the first K classes not on K.
+
+This module imports Numba: it is loaded when means are drawn, never by ``import cfgphase``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba as nb
+import numpy as np
+from numba.core import types
+from numba.extending import intrinsic
+
+#: Largest seed of the generator's 64-bit key.
+MAX_SEED = 2**64 - 1
+
+_M0 = np.uint64(0xD2511F53)
+_M1 = np.uint64(0xCD9E8D57)
+_W0 = np.uint64(0x9E3779B9)
+_W1 = np.uint64(0xBB67AE85)
+_LOW32 = np.uint64(0xFFFFFFFF)
+_S12 = np.uint64(12)
+_S32 = np.uint64(32)
+_ONE_BITS = np.uint64(0x3FF0000000000000)
+
+
+@intrinsic
+def int64_bits_as_float64(typingctx, bits):
+    """Reinterpret the bits of an int64 as a float64 (an LLVM bitcast; vectorises)."""
+    sig = types.float64(types.int64)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(types.float64))
+
+    return sig, codegen
+
+
+@intrinsic
+def _float64_bits_as_int64(typingctx, value):
+    """Reinterpret the bits of a float64 as an int64 (an LLVM bitcast; vectorises)."""
+    sig = types.int64(types.float64)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(types.int64))
+
+    return sig, codegen
+
+
+@nb.njit(cache=True, error_model="numpy")
+def _philox_round(c0, c1, c2, c3, k0, k1):
+    p0 = _M0 * c0
+    p1 = _M1 * c2
+    return (p1 >> _S32) ^ c1 ^ k0, p1 & _LOW32, (p0 >> _S32) ^ c3 ^ k1, p0 & _LOW32
+
+
+@nb.njit(cache=True, error_model="numpy", inline="always")
+def philox4x32(c0, c1, c2, c3, k0, k1):
+    """Philox-4x32-10 of counter (c0, c1, c2, c3) under key (k0, k1): four 32-bit words.
+
+    Every argument and result is a uint64 holding a 32-bit word (the 32 x 32 -> 64 bit products
+    are exact in uint64). Inlined in Numba's IR and its ten rounds written out: otherwise LLVM
+    vectorises no caller's loop over coordinates (17 ns a pair instead of 1)."""
+    c0, c1, c2, c3 = _philox_round(c0, c1, c2, c3, k0, k1)
+    c0, c1, c2, c3 = _philox_round(c0, c1, c2, c3, (k0 + _W0) & _LOW32, (k1 + _W1) & _LOW32)
+    c0, c1, c2, c3 = _philox_round(c0, c1, c2, c3, (k0 + np.uint64(2) * _W0) & _LOW32, (k1 + np.uint64(2) * _W1) & _LOW32)
+    c0, c1, c2, c3 = _philox_round(c0, c1, c2, c3, (k0 + np.uint64(3) * _W0) & _LOW32, (k1 + np.uint64(3) * _W1) & _LOW32)
+    c0, c1, c2, c3 = _philox_round(c0, c1, c2, c3, (k0 + np.uint64(4) * _W0) & _LOW32, (k1 + np.uint64(4) * _W1) & _LOW32)
+    c0, c1, c2, c3 = _philox_round(c0, c1, c2, c3, (k0 + np.uint64(5) * _W0) & _LOW32, (k1 + np.uint64(5) * _W1) & _LOW32)
+    c0, c1, c2, c3 = _philox_round(c0, c1, c2, c3, (k0 + np.uint64(6) * _W0) & _LOW32, (k1 + np.uint64(6) * _W1) & _LOW32)
+    c0, c1, c2, c3 = _philox_round(c0, c1, c2, c3, (k0 + np.uint64(7) * _W0) & _LOW32, (k1 + np.uint64(7) * _W1) & _LOW32)
+    c0, c1, c2, c3 = _philox_round(c0, c1, c2, c3, (k0 + np.uint64(8) * _W0) & _LOW32, (k1 + np.uint64(8) * _W1) & _LOW32)
+    return _philox_round(c0, c1, c2, c3, (k0 + np.uint64(9) * _W0) & _LOW32, (k1 + np.uint64(9) * _W1) & _LOW32)
+
+
+_LN2_HI = 6.93147180369123816490e-01  # low 32 bits zero: e * _LN2_HI is exact for |e| < 2**20
+_LN2_LO = 1.90821492927058770002e-10
+_SQRT2 = 1.4142135623730951
+_HALF_PI = 1.5707963267948966
+
+
+@nb.njit(cache=True, error_model="numpy")
+def _log_unit(u):
+    """log(u) for u in (0, 1), branch-free: u = 2^e m with m in [sqrt(1/2), sqrt(2)),
+    log m = 2 atanh f, f = (m - 1)/(m + 1), |f| < 0.172, by its series to f^23 (truncation < 1e-18)."""
+    bits = _float64_bits_as_int64(u)
+    e = (bits >> 52) - 1023
+    m = int64_bits_as_float64((bits & 0x000FFFFFFFFFFFFF) | 0x3FF0000000000000)
+    big = np.int64(m > _SQRT2)  # arithmetic, not a select: LLVM branched on it and lost vectorisation
+    m = m * (1.0 - 0.5 * big)
+    e = e + big
+    f = (m - 1.0) / (m + 1.0)
+    s = f * f
+    p = 1.0 / 23.0
+    p = p * s + 1.0 / 21.0
+    p = p * s + 1.0 / 19.0
+    p = p * s + 1.0 / 17.0
+    p = p * s + 1.0 / 15.0
+    p = p * s + 1.0 / 13.0
+    p = p * s + 1.0 / 11.0
+    p = p * s + 1.0 / 9.0
+    p = p * s + 1.0 / 7.0
+    p = p * s + 1.0 / 5.0
+    p = p * s + 1.0 / 3.0
+    p = p * s + 1.0
+    return e * _LN2_HI + (2.0 * f * p + e * _LN2_LO)
+
+
+@nb.njit(cache=True, error_model="numpy")
+def _cos_sin_turn(u):
+    """(cos 2 pi u, sin 2 pi u) for u in [0, 1), branch-free: 4u = n + r exactly, |r| <= 1/2, then
+    Taylor polynomials of phi = r pi/2 (|phi| <= pi/4; truncation < 1e-16) rotated by n quarter turns."""
+    v = 4.0 * u
+    n = np.floor(v + 0.5)
+    phi = (v - n) * _HALF_PI
+    s2 = phi * phi
+    c = 1.0 / 20922789888000.0
+    c = c * s2 - 1.0 / 87178291200.0
+    c = c * s2 + 1.0 / 479001600.0
+    c = c * s2 - 1.0 / 3628800.0
+    c = c * s2 + 1.0 / 40320.0
+    c = c * s2 - 1.0 / 720.0
+    c = c * s2 + 1.0 / 24.0
+    c = c * s2 - 0.5
+    c = c * s2 + 1.0
+    s = 1.0 / 1307674368000.0
+    s = s * s2 - 1.0 / 6227020800.0
+    s = s * s2 + 1.0 / 39916800.0
+    s = s * s2 - 1.0 / 362880.0
+    s = s * s2 + 1.0 / 5040.0
+    s = s * s2 - 1.0 / 120.0
+    s = s * s2 + 1.0 / 6.0
+    s = phi - phi * s2 * s
+    q = np.int64(n) & 3  # quarter turns: (c, s) -> (-s, c) -> (-c, -s) -> (s, -c), as exact arithmetic
+    odd = np.float64(q & 1)
+    sign_cos = 1.0 - 2.0 * np.float64((q + 1) >> 1 & 1)
+    sign_sin = 1.0 - 2.0 * np.float64(q >> 1)
+    return sign_cos * (c * (1.0 - odd) + s * odd), sign_sin * (s * (1.0 - odd) + c * odd)
+
+
+@nb.njit(cache=True, error_model="numpy")
+def _unit_interval(bits):
+    """(bits >> 12) 2^-52 in [0, 1) for a uint64, exactly: the 52 bits become the mantissa of a number
+    in [1, 2) (a bitcast; vectorises, where AVX2 has no 64-bit integer to float conversion)."""
+    return int64_bits_as_float64(np.int64((bits >> _S12) | _ONE_BITS)) - 1.0
+
+
+@nb.njit(nogil=True, cache=True, error_model="numpy")
+def _class_mean(k0, k1, std, k, scratch, out):
+    """Class mean k into ``out`` (d,) of any float dtype (cast from float64); returns its squared norm
+    in float64, summed in a fixed order: pair sums :math:`\mu_{2p}^2 + \mu_{2p+1}^2`, four running sums
+    over p mod 4, then ((s0 + s1) + (s2 + s3)).
+
+    ``scratch`` holds the work arrays of :func:`class_scratch`. Three loops over the coordinate pairs: the
+    Philox words (integer code), then Box-Muller (vectorised), then the interleaving: one loop for
+    all three kept LLVM from vectorising any of it (5x slower)."""
+    d = out.shape[0]
+    h = (d + 1) // 2
+    kk = np.uint64(k)
+    k_lo, k_hi = kk & _LOW32, kk >> _S32
+    bits1, bits2, even, odd, pair = scratch
+    for p in range(h):
+        w0, w1, w2, w3 = philox4x32(np.uint64(p), k_lo, k_hi, np.uint64(0), k0, k1)
+        bits1[p] = (w0 << _S32) | w1
+        bits2[p] = (w2 << _S32) | w3
+    for p in range(h):
+        u1 = 1.0 - _unit_interval(bits1[p])  # in (0, 1]
+        u2 = _unit_interval(bits2[p])
+        r = math.sqrt(-2.0 * _log_unit(u1))
+        c, s = _cos_sin_turn(u2)
+        a = r * c * std
+        b = r * s * std
+        even[p] = a
+        odd[p] = b
+        pair[p] = a * a + b * b
+    for p in range(d // 2):
+        out[2 * p] = even[p]
+        out[2 * p + 1] = odd[p]
+    if d % 2:
+        out[d - 1] = even[h - 1]
+        pair[h - 1] = even[h - 1] * even[h - 1]
+    s0 = s1 = s2 = s3 = 0.0
+    for p in range(0, h - 3, 4):
+        s0 += pair[p]
+        s1 += pair[p + 1]
+        s2 += pair[p + 2]
+        s3 += pair[p + 3]
+    rest = h % 4
+    if rest > 0:
+        s0 += pair[h - rest]
+    if rest > 1:
+        s1 += pair[h - rest + 1]
+    if rest > 2:
+        s2 += pair[h - rest + 2]
+    return (s0 + s1) + (s2 + s3)
+
+
+def class_scratch(d):
+    """The work arrays of :func:`fill_class_range` and :func:`fill_class_means` at dimension d."""
+    h = (d + 1) // 2
+    return np.empty(h, np.uint64), np.empty(h, np.uint64), np.empty(h), np.empty(h), np.empty(h)
+
+
+@nb.njit(nogil=True, cache=True, error_model="numpy")
+def fill_class_means(k0, k1, std, indices, scratch, out, sq_norms):
+    """Class means ``indices`` (n,) into ``out`` (n, d) (any float dtype) and their squared norms
+    into ``sq_norms`` (n,) float64; ``scratch`` from :func:`class_scratch`."""
+    for i in range(indices.shape[0]):
+        sq_norms[i] = _class_mean(k0, k1, std, indices[i], scratch, out[i])
+
+
+@nb.njit(nogil=True, cache=True, error_model="numpy")
+def fill_class_range(k0, k1, std, start, scratch, out, sq_norms):
+    """Class means start .. start + n - 1 into ``out`` (n, d) (any float dtype), squared norms into
+    ``sq_norms`` (n,) float64; ``scratch`` from :func:`class_scratch`."""
+    for i in range(out.shape[0]):
+        sq_norms[i] = _class_mean(k0, k1, std, start + i, scratch, out[i])
+
+
+def check_generator_seed(seed, name="seed"):
+    """The seed as an int, ValueError naming ``name`` unless it is an integer in [0, MAX_SEED]."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"{name} must be an integer in [0, 2**64 - 1], got {seed!r}")
+    return int(seed)
+
+
+class RandomMeans:
+    r"""The class means :math:`\mu_{kj} = \sigma_\mu z(\text{seed}, k, j)`, k < K, j < d, as a function.
+
+    Nothing of size K is stored: :meth:`rows` and :meth:`block` compute any subset, and
+    cfgphase.solvers.score.kernel generates them chunk by chunk inside the kernel.
+    """
+
+    def __init__(self, K, d, seed=0, mean_var=1.0):
+        self.K, self.d = int(K), int(d)
+        self.seed = check_generator_seed(seed)
+        self.mean_var = float(mean_var)
+        self.std = math.sqrt(self.mean_var)
+        self.key = (np.uint64(self.seed & 0xFFFFFFFF), np.uint64(self.seed >> 32))
+
+    def __repr__(self):
+        return f"RandomMeans(K={self.K}, d={self.d}, seed={self.seed}, mean_var={self.mean_var:g})"
+
+    def rows(self, indices, dtype=np.float64):
+        """(means (n, d) in ``dtype``, squared norms (n,) float64) of the classes ``indices``."""
+        indices = np.ascontiguousarray(indices, dtype=np.int64).reshape(-1)
+        if indices.size and (indices.min() < 0 or indices.max() >= self.K):
+            raise ValueError(f"class indices must lie in [0, {self.K - 1}]")
+        out, sq = np.empty((indices.size, self.d), dtype=dtype), np.empty(indices.size)
+        fill_class_means(*self.key, self.std, indices, class_scratch(self.d), out, sq)
+        return out, sq
+
+    def block(self, start, stop, dtype=np.float64):
+        """(means (stop - start, d) in ``dtype``, squared norms float64) of classes start .. stop - 1."""
+        start, stop = int(start), min(int(stop), self.K)
+        out, sq = np.empty((max(stop - start, 0), self.d), dtype=dtype), np.empty(max(stop - start, 0))
+        fill_class_range(*self.key, self.std, start, class_scratch(self.d), out, sq)
+        return out, sq
+
+    def materialise(self):
+        """All K class means (K, d) and their squared norms (K,), float64: a stored model's disorder."""
+        return self.block(0, self.K)
+
+    def sum_of_square_norms(self):
+        r""":math:`\sum_k |\mu_k|^2` as :func:`blocked_sum` computes it from the stored array, block by
+        block, without storing it."""
+        return math.fsum(float(np.sum(self.block(b, b + SUM_BLOCK)[1])) for b in range(0, self.K, SUM_BLOCK))
+
+
+#: Classes per block of :func:`blocked_sum`.
+SUM_BLOCK = 2**14
+
+
+def blocked_sum(values):
+    """Sum of ``values`` (n,) float64: NumPy's sum of each block of :data:`SUM_BLOCK` (aligned to the
+    index 0), then the correctly rounded sum of the block sums (math.fsum). It depends on the values
+    only, so the sum over generated blocks (:meth:`RandomMeans.sum_of_square_norms`) equals it."""
+    return math.fsum(float(np.sum(values[b : b + SUM_BLOCK])) for b in range(0, values.shape[0], SUM_BLOCK))
