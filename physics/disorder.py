@@ -68,14 +68,14 @@ def _float64_bits_as_int64(typingctx, value):
     return sig, codegen
 
 
-@nb.njit(cache=True, error_model="numpy")
+@nb.njit(cache=True, error_model="numpy", fastmath=False)
 def _philox_round(c0, c1, c2, c3, k0, k1):
     p0 = _M0 * c0
     p1 = _M1 * c2
     return (p1 >> _S32) ^ c1 ^ k0, p1 & _LOW32, (p0 >> _S32) ^ c3 ^ k1, p0 & _LOW32
 
 
-@nb.njit(cache=True, error_model="numpy", inline="always")
+@nb.njit(cache=True, error_model="numpy", fastmath=False, inline="always")
 def philox4x32(c0, c1, c2, c3, k0, k1):
     """Philox-4x32-10 of counter (c0, c1, c2, c3) under key (k0, k1): four 32-bit words.
 
@@ -100,7 +100,7 @@ _SQRT2 = 1.4142135623730951
 _HALF_PI = 1.5707963267948966
 
 
-@nb.njit(cache=True, error_model="numpy")
+@nb.njit(cache=True, error_model="numpy", fastmath=False)
 def _log_unit(u):
     """log(u) for u in (0, 1), branch-free: u = 2^e m with m in [sqrt(1/2), sqrt(2)),
     log m = 2 atanh f, f = (m - 1)/(m + 1), |f| < 0.172, by its series to f^23 (truncation < 1e-18)."""
@@ -127,7 +127,7 @@ def _log_unit(u):
     return e * _LN2_HI + (2.0 * f * p + e * _LN2_LO)
 
 
-@nb.njit(cache=True, error_model="numpy")
+@nb.njit(cache=True, error_model="numpy", fastmath=False)
 def _cos_sin_turn(u):
     """(cos 2 pi u, sin 2 pi u) for u in [0, 1), branch-free: 4u = n + r exactly, |r| <= 1/2, then
     Taylor polynomials of phi = r pi/2 (|phi| <= pi/4; truncation < 1e-16) rotated by n quarter turns."""
@@ -159,14 +159,14 @@ def _cos_sin_turn(u):
     return sign_cos * (c * (1.0 - odd) + s * odd), sign_sin * (s * (1.0 - odd) + c * odd)
 
 
-@nb.njit(cache=True, error_model="numpy")
+@nb.njit(cache=True, error_model="numpy", fastmath=False)
 def _unit_interval(bits):
     """(bits >> 12) 2^-52 in [0, 1) for a uint64, exactly: the 52 bits become the mantissa of a number
     in [1, 2) (a bitcast; vectorises, where AVX2 has no 64-bit integer to float conversion)."""
     return int64_bits_as_float64(np.int64((bits >> _S12) | _ONE_BITS)) - 1.0
 
 
-@nb.njit(nogil=True, cache=True, error_model="numpy")
+@nb.njit(nogil=True, cache=True, error_model="numpy", fastmath=False)
 def _class_mean(k0, k1, std, k, scratch, out):
     """Class mean k into ``out`` (d,) of any float dtype (cast from float64); returns its squared norm
     in float64, summed in a fixed order: pair sums :math:`\mu_{2p}^2 + \mu_{2p+1}^2`, four running sums
@@ -222,7 +222,7 @@ def class_scratch(d):
     return np.empty(h, np.uint64), np.empty(h, np.uint64), np.empty(h), np.empty(h), np.empty(h)
 
 
-@nb.njit(nogil=True, cache=True, error_model="numpy")
+@nb.njit(nogil=True, cache=True, error_model="numpy", fastmath=False)
 def fill_class_means(k0, k1, std, indices, scratch, out, sq_norms):
     """Class means ``indices`` (n,) into ``out`` (n, d) (any float dtype) and their squared norms
     into ``sq_norms`` (n,) float64; ``scratch`` from :func:`class_scratch`."""
@@ -230,7 +230,7 @@ def fill_class_means(k0, k1, std, indices, scratch, out, sq_norms):
         sq_norms[i] = _class_mean(k0, k1, std, indices[i], scratch, out[i])
 
 
-@nb.njit(nogil=True, cache=True, error_model="numpy")
+@nb.njit(nogil=True, cache=True, error_model="numpy", fastmath=False)
 def fill_class_range(k0, k1, std, start, scratch, out, sq_norms):
     """Class means start .. start + n - 1 into ``out`` (n, d) (any float dtype), squared norms into
     ``sq_norms`` (n,) float64; ``scratch`` from :func:`class_scratch`."""
@@ -297,3 +297,17 @@ def blocked_sum(values):
     index 0), then the correctly rounded sum of the block sums (math.fsum). It depends on the values
     only, so the sum over generated blocks (:meth:`RandomMeans.sum_of_square_norms`) equals it."""
     return math.fsum(float(np.sum(values[b : b + SUM_BLOCK])) for b in range(0, values.shape[0], SUM_BLOCK))
+
+
+class NormBias:
+    r"""The logit bias :math:`b_k = \log\pi - c\,|\mu_k|^2` of generated means (uniform weights :math:`\pi = 1/K`;
+    docs/theory.md eq. 5 with :math:`c = a_t^2/(2\Gamma_t)`), indexed like the stored bias array:
+    ``bias[k]`` computes it for classes k in float64, as NumPy computes the stored one."""
+
+    def __init__(self, means, log_weight, coefficient):
+        self.means, self.log_weight, self.coefficient = means, float(log_weight), float(coefficient)
+
+    def __getitem__(self, k):
+        sq = self.means.rows(k)[1]
+        values = self.log_weight - self.coefficient * sq
+        return float(values[0]) if np.ndim(k) == 0 else values.reshape(np.shape(k))

@@ -39,6 +39,8 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic, overload
 import scipy.linalg.cython_blas  # noqa: F401  (the BLAS Numba's np.dot calls: loaded before the controller looks)
 
+from cfgphase.physics.disorder import NormBias, RandomMeans, class_scratch, fill_class_range, int64_bits_as_float64
+
 #: Target size in bytes of each thread's (B_block, chunk) logit buffer: half an L2 cache, so that
 #: the logits, the chunk of means and the particles stay there (1 MiB buffers measured 1.2-1.4x
 #: slower than 512 KiB at d = 32 on a 1 MiB L2; 256 KiB made the GEMMs too small).
@@ -65,17 +67,6 @@ def _blas_controller():
 # Fast-math flags without 'reassoc' and 'afn': the Cody-Waite reduction in _exp_nonpositive
 # relies on the order of its subtractions.
 _EXACT_MATH = {"nnan", "ninf", "nsz", "contract", "arcp"}
-
-
-@intrinsic
-def _int64_bits_as_float64(typingctx, bits):
-    """Reinterpret the bits of an int64 as a float64 (an LLVM bitcast; vectorises)."""
-    sig = types.float64(types.int64)
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], context.get_value_type(types.float64))
-
-    return sig, codegen
 
 
 @intrinsic
@@ -128,7 +119,7 @@ def _exp_nonpositive(z):
     p = p * r + 0.5
     p = p * r + 1.0
     p = p * r + 1.0
-    return p * _int64_bits_as_float64((np.int64(n) + 1023) << 52)
+    return p * int64_bits_as_float64((np.int64(n) + 1023) << 52)
 
 
 @intrinsic
@@ -259,8 +250,23 @@ SKIP_WEIGHT = 1e-12
 SUBSET = 0.5
 
 
+@nb.njit(nogil=True, cache=True, error_model="numpy", fastmath=False)  # explicit: a callee inherits fast-math
+def _generate_chunk(generator, generated, k0, kc):
+    """Classes k0 .. k0 + kc - 1 generated into this thread's buffers: (means (kc, d), bias (kc,)) in
+    the kernel's dtype, with the bias log_weight - coefficient |mu_k|^2 rounded as NumPy rounds the
+    stored one (float64, then cast; no fast-math here, so no fused multiply-add)."""
+    K, d, key0, key1, std, log_weight, coefficient = generator
+    means, sq_norms, bias, scratch = generated
+    Mc = means[: kc * d].reshape((kc, d))
+    fill_class_range(key0, key1, std, k0, scratch, Mc, sq_norms[:kc])
+    for i in range(kc):
+        bias[i] = log_weight - coefficient * sq_norms[i]
+    return Mc, bias[:kc]
+
+
 @nb.njit(nogil=True, fastmath=True, cache=True, error_model="numpy")
-def _stream_rows(x, means, scale, bias, chunk, threshold, skip, run_max, run_arg, buffer, Y, log_partition, entropy):
+def _stream_rows(x, means, scale, bias, chunk, threshold, skip, run_max, run_arg, buffer, Y, log_partition, entropy,
+                 generator, generated):
     """Stream all K chunks for one block of rows, without the GIL; writes Y, log_partition,
     entropy, run_max and run_arg (block views) in place.
 
@@ -273,7 +279,10 @@ def _stream_rows(x, means, scale, bias, chunk, threshold, skip, run_max, run_arg
     pairs of a row together hold less than SKIP_WEIGHT of its posterior weight.
     """
     B, d = x.shape
-    K = means.shape[0]
+    if generator is None:
+        K = means.shape[0]
+    else:
+        K = generator[0]
     T = np.empty((B, d), dtype=x.dtype)
     run_sum = np.zeros(B)
     run_w = np.zeros(B)
@@ -285,10 +294,13 @@ def _stream_rows(x, means, scale, bias, chunk, threshold, skip, run_max, run_arg
     skipped = 0
     for k0 in range(0, K, chunk):
         kc = min(chunk, K - k0)
-        Mc = means[k0 : k0 + kc]
+        if generator is None:
+            Mc, bc = means[k0 : k0 + kc], bias[k0 : k0 + kc]
+        else:
+            Mc, bc = _generate_chunk(generator, generated, k0, kc)
         S = buffer[: B * kc].reshape((B, kc))
         np.dot(x, Mc.T, S)
-        n_active = _chunk_pass(S, bias[k0 : k0 + kc], scale, threshold, k0, run_max, run_sum, run_w, run_arg, acc,
+        n_active = _chunk_pass(S, bc, scale, threshold, k0, run_max, run_sum, run_w, run_arg, acc,
                                T, pending, active)
         skipped += B - n_active
         if n_active >= SUBSET * B:
@@ -333,7 +345,7 @@ def default_chunk(rows, itemsize, K):
 
 
 def posterior_moments(x, means, scale, bias, chunk=None, threads=None, hint=None, skip=True):
-    r"""Softmax-weighted class means and posterior statistics, streamed over K (eqs. 5-7, 30).
+    r"""Softmax-weighted class means and posterior statistics, streamed over K (eqs. 5-7, 30, 32).
 
     Parameters
     ----------
@@ -341,10 +353,15 @@ def posterior_moments(x, means, scale, bias, chunk=None, threads=None, hint=None
         Particles. ``means`` must have the same dtype; that dtype is used for both GEMMs, for
         the logits and weights of the softmax pass and for the returned ``mean``; the running
         sums and the returned statistics are float64.
-    means : ndarray (K, d)
+    means : ndarray (K, d) or RandomMeans
+        Stored means, or generated ones (cfgphase.physics.disorder.RandomMeans): each chunk is then
+        generated in a per-thread buffer, cast to the dtype of ``x``, and never stored whole (memory
+        O((B + chunk) d) per thread; docs/theory.md eq. 32).
     scale : float
         :math:`\beta` in :math:`L = \beta X M^\top + b`.
-    bias : ndarray (K,)
+    bias : ndarray (K,), or NormBias with generated means
+        :math:`b`; with generated means, :math:`b_k = \log\pi - c\,|\mu_k|^2`
+        (cfgphase.physics.disorder.NormBias), computed per chunk.
     chunk : int, optional
         Classes per chunk; default keeps each thread's buffer near ``BUFFER_BYTES``.
     threads : int, optional
@@ -360,14 +377,23 @@ def posterior_moments(x, means, scale, bias, chunk=None, threads=None, hint=None
     PosteriorMoments
     """
     x = np.ascontiguousarray(x)
-    means = np.ascontiguousarray(means)
-    if x.dtype != means.dtype or x.dtype not in (np.float32, np.float64):
-        raise ValueError(f"x and means must share dtype float32 or float64, got {x.dtype}, {means.dtype}")
+    generated = isinstance(means, RandomMeans)
+    if generated:
+        if not isinstance(bias, NormBias) or bias.means is not means:
+            raise ValueError("bias: generated means take the NormBias of the same means")
+        K, d_means = means.K, means.d
+    else:
+        means = np.ascontiguousarray(means)
+        if x.dtype != means.dtype:
+            raise ValueError(f"x and means must share dtype float32 or float64, got {x.dtype}, {means.dtype}")
+        (K, d_means), bias = means.shape, np.ascontiguousarray(bias, dtype=x.dtype)
+        if bias.shape != (K,):
+            raise ValueError(f"shapes do not match: x {x.shape}, means {means.shape}, bias {bias.shape}")
+    if x.dtype not in (np.float32, np.float64):
+        raise ValueError(f"x and means must share dtype float32 or float64, got {x.dtype}")
     B, d = x.shape
-    K = means.shape[0]
-    bias = np.ascontiguousarray(bias, dtype=x.dtype)
-    if bias.shape != (K,) or means.shape[1] != d:
-        raise ValueError(f"shapes do not match: x {x.shape}, means {means.shape}, bias {bias.shape}")
+    if d_means != d:
+        raise ValueError(f"shapes do not match: x {x.shape}, means ({K}, {d_means})")
     if hint is not None:
         hint = np.broadcast_to(np.asarray(hint), (B,))
         if hint.dtype.kind not in "iu" or np.any(hint < 0) or np.any(hint >= K):
@@ -383,24 +409,40 @@ def posterior_moments(x, means, scale, bias, chunk=None, threads=None, hint=None
     if hint is None:
         run_max = np.full(B, -np.inf, dtype=x.dtype)
     else:  # start from the hinted class's logit: its own chunk is never skipped
-        run_max = (scale * np.einsum("ij,ij->i", x, means[hint]) + bias[hint]).astype(x.dtype)
+        classes, where = np.unique(hint, return_inverse=True)
+        if generated:
+            hinted = means.rows(classes, dtype=x.dtype)[0]
+            hinted_bias = np.asarray(bias[classes], dtype=x.dtype)
+        else:
+            hinted, hinted_bias = means[classes], bias[classes]
+        run_max = (scale * np.einsum("ij,ij->i", x, hinted[where]) + hinted_bias[where]).astype(x.dtype)
         out[3][:] = hint
     chunk = min(chunk, K)
     threshold = -math.log(K / SKIP_WEIGHT)
     blocks = [slice(i, min(i + rows, B)) for i in range(0, B, rows)]
-    buffers = [np.empty(rows * chunk, dtype=x.dtype) for _ in range(min(threads, len(blocks)))]
+    lanes = min(threads, len(blocks))
+    buffers = [np.empty(rows * chunk, dtype=x.dtype) for _ in range(lanes)]
+    if generated:
+        generator = (K, d, *means.key, means.std, bias.log_weight, bias.coefficient)
+        own = [(np.empty(chunk * d, dtype=x.dtype), np.empty(chunk), np.empty(chunk, dtype=x.dtype),
+                class_scratch(d)) for _ in range(lanes)]
+        means = np.empty((0, d), dtype=x.dtype)
+        bias = np.empty(0, dtype=x.dtype)
+    else:
+        generator, own = None, [None] * lanes
 
     tasks = iter(blocks)  # shared: each thread takes the next block until none is left, which
     # balances a core slowed by another process (the list iterator's next() is atomic under the GIL)
 
-    def lane(buffer):
+    def lane(buffer, generated):
         return sum(_stream_rows(x[b], means, x.dtype.type(scale), bias, chunk, threshold, bool(skip), run_max[b],
-                                out[3][b], buffer, out[0][b], out[1][b], out[2][b]) for b in tasks)
+                                out[3][b], buffer, out[0][b], out[1][b], out[2][b], generator, generated)
+                   for b in tasks)
 
     with single_threaded_blas():
-        if len(buffers) == 1:
-            skipped = lane(buffers[0])
+        if lanes == 1:
+            skipped = lane(buffers[0], own[0])
         else:  # threads live for this call only (0.1 ms): nothing to inherit in a forked child
-            with ThreadPoolExecutor(len(buffers), thread_name_prefix="cfgphase") as pool:
-                skipped = sum(f.result() for f in [pool.submit(lane, buffer) for buffer in buffers])
+            with ThreadPoolExecutor(lanes, thread_name_prefix="cfgphase") as pool:
+                skipped = sum(f.result() for f in [pool.submit(lane, *pair) for pair in zip(buffers, own)])
     return PosteriorMoments(*out, skipped / (B * -(-K // chunk)))
