@@ -1,7 +1,7 @@
 r"""The disorder of a random model: class means as a counter-based random function of (seed, k, j).
 
 Entry j of class mean k is :math:`\mu_{kj} = \sigma_\mu z(\text{seed}, k, j)`, where z is a standard
-normal computed from nothing but its three arguments (docs/theory.md eq. 32):
+normal computed from nothing but its three arguments (docs/theory.md eq. 50):
 
 * **bits**: Philox-4x32-10 (Salmon, Moraes, Dror and Shaw, SC'11; the Random123 generator, which
   passes BigCrush) with key ``(seed mod 2^32, seed div 2^32)`` and counter
@@ -168,13 +168,13 @@ def _unit_interval(bits):
 
 @nb.njit(nogil=True, cache=True, error_model="numpy", fastmath=False)
 def _class_mean(k0, k1, std, k, scratch, out):
-    """Class mean k into ``out`` (d,) of any float dtype (cast from float64); returns its squared norm
+    r"""Class mean k into ``out`` (d,) of any float dtype (cast from float64); returns its squared norm
     in float64, summed in a fixed order: pair sums :math:`\mu_{2p}^2 + \mu_{2p+1}^2`, four running sums
     over p mod 4, then ((s0 + s1) + (s2 + s3)).
 
     ``scratch`` holds the work arrays of :func:`class_scratch`. Three loops over the coordinate pairs: the
     Philox words (integer code), then Box-Muller (vectorised), then the interleaving: one loop for
-    all three kept LLVM from vectorising any of it (5x slower)."""
+    all three was not vectorised by LLVM."""
     d = out.shape[0]
     h = (d + 1) // 2
     kk = np.uint64(k)

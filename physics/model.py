@@ -72,7 +72,7 @@ class Model:
         Class c of the conditional score.
     seed : int in [0, 2^64 - 1], default 0
         Seed of the class means (the disorder; the key of the counter-based generator of
-        cfgphase.physics.disorder, docs/theory.md eq. 32). It does not drive the sampler's noise.
+        cfgphase.physics.disorder, docs/theory.md eq. 50). It does not drive the sampler's noise.
     weights : array_like (K,), optional
         Class weights (component weights with ``means``); uniform by default.
     labels : array_like of int (K,), optional

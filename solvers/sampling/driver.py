@@ -89,7 +89,7 @@ def simulate(model, guidance=None, *, sampler="ode", steps=None, t_max=None, par
         (a sweep's per-point limit); default none.
     means : {'auto', 'stored', 'generated'}
         Whether a random model's class means are stored, or generated chunk by chunk inside the
-        kernel from the model's seed (memory independent of K; docs/theory.md eq. 32). Both give the
+        kernel from the model's seed (memory independent of K; docs/theory.md eq. 50). Both give the
         same numbers. 'auto' generates them when stored ones would exceed the model's memory budget;
         the result records which ran (``params['means']``).
     """

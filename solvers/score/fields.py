@@ -23,7 +23,7 @@ from cfgphase.solvers.score.kernel import posterior_moments, single_threaded_bla
 
 INITS = ("unconditional", "conditional")
 #: How a random model's class means reach the kernel: materialised once, generated chunk by chunk in the
-#: kernel (docs/theory.md eq. 32), or generated when stored ones would exceed the model's memory budget.
+#: kernel (docs/theory.md eq. 50), or generated when stored ones would exceed the model's memory budget.
 MEANS = ("stored", "generated", "auto")
 
 

@@ -345,7 +345,7 @@ def default_chunk(rows, itemsize, K):
 
 
 def posterior_moments(x, means, scale, bias, chunk=None, threads=None, hint=None, skip=True):
-    r"""Softmax-weighted class means and posterior statistics, streamed over K (eqs. 5-7, 30, 32).
+    r"""Softmax-weighted class means and posterior statistics, streamed over K (eqs. 5-7, 30, 50).
 
     Parameters
     ----------
@@ -356,7 +356,7 @@ def posterior_moments(x, means, scale, bias, chunk=None, threads=None, hint=None
     means : ndarray (K, d) or RandomMeans
         Stored means, or generated ones (cfgphase.physics.disorder.RandomMeans): each chunk is then
         generated in a per-thread buffer, cast to the dtype of ``x``, and never stored whole (memory
-        O((B + chunk) d) per thread; docs/theory.md eq. 32).
+        O((B + chunk) d) per thread; docs/theory.md eq. 50).
     scale : float
         :math:`\beta` in :math:`L = \beta X M^\top + b`.
     bias : ndarray (K,), or NormBias with generated means
