@@ -11,7 +11,7 @@ normal computed from nothing but its three arguments (docs/theory.md eq. 50):
   :math:`n_1` and :math:`n_2` the top 52 bits of the first and of the last two words;
 * **normals** (Box-Muller, exact in distribution): :math:`r = \sqrt{-2\log u_1}`,
   :math:`z_{2p} = r\cos 2\pi u_2`, :math:`z_{2p+1} = r\sin 2\pi u_2`, with a logarithm, sine and
-  cosine written here as branch-free polynomials (about 1 ulp) so that the loop over pairs
+  cosine written here as branch-free polynomials (a few ulp) so that the loop over pairs
   vectorises; Numba's ``math.log`` and ``math.cos`` are scalar library calls.
 
 Nothing depends on which other entries are computed, in which order or by which thread: the
