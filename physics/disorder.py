@@ -46,26 +46,32 @@ _S32 = np.uint64(32)
 _ONE_BITS = np.uint64(0x3FF0000000000000)
 
 
-@intrinsic
-def int64_bits_as_float64(typingctx, bits):
-    """Reinterpret the bits of an int64 as a float64 (an LLVM bitcast; vectorises)."""
-    sig = types.float64(types.int64)
+def bitcast(source, target):
+    """An intrinsic that reinterprets the bits of a ``source`` Numba type as a ``target`` type of the
+    same width (an LLVM bitcast; vectorises)."""
 
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], context.get_value_type(types.float64))
+    @intrinsic
+    def reinterpret(typingctx, value):
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], context.get_value_type(target))
 
-    return sig, codegen
+        return target(source), codegen
+
+    return reinterpret
 
 
-@intrinsic
-def _float64_bits_as_int64(typingctx, value):
-    """Reinterpret the bits of a float64 as an int64 (an LLVM bitcast; vectorises)."""
-    sig = types.int64(types.float64)
+int64_bits_as_float64 = bitcast(types.int64, types.float64)
+_float64_bits_as_int64 = bitcast(types.float64, types.int64)
 
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], context.get_value_type(types.int64))
 
-    return sig, codegen
+@nb.njit(cache=True, error_model="numpy", fastmath=False, inline="always")
+def horner(x, coefficients):
+    """sum_i coefficients[i] x^(n-1-i), highest power first, by Horner's rule; inlined in Numba's IR, so
+    that it runs with the caller's floating-point flags."""
+    p = coefficients[0]
+    for c in coefficients[1:]:
+        p = p * x + c
+    return p
 
 
 @nb.njit(cache=True, error_model="numpy", fastmath=False)
@@ -98,6 +104,10 @@ _LN2_HI = 6.93147180369123816490e-01  # low 32 bits zero: e * _LN2_HI is exact f
 _LN2_LO = 1.90821492927058770002e-10
 _SQRT2 = 1.4142135623730951
 _HALF_PI = 1.5707963267948966
+#: Taylor coefficients, highest power first: atanh(f)/f in f^2 to f^22, cos and sin(x)/x in x^2 to x^16, x^14.
+_ATANH_SERIES = tuple(1.0 / n for n in range(23, 0, -2))
+_COS_SERIES = tuple((-1.0) ** (n // 2) / math.factorial(n) for n in range(16, -1, -2))
+_SIN_SERIES = tuple((-1.0) ** (n // 2) / math.factorial(n + 1) for n in range(14, -1, -2))
 
 
 @nb.njit(cache=True, error_model="numpy", fastmath=False)
@@ -111,20 +121,7 @@ def _log_unit(u):
     m = m * (1.0 - 0.5 * big)
     e = e + big
     f = (m - 1.0) / (m + 1.0)
-    s = f * f
-    p = 1.0 / 23.0
-    p = p * s + 1.0 / 21.0
-    p = p * s + 1.0 / 19.0
-    p = p * s + 1.0 / 17.0
-    p = p * s + 1.0 / 15.0
-    p = p * s + 1.0 / 13.0
-    p = p * s + 1.0 / 11.0
-    p = p * s + 1.0 / 9.0
-    p = p * s + 1.0 / 7.0
-    p = p * s + 1.0 / 5.0
-    p = p * s + 1.0 / 3.0
-    p = p * s + 1.0
-    return e * _LN2_HI + (2.0 * f * p + e * _LN2_LO)
+    return e * _LN2_HI + (2.0 * f * horner(f * f, _ATANH_SERIES) + e * _LN2_LO)
 
 
 @nb.njit(cache=True, error_model="numpy", fastmath=False)
@@ -135,23 +132,8 @@ def _cos_sin_turn(u):
     n = np.floor(v + 0.5)
     phi = (v - n) * _HALF_PI
     s2 = phi * phi
-    c = 1.0 / 20922789888000.0
-    c = c * s2 - 1.0 / 87178291200.0
-    c = c * s2 + 1.0 / 479001600.0
-    c = c * s2 - 1.0 / 3628800.0
-    c = c * s2 + 1.0 / 40320.0
-    c = c * s2 - 1.0 / 720.0
-    c = c * s2 + 1.0 / 24.0
-    c = c * s2 - 0.5
-    c = c * s2 + 1.0
-    s = 1.0 / 1307674368000.0
-    s = s * s2 - 1.0 / 6227020800.0
-    s = s * s2 + 1.0 / 39916800.0
-    s = s * s2 - 1.0 / 362880.0
-    s = s * s2 + 1.0 / 5040.0
-    s = s * s2 - 1.0 / 120.0
-    s = s * s2 + 1.0 / 6.0
-    s = phi - phi * s2 * s
+    c = horner(s2, _COS_SERIES)
+    s = phi * horner(s2, _SIN_SERIES)
     q = np.int64(n) & 3  # quarter turns: (c, s) -> (-s, c) -> (-c, -s) -> (s, -c), as exact arithmetic
     odd = np.float64(q & 1)
     sign_cos = 1.0 - 2.0 * np.float64((q + 1) >> 1 & 1)

@@ -39,7 +39,8 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic, overload
 import scipy.linalg.cython_blas  # noqa: F401  (the BLAS Numba's np.dot calls: loaded before the controller looks)
 
-from cfgphase.physics.disorder import NormBias, RandomMeans, class_scratch, fill_class_range, int64_bits_as_float64
+from cfgphase.physics.disorder import (NormBias, RandomMeans, bitcast, class_scratch, fill_class_range,
+                                      int64_bits_as_float64)
 
 #: Target size in bytes of each thread's (B_block, chunk) logit buffer: half an L2 cache, so that
 #: the logits, the chunk of means and the particles stay there (1 MiB buffers measured 1.2-1.4x
@@ -122,15 +123,7 @@ def _exp_nonpositive(z):
     return p * int64_bits_as_float64((np.int64(n) + 1023) << 52)
 
 
-@intrinsic
-def _int32_bits_as_float32(typingctx, bits):
-    """Reinterpret the bits of an int32 as a float32 (an LLVM bitcast; vectorises)."""
-    sig = types.float32(types.int32)
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], context.get_value_type(types.float32))
-
-    return sig, codegen
+_int32_bits_as_float32 = bitcast(types.int32, types.float32)
 
 
 _LOG2E_32 = np.float32(_LOG2E)
