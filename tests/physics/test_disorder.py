@@ -82,7 +82,7 @@ def test_random_mixtures_are_materialised_from_the_generator():
     np.testing.assert_array_equal(cp.Model(d=7, classes=SUM_BLOCK + 5, mean_var=0.5, seed=9).mixture.means, means)
     generated = GeneratedMixture(7, SUM_BLOCK + 5, mean_var=0.5, seed=9)
     assert generated.signal_var == stored.signal_var
-    assert blocked_sum(sq) == gen.sum_of_square_norms()
+    assert blocked_sum(sq) == gen.sum_of_square_norms(threads=1) == gen.sum_of_square_norms(threads=3)
     scale, bias = stored.logit_coefficients(0.7, OU())
     g_scale, g_bias = generated.logit_coefficients(0.7, OU())
     assert scale == g_scale and g_bias[3] == bias[3]
