@@ -368,7 +368,8 @@ class GeneratedMixture:
 
     def component_means(self, components):
         """Means of ``components`` (indices), shape (n, d), generated."""
-        return self.means_generator.rows(np.asarray(components).reshape(-1))[0].reshape(np.shape(components) + (self.d,))
+        means = self.means_generator.rows(np.asarray(components).reshape(-1))[0]
+        return means.reshape(np.shape(components) + (self.d,))
 
     def component_weights(self, components):
         return np.full(np.shape(components), 1.0 / self.K)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import queue
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
@@ -418,7 +419,9 @@ def posterior_moments(x, means, scale, bias, chunk=None, threads=None, hint=None
         generator = (*means.key, means.std, bias.log_weight, bias.coefficient)
         span_means, span_sq, span_bias = (np.empty((span, d), dtype=x.dtype), np.empty(span),
                                           np.empty(span, dtype=x.dtype))
-        scratch = [class_scratch(d) for _ in range(lanes)]
+        scratch = queue.SimpleQueue()  # one work array per thread at a time
+        for _ in range(lanes):
+            scratch.put(class_scratch(d))
         spans = [(k, min(k + span, K)) for k in range(0, K, span)]
     else:
         spans = [(0, K)]
@@ -429,13 +432,15 @@ def posterior_moments(x, means, scale, bias, chunk=None, threads=None, hint=None
     def stream_span(pool, start, stop):
         if generated:
             n = stop - start
-            cuts = [n * i // lanes for i in range(lanes + 1)]
+            parts = SPAN_CHUNKS * lanes  # shared out one by one: a thread slowed by another process holds up less
+            cuts = [n * i // parts for i in range(parts + 1)]
 
             def generate(i):
-                a, b = cuts[i], cuts[i + 1]
-                _generate_span(generator, start + a, span_means[a:b], span_sq[a:b], span_bias[a:b], scratch[i])
+                a, b, work = cuts[i], cuts[i + 1], scratch.get()
+                _generate_span(generator, start + a, span_means[a:b], span_sq[a:b], span_bias[a:b], work)
+                scratch.put(work)
 
-            run(pool, generate, range(lanes))
+            run(pool, generate, range(parts))
             span_m, span_b = span_means[:n], span_bias[:n]
         else:
             span_m, span_b = means, bias
