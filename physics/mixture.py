@@ -41,9 +41,10 @@ def default_memory_budget():
         return 8 * 2**30
 
 
-#: Largest number of classes (or components): 2^53, below the generator's 64-bit class counter and exact
-#: as a float64.
-MAX_CLASSES = 2**53
+#: Largest number of classes (or components), 2^40 = 1.1e12, far below the generator's 64-bit class counter:
+#: one score evaluation there generates 2^40 d numbers (an hour at d = 64 on two cores), so a larger K is
+#: far likelier a typo than a plan, and is refused rather than run for days.
+MAX_CLASSES = 2**40
 
 
 def _check_nonneg(value, name):
@@ -75,7 +76,7 @@ def number_of_classes(d, classes=None, alpha=None, itemsize=8, budget=None):
             raise ValueError(f"alpha must be a finite number >= 0, got {alpha!r}")
         log_k = alpha * d
         if log_k > math.log(MAX_CLASSES):
-            raise ValueError(f"alpha={alpha} gives K = exp({log_k:.4g}) classes at d={d}, more than 2^53")
+            raise ValueError(f"alpha={alpha} gives K = exp({log_k:.4g}) classes at d={d}, more than 2^40")
         if log_k > math.log(budget / (itemsize * d)):
             raise ValueError(
                 f"alpha={alpha} gives K = exp({log_k:.4g}) classes, whose means do not fit in "
@@ -87,7 +88,7 @@ def number_of_classes(d, classes=None, alpha=None, itemsize=8, budget=None):
         raise ValueError(f"classes (K) must be an integer >= 1, got {classes!r}")
     classes = int(classes)
     if classes > MAX_CLASSES:
-        raise ValueError(f"classes (K) must be at most 2^53, got {classes}")
+        raise ValueError(f"classes (K) must be at most 2^40, got {classes}")
     if classes * d * itemsize > budget:
         raise ValueError(f"classes={classes} means do not fit in {budget / 2**30:.1f} GiB at d={d} "
                          "(generated means are never stored: simulate(..., means='generated'))")
