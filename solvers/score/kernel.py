@@ -10,7 +10,10 @@ The K axis is processed in chunks with an online log-sum-exp (eq. 7): a running 
 :math:`m`, running sum :math:`l = \sum e^{L-m}`, running :math:`w = \sum e^{L-m}(L-m)` and an
 unnormalised accumulator :math:`Y = \sum e^{L-m}\mu`, all rescaled by :math:`e^{m-m'}` when the
 maximum grows. Memory is O(B d + K d + threads B_block chunk): never a B x K matrix, never a
-B x K x d broadcast. A row whose logits in a chunk are all far below its running maximum skips
+B x K x d broadcast. With generated means (cfgphase.physics.disorder, docs/theory.md eq. 50) the K d
+term goes: all threads generate a span of a few chunks per thread, then every block of rows
+streams it, the online softmax state carried from span to span; the numbers are those of the
+stored means, bit for bit. A row whose logits in a chunk are all far below its running maximum skips
 the chunk, with a bound on what is lost (eq. 30); the running maximum can be seeded with a
 hinted class. In float32 the GEMMs, logits and exponentials are single precision and the sums
 across chunks float64 (eq. 31).
