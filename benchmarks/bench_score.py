@@ -6,10 +6,16 @@
 One unconditional-score evaluation and one guided SDE step for (B, K, d) in
 {1024, 8192} x {4096, 65536, 10^6} x {32, 64, 256}, float32 and float64, in a spread and a
 condensed posterior regime, for the bare GEMMs, a NumPy broadcast, NumPy GEMM + softmax, PyTorch's
-scaled_dot_product_attention (if installed) and cfgphase (benchmarks/score.py). With no case options
+scaled_dot_product_attention (if installed), cfgphase, and cfgphase with generated means
+(benchmarks/score.py). With no case options
 it runs the full grid, writes the JSON record (default benchmarks/results/bench_score.json) and
 prints the report of every case, then the README's performance table (score.readme_table).
 Bad input: one line on stderr, exit status 2.
+
+Generated against stored means (issue 21, item 3; the ratio (f) / (e) is in the report's last lines):
+
+    python -m benchmarks.bench_score --B 256 1024 --K 65536 --d 64 --methods cfgphase generated \
+        --regimes spread --operations score
 """
 
 import argparse

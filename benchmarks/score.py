@@ -10,6 +10,8 @@ it in O(B d). Methods:
 ``softmax``    (c) one GEMM for the logits, a full (B, K) softmax in NumPy, :math:`PM`
 ``torch``      (d) ``torch.nn.functional.scaled_dot_product_attention`` with a float mask (if installed)
 ``cfgphase``   (e) :func:`cfgphase.solvers.score.kernel.posterior_moments` via :class:`cfgphase.solvers.score.fields.MixtureField`
+``generated``  (f) the same with the means generated chunk by chunk inside the kernel (docs/theory.md
+               eq. 64; the same numbers, memory independent of K): ``generated_vs_stored`` = (f) / (e)
 =============  ================================================================================
 
 Two regimes: ``spread`` (t = 3 on OU: the posterior is spread over many classes) and
@@ -40,26 +42,27 @@ import numpy as np
 from threadpoolctl import threadpool_info
 
 from cfgphase.physics.weights import guided_mean
-from cfgphase.physics.mixture import GaussianMixture
+from cfgphase.physics.mixture import GaussianMixture, GeneratedMixture
 from cfgphase.physics.processes import OU
 from cfgphase.solvers.score.fields import Evaluation, MixtureField
 from cfgphase.solvers.score.kernel import BUFFER_BYTES, posterior_moments, usable_cores
 from cfgphase.solvers.sampling.steppers import exponential
 
-METHODS = ("gemm", "broadcast", "softmax", "torch", "cfgphase")
+METHODS = ("gemm", "broadcast", "softmax", "torch", "cfgphase", "generated")
 REGIMES = {"spread": 3.0, "condensed": 0.01}
 OPERATIONS = ("score", "step")
 #: The issue's grid.
 FULL = dict(B=(1024, 8192), K=(4096, 65536, 1_000_000), d=(32, 64, 256), dtype=("float32", "float64"))
 QUICK = dict(B=(256,), K=(4096,), d=(32,), dtype=("float32", "float64"))
 #: Estimated cost relative to the two GEMMs, to skip what would exceed the time limit.
-_COST = {"gemm": 1.0, "broadcast": 25.0, "softmax": 2.0, "torch": 2.0, "cfgphase": 1.3}
+_COST = {"gemm": 1.0, "broadcast": 25.0, "softmax": 2.0, "torch": 2.0, "cfgphase": 1.3, "generated": 1.6}
 
 
 def _working_set(method, B, K, d, itemsize):
     """Bytes a method allocates beyond its inputs (the (K, d) means and (B, d) particles)."""
+    kernel = BUFFER_BYTES * usable_cores() + B * d * (2 * itemsize + 8)
     return {"gemm": B * K * itemsize, "broadcast": B * K * (d + 2) * itemsize, "softmax": 3 * B * K * itemsize,
-            "torch": 3 * B * K * itemsize, "cfgphase": BUFFER_BYTES * usable_cores() + B * d * (2 * itemsize + 8)}[method]
+            "torch": 3 * B * K * itemsize, "cfgphase": kernel, "generated": 2 * kernel}[method]
 
 
 def _peak_rss_bytes():
@@ -107,9 +110,12 @@ class _Estimator:
     """One method's unconditional estimate m_u(x) at fixed t, as a field for the SDE stepper."""
 
     def __init__(self, method, model, process, t, dtype, target):
-        self.field = MixtureField(model, process, target=target, dtype=dtype)
+        source = model
+        if method == "generated":  # the same means as GaussianMixture.random(d, classes=K, seed=0)
+            source = GeneratedMixture(model.d, model.K, class_var=model.class_var, seed=0)
+        self.field = MixtureField(source, process, target=target, dtype=dtype)
         self.method, self.process, self.reference_var = method, process, model.class_var
-        self.means = self.field.means
+        self.means = self.field.means if method != "generated" else model.means.astype(dtype)
         self.scale, bias = model.logit_coefficients(t, process)
         self.bias = bias.astype(dtype)
         self.a, self.gamma = float(process.a(t)), float(process.class_var(t, model.class_var))
@@ -151,10 +157,10 @@ class _Estimator:
             out = self.torch.nn.functional.scaled_dot_product_attention(q, self.t_means, self.t_means,
                                                                         attn_mask=self.t_mask, scale=self.scale)
             return out[0].numpy()
-        return self.field.evaluate(x, t).uncond
+        return self.field.evaluate(x, t).uncond  # cfgphase, generated
 
     def evaluate(self, x, t):
-        if self.method == "cfgphase":
+        if self.method in ("cfgphase", "generated"):
             return self.field.evaluate(x, t)
         return Evaluation(self.field.target_mean, self.unconditional(x, t).astype(np.float64, copy=False))
 
@@ -401,7 +407,8 @@ def _measure_case(methods, model, process, t, dtype, B, operation, repeats, can_
 
 
 def ratios(rows):
-    """Per case, each method's time over the bare GEMMs' (a) and over the best of (c) and (d)."""
+    """Per case, cfgphase's time over the bare GEMMs' (a) and over the best of (c) and (d), and the
+    generated means' time over the stored ones' ((f) / (e))."""
     table = {}
     for r in rows:
         if "seconds" in r:
@@ -414,7 +421,8 @@ def ratios(rows):
         rival = [times[m] for m in ("softmax", "torch") if m in times]
         out.append(dict(zip(("B", "K", "d", "dtype", "regime", "operation"), key),
                         vs_gemm=times["cfgphase"] / times["gemm"] if "gemm" in times else None,
-                        vs_best_rival=times["cfgphase"] / min(rival) if rival else None))
+                        vs_best_rival=times["cfgphase"] / min(rival) if rival else None,
+                        generated_vs_stored=times["generated"] / times["cfgphase"] if "generated" in times else None))
     return out
 
 
@@ -446,8 +454,10 @@ def report(rec):
     for r in rec["ratios"]:
         vs_gemm = "n/a" if r["vs_gemm"] is None else f"{r['vs_gemm']:.2f}"
         vs_rival = "n/a" if r["vs_best_rival"] is None else f"{r['vs_best_rival']:.2f}"
+        generated = "" if r.get("generated_vs_stored") is None else \
+            f"   generated / stored means {r['generated_vs_stored']:.2f}"
         lines.append(f"  {r['B']:>5}{r['K']:>9}{r['d']:>5} {r['dtype']:<8}{r['regime']:<10}{r['operation']:<6}"
-                     f"vs (a) {vs_gemm:>6}   vs best of (c), (d) {vs_rival:>6}")
+                     f"vs (a) {vs_gemm:>6}   vs best of (c), (d) {vs_rival:>6}{generated}")
     return "\n".join(lines)
 
 

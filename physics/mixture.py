@@ -26,6 +26,7 @@ which uses the same :meth:`GaussianMixture.logit_coefficients`.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 
@@ -55,6 +56,12 @@ def check_class_var(value, d):
     return v
 
 
+#: Largest number of classes (or components), 2^40 = 1.1e12, far below the generator's 64-bit class counter:
+#: one score evaluation there generates 2^40 d numbers (an hour at d = 64 on two cores), so a larger K is
+#: far likelier a typo than a plan, and is refused rather than run for days.
+MAX_CLASSES = 2**40
+
+
 def _check_nonneg(value, name):
     value = float(value)
     if not math.isfinite(value) or value < 0:
@@ -67,7 +74,8 @@ def number_of_classes(d, classes=None, alpha=None, itemsize=8, budget=None):
 
     Exactly one of ``classes`` and ``alpha`` must be given. Raises ValueError naming the
     parameter if K < 1, or if the K x d class means (``itemsize`` bytes each) would exceed
-    ``budget`` bytes (default: :func:`default_memory_budget`, half the physical memory).
+    ``budget`` bytes (default: :func:`default_memory_budget`, half the physical memory; ``math.inf``
+    for means that are generated, not stored), or if K > :data:`MAX_CLASSES`.
     """
     d = int(d)
     if d < 1:
@@ -82,17 +90,23 @@ def number_of_classes(d, classes=None, alpha=None, itemsize=8, budget=None):
         if not math.isfinite(alpha) or alpha < 0:
             raise ValueError(f"alpha must be a finite number >= 0, got {alpha!r}")
         log_k = alpha * d
+        if log_k > math.log(MAX_CLASSES):
+            raise ValueError(f"alpha={alpha} gives K = exp({log_k:.4g}) classes at d={d}, more than 2^40")
         if log_k > math.log(budget / (itemsize * d)):
             raise ValueError(
                 f"alpha={alpha} gives K = exp({log_k:.4g}) classes, whose means do not fit in "
-                f"{budget / 2**30:.1f} GiB at d={d}"
+                f"{budget / 2**30:.1f} GiB at d={d} (generated means are never stored: simulate(..., "
+                f"means='generated'))"
             )
         return max(1, round(math.exp(log_k)))
     if int(classes) != classes or classes < 1:
         raise ValueError(f"classes (K) must be an integer >= 1, got {classes!r}")
     classes = int(classes)
+    if classes > MAX_CLASSES:
+        raise ValueError(f"classes (K) must be at most 2^40, got {classes}")
     if classes * d * itemsize > budget:
-        raise ValueError(f"classes={classes} means do not fit in {budget / 2**30:.1f} GiB at d={d}")
+        raise ValueError(f"classes={classes} means do not fit in {budget / 2**30:.1f} GiB at d={d} "
+                         "(generated means are never stored: simulate(..., means='generated'))")
     return classes
 
 
@@ -133,9 +147,12 @@ class GaussianMixture:
         Positive component weights :math:`\pi_k`, normalised here; uniform if omitted.
     labels : array_like of int, shape (K,), optional
         Class of each component, covering 0 .. C-1; default ``arange(K)``.
+    sq_norms : array_like, shape (K,), optional
+        :math:`|\mu_k|^2`, when they are known (the generator of cfgphase.physics.disorder computes
+        them in its own fixed order, and the kernel uses the same numbers for generated means).
     """
 
-    def __init__(self, means, class_var=0.25, weights=None, labels=None):
+    def __init__(self, means, class_var=0.25, weights=None, labels=None, sq_norms=None):
         means = np.ascontiguousarray(means, dtype=np.float64)
         if means.ndim != 2 or means.shape[0] < 1 or means.shape[1] < 1:
             raise ValueError(f"means must have shape (K, d) with K, d >= 1, got {means.shape}")
@@ -144,6 +161,7 @@ class GaussianMixture:
         self.means = means
         self.class_var = check_class_var(class_var, means.shape[1])
         K = means.shape[0]
+        self.uniform = weights is None
         if weights is None:
             self.weights = np.full(K, 1.0 / K)
         else:
@@ -153,8 +171,9 @@ class GaussianMixture:
             if not np.all(np.isfinite(w)) or np.any(w <= 0):
                 raise ValueError("weights must be finite and positive")
             self.weights = w / w.sum()
-        self.log_weights = np.log(self.weights)
-        self.sq_norms = np.einsum("kd,kd->k", means, means)
+        # uniform: -log K exactly as GeneratedMixture's bias has it
+        self.log_weights = np.full(K, -math.log(K)) if self.uniform else np.log(self.weights)
+        self.sq_norms = np.einsum("kd,kd->k", means, means) if sq_norms is None else np.asarray(sq_norms, float)
         if labels is None:
             self.labels = None
         else:
@@ -168,7 +187,9 @@ class GaussianMixture:
     @classmethod
     def random(cls, d, classes=None, alpha=None, mean_var=1.0, class_var=0.25, weights=None, seed=0, modes=1,
                mode_weights=None, memory=None):
-        r"""Means drawn i.i.d. from :math:`\mathcal N(0, \sigma_\mu^2 I)` with a fixed seed.
+        r"""Means drawn i.i.d. from :math:`\mathcal N(0, \sigma_\mu^2 I)` with a fixed seed, by the
+        counter-based generator of cfgphase.physics.disorder (component k is its class mean k), so
+        that :class:`GeneratedMixture` has the same numbers without storing them.
 
         Give the number of classes either directly (``classes``) or through the exponential
         scaling ``K = round(exp(alpha d))`` (``alpha``). ``mean_var`` is :math:`\sigma_\mu^2`.
@@ -182,17 +203,19 @@ class GaussianMixture:
         modes = int(modes)
         K = number_of_classes(d, classes=classes, alpha=alpha, itemsize=8 * modes, budget=memory)
         mean_var = _check_nonneg(mean_var, "mean_var")
-        rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(7,)))
-        means = rng.standard_normal((K * modes, int(d))) * math.sqrt(mean_var)
+        from cfgphase.physics.disorder import RandomMeans  # Numba: imported when means are drawn
+
+        means, sq_norms = RandomMeans(K * modes, int(d), seed=seed, mean_var=mean_var).materialise()
         if modes == 1:
             check_mode_weights(mode_weights, modes)
-            return cls(means, class_var=class_var, weights=weights)
+            return cls(means, class_var=class_var, weights=weights, sq_norms=sq_norms)
         mw = check_mode_weights(mode_weights, modes)
         cw = np.full(K, 1.0 / K) if weights is None else np.asarray(weights, dtype=float)
         if cw.shape != (K,) or not np.all(np.isfinite(cw)) or np.any(cw <= 0):
             raise ValueError(f"weights must be {K} positive class weights, got shape {np.shape(weights)}")
         component_weights = (cw[:, None] / cw.sum() * (mw / mw.sum())[None, :]).ravel()
-        return cls(means, class_var=class_var, weights=component_weights, labels=np.repeat(np.arange(K), modes))
+        return cls(means, class_var=class_var, weights=component_weights, labels=np.repeat(np.arange(K), modes),
+                   sq_norms=sq_norms)
 
     @property
     def K(self):
@@ -226,13 +249,27 @@ class GaussianMixture:
     @property
     def signal_var(self):
         """Total second moment of the data, E|x_0|^2 = sum_k pi_k |mu_k|^2 + d s^2 (all directions
-        enter the class posterior through x . mu_k)."""
-        return float(self.weights @ self.sq_norms + np.sum(np.broadcast_to(self.class_var, (self.d,))))
+        enter the class posterior through x . mu_k). With uniform weights the sum of the squared norms
+        is blocked (cfgphase.physics.disorder.blocked_sum) as GeneratedMixture computes it."""
+        spread = float(np.sum(np.broadcast_to(self.class_var, (self.d,))))
+        if self.uniform:
+            from cfgphase.physics.disorder import blocked_sum
+
+            return blocked_sum(self.sq_norms) / self.K + spread
+        return float(self.weights @ self.sq_norms + spread)
 
     @property
     def isotropic(self):
         """Whether the shared covariance is a multiple of the identity (``class_var`` a float)."""
         return np.ndim(self.class_var) == 0
+
+    def component_means(self, components):
+        """Means of ``components`` (indices), shape (n, d)."""
+        return self.means[components]
+
+    def component_weights(self, components):
+        """Weights of ``components`` (indices), shape (n,)."""
+        return self.weights[components]
 
     # --- exact formulas (docs/theory.md eqs. 2, 5, 6) ---------------------------------
 
@@ -323,8 +360,9 @@ class GaussianMixture:
     def sample_noised(self, t, process, n, rng, target=None):
         r"""``n`` exact draws of :math:`x_t`: a component :math:`k\sim\pi` (or within class ``target``),
         then :math:`a_t\mu_k + \sqrt{\Gamma_t}\, z` (eq. 2). Returns (samples (n, d), components (n,))."""
-        if target is None:
-            comps = rng.choice(self.K, size=n, p=self.weights)
+        if target is None:  # uniform: floor(K u) from the n uniforms that rng.choice would draw
+            comps = (np.minimum((rng.random(n) * self.K).astype(np.int64), self.K - 1) if self.uniform
+                     else rng.choice(self.K, size=n, p=self.weights))
         else:
             members = self.components(target)
             if members.size == 1:
@@ -334,7 +372,54 @@ class GaussianMixture:
                 comps = members[rng.choice(members.size, size=n, p=p)]
         a = float(process.a(t))
         gamma = process.class_var(t, self.class_var)
-        return a * self.means[comps] + np.sqrt(gamma) * rng.standard_normal((n, self.d)), comps
+        return a * self.component_means(comps) + np.sqrt(gamma) * rng.standard_normal((n, self.d)), comps
+
+
+class GeneratedMixture:
+    r"""K classes :math:`\mathcal N(\mu_k, s^2 I)` with uniform weights whose means are never stored.
+
+    The means :math:`\mu_{kj} = \sigma_\mu z(\text{seed}, k, j)` come from the counter-based generator
+    of cfgphase.physics.disorder, the one :meth:`GaussianMixture.random` materialises, so both give the
+    same numbers: the kernel (cfgphase.solvers.score.kernel) generates each chunk in a per-thread
+    buffer, and this object computes only what a sampler needs beyond it (the target's mean, the
+    particles' components, the data's second moment) in memory O(d) per class asked for.
+    """
+
+    multimodal = False
+    labels = None
+    uniform = True
+    components = GaussianMixture.components
+    sample_noised = GaussianMixture.sample_noised
+
+    def __init__(self, d, classes, mean_var=1.0, class_var=0.25, seed=0):
+        from cfgphase.physics.disorder import RandomMeans
+
+        self.means_generator = RandomMeans(classes, d, seed=seed, mean_var=_check_nonneg(mean_var, "mean_var"))
+        self.K = self.n_classes = self.means_generator.K
+        self.d = self.means_generator.d
+        self.class_var = _check_nonneg(class_var, "class_var")
+
+    def component_means(self, components):
+        """Means of ``components`` (indices), shape (n, d), generated."""
+        means = self.means_generator.rows(np.asarray(components).reshape(-1))[0]
+        return means.reshape(np.shape(components) + (self.d,))
+
+    def component_weights(self, components):
+        return np.full(np.shape(components), 1.0 / self.K)
+
+    @functools.cached_property
+    def signal_var(self):
+        """E|x_0|^2, as :attr:`GaussianMixture.signal_var` computes it: one pass over all K means."""
+        return self.means_generator.sum_of_square_norms() / self.K + self.d * self.class_var
+
+    def logit_coefficients(self, t, process):
+        r"""Scale :math:`a_t/\Gamma_t` and the bias :math:`-\log K - a_t^2|\mu_k|^2/(2\Gamma_t)` (eq. 5) as a
+        :class:`~cfgphase.physics.disorder.NormBias`, which the kernel evaluates chunk by chunk."""
+        from cfgphase.physics.disorder import NormBias
+
+        a = float(process.a(t))
+        gamma = float(process.class_var(t, self.class_var))
+        return a / gamma, NormBias(self.means_generator, -math.log(self.K), 0.5 * a * a / gamma)
 
 
 def mean_for_reference_var(x, m, t, process, var, nu):

@@ -23,8 +23,8 @@ from functools import cached_property
 import numpy as np
 
 from cfgphase.physics.gaussian import GaussianPair
-from cfgphase.physics.mixture import (GaussianMixture, check_class_var, check_mode_weights, default_memory_budget,
-                                      number_of_classes)
+from cfgphase.physics.mixture import (GaussianMixture, GeneratedMixture, check_class_var, check_mode_weights,
+                                      default_memory_budget, number_of_classes)
 from cfgphase.physics.processes import Process, get_process
 
 #: alpha of the default model when neither ``classes``, ``alpha`` nor ``means`` is given.
@@ -71,8 +71,9 @@ class Model:
         Forward noising process (docs/theory.md eq. 1).
     target : int, default 0
         Class c of the conditional score.
-    seed : int, default 0
-        Seed of the class means (the disorder). It does not drive the sampler's noise.
+    seed : int in [0, 2^64 - 1], default 0
+        Seed of the class means (the disorder; the key of the counter-based generator of
+        cfgphase.physics.disorder, docs/theory.md eq. 64). It does not drive the sampler's noise.
     weights : array_like (K,), optional
         Class weights (component weights with ``means``); uniform by default.
     labels : array_like of int (K,), optional
@@ -83,8 +84,10 @@ class Model:
         An independent unconditional model instead of the mixture of all classes: a variance v for
         :math:`\mathcal N(0, vI)`, or a mixture.
     memory : int, optional
-        Budget in bytes for the class means (default: half the physical memory, read when the model
-        is built); a model whose means would not fit is refused with a ValueError.
+        Budget in bytes for stored class means (default: half the physical memory, read when needed).
+        :attr:`mixture` refuses means beyond it with a ValueError; ``simulate(..., means='auto')``
+        generates them instead (:attr:`generated_mixture`, random means with uniform weights and one
+        mode per class).
     """
 
     d: int | None = None
@@ -222,13 +225,17 @@ class Model:
             setattr(self, "d", _integer(self.d, "d", 1))
             setattr(self, "class_var", check_class_var(self.class_var, self.d))
             setattr(self, "mean_var", _positive(self.mean_var, "mean_var"))
+            if self.seed > 2**64 - 1:
+                raise ValueError(f"seed must be an integer in [0, 2**64 - 1], got {self.seed!r}")
             if self.alpha is None and self.classes is None:
                 setattr(self, "alpha", DEFAULT_ALPHA)
             if self.classes is not None:
                 setattr(self, "classes", _integer(self.classes, "classes", 1))
-            # validates alpha/classes and the memory budget before anything is drawn
+            # validates alpha/classes before anything is drawn; the memory budget binds stored means only
             number_of_classes(self.d, classes=self.classes, alpha=self.alpha, itemsize=8 * self.modes,
-                              budget=self.memory)
+                              budget=math.inf)
+            if self.memory is not None and not (isinstance(self.memory, (int, float)) and self.memory > 0):
+                raise ValueError(f"memory: the budget must be a positive number of bytes, got {self.memory!r}")
             check_mode_weights(self.mode_weights, self.modes)
         if self.unconditional is not None and not isinstance(self.unconditional, GaussianMixture):
             setattr(self, "unconditional", _positive(self.unconditional, "unconditional"))
@@ -245,11 +252,36 @@ class Model:
         if "mixture" in self.__dict__:
             return self.mixture.n_classes
         return number_of_classes(self.d, classes=self.classes, alpha=self.alpha, itemsize=8 * self.modes,
-                                 budget=self.memory)
+                                 budget=math.inf)
+
+    @property
+    def can_generate(self):
+        """Whether the means can be generated instead of stored: random, uniform weights, one mode per class,
+        isotropic classes."""
+        return self.means is None and self.modes == 1 and self.weights is None and np.ndim(self.class_var) == 0
+
+    def means_fit(self, budget=None):
+        """Whether the stored class means fit in ``budget`` bytes (default: the model's ``memory``, else
+        half the physical memory)."""
+        if self.means is not None or "mixture" in self.__dict__:
+            return True
+        budget = self.memory if budget is None else budget
+        budget = default_memory_budget() if budget is None else budget
+        return self.K * self.modes * self.d * 8 <= budget
+
+    @cached_property
+    def generated_mixture(self):
+        """The :class:`~cfgphase.physics.mixture.GeneratedMixture`: the same class means as :attr:`mixture`,
+        never stored. ValueError naming ``means`` unless :attr:`can_generate`."""
+        if not self.can_generate:
+            raise ValueError("means: generated means need random means (no means=), uniform weights, modes=1 and one "
+                             "class_var")
+        return GeneratedMixture(self.d, self.K, mean_var=self.mean_var, class_var=self.class_var, seed=self.seed)
 
     @cached_property
     def mixture(self):
-        """The :class:`~cfgphase.physics.mixture.GaussianMixture`, means drawn from ``seed`` on first use."""
+        """The :class:`~cfgphase.physics.mixture.GaussianMixture`, means drawn from ``seed`` on first use
+        (ValueError if they exceed the ``memory`` budget)."""
         return GaussianMixture.random(self.d, classes=self.classes, alpha=self.alpha, mean_var=self.mean_var,
                                       class_var=self.class_var, weights=self.weights, seed=self.seed,
                                       modes=self.modes, mode_weights=self.mode_weights, memory=self.memory)
@@ -263,11 +295,12 @@ class Model:
 
     @property
     def target_mean(self):
-        r""":math:`\mu_c`, the mean of the target class (its components' weighted mean), shape (d,)."""
-        mix = self.mixture
+        r""":math:`\mu_c`, the mean of the target class (its components' weighted mean), shape (d,); generated
+        (the same numbers) rather than all means drawn when they have not been."""
+        mix = self.generated_mixture if self.can_generate and "mixture" not in self.__dict__ else self.mixture
         comps = mix.components(self.target)
-        w = mix.weights[comps]
-        return w @ mix.means[comps] / w.sum()
+        w = mix.component_weights(comps)
+        return w @ mix.component_means(comps) / w.sum()
 
     @property
     def target_norm(self):
@@ -296,7 +329,7 @@ class Model:
                     class_var=self.class_var if np.ndim(self.class_var) == 0 else self.class_var.tolist(),
                     process=self.process.name, target=self.target,
                     target_label=self.data_labels[self.target] if data else None,
-                    means="data" if data else "hierarchical" if self.hierarchy else "given" if given else "random",
+                    disorder="data" if data else "hierarchical" if self.hierarchy else "given" if given else "random",
                     branching=list(self.hierarchy[0]) if self.hierarchy else None,
                     level_vars=list(self.hierarchy[1]) if self.hierarchy else None,
                     level=self.hierarchy[2] if self.hierarchy else None,

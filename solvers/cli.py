@@ -60,6 +60,9 @@ OPTIONS = {
     "init": dict(choices=INITS, default="unconditional", help="initial law at t_max: exact noised "
                                                                "unconditional or target-class data"),
     "dtype": dict(choices=("float64", "float32"), default="float64", help="precision of the score GEMMs"),
+    "means": dict(choices=("auto", "stored", "generated"), default="auto",
+                  help="class means stored, or generated chunk by chunk in the kernel (memory independent of K; "
+                       "the same numbers); auto: generated when stored ones exceed half the memory (default)"),
     # output
     "json": dict(action="store_true", help="print one JSON object instead of a table"),
     "quiet": dict(action="store_true", help="no progress bar"),
@@ -143,7 +146,7 @@ def build_parser():
          "model-seed", "noise-seed", "data", "copy-ratio")
     _guidance_options(sim)
     _add(sim.add_argument_group("sampler"), "sampler", "method", "steps", "t-max", "t-min", "grid", "particles",
-         "init", "dtype")
+         "init", "dtype", "means")
     g = sim.add_argument_group("output")
     g.add_argument("--out", help="write observables and parameters to this HDF5 file")
     g.add_argument("--samples", action="store_true", help="also store the final particles in --out")
@@ -361,7 +364,7 @@ def _simulate(args):
     guidance = _guidance(args)
     result = simulate(model, guidance, sampler=sampler, particles=args.particles, seed=noise_seed, dtype=args.dtype,
                       save=SaveAt(samples=args.samples, copy_ratio=args.copy_ratio),
-                      progress=not args.quiet and sys.stderr.isatty())
+                      progress=not args.quiet and sys.stderr.isatty(), means=args.means)
     if args.out is not None:
         save(result, args.out, overwrite=args.overwrite)
     summary = result.summary()
@@ -370,7 +373,7 @@ def _simulate(args):
     else:
         print(f"cfgphase simulate: d={summary['d']} K={summary['K']} {_weight_label(summary)} "
               f"process={summary['process']} sampler={summary['sampler']} ({summary['method']}, "
-              f"{summary['steps']} steps) particles={summary['particles']}")
+              f"{summary['steps']} steps) particles={summary['particles']} means={summary['means']}")
         if model.data_labels is None:
             s2 = summary["class_var"]
             _table(summary, (("mean_ratio", 1.0), ("var_par", s2), ("var_perp", s2), ("distortion", 0.0),

@@ -300,7 +300,8 @@ def _trajectory_series(source):
 
 def _theory_condensation(params):
     if params.get("schedule") != "constant" or not str(params.get("rule", "CFG()")).startswith("CFG(") \
-            or params.get("omega") is None or params.get("means") != "random" or params.get("modes") not in (1, None):
+            or params.get("omega") is None or params.get("modes") not in (1, None) \
+            or params.get("disorder", params.get("means")) != "random":  # "means" before the generated means
         return None
     from cfgphase.solvers.theory.meanfield import guided_prediction
 

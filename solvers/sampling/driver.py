@@ -31,7 +31,7 @@ from cfgphase.solvers.sampling.results import Simulation
 from cfgphase.solvers.sampling.sampler import SaveAt, as_sampler
 from cfgphase.solvers.sampling.steppers import Guide, get_stepper
 from cfgphase.solvers.sampling.timegrid import check_grid, default_t_max, time_grid, with_breakpoints
-from cfgphase.solvers.score.fields import field_for
+from cfgphase.solvers.score.fields import field_for, means_mode
 from cfgphase.solvers.score.kernel import single_threaded_blas
 
 #: Particles are split into this many groups for the jackknife (eq. 14).
@@ -60,7 +60,7 @@ def check_particles(particles, d, name="particles", budget=None):
 
 
 def simulate(model, guidance=None, *, sampler="ode", steps=None, t_max=None, particles=1024, seed=0, save=None,
-             dtype="float64", threads=None, progress=False, time_limit=None):
+             dtype="float64", threads=None, progress=False, time_limit=None, means="auto"):
     r"""Guided sampling of ``model`` with exact scores; returns a :class:`Simulation`.
 
     Parameters
@@ -87,12 +87,19 @@ def simulate(model, guidance=None, *, sampler="ode", steps=None, t_max=None, par
     time_limit : float, optional
         Seconds after which the run stops between two steps with ``status = 1`` and the reason
         (a sweep's per-point limit); default none.
+    means : {'auto', 'stored', 'generated'}
+        Whether a random model's class means are stored, or generated chunk by chunk inside the
+        kernel from the model's seed (memory independent of K; docs/theory.md eq. 64). Both give the
+        same numbers. 'auto' generates them when stored ones would exceed the model's memory budget;
+        the result records which ran (``params['means']``).
     """
     # everything that can be checked is checked before the class means are drawn
     guidance, sampler = as_guidance(guidance), as_sampler(sampler, steps=steps, t_max=t_max)
+    mode = means_mode(model, means)
     _check_run(guidance, sampler, particles, seed, time_limit, model.d)
-    field = field_for(model, dtype=dtype, threads=threads)
-    params = dict(model.record(), dtype=str(np.dtype(dtype)), threads=threads)
+    field = field_for(model, dtype=dtype, threads=threads, means=mode)
+    params = dict(model.record(), dtype=str(np.dtype(dtype)), threads=threads,
+                  means=getattr(field, "means_mode", None))
     return integrate(field, guidance, sampler, particles=particles, seed=seed, save=save, progress=progress,
                      params=params, time_limit=time_limit)
 

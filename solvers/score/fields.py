@@ -16,12 +16,15 @@ from typing import NamedTuple
 
 import numpy as np
 
-from cfgphase.physics.mixture import mean_for_reference_var
+from cfgphase.physics.mixture import GeneratedMixture, mean_for_reference_var
 from cfgphase.physics.model import GaussianModel, Model
 from cfgphase.physics.processes import get_process
 from cfgphase.solvers.score.kernel import posterior_moments, single_threaded_blas
 
 INITS = ("unconditional", "conditional")
+#: How a random model's class means reach the kernel: materialised once, generated chunk by chunk in the
+#: kernel (docs/theory.md eq. 64), or generated when stored ones would exceed the model's memory budget.
+MEANS = ("stored", "generated", "auto")
 
 
 class Evaluation(NamedTuple):
@@ -59,6 +62,9 @@ class MixtureField:
     (a GaussianMixture with its own component variance, e.g. N(0, I), the setting of Jin, Shi and
     Gu); its estimate is converted to the field's reference variance (eq. 8), and class-posterior
     observables, which need the joint model, are then not defined.
+
+    ``model`` may be a :class:`~cfgphase.physics.mixture.GeneratedMixture`: the kernel then generates
+    the means chunk by chunk (``means_mode`` is 'generated') and gives the numbers of the stored ones.
     """
 
     def __init__(self, model, process="ou", target=0, dtype=np.float64, chunk=None, threads=None,
@@ -78,7 +84,11 @@ class MixtureField:
             raise ValueError(f"unconditional: dimension {unconditional.d} differs from the model's {model.d}")
         self.unconditional = unconditional
         driver = model if unconditional is None else unconditional
-        self.means = driver.means.astype(self.dtype, copy=False)
+        self.means = (driver.means_generator if isinstance(driver, GeneratedMixture)
+                      else driver.means.astype(self.dtype, copy=False))
+        self.means_mode = "generated" if isinstance(model, GeneratedMixture) else "stored"
+        w = model.component_weights(self.components)
+        self._target = (model.component_means(self.components), w / w.sum())
         self.chunk = chunk
         self.threads = threads
 
@@ -93,14 +103,13 @@ class MixtureField:
     @property
     def target_mean(self):
         """Mean of the target class, sum over its components of pi_k mu_k / pi_c, shape (d,)."""
-        w = self.model.weights[self.components]
-        return w @ self.model.means[self.components] / w.sum()
+        w = self.model.component_weights(self.components)
+        return w @ self._target[0] / w.sum()
 
     @property
     def target_modes(self):
         """(means (n_c, d), within-class weights (n_c,)) of the target class."""
-        w = self.model.weights[self.components]
-        return self.model.means[self.components], w / w.sum()
+        return self._target
 
     def precise(self):
         """This field in float64 (itself if it is): what must stay exact, such as the target's
@@ -214,13 +223,35 @@ class DegradedField:
         return ev._replace(cond=cond)
 
 
-def field_for(model, dtype="float64", threads=None, chunk=None):
+def means_mode(model, means="auto"):
+    """'stored' or 'generated': how the class means of ``model`` reach the kernel (:data:`MEANS`).
+
+    'auto' generates them when the model can (random means, uniform weights, one mode per class) and
+    stored ones would exceed its memory budget (``Model.memory``, default half the physical memory,
+    read when called). ValueError naming ``means`` for an unknown mode or means that cannot be generated.
+    """
+    if not isinstance(means, str) or means not in MEANS:
+        raise ValueError(f"means must be one of {MEANS}, got {means!r}")
+    if not isinstance(model, Model):
+        return "stored"
+    if means == "auto":
+        return "generated" if model.can_generate and not model.means_fit() else "stored"
+    if means == "generated" and not model.can_generate:
+        raise ValueError("means: 'generated' needs random means (no means=), uniform weights, modes=1 and one "
+                         "class_var")
+    return means
+
+
+def field_for(model, dtype="float64", threads=None, chunk=None, means="stored"):
     """The exact-score field of ``model`` (a Model or a GaussianModel).
 
     ``dtype`` ('float64' or 'float32') is the precision of the kernel's GEMMs and softmax pass,
     ``threads`` its worker threads (default: the usable cores, read at call time) and ``chunk`` its
-    classes per chunk (cfgphase.solvers.score.kernel.posterior_moments).
+    classes per chunk (cfgphase.solvers.score.kernel.posterior_moments). ``means`` ('stored',
+    'generated' or 'auto', :func:`means_mode`) says whether a random model's class means are
+    materialised or generated inside the kernel (the same numbers either way).
     """
+    mode = means_mode(model, means)
     if dtype not in ("float64", "float32", np.float64, np.float32):
         raise ValueError(f"dtype must be 'float64' or 'float32', got {dtype!r}")
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, (int, np.integer))
@@ -230,6 +261,7 @@ def field_for(model, dtype="float64", threads=None, chunk=None):
         return GaussianField(model.pair, model.process)
     if not isinstance(model, Model):
         raise ValueError(f"model must be a cfgphase Model or GaussianModel, got {type(model).__name__}")
-    return MixtureField(model.mixture, process=model.process, target=model.target, dtype=np.dtype(dtype),
+    mixture = model.generated_mixture if mode == "generated" else model.mixture
+    return MixtureField(mixture, process=model.process, target=model.target, dtype=np.dtype(dtype),
                         chunk=chunk, threads=threads, unconditional=model.unconditional_mixture,
                         training=model.data_labels is not None)

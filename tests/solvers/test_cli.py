@@ -121,6 +121,20 @@ def test_bad_input_one_line_on_stderr_exit_2_nothing_written(capsys, tmp_path, a
     assert out == "" and not path.exists() and list(tmp_path.iterdir()) == []
 
 
+def test_means_option_says_which_mode_ran_and_both_give_the_same_numbers(capsys):
+    records = {}
+    for means in ("stored", "generated", "auto"):
+        code, out, _ = run_cli(capsys, *SMALL, "--json", "--means", means)
+        assert code == 0
+        records[means] = json.loads(out)
+    assert [records[m]["means"] for m in ("stored", "generated", "auto")] == ["stored", "generated", "stored"]
+    assert all(records["stored"][k] == records["generated"][k] for k in CONTRACT_KEYS)
+    code, out, err = run_cli(capsys, *SMALL, "--means", "lazy")
+    assert code == 2 and err.count("\n") == 1 and "--means" in err and out == ""
+    code, out, _ = run_cli(capsys, *SMALL, "--means", "generated")
+    assert code == 0 and "means=generated" in out.splitlines()[0]
+
+
 def test_argparse_errors_are_one_line_with_status_2():
     proc = subprocess.run([sys.executable, "-m", "cfgphase", "simulate", "--process", "vp"],
                           capture_output=True, text=True)

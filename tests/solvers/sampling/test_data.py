@@ -53,7 +53,7 @@ def test_classes_are_numbered_in_label_order_and_weighted_by_their_share():
     np.testing.assert_allclose(model.mixture.class_weights, [15 / 60, 25 / 60, 20 / 60], rtol=1e-14)
     np.testing.assert_allclose(model.target_mean, x[y == 5].mean(0), rtol=1e-12)
     record = model.record()
-    assert record["means"] == "data" and record["components"] == 60 and record["target_label"] == 5
+    assert record["disorder"] == "data" and record["components"] == 60 and record["target_label"] == 5
 
 
 @pytest.mark.parametrize("suffix", [".npz", ".h5"])
@@ -167,7 +167,7 @@ def test_cli_simulates_a_data_file_and_refuses_bad_input(tmp_path, capsys):
     args = ["simulate", "--data", str(path), "--class-var", "0.1", "--particles", "64", "--steps", "20", "--quiet"]
     assert main(args + ["--target", "5", "--json"]) == 0
     record = json.loads(capsys.readouterr().out)
-    assert record["means"] == "data" and record["target_label"] == 5 and record["d"] == 8
+    assert record["disorder"] == "data" and record["target_label"] == 5 and record["d"] == 8
     assert {"copy_fraction", "coverage", "nearest_in_target", "var_ratio"} <= set(record)
     for extra, name in ((["--alpha", "0.2"], "--alpha"), (["--target", "4"], "target"), (["--d", "9"], "--d"),
                         (["--copy-ratio", "2"], "copy_ratio")):

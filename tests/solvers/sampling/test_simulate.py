@@ -134,7 +134,7 @@ SAMPLER_KEYS = {"grid", "method", "t_max"}
         (dict(mean_var=float("nan")), "mean_var"),
         (dict(classes=3, weights=[1.0, -1.0, 1.0]), "weights"),
         (dict(classes=3, weights=[1.0, float("nan"), 1.0]), "weights"),
-        (dict(alpha=4.0), "alpha"),  # K = e^32 means would need ~5e15 bytes
+        (dict(alpha=4.0), "alpha"),  # K = e^32 classes: more than MAX_CLASSES = 2^40, even generated
         (dict(grid=[1.0, 0.5, 0.7, 0.0]), "monotone"),
         (dict(omega=float("nan")), "omega"),
         (dict(omega=lambda t: float("nan")), "omega"),

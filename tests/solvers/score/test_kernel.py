@@ -250,3 +250,50 @@ def test_every_blas_library_is_pinned_to_one_thread_inside_the_kernel():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     count, same, threads = out.stdout.split(maxsplit=2)
     assert int(count) >= 1 and same == "True" and threads.strip() == "{1}"
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("chunk, threads", [(None, 1), (7, 2), (250, 3), (1000, 2)])
+def test_generated_means_give_the_stored_numbers_bit_for_bit(dtype, chunk, threads):
+    """Means generated chunk by chunk inside the kernel (eq. 64) against the materialised array of the
+    same generator, with the same chunk and threads: every output equal, hinted or not."""
+    from cfgphase.physics.mixture import GeneratedMixture
+
+    stored = GaussianMixture.random(6, classes=999, seed=4)
+    generated = GeneratedMixture(6, 999, seed=4)
+    x = stored.sample_noised(0.4, OU(), 41, np.random.default_rng(2))[0].astype(dtype)
+    for t, hint in ((0.05, 3), (0.5, None), (3.0, np.arange(41) % 5)):
+        scale, bias = stored.logit_coefficients(t, OU())
+        g_scale, g_bias = generated.logit_coefficients(t, OU())
+        a = posterior_moments(x, stored.means.astype(dtype), scale, bias, chunk=chunk, threads=threads, hint=hint)
+        b = posterior_moments(x, generated.means_generator, g_scale, g_bias, chunk=chunk, threads=threads, hint=hint)
+        for u, v in zip(a, b):
+            np.testing.assert_array_equal(u, v)
+
+
+def test_generated_results_depend_on_chunk_and_threads_only_through_rounding():
+    """Chunk size and thread count regroup the float64 sums only (eqs. 7, 50): relative 1e-13."""
+    from cfgphase.physics.mixture import GeneratedMixture
+
+    generated = GeneratedMixture(6, 999, seed=4)
+    x = np.random.default_rng(3).standard_normal((33, 6))
+    scale, bias = generated.logit_coefficients(0.5, OU())
+    ref = posterior_moments(x, generated.means_generator, scale, bias, chunk=999, threads=1, skip=False)
+    for chunk, threads in ((1, 2), (64, 3), (500, 1)):
+        res = posterior_moments(x, generated.means_generator, scale, bias, chunk=chunk, threads=threads, skip=False)
+        np.testing.assert_allclose(res.mean, ref.mean, rtol=1e-13, atol=1e-14)
+        np.testing.assert_allclose(res.log_partition, ref.log_partition, rtol=1e-13)
+        np.testing.assert_allclose(res.entropy, ref.entropy, rtol=1e-11, atol=1e-13)
+        np.testing.assert_array_equal(res.argmax, ref.argmax)
+
+
+def test_generated_means_need_their_own_bias():
+    from cfgphase.physics.disorder import NormBias, RandomMeans
+
+    means = RandomMeans(10, 3)
+    with pytest.raises(ValueError, match="bias"):
+        posterior_moments(np.zeros((2, 3)), means, 1.0, np.zeros(10))
+    with pytest.raises(ValueError, match="bias"):
+        posterior_moments(np.zeros((2, 3)), means, 1.0, NormBias(RandomMeans(10, 3), 0.0, 1.0))
+    with pytest.raises(ValueError, match="shapes"):
+        posterior_moments(np.zeros((2, 4)), means, 1.0, NormBias(means, 0.0, 1.0))

@@ -130,7 +130,7 @@ def test_hierarchical_model_draws_a_tree_and_guides_the_chosen_level():
     within = np.mean([np.var(leaves[model.ancestors(0) == a], axis=0, ddof=1).mean() for a in (0, 1)])
     assert 0.1 < within < 0.5
     record = model.record()
-    assert record["means"] == "hierarchical" and record["branching"] == [2, 3] and record["level"] == 0
+    assert record["disorder"] == "hierarchical" and record["branching"] == [2, 3] and record["level"] == 0
     leaf_level = cp.Model.hierarchical(d=16, branching=(2, 3), level_vars=(1.0, 0.25), target=4, seed=2)
     assert leaf_level.K == 6 and leaf_level.mixture.labels is None
     np.testing.assert_array_equal(leaf_level.mixture.means, leaves)  # the same tree for the same seed
