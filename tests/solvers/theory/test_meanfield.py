@@ -233,10 +233,12 @@ def test_target_norm_moves_the_condensation_time_as_the_finite_d_scatter_does():
     """t* depends on rho = |mu_c|^2/d through the target's log-weight and q (eq. 44): at d = 64 one
     draw of the means has rho = 1 +- 0.18, which moves t* by about +-0.09 (alpha = 0.1, omega = 1),
     the size of the draw-to-draw scatter of the simulated t*. Conditioning on rho predicts each
-    draw: simulated t* for seeds 2 and 6 (rho 0.96 and 0.73 at d = 64) differ by 0.12 and the
-    conditioned theory reproduces the difference to 20 %."""
+    draw: of the draws with model seeds 0-9, the largest and the smallest rho (1.21 and 0.68 with the
+    counter-based means) give simulated t* that differ by more than 0.08, and the conditioned theory
+    reproduces the difference to 20 %."""
+    norms = {seed: cp.Model(d=64, alpha=0.1, seed=seed).target_norm for seed in range(10)}
     rhos, sims = [], []
-    for seed in (2, 6):
+    for seed in (max(norms, key=norms.get), min(norms, key=norms.get)):
         model = cp.Model(d=64, alpha=0.1, seed=seed)
         rhos.append(model.target_norm)
         sims.append(cp.simulate(model, 1.0, particles=1024, steps=100, seed=seed, t_max=7.0).final["t_condensation"])
