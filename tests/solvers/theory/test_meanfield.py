@@ -178,11 +178,6 @@ NEGATIVE_GUIDANCE_GAP = ("measured: at omega = -0.5 (SDE, alpha = 0.4) simulated
                          "prediction by +0.054 +- 0.005 (+10.8 SE) at d = 16 and +0.05 (+16 to +23 SE) at d = 20-28; "
                          "negative guidance pulls particles into their frozen dominant other classes, which the "
                          "population leaves out for the SDE (docs/theory.md section 12.5)")
-SDE_VAR_PERP_GAP = ("measured: alpha = 0.4, omega = 3, SDE, d = 16: var_perp +0.0033 +- 0.0014 (+2.4 SE) in this run; "
-                    "the stored campaign gives +0.0000 +- 0.0018 at d = 16 and +0.0008 to +0.0015 (z 0.7-1.4) at "
-                    "d = 20-28; the SDE's var_perp residual is positive in all 21 positive-guidance cells with "
-                    "d >= 24 (+0.0002 to +0.0015, each within 2 SE): a gap of about 0.4 % (docs/theory.md "
-                    "section 12.5)")
 FEW_EXPLICIT_CLASSES_GAP = ("measured: alpha = 0.2, omega = 3, ODE, d = 16 (K = 25, every other class explicit): "
                             "var_perp -0.0099 +- 0.0018 (-5.5 SE); within 2 SE from d = 24 (docs/finite_size.md)")
 
@@ -190,7 +185,11 @@ FEW_EXPLICIT_CLASSES_GAP = ("measured: alpha = 0.2, omega = 3, ODE, d = 16 (K = 
 @pytest.mark.slow
 @pytest.mark.parametrize("alpha, omega, sampler, dims", [
     (0.4, 1.0, "sde", (16,)), (0.4, 1.0, "ode", (16,)), (0.2, 1.0, "sde", (16, 32)),
-    pytest.param(0.4, 3.0, "sde", (16,), marks=pytest.mark.xfail(strict=True, reason=SDE_VAR_PERP_GAP)),
+    # alpha 0.4, omega 3, SDE, d 16: var_perp +0.0033 +- 0.0014 (+2.4 SE) with the old draws of the means,
+    # within 2 SE with the counter-based ones and in the stored campaign (+0.0000 +- 0.0018): chance with 4
+    # draws. The SDE's var_perp residual is positive in all 21 positive-guidance cells with d >= 24 (each
+    # within 2 SE): a possible 0.4 % gap (docs/theory.md section 12.5)
+    (0.4, 3.0, "sde", (16,)),
     (0.1, 1.0, "ode", (64,)),
     pytest.param(0.4, -0.5, "sde", (16,), marks=pytest.mark.xfail(strict=True, reason=NEGATIVE_GUIDANCE_GAP)),
     pytest.param(0.2, 3.0, "ode", (16,), marks=pytest.mark.xfail(strict=True, reason=FEW_EXPLICIT_CLASSES_GAP)),
