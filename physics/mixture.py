@@ -285,7 +285,12 @@ class GaussianMixture:
             gamma = float(process.class_var(t, self.class_var))
             return a / gamma, self.log_weights - (0.5 * a * a / gamma) * self.sq_norms
         gamma = process.class_var(t, self.class_var)
-        return a / gamma, self.log_weights - 0.5 * a * a * ((self.means * self.means) @ (1.0 / gamma))
+        return a / gamma, self.log_weights - 0.5 * a * a * (self._squared_means @ (1.0 / gamma))
+
+    @functools.cached_property
+    def _squared_means(self):
+        r""":math:`\mu_{kj}^2`, shape (K, d): the anisotropic biases' matrix, squared once, not per evaluation."""
+        return self.means * self.means
 
     def logits(self, x, t, process, components=None):
         r"""Component logits :math:`\ell_k(x, t)`, shape (B, K) or (B, len(components)) (eq. 5). Dense."""

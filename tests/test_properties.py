@@ -292,6 +292,18 @@ def _predict(p):
                              target_norm=p["target_norm"])
 
 
+def _check_solution(solve, statistics):
+    """A solver's outcome: one ValueError (``_outcome``), or a result whose ``statistics`` are finite or
+    None when it reports success, and that says why when it does not."""
+    pred, record = _outcome(solve)
+    if pred is None:
+        return
+    if pred.success:
+        _finite_or_none(record, statistics)
+    else:
+        assert pred.message and pred.message != "ok", pred.message
+
+
 @SETTINGS
 @given(THEORIES)
 @example(_theory_case(1e6, "ode"))  # used to stall in the moment equations
@@ -301,13 +313,7 @@ def _predict(p):
 @example(_theory_case(-1.0, "ode"))
 @example(_theory_case(1.0, "ode", alpha=0.0))
 def test_theory_gives_a_finite_or_marked_result_or_one_value_error(p):
-    pred, record = _outcome(lambda: _predict(p))
-    if pred is None:
-        return
-    if pred.success:
-        _finite_or_none(record, THEORY_STATISTICS)
-    else:
-        assert pred.message and pred.message != "ok", pred.message
+    _check_solution(lambda: _predict(p), THEORY_STATISTICS)
 
 
 def _gaussian(p):
@@ -332,13 +338,7 @@ GAUSSIAN_STATISTICS = ("mean", "var", "mean_ratio", "var_par", "var_perp", "dist
 @example(_gaussian_case(1e20, "ode"))
 @example(_gaussian_case(-1.0, "ode"))
 def test_gaussian_gives_a_finite_or_marked_result_or_one_value_error(p):
-    pred, record = _outcome(lambda: _gaussian(p))
-    if pred is None:
-        return
-    if pred.success:
-        _finite_or_none(record, GAUSSIAN_STATISTICS)
-    else:
-        assert pred.message and pred.message != "ok", pred.message
+    _check_solution(lambda: _gaussian(p), GAUSSIAN_STATISTICS)
 
 
 @pytest.mark.parametrize("omega, guidance_scale", [(-1.0 - 1e-9, None), (-2.0, None), (None, -1e-9), (None, -1.0)])
