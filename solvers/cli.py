@@ -544,7 +544,7 @@ COMMANDS = {"simulate": _simulate, "gaussian": _gaussian, "theory": _theory, "ph
 def main(argv=None):
     """Run one command; returns the exit status: 0 done, 1 the work or a write failed, 2 bad input
     (nothing written), 130 / 143 interrupted by SIGINT / SIGTERM (what finished is saved)."""
-    from cfgphase.solvers.sweeps.runner import Interrupted
+    from cfgphase.solvers.sweeps.signals import Interrupted
 
     args = build_parser().parse_args(argv)
     try:

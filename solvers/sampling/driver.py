@@ -32,7 +32,7 @@ from cfgphase.solvers.sampling.sampler import SaveAt, as_sampler
 from cfgphase.solvers.sampling.steppers import Guide, get_stepper
 from cfgphase.solvers.sampling.timegrid import check_grid, default_t_max, time_grid, with_breakpoints
 from cfgphase.solvers.score.fields import field_for, means_mode
-from cfgphase.solvers.score.kernel import single_threaded_blas
+from cfgphase.solvers.score.blas import single_threaded_blas
 
 #: Particles are split into this many groups for the jackknife (eq. 14).
 GROUPS = 32

@@ -19,7 +19,8 @@ import numpy as np
 from cfgphase.physics.mixture import GeneratedMixture, mean_for_reference_var
 from cfgphase.physics.model import GaussianModel, Model
 from cfgphase.physics.processes import get_process
-from cfgphase.solvers.score.kernel import posterior_moments, single_threaded_blas
+from cfgphase.solvers.score.blas import single_threaded_blas
+from cfgphase.solvers.score.dense import dense_posterior_moments
 
 INITS = ("unconditional", "conditional")
 #: How a random model's class means reach the kernel: materialised once, generated chunk by chunk in the
@@ -46,6 +47,20 @@ def _check_init(init):
 
 #: Largest number of components for a model with multimodal classes (its class posterior is dense).
 MULTIMODAL_COMPONENTS = 100_000
+#: Up to this many components the class posterior is computed in NumPy from the whole (B, K) logit
+#: matrix (cfgphase.solvers.score.dense), above it by the streaming kernel: the choice depends on the
+#: model alone, never on the number of particles, so a run gives the same numbers however it is split.
+DENSE_COMPONENTS = 64
+
+
+def _posterior_moments(x, means, scale, bias, chunk, threads, hint=None):
+    """The class posterior of ``x``: dense for stored arrays of at most DENSE_COMPONENTS means (the field
+    materialises such means), else the streaming kernel (imported, with Numba, when first needed)."""
+    if isinstance(means, np.ndarray) and means.shape[0] <= DENSE_COMPONENTS:
+        return dense_posterior_moments(x, means, scale, bias)
+    from cfgphase.solvers.score.kernel import posterior_moments
+
+    return posterior_moments(x, means, scale, bias, chunk, threads, hint=hint)
 
 
 class MixtureField:
@@ -84,8 +99,13 @@ class MixtureField:
             raise ValueError(f"unconditional: dimension {unconditional.d} differs from the model's {model.d}")
         self.unconditional = unconditional
         driver = model if unconditional is None else unconditional
-        self.means = (driver.means_generator if isinstance(driver, GeneratedMixture)
-                      else driver.means.astype(self.dtype, copy=False))
+        if isinstance(driver, GeneratedMixture) and driver.K > DENSE_COMPONENTS:
+            self.means, self._sq_norms = driver.means_generator, None
+        elif isinstance(driver, GeneratedMixture):  # a handful of means: the dense kernel takes them stored
+            means, self._sq_norms = driver.means_generator.materialise()
+            self.means = means.astype(self.dtype, copy=False)
+        else:
+            self.means, self._sq_norms = driver.means.astype(self.dtype, copy=False), None
         self.means_mode = "generated" if isinstance(model, GeneratedMixture) else "stored"
         w = model.component_weights(self.components)
         self._target = (model.component_means(self.components), w / w.sum())
@@ -142,18 +162,25 @@ class MixtureField:
             other = self.unconditional
             u_scale, u_bias = other.logit_coefficients(t, self.process)
             ux, u_scale = (x, u_scale) if np.ndim(u_scale) == 0 else (x * u_scale, 1.0)
-            res = posterior_moments(ux.astype(self.dtype, copy=False), self.means, u_scale, u_bias, self.chunk,
-                                    self.threads)
+            res = _posterior_moments(ux.astype(self.dtype, copy=False), self.means, u_scale, self._bias(u_bias),
+                                     self.chunk, self.threads)
             uncond = mean_for_reference_var(x, res.mean.astype(np.float64, copy=False), t, self.process,
                                             other.class_var, model.class_var)
             return Evaluation(cond, uncond, responsibilities=resp)
-        res = posterior_moments(xs.astype(self.dtype, copy=False), self.means, scale, bias, self.chunk, self.threads,
-                                hint=self.components[0])
+        res = _posterior_moments(xs.astype(self.dtype, copy=False), self.means, scale, self._bias(bias), self.chunk,
+                                 self.threads, hint=self.components[0])
         argmax = res.argmax
         if model.multimodal:
             argmax = model.class_posterior(x, t, self.process).argmax(axis=1)
         return Evaluation(cond, res.mean.astype(np.float64, copy=False), res.log_partition, res.entropy,
                           target_logit, argmax, resp)
+
+    def _bias(self, bias):
+        """The logit bias as the kernel takes it: generated means materialised for the dense kernel take
+        their NormBias as an array, computed as NormBias computes it."""
+        if self._sq_norms is None:
+            return bias
+        return bias.log_weight - bias.coefficient * self._sq_norms
 
     def sample_initial(self, t, n, rng, init="unconditional"):
         _check_init(init)

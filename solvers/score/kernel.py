@@ -29,12 +29,9 @@ cores (benchmarks/bench_score.py measures the present design).
 
 from __future__ import annotations
 
-import functools
 import math
-import os
 import queue
 from concurrent.futures import ThreadPoolExecutor
-from typing import NamedTuple
 
 import numba as nb
 import numpy as np
@@ -43,8 +40,10 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic, overload
 import scipy.linalg.cython_blas  # noqa: F401  (the BLAS Numba's np.dot calls: loaded before the controller looks)
 
-from cfgphase.physics.disorder import (NormBias, RandomMeans, bitcast, class_scratch, fill_class_range,
-                                      int64_bits_as_float64)
+from cfgphase.physics.disorder import NormBias, RandomMeans
+from cfgphase.physics.disorder_jit import bitcast, class_scratch, fill_class_range, int64_bits_as_float64
+from cfgphase.solvers.score.blas import single_threaded_blas, usable_cores  # noqa: F401  (part of this API)
+from cfgphase.solvers.score.dense import PosteriorMoments
 
 #: Target size in bytes of each thread's (B_block, chunk) logit buffer: half an L2 cache, so that
 #: the logits, the chunk of means and the particles stay there (1 MiB buffers measured 1.2-1.4x
@@ -53,21 +52,6 @@ BUFFER_BYTES = 2**19
 #: Largest block of rows one task streams over all classes; blocks are spread over the threads.
 ROW_BLOCK = 512
 
-
-def usable_cores():
-    """The number of cores this process may run on, read when called (the default thread count)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-@functools.cache
-def _blas_controller():
-    # built once per process on first use (it inspects the loaded libraries, about 1 ms); it holds
-    # no threads, only library handles, which stay valid in a forked child. threadpoolctl is imported
-    # here, not at import: importing it sets KMP_DUPLICATE_LIB_OK (its guard against two OpenMP
-    # runtimes), the one environment variable a cfgphase call may add
-    from threadpoolctl import ThreadpoolController
-
-    return ThreadpoolController()
 
 # Fast-math flags without 'reassoc' and 'afn': the Cody-Waite reduction in _exp_nonpositive
 # relies on the order of its subtractions.
@@ -231,16 +215,6 @@ def _chunk_pass(S, bias, scale, threshold, k0, run_max, run_sum, run_w, run_arg,
     return n_active
 
 
-class PosteriorMoments(NamedTuple):
-    """Output of :func:`posterior_moments`; every array has leading dimension B."""
-
-    mean: np.ndarray  #: (B, d) posterior average of the means, eq. (6)
-    log_partition: np.ndarray  #: (B,) log sum_k exp(L_k), float64
-    entropy: np.ndarray  #: (B,) posterior entropy in nats, float64
-    argmax: np.ndarray  #: (B,) int64 index of the largest logit (Bayes classifier)
-    skipped: float = 0.0  #: fraction of (particle, chunk) pairs skipped as negligible (eq. 30)
-
-
 #: All skipped chunks together hold less than this fraction of each row's posterior weight (eq. 30).
 SKIP_WEIGHT = 1e-12
 #: Below this fraction of a block's rows still active in a chunk, only those rows are processed.
@@ -317,17 +291,6 @@ def _stream_rows(x, means, bias, k_offset, scale, chunk, threshold, run_max, run
         log_partition[i] = run_max[i] + log_sum
         entropy[i] = log_sum - run_w[i] / run_sum[i]
     return skipped
-
-
-def single_threaded_blas():
-    """A context in which every loaded BLAS library runs on one thread.
-
-    The kernel parallelises over row blocks itself; a multithreaded BLAS call just before it
-    (even a small matrix-vector product) leaves OpenBLAS threads spinning for ~0.1 s, which on 2
-    cores slowed the next kernel call by up to 1.5x. Callers that mix their own BLAS calls with
-    the kernel (fields, the simulator) wrap them in this context too.
-    """
-    return _blas_controller().limit(limits=1, user_api="blas")
 
 
 def default_chunk(rows, itemsize, K):

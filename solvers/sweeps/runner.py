@@ -13,29 +13,20 @@ The schema is documented in data/README.md.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import threading
 import time
-import types
 from dataclasses import dataclass
 from pathlib import Path
 
+from cfgphase.solvers.sweeps.signals import Interrupted, Stop, stop_on_signals
 from cfgphase.solvers.sweeps.spec import SweepSpec
 from cfgphase.solvers.sweeps.state import (SweepState, append_journal, journal_path, read_state, replay_journal,
                                            spec_hash, write_file)
 from cfgphase.solvers.sweeps.units import run_unit, units
 
 FLUSH_SECONDS = 2.0
-
-
-class Interrupted(Exception):
-    """A sweep stopped by SIGINT or SIGTERM after saving every finished point (``signum``)."""
-
-    def __init__(self, signum, message):
-        super().__init__(message)
-        self.signum = signum
 
 
 def run_sweep(spec, path, resume=False, overwrite=False, workers=None, scheduler=None, progress=True):
@@ -93,7 +84,7 @@ def _run_locked(spec, path, resume, workers, client, progress):
     bar = tqdm(total=len(all_units), initial=len(all_units) - len(todo), unit="unit", disable=not progress,
                desc="phase-diagram", mininterval=0.5)
     last, stopped, key = time.perf_counter(), None, spec_hash(spec)
-    with open(journal_path(path), "a") as journal, bar, _stop_on_signals() as stop:
+    with open(journal_path(path), "a") as journal, bar, stop_on_signals() as stop:
         results = _execute(spec, todo, workers, client)
         try:
             for result in results:
@@ -105,7 +96,7 @@ def _run_locked(spec, path, resume, workers, client, progress):
                     journal.truncate(0)
                     journal.seek(0)
                     last = time.perf_counter()
-        except (KeyboardInterrupt, _Stop) as err:
+        except (KeyboardInterrupt, Stop) as err:
             stopped = stop.signum or getattr(err, "signum", signal.SIGINT)
         finally:
             results.close()  # cancels what is queued and kills the workers of an abandoned pool
@@ -120,34 +111,6 @@ def _run_locked(spec, path, resume, workers, client, progress):
                                    f"continue with: cfgphase phase-diagram --out {path} --resume")
     return dict(path=Path(path), units=len(all_units), computed=len(todo), points_done=done, points_failed=failed,
                 wall_time=wall, replayed=replayed)
-
-
-class _Stop(BaseException):
-    """Raised in the writer's main thread by SIGTERM (SIGINT raises KeyboardInterrupt)."""
-
-    def __init__(self, signum):
-        super().__init__(signum)
-        self.signum = signum
-
-
-@contextlib.contextmanager
-def _stop_on_signals():
-    """SIGINT and SIGTERM interrupt the block (main thread only; elsewhere signals are left alone)."""
-    record = types.SimpleNamespace(signum=None)
-    if threading.current_thread() is not threading.main_thread():
-        yield record
-        return
-
-    def handler(signum, frame):
-        record.signum = signum
-        raise _Stop(signum)
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield record
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
 
 
 def _now():
@@ -191,7 +154,7 @@ def _execute(spec, todo, workers, client):
         finally:
             client.cancel(futures)
         return
-    from cfgphase.solvers.score.kernel import usable_cores
+    from cfgphase.solvers.score.blas import usable_cores
 
     threads = spec.simulation.get("threads", 1) if spec.sim_axes else 1
     workers = max(1, usable_cores() // threads) if workers is None else int(workers)

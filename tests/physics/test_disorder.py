@@ -9,8 +9,8 @@ import pytest
 from scipy import stats
 
 import cfgphase as cp
-from cfgphase.physics.disorder import (SUM_BLOCK, RandomMeans, _cos_sin_turn, _log_unit, blocked_sum,
-                                       philox4x32)
+from cfgphase.physics.disorder import NUMPY_ENTRIES, SUM_BLOCK, RandomMeans, blocked_sum, normal_block
+from cfgphase.physics.disorder_jit import _cos_sin_turn, _log_unit, class_scratch, fill_class_means, philox4x32
 from cfgphase.physics.mixture import GaussianMixture, GeneratedMixture
 from cfgphase.physics.processes import OU
 
@@ -25,6 +25,24 @@ U = np.uint64
 ])
 def test_philox_matches_the_random123_known_answers(counter, key, expected):
     assert tuple(int(w) for w in philox4x32(*map(U, counter), *map(U, key))) == expected
+
+
+def test_the_numpy_and_numba_forms_give_the_same_bits():
+    """Small blocks are drawn in NumPy, large ones by Numba: the same means and squared norms, bit for bit,
+    for odd and even d, class indices beyond 2^32, 64-bit seeds and both dtypes."""
+    rng = np.random.default_rng(0)
+    for _ in range(60):
+        d, n = int(rng.integers(1, 70)), int(rng.integers(1, 40))
+        gen = RandomMeans(2**46, d, seed=int(rng.integers(0, 2**64, dtype=np.uint64)), mean_var=rng.uniform(0.1, 9))
+        classes = rng.integers(0, 2**45, size=n)
+        for dtype in (np.float64, np.float32):
+            means, sq = normal_block(gen.key, gen.std, classes, d, dtype)
+            out, out_sq = np.empty((n, d), dtype), np.empty(n)
+            fill_class_means(*gen.key, gen.std, classes, class_scratch(d), out, out_sq)
+            np.testing.assert_array_equal(means, out)
+            np.testing.assert_array_equal(sq, out_sq)
+    gen = RandomMeans(3 * NUMPY_ENTRIES, 1, seed=5)  # either side of the switch, through the public methods
+    np.testing.assert_array_equal(gen.block(10, 10 + NUMPY_ENTRIES)[0], gen.block(0, 2 * NUMPY_ENTRIES)[0][10:-NUMPY_ENTRIES + 10])
 
 
 def test_an_entry_depends_only_on_seed_class_and_coordinate():

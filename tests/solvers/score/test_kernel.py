@@ -297,3 +297,44 @@ def test_generated_means_need_their_own_bias():
         posterior_moments(np.zeros((2, 3)), means, 1.0, NormBias(RandomMeans(10, 3), 0.0, 1.0))
     with pytest.raises(ValueError, match="shapes"):
         posterior_moments(np.zeros((2, 4)), means, 1.0, NormBias(means, 0.0, 1.0))
+
+
+@pytest.mark.parametrize("K", [1, 2, 64])
+def test_numpy_dense_kernel_equals_the_reference_and_the_streaming_kernel(K):
+    """cfgphase.solvers.score.dense (the path of models with at most DENSE_COMPONENTS components) against
+    SciPy's softmax and the streaming kernel: float64 to 1e-12 (rounding of sums over K <= 64 terms of
+    size <= 1, far below), float32 to 1e-5 relative (single-precision logits and weights, K <= 64)."""
+    from cfgphase.solvers.score.dense import dense_posterior_moments
+
+    rng = np.random.default_rng(K)
+    model = GaussianMixture.random(9, classes=K, seed=K, weights=rng.uniform(0.5, 2, K))
+    x = rng.standard_normal((50, 9)) * 1.5
+    for t in (0.02, 0.5, 3.0):
+        scale, bias = model.logit_coefficients(t, OU())
+        ref = dense(x, model.means, scale, bias)
+        got = dense_posterior_moments(x, model.means, scale, bias)
+        stream = posterior_moments(x, model.means, scale, bias, skip=False)
+        for res in (got, stream):
+            np.testing.assert_allclose(res.mean, ref[0], rtol=1e-12, atol=1e-12)
+            np.testing.assert_allclose(res.log_partition, ref[1], rtol=1e-13, atol=1e-12)
+            np.testing.assert_allclose(res.entropy, ref[2], rtol=1e-10, atol=1e-12)
+            np.testing.assert_array_equal(res.argmax, ref[3])
+        f32 = dense_posterior_moments(x.astype(np.float32), model.means.astype(np.float32), scale, bias)
+        assert f32.mean.dtype == np.float32 and f32.log_partition.dtype == np.float64
+        np.testing.assert_allclose(f32.mean, ref[0], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(f32.log_partition, ref[1], rtol=1e-5, atol=1e-5)
+
+
+def test_a_small_simulation_needs_neither_numba_nor_scipy():
+    """A model with at most DENSE_COMPONENTS components runs on the NumPy kernel and NumPy-drawn means: in a
+    fresh process, `cfgphase simulate` at the issue's small size imports neither Numba nor SciPy."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from cfgphase.solvers.cli import main\n"
+            "status = main(['simulate', '--d', '8', '--classes', '4', '--particles', '64', '--steps', '10',"
+            " '--sampler', 'sde'])\n"
+            "print(status, sorted(m for m in ('numba', 'scipy') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "0 []"
