@@ -31,7 +31,7 @@ _EXPORTS = {
     # how it is computed (solvers)
     "Sampler": "cfgphase.solvers.sampling.sampler",
     "SaveAt": "cfgphase.solvers.sampling.sampler",
-    "simulate": "cfgphase.solvers.sampling.driver",
+    "simulate": "cfgphase.solvers.sweeps.shards",
     "integrate": "cfgphase.solvers.sampling.driver",
     "predict": "cfgphase.solvers.theory.meanfield",
     "gaussian": "cfgphase.solvers.theory.gaussian",

@@ -67,6 +67,10 @@ OPTIONS = {
     "json": dict(action="store_true", help="print one JSON object instead of a table"),
     "quiet": dict(action="store_true", help="no progress bar"),
     "overwrite": dict(action="store_true", help="replace the output file if it exists"),
+    "resume": dict(action="store_true", help="continue an interrupted run in --out"),
+    # where the work runs
+    "workers": dict(type=int, help="local worker processes"),
+    "scheduler": dict(metavar="ADDRESS", help="run on this Dask distributed scheduler (tcp://HOST:8786)"),
 }
 
 
@@ -147,6 +151,9 @@ def build_parser():
     _guidance_options(sim)
     _add(sim.add_argument_group("sampler"), "sampler", "method", "steps", "t-max", "t-min", "grid", "particles",
          "init", "dtype", "means")
+    g = sim.add_argument_group("where (the particles sharded over Dask workers; the same numbers as without)")
+    w = g.add_mutually_exclusive_group()
+    _add(w, "workers", "scheduler", workers=dict(metavar="N", help="a Dask LocalCluster of N worker processes"))
     g = sim.add_argument_group("output")
     g.add_argument("--out", help="write observables and parameters to this HDF5 file")
     g.add_argument("--samples", action="store_true", help="also store the final particles in --out")
@@ -217,11 +224,9 @@ def build_parser():
          steps=dict(default=None, help="steps per simulation (default 100)"))
     g = pd.add_argument_group("run")
     g.add_argument("--out", required=True, help="HDF5 file to write (.h5)")
-    g.add_argument("--resume", action="store_true", help="continue an interrupted sweep in --out")
-    _add(g, "overwrite")
-    g.add_argument("--workers", type=int, help="local worker processes (default: usable cores)")
-    g.add_argument("--scheduler", metavar="ADDRESS", help="run on this Dask distributed scheduler instead")
-    _add(g, "quiet")
+    _add(g, "resume", "overwrite", "workers", "scheduler", "quiet",
+         resume=dict(help="continue an interrupted sweep in --out"),
+         workers=dict(help="local worker processes (default: usable cores)"))
 
     from cfgphase.solvers.figures.plots import KINDS
 
@@ -268,6 +273,15 @@ def _check_times(process, args):
         process.check_span(args.t_max, t_min)
     else:
         process.check_times(t_min, "t_min")
+
+
+def _check_where(args):
+    """--workers (an integer >= 1) and --scheduler (an address), before any work."""
+    from cfgphase.solvers.sweeps.runner import check_workers
+
+    check_workers(args.workers)
+    if args.scheduler is not None:
+        _check_scheduler(args.scheduler)
 
 
 def _check_scheduler(address):
@@ -344,11 +358,12 @@ def _data_model(args):
 def _simulate(args):
     from cfgphase.physics.model import Model
     from cfgphase.solvers.io.hdf5 import check_output_path, save
-    from cfgphase.solvers.sampling.driver import simulate
     from cfgphase.solvers.sampling.sampler import SaveAt, Sampler
+    from cfgphase.solvers.sweeps.shards import simulate
 
     if args.out is not None:
         check_output_path(args.out, args.overwrite)
+    _check_where(args)
     model_seed, noise_seed = _seeds(args)
     if args.data is not None:
         model = _data_model(args)
@@ -364,7 +379,8 @@ def _simulate(args):
     guidance = _guidance(args)
     result = simulate(model, guidance, sampler=sampler, particles=args.particles, seed=noise_seed, dtype=args.dtype,
                       save=SaveAt(samples=args.samples, copy_ratio=args.copy_ratio),
-                      progress=not args.quiet and sys.stderr.isatty(), means=args.means)
+                      progress=not args.quiet and sys.stderr.isatty(), means=args.means, workers=args.workers,
+                      scheduler=args.scheduler)
     if args.out is not None:
         save(result, args.out, overwrite=args.overwrite)
     summary = result.summary()
@@ -457,8 +473,7 @@ def _phase_diagram(args):
     if args.config is None and not given and not args.resume:
         raise ValueError("--config: give a TOML file, grid options, or --resume")
     check_output_path(args.out, overwrite=True)  # the name itself; the runner refuses to replace a file
-    if args.scheduler is not None:
-        _check_scheduler(args.scheduler)
+    _check_where(args)
     config = args.config if args.config is not None else config_from_options(given) if given else None
     result = phase_diagram(config, args.out, resume=args.resume, overwrite=args.overwrite, workers=args.workers,
                            scheduler=args.scheduler, progress=not args.quiet and sys.stderr.isatty())
