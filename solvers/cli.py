@@ -49,6 +49,11 @@ OPTIONS = {
     "noise-seed": dict(type=int, help="seed of the noise only (default: --seed)"),
     "target-norm": dict(type=float, metavar="RHO", help="condition on |mu_c|^2/d = RHO of one drawn target "
                                                         "(default: mean_var, its d -> infinity value)"),
+    "draws": dict(type=int, default=4, help="draws of the means per dimension: draw j has model and noise seed "
+                                             "--seed + j (default 4)"),
+    # guidance
+    "omega": dict(type=float, help="excess weight omega (default 1); the mean or early weight of a schedule"),
+    "guidance-scale": dict(type=float, help="diffusers weight w = 1 + omega"),
     # sampler
     "sampler": dict(choices=SAMPLERS, default="ode", help="probability-flow ODE or reverse SDE (default ode)"),
     "method": dict(choices=METHODS, help="stepper (default heun for ode, exponential for sde)"),
@@ -94,9 +99,7 @@ def _guidance_options(p, rules=True):
     from cfgphase.physics.schedules import SCHEDULES
 
     g = p.add_argument_group("guidance (excess convention: s_c + omega (s_c - s_u); `cfgphase schedules` lists all)")
-    w = g.add_mutually_exclusive_group()
-    w.add_argument("--omega", type=float, help="excess weight omega (default 1); the mean or early weight of a schedule")
-    w.add_argument("--guidance-scale", type=float, help="diffusers weight w = 1 + omega")
+    _add(g.add_mutually_exclusive_group(), "omega", "guidance-scale")
     g.add_argument("--schedule", choices=list(SCHEDULES), default="constant", help="omega(t) (default constant)")
     names = _registry_options(g, SCHEDULES, skip=("omega",))
     if rules:
@@ -227,6 +230,22 @@ def build_parser():
     _add(g, "resume", "overwrite", "workers", "scheduler", "quiet",
          resume=dict(help="continue an interrupted sweep in --out"),
          workers=dict(help="local worker processes (default: usable cores)"))
+
+    fss = sub.add_parser("fss", help="finite-size scaling: one (alpha, omega, sampler) point simulated over a list "
+                                     "of d and draws of the means; one HDF5 file the theory comparison reads")
+    g = fss.add_argument_group("model")
+    _classes(g, required=True, alpha_help="K = round(exp(alpha d)) at each d")
+    _add(g, "d", "draws", "seed", "mean-var", "class-var", "process",
+         d=dict(nargs="+", required=True, metavar="D", help="dimensions, e.g. --d 16 24 32"),
+         seed=dict(help="seed of the first draw (default 0)"))
+    _add(fss.add_argument_group("guidance"), "omega")
+    _add(fss.add_argument_group("sampler"), "sampler", "steps", "particles", "means")
+    g = fss.add_argument_group("run")
+    g.add_argument("--out", required=True, help="HDF5 file to write (.h5)")
+    _add(g, "resume", "overwrite", "json", "quiet")
+    w = g.add_mutually_exclusive_group()
+    _add(w, "workers", "scheduler", workers=dict(metavar="N", help="shard each run's particles over a Dask "
+                                                                    "LocalCluster of N worker processes"))
 
     from cfgphase.solvers.figures.plots import KINDS
 
@@ -483,6 +502,24 @@ def _phase_diagram(args):
     return 0
 
 
+def _fss(args):
+    from cfgphase.solvers.sweeps.fss import finite_size_scaling
+
+    _check_where(args)
+    result = finite_size_scaling(args.out, alpha=args.alpha, classes=args.classes,
+                                 omega=1.0 if args.omega is None else args.omega, sampler=args.sampler, d=args.d,
+                                 draws=args.draws, seed=args.seed, particles=args.particles, steps=args.steps,
+                                 mean_var=args.mean_var, class_var=args.class_var, process=args.process,
+                                 means=args.means, workers=args.workers, scheduler=args.scheduler, resume=args.resume,
+                                 overwrite=args.overwrite, progress=not args.quiet and sys.stderr.isatty())
+    if args.json:
+        _print_json(result.summary())
+    else:
+        print(f"cfgphase fss: {result.runs} runs, {result.computed} computed, {result.failed} failed in "
+              f"{result.wall_time:.1f} s; written to {result.path}")
+    return 0
+
+
 def _optimize_schedule(args):
     from cfgphase.physics.processes import get_process
     from cfgphase.solvers.design import optimal
@@ -553,7 +590,7 @@ def _plot(args):
 
 
 COMMANDS = {"simulate": _simulate, "gaussian": _gaussian, "theory": _theory, "phase-diagram": _phase_diagram,
-            "schedules": _schedules, "optimize-schedule": _optimize_schedule, "plot": _plot}
+            "fss": _fss, "schedules": _schedules, "optimize-schedule": _optimize_schedule, "plot": _plot}
 
 
 def main(argv=None):

@@ -40,39 +40,55 @@ from cfgphase.solvers.sampling import driver
 WORKER_SECONDS = 30
 
 
-def simulate(model, guidance=None, *, workers=None, scheduler=None, sampler="ode", steps=None, t_max=None,
-             particles=1024, seed=0, save=None, dtype="float64", threads=None, progress=False, time_limit=None,
-             means="auto"):
+def simulate(model, guidance=None, *, workers=None, scheduler=None, client=None, sampler="ode", steps=None,
+             t_max=None, particles=1024, seed=0, save=None, dtype="float64", threads=None, progress=False,
+             time_limit=None, means="auto"):
     """Guided sampling of ``model`` with exact scores, in this process or sharded over Dask workers.
 
-    Every argument but ``workers`` and ``scheduler`` is that of
+    Every argument but ``workers``, ``scheduler`` and ``client`` is that of
     :func:`cfgphase.solvers.sampling.driver.simulate`, with the same meaning and the same numbers.
+    At most one of these three says where the particles run, one shard per Dask worker:
 
     workers : int >= 1, optional
-        Shard the particles over a Dask ``LocalCluster`` of this many worker processes, started
-        for the call; ``threads`` (kernel threads per worker) defaults to the usable cores / workers.
+        A Dask ``LocalCluster`` of this many worker processes, started and closed for the call;
+        ``threads`` (kernel threads per worker) defaults to the usable cores / workers.
     scheduler : str, optional
-        Shard them over the workers of the Dask scheduler at this address (``tcp://HOST:8786``), one
-        shard per worker; ``threads`` defaults to each worker's usable cores.
+        The workers of the Dask scheduler at this address (``tcp://HOST:8786``); ``threads`` defaults
+        to each worker's usable cores.
+    client : dask.distributed.Client, optional
+        The workers of a client the caller holds (e.g. of a dask-jobqueue cluster), left open.
 
-    With neither, the run is :func:`~cfgphase.solvers.sampling.driver.simulate` in this process.
+    With none of them the run is :func:`~cfgphase.solvers.sampling.driver.simulate` in this process.
     ``progress`` shows one bar over the steps of every shard. SIGINT and SIGTERM cancel the shards
     and raise :class:`cfgphase.solvers.sweeps.runner.Interrupted`.
     """
+    from cfgphase.solvers.sweeps.runner import check_workers
+
     options = dict(sampler=sampler, steps=steps, t_max=t_max, particles=particles, seed=seed, save=save,
                    dtype=dtype, threads=threads, progress=progress, time_limit=time_limit, means=means)
-    if workers is None and scheduler is None:
+    where = [name for name, value in (("workers", workers), ("scheduler", scheduler), ("client", client))
+             if value is not None]
+    if not where:
         return driver.simulate(model, guidance, **options)
-    if workers is not None and scheduler is not None:
-        raise ValueError("workers: give workers (a local cluster) or scheduler (an existing one), not both")
+    if len(where) > 1:
+        raise ValueError(f"{where[0]}: give one of workers (a local cluster), scheduler or client, got {where}")
+    check_workers(workers)
     checked = driver.check_simulation(model, guidance, sampler=sampler, steps=steps, t_max=t_max,
                                       particles=particles, seed=seed, time_limit=time_limit, means=means)
+    if client is not None:
+        return _simulate_on(client, model, checked, **options)
     with dask_client(workers, scheduler) as client:
-        if workers is not None and threads is None:
-            from cfgphase.solvers.score.kernel import usable_cores
+        return _simulate_on(client, model, checked, **dict(options, threads=kernel_threads(workers, threads)))
 
-            options["threads"] = max(1, usable_cores() // workers)
-        return simulate_on(client, model, checked, **options)
+
+def kernel_threads(workers, threads=None):
+    """Kernel threads per worker: ``threads`` if given; for a LocalCluster of ``workers`` processes
+    the usable cores shared out between them; else None (each worker's usable cores)."""
+    if threads is not None or workers is None:
+        return threads
+    from cfgphase.solvers.score.kernel import usable_cores
+
+    return max(1, usable_cores() // workers)
 
 
 @contextlib.contextmanager
@@ -100,7 +116,7 @@ def dask_client(workers=None, scheduler=None):
         yield client
 
 
-def simulate_on(client, model, checked, *, sampler, steps, t_max, particles, seed, save, dtype, threads, progress,
+def _simulate_on(client, model, checked, *, sampler, steps, t_max, particles, seed, save, dtype, threads, progress,
                 time_limit, means):
     """Run one simulation sharded over the workers of Dask ``client``: one shard per worker.
 

@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 
 import cfgphase as cp
-from cfgphase.solvers.sampling import driver
-from cfgphase.solvers.sweeps.shards import dask_client, simulate_on
+from cfgphase.solvers.sweeps.shards import dask_client
 
 pytest.importorskip("distributed")
 RUN = dict(particles=64, steps=10, seed=5)
@@ -25,11 +24,7 @@ def client():
 
 
 def _sharded(client, model, guidance, **options):
-    options = dict(dict(sampler="ode", steps=None, t_max=None, particles=1024, seed=0, save=None, dtype="float64",
-                        threads=1, progress=False, time_limit=None, means="auto"), **options)
-    checked = driver.check_simulation(model, guidance, **{k: options[k] for k in (
-        "sampler", "steps", "t_max", "particles", "seed", "time_limit", "means")})
-    return simulate_on(client, model, checked, **options)
+    return cp.simulate(model, guidance, client=client, threads=1, **options)
 
 
 def assert_same_numbers(single, sharded):
@@ -77,6 +72,7 @@ def test_the_api_starts_a_local_cluster_for_the_call():
 
 @pytest.mark.parametrize("options, name", [(dict(workers=0), "workers"), (dict(workers=1.5), "workers"),
                                            (dict(workers=2, scheduler="tcp://127.0.0.1:1"), "workers"),
+                                           (dict(scheduler="tcp://127.0.0.1:1", client=object()), "scheduler"),
                                            (dict(workers=2, particles=1), "particles")])
 def test_bad_input_names_the_parameter_before_any_cluster_starts(options, name):
     with pytest.raises(ValueError, match=name):
