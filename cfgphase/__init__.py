@@ -36,6 +36,8 @@ _EXPORTS = {
     "predict": "cfgphase.solvers.theory.meanfield",
     "gaussian": "cfgphase.solvers.theory.gaussian",
     "phase_diagram": "cfgphase.solvers.sweeps.runner",
+    "finite_size_scaling": "cfgphase.solvers.sweeps.fss",
+    "compare_with_theory": "cfgphase.solvers.sweeps.fss",
     "open_dataset": "cfgphase.solvers.io.hdf5",
     "load_data": "cfgphase.solvers.io.data",
     "save": "cfgphase.solvers.io.hdf5",
