@@ -264,12 +264,6 @@ def _read(path, spec):
     return arrays
 
 
-def _split(name):
-    """(statistic, part) of a comparison variable ``{stat}_{theory}_{part}``."""
-    stat, _, part = name.rpartition("_")
-    return stat.rsplit("_", 2)[0], part
-
-
 def compare_with_theory(path, *, finite_d=True, particles=None, seed=1000):
     """Residual (simulation minus theory) per d of a :func:`finite_size_scaling` file, as an
     ``xarray.Dataset`` over ``d``.
@@ -290,7 +284,7 @@ def compare_with_theory(path, *, finite_d=True, particles=None, seed=1000):
 
     spec, ds = read_spec(path)
     theories = ("finite_d", "infinite_d") if finite_d else ("infinite_d",)
-    out = {f"{k}_{t}_{part}": np.full(len(spec.d), np.nan) for k in COMPARED for t in theories
+    out = {(k, t, part): np.full(len(spec.d), np.nan) for k in COMPARED for t in theories
            for part in ("residual", "stderr", "z")}
     used = np.zeros(len(spec.d), np.int64)
     for i, d in enumerate(spec.d):
@@ -318,10 +312,10 @@ def compare_with_theory(path, *, finite_d=True, particles=None, seed=1000):
                 if np.any(np.isnan(sim)) or np.any(np.isnan(se)) or np.any(np.isnan(theory)):
                     continue
                 res, err = draw_average(sim - theory, se, mc if t == "finite_d" else None)
-                out[f"{k}_{t}_residual"][i], out[f"{k}_{t}_stderr"][i] = res, err
-                out[f"{k}_{t}_z"][i] = res / err if err > 0 else np.nan
-    data = {name: ("d", values, {"units": "1" if part == "z" else UNITS[k]})
-            for (k, part), name, values in ((_split(name), name, values) for name, values in out.items())}
+                out[k, t, "residual"][i], out[k, t, "stderr"][i] = res, err
+                out[k, t, "z"][i] = res / err if err > 0 else np.nan
+    data = {f"{k}_{t}_{part}": ("d", values, {"units": "1" if part == "z" else UNITS[k]})
+            for (k, t, part), values in out.items()}
     data["draws"] = ("d", used, {"long_name": "draws compared"})
     return xr.Dataset(data, coords={"d": ("d", np.array(spec.d, dtype=np.int64), {"units": "dimension"})},
                       attrs=dict(kind="finite_size_comparison", source=str(path), **{
