@@ -49,6 +49,11 @@ OPTIONS = {
     "noise-seed": dict(type=int, help="seed of the noise only (default: --seed)"),
     "target-norm": dict(type=float, metavar="RHO", help="condition on |mu_c|^2/d = RHO of one drawn target "
                                                         "(default: mean_var, its d -> infinity value)"),
+    "draws": dict(type=int, default=4, help="draws of the means per dimension: draw j has model and noise seed "
+                                             "--seed + j (default 4)"),
+    # guidance
+    "omega": dict(type=float, help="excess weight omega (default 1); the mean or early weight of a schedule"),
+    "guidance-scale": dict(type=float, help="diffusers weight w = 1 + omega"),
     # sampler
     "sampler": dict(choices=SAMPLERS, default="ode", help="probability-flow ODE or reverse SDE (default ode)"),
     "method": dict(choices=METHODS, help="stepper (default heun for ode, exponential for sde)"),
@@ -67,6 +72,10 @@ OPTIONS = {
     "json": dict(action="store_true", help="print one JSON object instead of a table"),
     "quiet": dict(action="store_true", help="no progress bar"),
     "overwrite": dict(action="store_true", help="replace the output file if it exists"),
+    "resume": dict(action="store_true", help="continue an interrupted run in --out"),
+    # where the work runs
+    "workers": dict(type=int, help="local worker processes"),
+    "scheduler": dict(metavar="ADDRESS", help="run on this Dask distributed scheduler (tcp://HOST:8786)"),
 }
 
 
@@ -90,9 +99,7 @@ def _guidance_options(p, rules=True):
     from cfgphase.physics.schedules import SCHEDULES
 
     g = p.add_argument_group("guidance (excess convention: s_c + omega (s_c - s_u); `cfgphase schedules` lists all)")
-    w = g.add_mutually_exclusive_group()
-    w.add_argument("--omega", type=float, help="excess weight omega (default 1); the mean or early weight of a schedule")
-    w.add_argument("--guidance-scale", type=float, help="diffusers weight w = 1 + omega")
+    _add(g.add_mutually_exclusive_group(), "omega", "guidance-scale")
     g.add_argument("--schedule", choices=list(SCHEDULES), default="constant", help="omega(t) (default constant)")
     names = _registry_options(g, SCHEDULES, skip=("omega",))
     if rules:
@@ -147,6 +154,9 @@ def build_parser():
     _guidance_options(sim)
     _add(sim.add_argument_group("sampler"), "sampler", "method", "steps", "t-max", "t-min", "grid", "particles",
          "init", "dtype", "means")
+    g = sim.add_argument_group("where (the particles sharded over Dask workers; the same numbers as without)")
+    w = g.add_mutually_exclusive_group()
+    _add(w, "workers", "scheduler", workers=dict(metavar="N", help="a Dask LocalCluster of N worker processes"))
     g = sim.add_argument_group("output")
     g.add_argument("--out", help="write observables and parameters to this HDF5 file")
     g.add_argument("--samples", action="store_true", help="also store the final particles in --out")
@@ -217,11 +227,25 @@ def build_parser():
          steps=dict(default=None, help="steps per simulation (default 100)"))
     g = pd.add_argument_group("run")
     g.add_argument("--out", required=True, help="HDF5 file to write (.h5)")
-    g.add_argument("--resume", action="store_true", help="continue an interrupted sweep in --out")
-    _add(g, "overwrite")
-    g.add_argument("--workers", type=int, help="local worker processes (default: usable cores)")
-    g.add_argument("--scheduler", metavar="ADDRESS", help="run on this Dask distributed scheduler instead")
-    _add(g, "quiet")
+    _add(g, "resume", "overwrite", "workers", "scheduler", "quiet",
+         resume=dict(help="continue an interrupted sweep in --out"),
+         workers=dict(help="local worker processes (default: usable cores)"))
+
+    fss = sub.add_parser("fss", help="finite-size scaling: one (alpha, omega, sampler) point simulated over a list "
+                                     "of d and draws of the means; one HDF5 file the theory comparison reads")
+    g = fss.add_argument_group("model")
+    _classes(g, required=True, alpha_help="K = round(exp(alpha d)) at each d")
+    _add(g, "d", "draws", "seed", "mean-var", "class-var", "process",
+         d=dict(nargs="+", required=True, metavar="D", help="dimensions, e.g. --d 16 24 32"),
+         seed=dict(help="seed of the first draw (default 0)"))
+    _add(fss.add_argument_group("guidance"), "omega")
+    _add(fss.add_argument_group("sampler"), "sampler", "steps", "particles", "means")
+    g = fss.add_argument_group("run")
+    g.add_argument("--out", required=True, help="HDF5 file to write (.h5)")
+    _add(g, "resume", "overwrite", "json", "quiet")
+    w = g.add_mutually_exclusive_group()
+    _add(w, "workers", "scheduler", workers=dict(metavar="N", help="shard each run's particles over a Dask "
+                                                                    "LocalCluster of N worker processes"))
 
     from cfgphase.solvers.figures.plots import KINDS
 
@@ -268,6 +292,15 @@ def _check_times(process, args):
         process.check_span(args.t_max, t_min)
     else:
         process.check_times(t_min, "t_min")
+
+
+def _check_where(args):
+    """--workers (an integer >= 1) and --scheduler (an address), before any work."""
+    from cfgphase.solvers.sweeps.runner import check_workers
+
+    check_workers(args.workers)
+    if args.scheduler is not None:
+        _check_scheduler(args.scheduler)
 
 
 def _check_scheduler(address):
@@ -344,11 +377,12 @@ def _data_model(args):
 def _simulate(args):
     from cfgphase.physics.model import Model
     from cfgphase.solvers.io.hdf5 import check_output_path, save
-    from cfgphase.solvers.sampling.driver import simulate
     from cfgphase.solvers.sampling.sampler import SaveAt, Sampler
+    from cfgphase.solvers.sweeps.shards import simulate
 
     if args.out is not None:
         check_output_path(args.out, args.overwrite)
+    _check_where(args)
     model_seed, noise_seed = _seeds(args)
     if args.data is not None:
         model = _data_model(args)
@@ -364,7 +398,8 @@ def _simulate(args):
     guidance = _guidance(args)
     result = simulate(model, guidance, sampler=sampler, particles=args.particles, seed=noise_seed, dtype=args.dtype,
                       save=SaveAt(samples=args.samples, copy_ratio=args.copy_ratio),
-                      progress=not args.quiet and sys.stderr.isatty(), means=args.means)
+                      progress=not args.quiet and sys.stderr.isatty(), means=args.means, workers=args.workers,
+                      scheduler=args.scheduler)
     if args.out is not None:
         save(result, args.out, overwrite=args.overwrite)
     summary = result.summary()
@@ -457,14 +492,31 @@ def _phase_diagram(args):
     if args.config is None and not given and not args.resume:
         raise ValueError("--config: give a TOML file, grid options, or --resume")
     check_output_path(args.out, overwrite=True)  # the name itself; the runner refuses to replace a file
-    if args.scheduler is not None:
-        _check_scheduler(args.scheduler)
+    _check_where(args)
     config = args.config if args.config is not None else config_from_options(given) if given else None
     result = phase_diagram(config, args.out, resume=args.resume, overwrite=args.overwrite, workers=args.workers,
                            scheduler=args.scheduler, progress=not args.quiet and sys.stderr.isatty())
     print(f"cfgphase phase-diagram: {result.points_done} points done, {result.points_failed} failed, "
           f"{result.computed} of {result.units} units computed in {result.wall_time:.1f} s; "
           f"written to {result.path}")
+    return 0
+
+
+def _fss(args):
+    from cfgphase.solvers.sweeps.fss import finite_size_scaling
+
+    _check_where(args)
+    result = finite_size_scaling(args.out, alpha=args.alpha, classes=args.classes,
+                                 omega=1.0 if args.omega is None else args.omega, sampler=args.sampler, d=args.d,
+                                 draws=args.draws, seed=args.seed, particles=args.particles, steps=args.steps,
+                                 mean_var=args.mean_var, class_var=args.class_var, process=args.process,
+                                 means=args.means, workers=args.workers, scheduler=args.scheduler, resume=args.resume,
+                                 overwrite=args.overwrite, progress=not args.quiet and sys.stderr.isatty())
+    if args.json:
+        _print_json(result.summary())
+    else:
+        print(f"cfgphase fss: {result.runs} runs, {result.computed} computed, {result.failed} failed in "
+              f"{result.wall_time:.1f} s; written to {result.path}")
     return 0
 
 
@@ -538,7 +590,7 @@ def _plot(args):
 
 
 COMMANDS = {"simulate": _simulate, "gaussian": _gaussian, "theory": _theory, "phase-diagram": _phase_diagram,
-            "schedules": _schedules, "optimize-schedule": _optimize_schedule, "plot": _plot}
+            "fss": _fss, "schedules": _schedules, "optimize-schedule": _optimize_schedule, "plot": _plot}
 
 
 def main(argv=None):

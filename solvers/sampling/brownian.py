@@ -20,7 +20,11 @@ Values are memoised along the last descent, so a sampler's monotone queries cost
 :math:`\log_2(\Delta u/(\mathrm{tol}\,u)) + 1` draws of shape (B, d) each.
 
 Draws are row-major standard normals, so the first rows of a larger run are those of a smaller
-one. The clock u in which the samplers read the path is chosen by the driver (eq. 48).
+one, and a path restricted to ``rows`` [a, b) of a (B, d) path gives those rows of the full path
+exactly: it draws the first b rows and keeps the last b - a (the streams cannot skip ahead, the
+normals are drawn by rejection). That is how a shard of particles of one simulation sees the noise
+of the single-process run (cfgphase.solvers.sweeps.shards). The clock u in which the samplers read
+the path is chosen by the driver (eq. 48).
 """
 
 from __future__ import annotations
@@ -57,9 +61,10 @@ class Noise:
         """Generator for exact reference samples of the target (energy distance, quantiles of p(c|x))."""
         return self._rng(_REFERENCE)
 
-    def path(self, shape, horizon, tol=2.0**-6):
-        """The run's :class:`BrownianPath` of ``shape`` on [0, ``horizon``]."""
-        return BrownianPath(self.seed, shape, horizon, tol)
+    def path(self, shape, horizon, tol=2.0**-6, rows=None):
+        """The run's :class:`BrownianPath` of ``shape`` on [0, ``horizon``] (``rows``: a range of its
+        first axis, see :class:`BrownianPath`)."""
+        return BrownianPath(self.seed, shape, horizon, tol, rows)
 
 
 class BrownianPath:
@@ -67,11 +72,18 @@ class BrownianPath:
 
     ``path(u)`` is W(u); ``path.normal(u0, u1)`` is the standard normal
     :math:`(W(u_1) - W(u_0))/\\sqrt{u_1 - u_0}` of a step (independent across disjoint steps).
+    ``rows`` = (a, b) restricts the path to rows a .. b - 1 of its first axis: values of shape
+    (b - a, ...), equal bit for bit to those rows of the full path.
     """
 
-    def __init__(self, seed, shape, horizon, tol=2.0**-6):
+    def __init__(self, seed, shape, horizon, tol=2.0**-6, rows=None):
         self.seed = check_seed(seed)
-        self.shape = tuple(int(n) for n in shape)
+        full = tuple(int(n) for n in shape)
+        start, stop = (0, full[0]) if rows is None else (int(rows[0]), int(rows[1]))
+        if not 0 <= start < stop <= full[0]:
+            raise ValueError(f"rows must be a range (a, b) with 0 <= a < b <= {full[0]}, got {rows!r}")
+        self._drawn, self._start = (stop, *full[1:]), start  # the streams are read up to row b
+        self.shape = (stop - start, *full[1:])
         self.horizon = float(horizon)
         if not (math.isfinite(self.horizon) and self.horizon > 0):
             raise ValueError(f"horizon must be a finite number > 0, got {horizon!r}")
@@ -87,7 +99,8 @@ class BrownianPath:
         # SFC64: about 1.7x faster than the default PCG64 for these draws, which are a fifth of an SDE
         # step's time at B = 1024, d = 64, K = 2172
         stream = np.random.SFC64(np.random.SeedSequence(self.seed, spawn_key=key))
-        return np.random.Generator(stream).standard_normal(self.shape)
+        z = np.random.Generator(stream).standard_normal(self._drawn)
+        return z[self._start:] if self._start else z
 
     def __call__(self, u):
         u = float(u)

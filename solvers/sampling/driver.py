@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from typing import NamedTuple
 
 import numpy as np
 
@@ -93,15 +94,28 @@ def simulate(model, guidance=None, *, sampler="ode", steps=None, t_max=None, par
         same numbers. 'auto' generates them when stored ones would exceed the model's memory budget;
         the result records which ran (``params['means']``).
     """
-    # everything that can be checked is checked before the class means are drawn
+    guidance, sampler, mode = check_simulation(model, guidance, sampler=sampler, steps=steps, t_max=t_max,
+                                               particles=particles, seed=seed, time_limit=time_limit, means=means)
+    field = field_for(model, dtype=dtype, threads=threads, means=mode)
+    return integrate(field, guidance, sampler, particles=particles, seed=seed, save=save, progress=progress,
+                     params=simulation_record(model, field, dtype, threads), time_limit=time_limit)
+
+
+def check_simulation(model, guidance=None, *, sampler="ode", steps=None, t_max=None, particles=1024, seed=0,
+                     time_limit=None, means="auto"):
+    """(Guidance, Sampler, means mode) of :func:`simulate`'s arguments, everything that can be checked
+    checked before the class means are drawn (ValueError naming the parameter)."""
     guidance, sampler = as_guidance(guidance), as_sampler(sampler, steps=steps, t_max=t_max)
     mode = means_mode(model, means)
     _check_run(guidance, sampler, particles, seed, time_limit, model.d)
-    field = field_for(model, dtype=dtype, threads=threads, means=mode)
-    params = dict(model.record(), dtype=str(np.dtype(dtype)), threads=threads,
-                  means=getattr(field, "means_mode", None))
-    return integrate(field, guidance, sampler, particles=particles, seed=seed, save=save, progress=progress,
-                     params=params, time_limit=time_limit)
+    return guidance, sampler, mode
+
+
+def simulation_record(model, field, dtype, threads):
+    """The inputs a simulation of ``model`` records beyond the run's own: the model's, the precision,
+    the kernel threads and how the means reached the kernel."""
+    return dict(model.record(), dtype=str(np.dtype(dtype)), threads=threads,
+                means=getattr(field, "means_mode", None))
 
 
 def _check_run(guidance, sampler, particles, seed, time_limit, d):
@@ -124,12 +138,47 @@ def integrate(field, guidance=None, sampler="ode", *, particles=1024, seed=0, sa
     ``field`` is a score field (MixtureField, GaussianField, DegradedField, ...); the other
     arguments are those of :func:`simulate`; ``params`` are extra inputs to record (the model's).
     A schedule is bound here to the process and to the sampler's grid (noise-level windows,
-    step-indexed weights), and grid nodes are added at its breakpoints.
+    step-indexed weights), and grid nodes are added at its breakpoints. The work is
+    :func:`plan_run`, then :func:`run_block` over all the particles, then :func:`assemble`; a
+    sharded run (cfgphase.solvers.sweeps.shards) calls :func:`run_block` on ranges of particles.
     """
+    start = time.perf_counter()
+    run = plan_run(field, guidance, sampler, particles=particles, seed=seed, save=save, params=params,
+                   time_limit=time_limit)
+    bar = _progress_bar(progress, run.steps)
+    block = run_block(field, run, 0, run.particles, on_step=None if bar is None else bar.update)
+    if bar is not None:
+        bar.close()
+    return assemble(field, run, [block], start)
+
+
+class Run(NamedTuple):
+    """Everything about a run that is the same for every particle: :func:`plan_run` computes it from
+    the field, guidance and sampler, so that every shard of a run recomputes the same plan."""
+
+    guidance: object
+    sampler: object
+    method: str
+    stepper: object
+    omega: object  #: the weight, its schedule bound to the process and the grid
+    times: np.ndarray  #: (steps + 1,) the grid, decreasing
+    save_idx: np.ndarray  #: indices of the grid nodes where trajectory observables are recorded
+    save: SaveAt
+    particles: int
+    noise: Noise
+    time_limit: float | None
+    record: dict  #: every input, for the result
+
+    steps = property(lambda self: self.times.size - 1)
+    groups = property(lambda self: min(GROUPS, self.particles))
+
+
+def plan_run(field, guidance=None, sampler="ode", *, particles=1024, seed=0, save=None, params=None,
+             time_limit=None):
+    """The :class:`Run` of :func:`integrate`'s arguments (ValueError naming a bad one)."""
     guidance = as_guidance(guidance)
     sampler = as_sampler(sampler)
     save = SaveAt() if save is None else save
-    rule = guidance.rule
     _check_run(guidance, sampler, particles, seed, time_limit, field.d)
     method, stepper = get_stepper(sampler.kind, sampler.method)
     particles = int(particles)
@@ -161,21 +210,49 @@ def integrate(field, guidance=None, sampler="ode", *, particles=1024, seed=0, sa
     record.update(sampler.record(), method=method, steps=steps, t_max=t_max, t_min=t_min,
                   grid=sampler.grid if isinstance(sampler.grid, str) else "explicit", particles=particles,
                   seed=noise.seed, process=process.name, d=field.d)
+    return Run(guidance, sampler, method, stepper, omega, times, save_idx, save, particles, noise, time_limit,
+               record)
 
-    groups = min(GROUPS, particles)
-    labels, counts = obs.group_labels(particles, groups)
+
+class Block(NamedTuple):
+    """What particles ``start`` .. ``stop - 1`` of a run produced: everything :func:`assemble` needs
+    to compute the run's statistics exactly as from all particles at once."""
+
+    start: int
+    stop: int
+    x: np.ndarray  #: (stop - start, d) final particles
+    saved_times: list  #: times at which the trajectory observables were recorded
+    trajectory: dict  #: name -> (n_save, G) per-group sums of the observable over these particles
+    status: int
+    message: str
+    n_evals: int
+    final: object  #: Evaluation at (x, t_min) in float64, None after a failure
+    reference: np.ndarray | None  #: (stop - start, d) exact samples of the target at t_min (these rows)
+    final_reference: object  #: their Evaluation, None after a failure
+
+
+def run_block(field, run, start, stop, on_step=None):
+    """Integrate particles ``start`` .. ``stop - 1`` of ``run`` (a :class:`Run`) on ``field``.
+
+    They see exactly the noise they see in the whole run: the initial draw, the Brownian path
+    (restricted to their rows, cfgphase.solvers.sampling.brownian) and the exact reference samples
+    are drawn for all particles and these rows kept. ``on_step()`` is called after every step.
+    Returns a :class:`Block` (trajectory observables as per-group sums, so that blocks add up)."""
+    noise, sampler, rule, times = run.noise, run.sampler, run.guidance.rule, run.times
+    steps, t_max, t_min = run.steps, float(times[0]), float(times[-1])
+    labels = obs.group_labels(run.particles, run.groups)[0][start:stop]
     names, trajectory, saved_times = None, {}, []
-    start = time.perf_counter()
-    guide = Guide(field, rule, omega, particles)
-    x = field.sample_initial(t_max, particles, noise.initial_rng(), sampler.init)
+    clock_start = time.perf_counter()
+    guide = Guide(field, rule, run.omega, stop - start)
+    x = field.sample_initial(t_max, run.particles, noise.initial_rng(), sampler.init)
+    x = x if (start, stop) == (0, run.particles) else np.ascontiguousarray(x[start:stop])
     clock, path = None, None
     if sampler.kind == "sde":
-        clock, horizon = _brownian_clock(process, field.reference_var)
-        path = noise.path((particles, field.d), horizon)
+        clock, horizon = _brownian_clock(field.process, field.reference_var)
+        path = noise.path((run.particles, field.d), horizon, rows=(start, stop))
     ev = field.evaluate(x, t_max)
     n_evals, status, message = 1, 0, "ok"
-    bar = _progress_bar(progress, steps)
-    save_set = set(save_idx.tolist())
+    save_set = set(run.save_idx.tolist())
     # a diverging run (huge omega) is reported through status/message, not through warnings; BLAS
     # stays single-threaded: the kernel parallelises over row blocks itself, and idle OpenBLAS
     # threads spinning after a small multithreaded call would compete with it (solvers.score.kernel)
@@ -190,35 +267,60 @@ def integrate(field, guidance=None, sampler="ode", *, particles=1024, seed=0, sa
                     names = [n for n, v in values.items() if v is not None]
                     trajectory = {n: [] for n in names}
                 for n in names:
-                    trajectory[n].append(obs.group_means(values[n], labels, counts))
+                    trajectory[n].append(obs.group_sums(values[n], labels, run.groups))
                 saved_times.append(t)
             if t_next is None:
                 break
             xi = path.normal(clock(t), clock(t_next)) if path is not None else None
-            x, extra = stepper(field, guide, t, t_next, x, ev, guided, xi)
+            x, extra = run.stepper(field, guide, t, t_next, x, ev, guided, xi)
             if not np.all(np.isfinite(x)):
                 status, message = 1, f"non-finite particles after the step to t = {t_next:.6g}"
                 break
             ev = field.evaluate(x, t_next)
             n_evals += extra + 1
-            if bar is not None:
-                bar.update()
-            if time_limit is not None and time.perf_counter() - start > time_limit and i + 1 < steps:
-                status, message = 1, f"time limit of {time_limit:g} s reached at t = {t_next:.6g}"
+            if on_step is not None:
+                on_step()
+            if run.time_limit is not None and time.perf_counter() - clock_start > run.time_limit and i + 1 < steps:
+                status, message = 1, f"time limit of {run.time_limit:g} s reached at t = {t_next:.6g}"
                 break
-        if bar is not None:
-            bar.close()
-
-    trajectory = {n: np.array(v) for n, v in trajectory.items()}
-    saved = np.array(saved_times)
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"), single_threaded_blas():
+        final = reference = final_reference = None
         if status == 0:
             # final statistics from a float64 evaluation: 1/p(c|x) - 1 and the quantiles of p(c|x)
             # near 1 are below float32's resolution of the logits (docs/theory.md eq. 31)
             exact = field.precise() if hasattr(field, "precise") else field
-            reference = field.sample_initial(t_min, particles, noise.reference_rng(), "conditional")
-            final = obs.final_statistics(field, x, ev if exact is field else exact.evaluate(x, t_min), labels, counts,
-                                         reference, exact.evaluate(reference, t_min), copy_ratio=save.copy_ratio)
+            final = ev if exact is field else exact.evaluate(x, t_min)
+            reference = field.sample_initial(t_min, run.particles, noise.reference_rng(), "conditional")[start:stop]
+            final_reference = exact.evaluate(reference, t_min)
+    trajectory = {n: np.array(v).reshape(len(v), run.groups) for n, v in trajectory.items()}
+    return Block(start, stop, x, saved_times, trajectory, status, message, n_evals, final, reference,
+                 final_reference)
+
+
+def assemble(field, run, blocks, start_time):
+    """The :class:`Simulation` of ``run`` from ``blocks`` that cover its particles (in any order).
+
+    Trajectory group means are the blocks' group sums added over blocks (one block: the sums of the
+    whole run), then divided by the group sizes; the final statistics are computed once, from the
+    particles of every block put back in order, exactly as from a run in one piece. A failed block
+    makes the run fail with its message (the first in particle order); ``start_time`` is the
+    ``time.perf_counter()`` at which the run began (for ``wall_time``)."""
+    blocks = sorted(blocks, key=lambda b: b.start)
+    if [b.start for b in blocks] != [0] + [b.stop for b in blocks[:-1]] or blocks[-1].stop != run.particles:
+        raise ValueError(f"blocks: they must cover particles 0 .. {run.particles - 1} once, got "
+                         f"{[(b.start, b.stop) for b in blocks]}")
+    labels, counts = obs.group_labels(run.particles, run.groups)
+    failed = [b for b in blocks if b.status != 0]
+    status, message = (failed[0].status, failed[0].message) if failed else (0, "ok")
+    n_save = min(len(b.saved_times) for b in blocks)
+    names = [n for n in blocks[0].trajectory] if n_save else []
+    trajectory = {n: sum(b.trajectory[n][:n_save] for b in blocks) / counts for n in names}
+    saved = np.array(blocks[0].saved_times[:n_save])
+    x = blocks[0].x if len(blocks) == 1 else np.concatenate([b.x for b in blocks])
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"), single_threaded_blas():
+        if status == 0:
+            final = obs.final_statistics(field, x, _joined([b.final for b in blocks]), labels, counts,
+                                         _joined([b.reference for b in blocks]),
+                                         _joined([b.final_reference for b in blocks]), copy_ratio=run.save.copy_ratio)
             final_mean, final_var = x.mean(0), x.var(0, ddof=1)
         else:
             final, final_mean = obs.undefined_statistics(), np.full(field.d, np.nan)
@@ -229,10 +331,21 @@ def integrate(field, guidance=None, sampler="ode", *, particles=1024, seed=0, sa
     if status == 0 and overflow:
         status, message = 1, (f"non-finite {', '.join(overflow)}: the particles diverged "
                               f"(largest |x| {float(np.max(np.abs(x))):.3g})")
-    return Simulation(params=record, grid=times, times=saved, group_counts=counts, trajectory=trajectory,
-                      final=final, final_mean=final_mean, final_var=final_var,
-                      samples=x.copy() if save.samples else None, n_score_evals=n_evals,
-                      wall_time=time.perf_counter() - start, status=status, message=message)
+    return Simulation(params=dict(run.record), grid=run.times, times=saved, group_counts=counts,
+                      trajectory=trajectory, final=final, final_mean=final_mean, final_var=final_var,
+                      samples=x.copy() if run.save.samples else None, n_score_evals=max(b.n_evals for b in blocks),
+                      wall_time=time.perf_counter() - start_time, status=status, message=message)
+
+
+def _joined(parts):
+    """Per-particle arrays (or Evaluations of them) of consecutive blocks as one; a (d,) field that
+    every particle shares (a one-mode class's conditional estimate) is kept once."""
+    if len(parts) == 1 or parts[0] is None:
+        return parts[0]
+    if isinstance(parts[0], np.ndarray):
+        return np.concatenate(parts)
+    return type(parts[0])(*(None if v[0] is None else v[0] if name == "cond" and np.ndim(v[0]) == 1
+                            else np.concatenate(v) for name, v in zip(parts[0]._fields, zip(*parts))))
 
 
 def _brownian_clock(process, reference_var):

@@ -168,9 +168,14 @@ def group_labels(B, groups):
     return labels, np.bincount(labels, minlength=groups)
 
 
+def group_sums(values, labels, groups):
+    """(G,) sums of per-particle ``values`` (B,) within each of ``groups`` groups (``labels`` (B,))."""
+    return np.bincount(labels, weights=values, minlength=groups)
+
+
 def group_means(values, labels, counts):
     """(G,) means of per-particle ``values`` (B,) within each group."""
-    return np.bincount(labels, weights=values, minlength=counts.size) / counts
+    return group_sums(values, labels, counts.size) / counts
 
 
 def pooled(group_mean, counts):

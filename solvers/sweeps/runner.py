@@ -13,6 +13,7 @@ The schema is documented in data/README.md.
 
 from __future__ import annotations
 
+import numbers
 import os
 import signal
 import threading
@@ -47,8 +48,7 @@ def run_sweep(spec, path, resume=False, overwrite=False, workers=None, scheduler
         if path.exists() and not overwrite:
             raise ValueError(f"out: {path} exists (pass --resume to continue it or --overwrite to replace it)")
         check_output_path(path, overwrite=True)
-    if workers is not None and (isinstance(workers, bool) or int(workers) != workers or workers < 1):
-        raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
+    check_workers(workers)
     if resume and path.exists():
         read_state(path, spec)  # a damaged file, or another grid: refused before anything is locked
     elif spec is None:
@@ -121,6 +121,13 @@ def _now():
 
 #: Seconds to wait for a Dask scheduler before the sweep is refused.
 CONNECT_SECONDS = 10
+
+
+def check_workers(workers):
+    """ValueError naming ``workers`` unless it is None or an integer >= 1."""
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, numbers.Integral) or workers < 1):
+        raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
+    return workers
 
 
 def _connect(address):

@@ -1,6 +1,25 @@
-"""Finite-size scaling: extrapolation of finite-d measurements to d -> infinity."""
+"""Finite-size scaling: the residual of simulation against theory over draws of the means, and the
+extrapolation of finite-d measurements to d -> infinity."""
+
+import math
 
 import numpy as np
+
+
+def draw_average(residuals, stderrs, mc_errors=None):
+    """Mean of per-draw ``residuals`` (n,) (simulation minus theory, one per draw of the means at one d)
+    and its standard error: the larger of the between-draw variance of the residuals and the mean
+    within-draw variance ``stderrs**2`` of the simulated statistic, over n; the mean square of the
+    theory's own Monte-Carlo errors ``mc_errors`` (n,) over n is added in quadrature. Returns
+    (residual, standard error)."""
+    r = np.asarray(residuals, float)
+    n = r.size
+    within = np.mean(np.square(stderrs))
+    between = r.var(ddof=1) if n > 1 else within
+    var = max(between, within) / n
+    if mc_errors is not None:
+        var += np.mean(np.square(mc_errors)) / n
+    return float(r.mean()), math.sqrt(var)
 
 
 def extrapolate(ds, means, errors):

@@ -77,3 +77,14 @@ def test_shared_noise_makes_differences_between_runs_precise(other):
     b = np.array([mean_ratio(s, **other) for s in range(2 * seeds)])
     shared, independent = a - b[:seeds], a - b[seeds:]
     assert independent.var(ddof=1) > 10 * shared.var(ddof=1)
+
+
+def test_rows_of_a_path_are_those_rows_of_the_full_path():
+    """A shard of particles [a, b) of a sharded run sees the noise of the whole run (bit for bit)."""
+    full = BrownianPath(7, (64, 3), 4.0)
+    part = BrownianPath(7, (64, 3), 4.0, rows=(20, 45))
+    for u0, u1 in zip(CLOCK[:-1], CLOCK[1:]):
+        np.testing.assert_array_equal(part.normal(u0, u1), full.normal(u0, u1)[20:45])
+    for rows in ((3, 3), (-1, 4), (0, 65)):
+        with pytest.raises(ValueError, match="rows"):
+            BrownianPath(7, (64, 3), 4.0, rows=rows)
