@@ -101,7 +101,7 @@ def simulate(model, guidance=None, *, sampler="ode", steps=None, t_max=None, par
     params = dict(model.record(), dtype=str(np.dtype(dtype)), threads=threads,
                   means=getattr(field, "means_mode", None))
     return integrate(field, guidance, sampler, particles=particles, seed=seed, save=save, progress=progress,
-                     params=params, time_limit=time_limit)
+                     params=params, time_limit=time_limit, class_labels=getattr(model, "data_labels", None))
 
 
 def _check_run(guidance, sampler, particles, seed, time_limit, d):
@@ -118,11 +118,12 @@ def _check_run(guidance, sampler, particles, seed, time_limit, d):
 
 
 def integrate(field, guidance=None, sampler="ode", *, particles=1024, seed=0, save=None, progress=False,
-              params=None, time_limit=None):
+              params=None, time_limit=None, class_labels=None):
     """Integrate the guided reverse dynamics of any ``field`` and measure (docs/theory.md eqs. 9-14).
 
     ``field`` is a score field (MixtureField, GaussianField, DegradedField, ...); the other
-    arguments are those of :func:`simulate`; ``params`` are extra inputs to record (the model's).
+    arguments are those of :func:`simulate`; ``params`` are extra inputs to record (the model's);
+    ``class_labels`` name the field's classes in the statistics per class (default 0, 1, ...).
     A schedule is bound here to the process and to the sampler's grid (noise-level windows,
     step-indexed weights), and grid nodes are added at its breakpoints.
     """
@@ -211,6 +212,7 @@ def integrate(field, guidance=None, sampler="ode", *, particles=1024, seed=0, sa
 
     trajectory = {n: np.array(v) for n, v in trajectory.items()}
     saved = np.array(saved_times)
+    per_class = {}
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"), single_threaded_blas():
         if status == 0:
             # final statistics from a float64 evaluation: 1/p(c|x) - 1 and the quantiles of p(c|x)
@@ -218,7 +220,8 @@ def integrate(field, guidance=None, sampler="ode", *, particles=1024, seed=0, sa
             exact = field.precise() if hasattr(field, "precise") else field
             reference = field.sample_initial(t_min, particles, noise.reference_rng(), "conditional")
             final = obs.final_statistics(field, x, ev if exact is field else exact.evaluate(x, t_min), labels, counts,
-                                         reference, exact.evaluate(reference, t_min), copy_ratio=save.copy_ratio)
+                                         reference, exact.evaluate(reference, t_min), copy_ratio=save.copy_ratio,
+                                         per_class=per_class)
             final_mean, final_var = x.mean(0), x.var(0, ddof=1)
         else:
             final, final_mean = obs.undefined_statistics(), np.full(field.d, np.nan)
@@ -230,9 +233,15 @@ def integrate(field, guidance=None, sampler="ode", *, particles=1024, seed=0, sa
         status, message = 1, (f"non-finite {', '.join(overflow)}: the particles diverged "
                               f"(largest |x| {float(np.max(np.abs(x))):.3g})")
     return Simulation(params=record, grid=times, times=saved, group_counts=counts, trajectory=trajectory,
-                      final=final, final_mean=final_mean, final_var=final_var,
+                      final=final, final_mean=final_mean, final_var=final_var, per_class=per_class,
+                      class_labels=_class_labels(field, class_labels) if per_class else None,
                       samples=x.copy() if save.samples else None, n_score_evals=n_evals,
                       wall_time=time.perf_counter() - start, status=status, message=message)
+
+
+def _class_labels(field, given):
+    """(C,) labels of the field's classes: ``given``, else their numbers."""
+    return np.asarray(given if given is not None else np.arange(field.model.n_classes), dtype=np.int64)
 
 
 def _brownian_clock(process, reference_var):
