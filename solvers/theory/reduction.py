@@ -72,18 +72,22 @@ def span_run(model, kind, grid, L, targets, size, rng, outside=None):
         c = np.where(inside[:, :, None], c, math.sqrt(gamma0) * spread * rng.standard_normal(c.shape))
         rest = np.where(inside, rest, rest * spread ** 2)
 
+    # ODE, quenched outside: how far the guidance has lowered each outside overlap x . mu_j (eq. 78)
+    pushed = np.zeros_like(outside.projection) if quenched and kind == "ode" else None
+
     def estimate(c, rest, t):
-        """Span coordinates of the guided estimate, its factor k on the complement, and pi_c."""
+        """Span coordinates of the guided estimate, its factor k on the complement, pi_c, and the
+        posterior weights of the quenched outside leaves (None otherwise)."""
         a, gamma, _ = model.at(t)
         logits = (a / gamma) * (c @ L_T) - (a * a / (2 * gamma)) * sq_norms  # x . mu_k = (L c)_k
         shift = logits.max(axis=2)
         if quenched:  # eq. 78: each outside leaf's logit from its frozen projection on x-hat
             x_norm = np.sqrt(np.einsum("gbk,gbk->gb", c, c) + rest)
-            out_logits = (a / gamma) * x_norm[:, :, None] * outside.projection - \
-                (a * a / (2 * gamma)) * (outside.projection ** 2 + outside.sq_perp)
+            overlap = x_norm[:, :, None] * outside.projection - (0.0 if pushed is None else pushed)
+            out_logits = (a / gamma) * overlap - (a * a / (2 * gamma)) * (outside.projection ** 2 + outside.sq_perp)
             shift = np.maximum(shift, out_logits.max(axis=2))
             w_out = np.exp(out_logits - shift[:, :, None])
-            out_sum, out_tilt = w_out.sum(axis=2), np.einsum("gbk,gbk->gb", w_out, outside.projection) / x_norm
+            out_sum, out_tilt = w_out.sum(axis=2), np.einsum("gbk,gbk->gb", w_out, overlap) / x_norm ** 2
         elif n_out:  # eq. 77: log of the outside leaves' annealed sum, with |x|^2/(2 Gamma) added as to the logits
             q_out = gamma + a * a * v_out
             q = np.einsum("gbk,gbk->gb", c, c) + rest
@@ -101,14 +105,14 @@ def span_run(model, kind, grid, L, targets, size, rng, outside=None):
         beta[:, :, targets] += (1.0 + omega) * within
         m = beta @ L
         if not n_out:
-            return m, 0.0, pi
+            return m, 0.0, pi, None
         k = -omega * out_tilt / z  # the outside leaves' posterior mean is parallel to x
-        return m + k[:, :, None] * c, k, pi
+        return m + k[:, :, None] * c, k, pi, (w_out / z[:, :, None] if quenched else None)
 
     posterior = []
     for t, t_next in zip(grid[:-1], grid[1:]):
         t, t_next = float(t), float(t_next)
-        m, k, pi = estimate(c, rest, t)
+        m, k, pi, w_out = estimate(c, rest, t)
         posterior.append(pi.mean(axis=1))
         if kind == "ode":
             h = t_next - t
@@ -116,12 +120,15 @@ def span_run(model, kind, grid, L, targets, size, rng, outside=None):
             v1, f1 = A * c + B * m, A + B * k
             c_euler, f_euler = c + h * v1, 1 + h * f1
             if float(model.process.var(t_next)) == 0.0:
-                c, rest = c_euler, rest * f_euler ** 2
+                c, rest, f = c_euler, rest * f_euler ** 2, f_euler
             else:
                 A2, B2 = model.process.ode_coefficients(t_next, nu)
-                m2, k2, _ = estimate(c_euler, rest * f_euler ** 2, t_next)
+                m2, k2, _, _ = estimate(c_euler, rest * f_euler ** 2, t_next)
                 c = c + 0.5 * h * (v1 + A2 * c_euler + B2 * m2)
-                rest = rest * (1 + 0.5 * h * (f1 + (A2 + B2 * k2) * f_euler)) ** 2
+                f = 1 + 0.5 * h * (f1 + (A2 + B2 * k2) * f_euler)
+                rest = rest * f ** 2
+            if pushed is not None:  # self-avoidance (eq. 60, self term): the push along -mu_j, orthogonal to x
+                pushed = pushed * f[:, :, None] + (h * B * weight_at(model.omega, t)) * w_out * outside.sq_perp
         else:
             r, coef, V = model.process.reverse_transition(t, t_next, nu)
             c = r * c + coef * m + math.sqrt(V) * rng.standard_normal(c.shape)

@@ -99,7 +99,7 @@ def explicit_leaves(branching, level, target, d):
 
 
 def tree_prediction(d, omega=None, *, branching, level_vars, level=None, guidance_scale=None, sampler="ode",
-                    process="ou", class_var=0.25, particles=PARTICLES, quenched=True, seed=0):
+                    process="ou", class_var=0.25, means=None, particles=PARTICLES, quenched=True, seed=0):
     r"""Prediction of guided sampling of a tree of classes at dimension ``d`` (docs/theory.md eqs. 74-79).
 
     Parameters
@@ -113,6 +113,10 @@ def tree_prediction(d, omega=None, *, branching, level_vars, level=None, guidanc
         Its grid and start (default: signal-to-noise 1e-4 with :math:`E|x_0|^2 = d(\sum_l v_l + s^2)`);
         the default steppers only (heun, exponential).
     process, class_var : the forward process and :math:`s^2` (isotropic).
+    means : array_like (leaves, d), optional
+        Condition on one drawn tree (e.g. ``Model.hierarchical(...).means``): the explicit leaves are
+        these, and only the particles, the noise and the leaves outside the span are random (eq. 79).
+        Default: every draw of DRAW_SIZE particles has its own tree.
     particles : int
         Particles in all, in draws of DRAW_SIZE (one tree each, at least 2 draws).
     quenched : bool
@@ -149,7 +153,14 @@ def tree_prediction(d, omega=None, *, branching, level_vars, level=None, guidanc
     n_leaves = int(np.prod(branching))
     rng = np.random.default_rng(seed)
     draws = int(particles) // DRAW_SIZE
-    L = draw_tree_factors(tree_covariance(branching, level_vars, leaves), d, draws, rng)
+    if means is None:
+        L = draw_tree_factors(tree_covariance(branching, level_vars, leaves), d, draws, rng)
+    else:
+        means = np.asarray(means, dtype=float)
+        if means.shape != (n_leaves, d) or not np.all(np.isfinite(means)):
+            raise ValueError(f"means must be finite, of shape ({n_leaves}, {d}) (one row per leaf), got {means.shape}")
+        # coordinates of the explicit leaves in an orthonormal basis of their span: means.T = O R
+        L = np.repeat(np.linalg.qr(means[leaves].T, mode="r").T[None], draws, axis=0)
     family = int(np.prod(branching[1:]))
     outside = None if leaves.size == n_leaves else draw_outside(
         tree_covariance(branching, level_vars, np.arange(family)), (n_leaves - leaves.size) // family, d, draws,
@@ -173,6 +184,7 @@ def tree_prediction(d, omega=None, *, branching, level_vars, level=None, guidanc
                   schedule=repr(omega) if callable(omega) else "constant", t_max=float(grid[0]),
                   steps=grid.size - 1, disorder="hierarchical", branching=list(branching),
                   level_vars=list(level_vars), level=level, explicit_leaves=int(leaves.size),
+                  tree="given" if means is not None else "drawn",
                   method="reduction" if outside is None else "reduction+annealed" if outside.projection is None
                   else "reduction+quenched", particles=draws * DRAW_SIZE,
                   seed=seed if isinstance(seed, (int, np.integer)) else None,
