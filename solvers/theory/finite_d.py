@@ -38,6 +38,7 @@ from cfgphase.solvers.sampling.timegrid import check_grid, default_t_max, time_g
 from cfgphase.solvers.theory.environment import EnergyLaw, draw_environments, quenched_statistics
 from cfgphase.solvers.theory.meanfield import MeanFieldPrediction, guided_prediction
 from cfgphase.solvers.theory.reduction import over_draws, span_run
+from cfgphase.solvers.theory.steps import step
 
 #: Default population size: one prediction in about 5 s on one core (benchmarks/finite_size.py).
 PARTICLES = 6000
@@ -102,12 +103,7 @@ def finite_d_prediction(d, omega=None, *, alpha=None, classes=None, guidance_sca
     K = round(math.exp(alpha * d)) if classes is None else int(classes)
     if K < 2:
         raise ValueError(f"alpha, classes: the finite-d theory needs K >= 2 classes, got K = {K}")
-    if isinstance(particles, bool) or not isinstance(particles, (int, np.integer)) or particles < 2 * GROUPS:
-        raise ValueError(f"particles must be an integer >= {2 * GROUPS}, got {particles!r}")
-    if not isinstance(seed, np.random.Generator):
-        seed = check_seed(seed)
-    process = get_process(process)
-    sampler = as_sampler(sampler)
+    seed, process, sampler = check_inputs(particles, 2 * GROUPS, seed, process, sampler)
     rho = float(mean_var if target_norm is None else target_norm)
     grid, omega = sampler_grid(sampler, process, d * (mean_var + class_var), class_var,
                                excess_weight(omega, guidance_scale))
@@ -125,6 +121,17 @@ def finite_d_prediction(d, omega=None, *, alpha=None, classes=None, guidance_sca
     return _prediction(model, sampler.kind, grid, run, leading, particles=int(particles), quenched=quenched,
                        seed=seed if isinstance(seed, (int, np.integer)) else None,
                        method="reduction" if K <= d else "population", seconds=time.perf_counter() - start)
+
+
+def check_inputs(particles, minimum, seed, process, sampler):
+    """(seed, process, sampler) of a prediction, checked: ValueError naming ``particles`` unless it is an
+    integer >= ``minimum``; the seed (an int, or a numpy Generator kept as it is), the process by name and
+    the sampler by kind are normalised."""
+    if isinstance(particles, bool) or not isinstance(particles, (int, np.integer)) or particles < minimum:
+        raise ValueError(f"particles must be an integer >= {minimum}, got {particles!r}")
+    if not isinstance(seed, np.random.Generator):
+        seed = check_seed(seed)
+    return seed, get_process(process), as_sampler(sampler)
 
 
 def sampler_grid(sampler, process, signal, class_var, omega):
@@ -158,34 +165,6 @@ class _Model:
         a = float(self.process.a(t))
         gamma = float(self.process.class_var(t, self.class_var))
         return a, gamma, gamma + a * a * self.mean_var
-
-
-def _step(model, kind, t, t_next, y, p, first, estimate, noise=None):
-    r"""One step of the reduced sampler for (y, p) (eq. 53): Heun on the probability flow (Euler into
-    zero noise) or the exact SDE transition with :math:`\hat m` frozen, the simulator's steppers.
-
-    ``first`` = (m_par, k_perp) at (y, p, t); ``estimate(y, p, t)`` gives them at the Heun stage.
-    ``noise`` = (xi1, xi2, chi2_{d-2}) for the SDE (None: zero). Returns (y', p', f, coef): f is the
-    factor of the perpendicular part :math:`x_\perp` and coef the coefficient of :math:`\hat m` in the step."""
-    m1, k1 = first
-    nu = model.class_var
-    if kind == "ode":
-        h = t_next - t
-        A, B = model.process.ode_coefficients(t, nu)
-        v1, c1 = A * y + B * m1, A + B * k1
-        y_euler, f_euler = y + h * v1, 1 + h * c1
-        if float(model.process.var(t_next)) == 0.0:
-            return y_euler, p * f_euler ** 2, f_euler, h * B
-        m2, k2 = estimate(y_euler, p * f_euler ** 2, t_next)
-        A2, B2 = model.process.ode_coefficients(t_next, nu)
-        f = 1 + 0.5 * h * (c1 + (A2 + B2 * k2) * f_euler)
-        return y + 0.5 * h * (v1 + A2 * y_euler + B2 * m2), p * f * f, f, h * B
-    r, c, V = model.process.reverse_transition(t, t_next, nu)
-    f = r + c * k1
-    if noise is None:
-        return r * y + c * m1, f * f * p, f, c
-    xi1, xi2, chi = noise
-    return (r * y + c * m1 + math.sqrt(V) * xi1, (f * np.sqrt(p) + math.sqrt(V) * xi2) ** 2 + V * chi, f, c)
 
 
 class _Population:
@@ -313,13 +292,13 @@ def _population_run(model, kind, grid, n, rng, quenched, t_cv):
             pop.done = True
         noise = None if kind == "ode" else (rng.standard_normal(n), rng.standard_normal(n),
                                            rng.chisquare(model.d - 2, n) if model.d > 2 else np.zeros(n))
-        y, p, f, coef = _step(model, kind, t, t_next, y, p, (m_par, k_perp), lambda *s: pop.evaluate(*s)[:2], noise)
+        y, p, f, coef = step(model, kind, t, t_next, y, p, (m_par, k_perp), lambda *s: pop.evaluate(*s)[:2], noise)
         if pop.pushed is not None and weights is not None:
             y, p = pop.avoid(y, p, f, coef, g, weights, chi2)
         linear = _linear_estimate(model, t > t_cv)
-        y_cv, p_cv, _, _ = _step(model, kind, t, t_next, y_cv, p_cv, linear(y_cv, p_cv, t), linear, noise)
-        off, _, _, _ = _step(model, kind, t, t_next, 0.0, 0.0, linear(0.0, 0.0, t), linear)
-        lin, p_factor, _, _ = _step(model, kind, t, t_next, 1.0, 1.0, linear(1.0, 1.0, t), linear)
+        y_cv, p_cv, _, _ = step(model, kind, t, t_next, y_cv, p_cv, linear(y_cv, p_cv, t), linear, noise)
+        off, _, _, _ = step(model, kind, t, t_next, 0.0, 0.0, linear(0.0, 0.0, t), linear)
+        lin, p_factor, _, _ = step(model, kind, t, t_next, 1.0, 1.0, linear(1.0, 1.0, t), linear)
         lin -= off
         V = 0.0 if kind == "ode" else float(model.process.reverse_transition(t, t_next, model.class_var)[2])
         Ey, Ey2, Ep = moments

@@ -25,15 +25,14 @@ import time
 import numpy as np
 
 from cfgphase.physics.model import Model
-from cfgphase.physics.processes import get_process
 from cfgphase.physics.weights import excess_weight
-from cfgphase.solvers.sampling.brownian import check_seed
-from cfgphase.solvers.sampling.sampler import as_sampler
-from cfgphase.solvers.theory.finite_d import DRAW_SIZE, PARTICLES, _Model, check_dimension, sampler_grid
+from cfgphase.solvers.sampling.observables import condensation_time
+from cfgphase.solvers.theory.finite_d import (DRAW_SIZE, PARTICLES, _Model, check_dimension, check_inputs,
+                                              sampler_grid)
 from cfgphase.solvers.theory.meanfield import MeanFieldPrediction
 from cfgphase.solvers.theory.reduction import Outside, over_draws, span_run
 
-#: Largest number of per-particle numbers (draws x size x outside families x m^2) of a quenched outside.
+#: Largest number of per-particle numbers (draws x size x outside leaves x d) of a quenched outside.
 QUENCHED_NUMBERS = 20_000_000
 
 
@@ -67,21 +66,48 @@ def draw_tree_factors(cov, d, draws, rng):
     return np.linalg.cholesky(cov) @ bartlett
 
 
-def draw_outside(cov, families, d, draws, size, rng, quenched=True):
+def draw_outside(cov, families, d, span, draws, size, rng, quenched=True):
     r"""The leaves of ``families`` further level-0 families, each of covariance ``cov`` (m, m), seen from
-    draws x size particles (eqs. 77-78): annealed, or quenched when ``quenched`` and the per-particle
-    arrays stay below QUENCHED_NUMBERS numbers. Given :math:`\hat x` (independent of these means,
-    *approximation A2*), a family's projections on it are :math:`\mathcal N(0, C)` and the Gram matrix of
-    its parts orthogonal to it is Wishart(d - 1, C), of which the diagonal (the squared orthogonal norms)
-    enters the logits. Returns an :class:`~cfgphase.solvers.theory.reduction.Outside`."""
+    draws x size particles in d dimensions with an explicit span of ``span`` dimensions (eqs. 77-78):
+    annealed, or quenched when ``quenched`` and the draws stay below QUENCHED_NUMBERS numbers. Their means
+    are independent of the span's (*approximation A2* for the particle's complement direction), so in
+    any orthonormal basis a family's coordinates are :math:`C^{1/2}` times standard normals, independent
+    between coordinates: ``span`` of them in the span, one along the particle's complement part, and
+    the squared norm of the d - span - 1 others. Returns an
+    :class:`~cfgphase.solvers.theory.reduction.Outside`."""
     m = cov.shape[0]
     count, var = families * m, float(cov[0, 0])
-    if not quenched or draws * size * families * m * m > QUENCHED_NUMBERS:
+    if not quenched or draws * size * count * d > QUENCHED_NUMBERS:
         return Outside(count, var)
     chol = np.linalg.cholesky(cov)
-    projection = (rng.standard_normal((draws, size, families, m)) @ chol.T).reshape(draws, size, count)
-    perp = draw_tree_factors(cov, d - 1, draws * size * families, rng)
-    return Outside(count, var, projection, np.einsum("nij,nij->ni", perp, perp).reshape(draws, size, count))
+
+    def coordinates(n):  # (draws, size, count, n): n coordinates of every outside leaf
+        z = chol @ rng.standard_normal((draws, size, families, m, n))
+        return z.reshape(draws, size, count, n)
+
+    rest = coordinates(max(d - span - 1, 0))
+    along = coordinates(1)[..., 0] if d > span else np.zeros((draws, size, count))
+    return Outside(count, var, coordinates(span), along, np.einsum("gbnk,gbnk->gbn", rest, rest))
+
+
+def given_outside(coords, span, var, draws, size, rng, quenched=True):
+    r"""The outside leaves of a given tree (eq. 78): ``coords`` (count, d) their coordinates in an
+    orthonormal basis whose first ``span`` vectors span the explicit leaves. Their span coordinates are
+    exact; each particle sees their complement parts from its own uniformly random direction of the
+    complement (frozen along its path, *A4*). Annealed (with variance ``var``) when not ``quenched`` or
+    beyond QUENCHED_NUMBERS numbers."""
+    count, d = coords.shape
+    if not quenched or draws * size * count * 2 > QUENCHED_NUMBERS:
+        return Outside(count, var)
+    complement = coords[:, span:]
+    if d > span:
+        direction = rng.standard_normal((draws, size, d - span))
+        direction /= np.linalg.norm(direction, axis=2, keepdims=True)
+        projection = direction @ complement.T
+    else:
+        projection = np.zeros((draws, size, count))
+    sq_perp = np.maximum(np.einsum("nk,nk->n", complement, complement) - projection ** 2, 0.0)
+    return Outside(count, var, np.broadcast_to(coords[:, :span], (draws, size, count, span)), projection, sq_perp)
 
 
 def explicit_leaves(branching, level, target, d):
@@ -99,7 +125,7 @@ def explicit_leaves(branching, level, target, d):
 
 
 def tree_prediction(d, omega=None, *, branching, level_vars, level=None, guidance_scale=None, sampler="ode",
-                    process="ou", class_var=0.25, means=None, particles=PARTICLES, quenched=True, seed=0):
+                    process="ou", class_var=0.25, means=None, target=0, particles=PARTICLES, quenched=True, seed=0):
     r"""Prediction of guided sampling of a tree of classes at dimension ``d`` (docs/theory.md eqs. 74-79).
 
     Parameters
@@ -117,6 +143,8 @@ def tree_prediction(d, omega=None, *, branching, level_vars, level=None, guidanc
         Condition on one drawn tree (e.g. ``Model.hierarchical(...).means``): the explicit leaves are
         these, and only the particles, the noise and the leaves outside the span are random (eq. 79).
         Default: every draw of DRAW_SIZE particles has its own tree.
+    target : int
+        With ``means``: the guided node of ``level`` (numbered depth first, as the model's ``target``).
     particles : int
         Particles in all, in draws of DRAW_SIZE (one tree each, at least 2 draws).
     quenched : bool
@@ -129,7 +157,10 @@ def tree_prediction(d, omega=None, *, branching, level_vars, level=None, guidanc
     draws of the tree of each statistic as the simulator measures one draw (mean_ratio, var_par,
     var_perp about the draw's own mean, t_condensation from the draw's mean target posterior), with
     the standard errors of those means over draws; ``distortion`` for a leaf target only (a
-    super-class is multimodal, eq. 13 does not apply); ``inputs['method']`` is 'reduction' when every
+    super-class is multimodal, eq. 13 does not apply); with ``means`` and a super-class target,
+    ``inputs['mode_weights']``: the fraction of particles whose largest-posterior leaf at the end is each
+    of the target's leaves (in leaf order; the simulator's ``mode_weight_j``); ``inputs['method']`` is
+    'reduction' when every
     leaf is explicit (exact), else 'reduction+quenched' or 'reduction+annealed' (eqs. 77-78).
     """
     start = time.perf_counter()
@@ -140,16 +171,13 @@ def tree_prediction(d, omega=None, *, branching, level_vars, level=None, guidanc
     branching, level_vars, level = model.hierarchy
     if np.ndim(model.class_var) != 0:
         raise ValueError("class_var: the theory of a tree covers isotropic classes (one class_var)")
-    if isinstance(particles, bool) or not isinstance(particles, (int, np.integer)) or particles < 2 * DRAW_SIZE:
-        raise ValueError(f"particles must be an integer >= {2 * DRAW_SIZE}, got {particles!r}")
-    if not isinstance(seed, np.random.Generator):
-        seed = check_seed(seed)
-    process = get_process(process)
-    sampler = as_sampler(sampler)
+    seed, process, sampler = check_inputs(particles, 2 * DRAW_SIZE, seed, process, sampler)
     total_var = float(sum(level_vars))
     omega = excess_weight(omega, guidance_scale)
     grid, bound = sampler_grid(sampler, process, d * (total_var + model.class_var), model.class_var, omega)
-    leaves, targets = explicit_leaves(branching, level, 0, d)
+    if isinstance(target, bool) or not isinstance(target, (int, np.integer)) or not 0 <= target < model.K:
+        raise ValueError(f"target must be a node of level {level} in [0, {model.K - 1}], got {target!r}")
+    leaves, targets = explicit_leaves(branching, level, int(target), d)
     n_leaves = int(np.prod(branching))
     rng = np.random.default_rng(seed)
     draws = int(particles) // DRAW_SIZE
@@ -159,12 +187,18 @@ def tree_prediction(d, omega=None, *, branching, level_vars, level=None, guidanc
         means = np.asarray(means, dtype=float)
         if means.shape != (n_leaves, d) or not np.all(np.isfinite(means)):
             raise ValueError(f"means must be finite, of shape ({n_leaves}, {d}) (one row per leaf), got {means.shape}")
-        # coordinates of the explicit leaves in an orthonormal basis of their span: means.T = O R
-        L = np.repeat(np.linalg.qr(means[leaves].T, mode="r").T[None], draws, axis=0)
+        # coordinates of the explicit leaves in an orthonormal basis of their span: means.T = O R, O (d, d)
+        basis, coords = np.linalg.qr(means[leaves].T, mode="complete")
+        L = np.repeat(coords[:leaves.size].T[None], draws, axis=0)
     family = int(np.prod(branching[1:]))
-    outside = None if leaves.size == n_leaves else draw_outside(
-        tree_covariance(branching, level_vars, np.arange(family)), (n_leaves - leaves.size) // family, d, draws,
-        DRAW_SIZE, rng, quenched)
+    if leaves.size == n_leaves:
+        outside = None
+    elif means is None:
+        outside = draw_outside(tree_covariance(branching, level_vars, np.arange(family)),
+                               (n_leaves - leaves.size) // family, d, leaves.size, draws, DRAW_SIZE, rng, quenched)
+    else:
+        outside = given_outside(np.delete(means, leaves, axis=0) @ basis, leaves.size, total_var, draws, DRAW_SIZE,
+                                rng, quenched)
     reduced = _Model(d, model.K, total_var, total_var, model.class_var, process, bound)
     run = span_run(reduced, sampler.kind, grid, L, targets, DRAW_SIZE, rng, outside=outside)
     leaf_target = targets.size == 1
@@ -185,10 +219,16 @@ def tree_prediction(d, omega=None, *, branching, level_vars, level=None, guidanc
                   steps=grid.size - 1, disorder="hierarchical", branching=list(branching),
                   level_vars=list(level_vars), level=level, explicit_leaves=int(leaves.size),
                   tree="given" if means is not None else "drawn",
-                  method="reduction" if outside is None else "reduction+annealed" if outside.projection is None
+                  method="reduction" if outside is None else "reduction+annealed" if outside.span is None
                   else "reduction+quenched", particles=draws * DRAW_SIZE,
                   seed=seed if isinstance(seed, (int, np.integer)) else None,
                   seconds=time.perf_counter() - start)
+    if means is not None:  # one tree: pooled over draws, as the simulator pools its particles
+        # t_c from the mean posterior of all particles, jackknife over draws (eq. 14)
+        stats["t_c"] = condensation_time(grid, run["posterior"], np.full(draws, DRAW_SIZE))
+        if not leaf_target:  # the occupancy of the target's leaves
+            inputs["mode_weights"] = (np.bincount(run["mode"].ravel(), minlength=targets.size) /
+                                      run["mode"].size).tolist()
     values = [stats[k][0] for k in ("mean_ratio", "var_par", "var_perp", "distortion")]
     finite = all(v is not None and math.isfinite(v) for v in values[:3])
     t_c, t_c_se = stats["t_c"]

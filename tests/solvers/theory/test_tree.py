@@ -60,3 +60,58 @@ def test_a_guided_leaf_of_a_small_tree_against_simulation():
         sim = np.array([r[key] for r in runs])
         se = np.hypot(sim.std(ddof=1) / 2, getattr(pred, key + "_stderr"))
         assert abs(sim.mean() - getattr(pred, key)) <= 2 * se, (key, sim.mean(), getattr(pred, key), se)
+
+
+#: Every leaf explicit, the reduction is exact (eq. 79): its 2 cells of 48 outside 2 standard errors are
+#: what a correct theory gives with 4 draws (about 5 % of cells, more with 3 degrees of freedom).
+CHANCE = "exact reduction: a fluctuation of 4 draws"
+#: Other families quenched (eq. 78), d = 32: 2 cells of 48 outside 2 standard errors, each alone at its
+#: statistic and sign among the d; chance, or the other families' approximations A4-A6 (docs/theory.md 79).
+OUTSIDE = "other families quenched: chance or approximations A4-A6 (docs/theory.md eq. 79)"
+#: (tree, level, sampler, d, statistic) -> why the check is expected to fail; measured residual +- SE.
+KNOWN_FAILURES = {
+    ((3, 4), 1, "sde", 24, "mean_ratio"): CHANCE,  # +0.0029 +- 0.0014
+    ((3, 4), 0, "sde", 24, "var_perp"): CHANCE,  # +0.0038 +- 0.0015
+    ((16, 4), 0, "ode", 32, "t_condensation"): OUTSIDE,  # +0.0110 +- 0.0046
+    ((16, 4), 0, "sde", 32, "var_perp"): OUTSIDE,  # +0.0053 +- 0.0025
+}
+
+
+def residuals(branching, level, sampler, d, draws=4, particles=512):
+    """Simulation minus prediction, each draw of the tree conditioned on (eq. 79): per statistic the mean
+    residual over draws and its standard error, the larger of the between-draw one and the one from each
+    draw's own errors (jackknife of the simulation, Monte Carlo of the prediction)."""
+    tree = dict(branching=branching, level_vars=(1.0, 0.25), class_var=0.05, level=level)
+    keys = ("mean_ratio", "var_par", "var_perp", "t_condensation")
+    res, err = {k: [] for k in keys}, {k: [] for k in keys}
+    for seed in range(draws):
+        model = cp.Model.hierarchical(d=d, seed=seed, **tree)
+        pred = tree_prediction(d, 2.0, sampler=sampler, means=model.means, particles=1000, seed=100 + seed, **tree)
+        sim = cp.simulate(model, 2.0, sampler=cp.Sampler(kind=sampler, t_max=pred.inputs["t_max"]),
+                          particles=particles, seed=seed).final
+        for k in keys:
+            res[k].append(sim[k] - getattr(pred, k))
+            err[k].append(np.hypot(sim[k + "_stderr"], getattr(pred, k + "_stderr")))
+    out = {}
+    for k in keys:
+        r = np.array(res[k])
+        out[k] = (r.mean(), max(r.std(ddof=1), np.sqrt(np.mean(np.square(err[k])))) / np.sqrt(draws))
+    return out, pred.inputs["method"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sampler", ["ode", "sde"])
+@pytest.mark.parametrize("branching, level", [((3, 4), 1), ((3, 4), 0), ((16, 4), 1), ((16, 4), 0)])
+def test_guided_trees_match_simulation_at_each_d(branching, level, sampler):
+    """Finite-size scaling over d = 16, 24, 32 (eq. 79): omega = 2 on a leaf (level 1) or on a super-class
+    of four leaves (level 0), 4 trees per d, each compared with the prediction conditioned on it; every
+    statistic within 2 standard errors, except the known failures (measured sizes in KNOWN_FAILURES)."""
+    failures = []
+    for d in (16, 24, 32):
+        out, method = residuals(branching, level, sampler, d)
+        assert method == ("reduction" if branching == (3, 4) else "reduction+quenched")
+        for key, (mean, se) in out.items():
+            known = (branching, level, sampler, d, key) in KNOWN_FAILURES
+            if (abs(mean) > 2 * se) != known:
+                failures.append((d, key, round(mean, 5), round(se, 5), "known" if known else "new"))
+    assert not failures, failures
