@@ -39,6 +39,8 @@ FINAL = _table(
     # models built from data (docs/theory.md eq. 69)
     ("copy_fraction", r"P(\mathrm{copy})", "fraction of samples that copy a training point", "1"),
     ("coverage", r"C_c", "fraction of the target's training points copied by at least one sample", "1"),
+    ("coverage_per_class", r"C_k", "fraction of each class's training points copied by at least one sample "
+     "(over the class coordinate)", "1"),
     ("nearest_in_target", r"P(\mathrm{nn} \in c)", "fraction of samples whose nearest training point is in "
      "the target class", "1"),
     ("var_ratio", r"\mathrm{tr}\,\hat\Sigma/\mathrm{tr}\,\Sigma_c", "total sample variance over that of the "

@@ -98,7 +98,8 @@ def simulate(model, guidance=None, *, sampler="ode", steps=None, t_max=None, par
                                                particles=particles, seed=seed, time_limit=time_limit, means=means)
     field = field_for(model, dtype=dtype, threads=threads, means=mode)
     return integrate(field, guidance, sampler, particles=particles, seed=seed, save=save, progress=progress,
-                     params=simulation_record(model, field, dtype, threads), time_limit=time_limit)
+                     params=simulation_record(model, field, dtype, threads), time_limit=time_limit,
+                     class_labels=getattr(model, "data_labels", None))
 
 
 def check_simulation(model, guidance=None, *, sampler="ode", steps=None, t_max=None, particles=1024, seed=0,
@@ -132,11 +133,12 @@ def _check_run(guidance, sampler, particles, seed, time_limit, d):
 
 
 def integrate(field, guidance=None, sampler="ode", *, particles=1024, seed=0, save=None, progress=False,
-              params=None, time_limit=None):
+              params=None, time_limit=None, class_labels=None):
     """Integrate the guided reverse dynamics of any ``field`` and measure (docs/theory.md eqs. 9-14).
 
     ``field`` is a score field (MixtureField, GaussianField, DegradedField, ...); the other
-    arguments are those of :func:`simulate`; ``params`` are extra inputs to record (the model's).
+    arguments are those of :func:`simulate`; ``params`` are extra inputs to record (the model's);
+    ``class_labels`` name the field's classes in the statistics per class (default 0, 1, ...).
     A schedule is bound here to the process and to the sampler's grid (noise-level windows,
     step-indexed weights), and grid nodes are added at its breakpoints. The work is
     :func:`plan_run`, then :func:`run_block` over all the particles, then :func:`assemble`; a
@@ -144,7 +146,7 @@ def integrate(field, guidance=None, sampler="ode", *, particles=1024, seed=0, sa
     """
     start = time.perf_counter()
     run = plan_run(field, guidance, sampler, particles=particles, seed=seed, save=save, params=params,
-                   time_limit=time_limit)
+                   time_limit=time_limit, class_labels=class_labels)
     bar = _progress_bar(progress, run.steps)
     block = run_block(field, run, 0, run.particles, on_step=None if bar is None else bar.update)
     if bar is not None:
@@ -168,13 +170,14 @@ class Run(NamedTuple):
     noise: Noise
     time_limit: float | None
     record: dict  #: every input, for the result
+    class_labels: object = None  #: (C,) names of the field's classes in the statistics per class, or None
 
     steps = property(lambda self: self.times.size - 1)
     groups = property(lambda self: min(GROUPS, self.particles))
 
 
 def plan_run(field, guidance=None, sampler="ode", *, particles=1024, seed=0, save=None, params=None,
-             time_limit=None):
+             time_limit=None, class_labels=None):
     """The :class:`Run` of :func:`integrate`'s arguments (ValueError naming a bad one)."""
     guidance = as_guidance(guidance)
     sampler = as_sampler(sampler)
@@ -211,7 +214,7 @@ def plan_run(field, guidance=None, sampler="ode", *, particles=1024, seed=0, sav
                   grid=sampler.grid if isinstance(sampler.grid, str) else "explicit", particles=particles,
                   seed=noise.seed, process=process.name, d=field.d)
     return Run(guidance, sampler, method, stepper, omega, times, save_idx, save, particles, noise, time_limit,
-               record)
+               record, class_labels)
 
 
 class Block(NamedTuple):
@@ -316,11 +319,13 @@ def assemble(field, run, blocks, start_time):
     trajectory = {n: sum(b.trajectory[n][:n_save] for b in blocks) / counts for n in names}
     saved = np.array(blocks[0].saved_times[:n_save])
     x = blocks[0].x if len(blocks) == 1 else np.concatenate([b.x for b in blocks])
+    per_class = {}
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"), single_threaded_blas():
         if status == 0:
             final = obs.final_statistics(field, x, _joined([b.final for b in blocks]), labels, counts,
                                          _joined([b.reference for b in blocks]),
-                                         _joined([b.final_reference for b in blocks]), copy_ratio=run.save.copy_ratio)
+                                         _joined([b.final_reference for b in blocks]), copy_ratio=run.save.copy_ratio,
+                                         per_class=per_class)
             final_mean, final_var = x.mean(0), x.var(0, ddof=1)
         else:
             final, final_mean = obs.undefined_statistics(), np.full(field.d, np.nan)
@@ -333,8 +338,15 @@ def assemble(field, run, blocks, start_time):
                               f"(largest |x| {float(np.max(np.abs(x))):.3g})")
     return Simulation(params=dict(run.record), grid=run.times, times=saved, group_counts=counts,
                       trajectory=trajectory, final=final, final_mean=final_mean, final_var=final_var,
+                      per_class=per_class,
+                      class_labels=_class_labels(field, run.class_labels) if per_class else None,
                       samples=x.copy() if run.save.samples else None, n_score_evals=max(b.n_evals for b in blocks),
                       wall_time=time.perf_counter() - start_time, status=status, message=message)
+
+
+def _class_labels(field, given):
+    """(C,) labels of the field's classes: ``given``, else their numbers."""
+    return np.asarray(given if given is not None else np.arange(field.model.n_classes), dtype=np.int64)
 
 
 def _joined(parts):

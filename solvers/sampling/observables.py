@@ -41,6 +41,9 @@ Final statistics, with :math:`u = \mu_c/|\mu_c|` (docs/theory.md eqs. 13, 41-43)
 ``mode_weight_j``     fraction of samples in mode j of a multimodal target (``_target``: the truth)
 ``p_target_qNN``      quantile NN % of :math:`p(c|x)` over the samples (``_shift``: minus that of exact
                       samples; bootstrap errors, eq. 43)
+
+A data model adds the copy statistics of :func:`copy_statistics` (eq. 69); one of them,
+``coverage_per_class``, has one value per class (the simulation's ``per_class``).
 """
 
 from __future__ import annotations
@@ -191,19 +194,23 @@ def pooled(group_mean, counts):
 def jackknife(stat, values, labels, counts):
     """Estimate and grouped-jackknife standard error (eq. 14) of ``stat(values)``.
 
-    ``values`` is a tuple of per-particle arrays with leading dimension B.
+    ``values`` is a tuple of per-particle arrays with leading dimension B. A scalar statistic gives
+    two floats; one returning an (n,) array (a statistic per class) gives two (n,) arrays, the error
+    componentwise.
     """
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a variance of one particle: NaN, handled below
         full = stat(*values)
         if full is None:
             return None, None
+        full = float(full) if np.ndim(full) == 0 else np.asarray(full, dtype=float)
         G = counts.size
         loo = [stat(*(v[labels != g] for v in values)) for g in range(G)]
-        if any(v is None or np.isnan(v) for v in loo):  # too few particles per leave-one-group-out sample
-            return float(full), None
+        if any(v is None or np.any(np.isnan(v)) for v in loo):  # too few particles per leave-one-group-out sample
+            return full, None
         loo = np.array(loo, dtype=float)
-        return float(full), float(np.sqrt((G - 1) / G * np.sum((loo - loo.mean()) ** 2)))
+        stderr = np.sqrt((G - 1) / G * np.sum((loo - loo.mean(axis=0)) ** 2, axis=0))
+        return full, (float(stderr) if np.ndim(full) == 0 else stderr)
 
 
 # --- final statistics (eq. 13); each takes the final particles and helper arrays -------------
@@ -327,12 +334,14 @@ def nearest_points(x, points, block=4096):
     return index, np.sqrt(best[:, 0]), np.sqrt(best[:, 1])
 
 
-def copy_statistics(out, field, x, labels, counts, ratio):
-    r"""Memorisation and fidelity of samples of a data model (docs/theory.md eq. 69), into ``out``.
+def copy_statistics(out, per_class, field, x, labels, counts, ratio):
+    r"""Memorisation and fidelity of samples of a data model (docs/theory.md eq. 69), into ``out``
+    (scalars) and ``per_class`` ((C,) arrays over the C classes, in class order).
 
     A sample *copies* a training point when its distance to the nearest training point is below
     ``ratio`` times its distance to the second nearest. ``copy_fraction``: fraction of samples
-    that copy; ``coverage``: fraction of the target class's points copied by at least one sample;
+    that copy; ``coverage_per_class``: for every class, the fraction of its points copied by at
+    least one sample, and ``coverage`` its value for the target class;
     ``nearest_in_target``: fraction of samples whose nearest training point is in the target class;
     ``var_ratio``: total sample variance over that of the class's exact conditional (its points'
     covariance plus :math:`s^2 I`), whose variances along and across the class mean are
@@ -342,13 +351,19 @@ def copy_statistics(out, field, x, labels, counts, ratio):
     index, first, second = nearest_points(x, points)
     copies = (first < ratio * second).astype(float)
     in_target = np.isin(index, comps).astype(float)
-    n_c = comps.size
+    n_classes = field.model.n_classes
+    point_class = np.arange(points.shape[0]) if field.model.labels is None else field.model.labels
+    class_size = np.bincount(point_class, minlength=n_classes)
 
     def coverage(copies, index):
-        return np.intersect1d(index[copies > 0], comps).size / n_c
+        copied = np.unique(index[copies > 0])
+        return np.bincount(point_class[copied], minlength=n_classes) / class_size
 
     out["copy_fraction"], out["copy_fraction_stderr"] = jackknife(np.mean, (copies,), labels, counts)
-    out["coverage"], out["coverage_stderr"] = jackknife(coverage, (copies, index), labels, counts)
+    cover, cover_se = jackknife(coverage, (copies, index), labels, counts)
+    per_class["coverage_per_class"], per_class["coverage_per_class_stderr"] = cover, cover_se
+    out["coverage"] = float(cover[field.target])
+    out["coverage_stderr"] = None if cover_se is None else float(cover_se[field.target])
     out["nearest_in_target"], out["nearest_in_target_stderr"] = jackknife(np.mean, (in_target,), labels, counts)
     w = field.model.weights[comps] / field.model.weights[comps].sum()
     centred = points[comps] - w @ points[comps]
@@ -368,7 +383,8 @@ def copy_statistics(out, field, x, labels, counts, ratio):
     out["var_ratio"], out["var_ratio_stderr"] = jackknife(var_ratio, (x,), labels, counts)
 
 
-def final_statistics(field, x, ev, labels, counts, reference=None, ev_reference=None, copy_ratio=1 / 3):
+def final_statistics(field, x, ev, labels, counts, reference=None, ev_reference=None, copy_ratio=1 / 3,
+                     per_class=None):
     """Every final statistic with its jackknife standard error, as a flat dict (eqs. 13, 41-43).
 
     ``reference`` (m, d) are exact samples of the target at the final time and ``ev_reference``
@@ -376,7 +392,8 @@ def final_statistics(field, x, ev, labels, counts, reference=None, ev_reference=
     p(c|x). For ``inv_prob`` a 95 % percentile-bootstrap interval (BCa's jackknife is O(B^2))
     (``inv_prob_ci_low``/``_high``) and the median of group means (``inv_prob_median_of_means``)
     are added, since 1/pi_c is heavy-tailed. A field of training points (a data model) adds the copy
-    statistics of :func:`copy_statistics` with ``copy_ratio``.
+    statistics of :func:`copy_statistics` with ``copy_ratio``; its statistics per class go into the
+    dict ``per_class`` when one is given.
     """
     mu = field.target_mean
     mu2 = float(mu @ mu)
@@ -449,7 +466,7 @@ def final_statistics(field, x, ev, labels, counts, reference=None, ev_reference=
     else:
         out["energy_distance"] = out["energy_distance_stderr"] = None
     if getattr(field, "training", False):
-        copy_statistics(out, field, x, labels, counts, copy_ratio)
+        copy_statistics(out, {} if per_class is None else per_class, field, x, labels, counts, copy_ratio)
     if has_classes:
         _class_statistics(out, field, ev, ev_reference, labels, counts)
     else:

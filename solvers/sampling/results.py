@@ -51,6 +51,10 @@ class Simulation:
     final: dict
     final_mean: np.ndarray
     final_var: np.ndarray
+    #: Statistics per class (``coverage_per_class`` of a data model), each (C,) in the order of
+    #: ``class_labels`` (C,); its ``_stderr`` companion may be None.
+    per_class: dict = field(default_factory=dict)
+    class_labels: np.ndarray | None = None
     samples: np.ndarray | None = None
     n_score_evals: int = 0
     wall_time: float = 0.0
@@ -74,6 +78,8 @@ class Simulation:
         names of the non-finite ones (``non_finite``; JSON has no infinity, they print as null)."""
         out = {k: self.params.get(k) for k in SUMMARY_KEYS}
         out.update(self.final)
+        for name, values in self.per_class.items():  # keyed by class label (a JSON key is a string)
+            out[name] = None if values is None else {str(c): float(v) for c, v in zip(self.class_labels, values)}
         out.update(non_finite=self.non_finite, status=self.status, message=self.message, wall_time=self.wall_time,
                    n_score_evals=self.n_score_evals)
         return out
@@ -81,7 +87,8 @@ class Simulation:
     def to_xarray(self):
         """An ``xarray.Dataset``: trajectory observables over ``time`` (with ``_stderr`` and the group
         means over ``group``), final statistics as scalars, the final per-coordinate moments over
-        ``coordinate``, the kept samples over (``particle``, ``coordinate``), the grid over ``node``;
+        ``coordinate``, statistics per class over ``class`` (its labels), the kept samples over
+        (``particle``, ``coordinate``), the grid over ``node``;
         every input in ``attrs``. Missing values are NaN."""
         import xarray as xr
 
@@ -102,6 +109,10 @@ class Simulation:
         data["final_var"] = xr.Variable(("coordinate",), self.final_var,
                                         {"long_name": "per-coordinate variance of the final sample",
                                          "units": "data units^2"})
+        for key, values in self.per_class.items():
+            meaning, units = describe(key)
+            data[key] = xr.Variable(("class",), np.full(self.class_labels.size, np.nan) if values is None else values,
+                                    {"long_name": meaning, "units": units})
         data["grid"] = xr.Variable(("node",), self.grid, {"long_name": "integration grid", "units": "forward time"})
         if self.samples is not None:
             data["samples"] = xr.Variable(("particle", "coordinate"), self.samples,
@@ -110,6 +121,8 @@ class Simulation:
                   "group": ("group", np.arange(self.group_counts.size),
                             {"long_name": "particle group (particle i is in group i mod G)"}),
                   "group_size": ("group", self.group_counts, {"long_name": "particles per group"})}
+        if self.per_class:
+            coords["class"] = ("class", self.class_labels, {"long_name": "class label"})
         attrs = {k: attribute(v) for k, v in self.params.items()}
         attrs.update(kind="simulation", status=self.status, message=self.message, wall_time=self.wall_time,
                      n_score_evals=self.n_score_evals, non_finite=",".join(self.non_finite))

@@ -137,7 +137,7 @@ def _simulate_on(client, model, checked, *, sampler, steps, t_max, particles, se
     record = driver.simulation_record(model, local, dtype, threads)
     record.update(means=mode if isinstance(model, Model) else None, shards=shards)
     run = driver.plan_run(local, guidance, sampler, particles=particles, seed=seed, save=save, params=record,
-                          time_limit=time_limit)
+                          time_limit=time_limit, class_labels=getattr(model, "data_labels", None))
     cuts = [particles * i // shards for i in range(shards + 1)]
     topic = f"cfgphase-progress-{uuid.uuid4().hex}"
     bar = _bar(client, topic, run.steps * shards) if progress else None

@@ -1,6 +1,8 @@
 """Theory: exact Gaussian guided dynamics (`gaussian`), condensation of K = e^{alpha d} random
 classes (`condensation`), the mean-field theory of guided sampling (`meanfield`) and its finite-d
-corrections (`finite_d`, with the finitely many other classes in `environment`)."""
+corrections (`finite_d`, with the finitely many other classes in `environment`), the dynamics in the
+span of few means (`reduction`), guided trees of classes (`tree`) and the regimes of unguided sampling
+(`regimes`)."""
 
 
 def __getattr__(name):  # submodules load on first use: `cfgphase.solvers.theory.<module>`

@@ -32,11 +32,13 @@ from cfgphase.physics.processes import get_process
 from cfgphase.physics.schedules import bind_schedule
 from cfgphase.physics.weights import excess_weight, weight_at
 from cfgphase.solvers.sampling.brownian import check_seed
-from cfgphase.solvers.sampling.observables import condensation_time, crossing_time
+from cfgphase.solvers.sampling.observables import condensation_time
 from cfgphase.solvers.sampling.sampler import as_sampler
 from cfgphase.solvers.sampling.timegrid import check_grid, default_t_max, time_grid, with_breakpoints
 from cfgphase.solvers.theory.environment import EnergyLaw, draw_environments, quenched_statistics
 from cfgphase.solvers.theory.meanfield import MeanFieldPrediction, guided_prediction
+from cfgphase.solvers.theory.reduction import over_draws, span_run
+from cfgphase.solvers.theory.steps import step
 
 #: Default population size: one prediction in about 5 s on one core (benchmarks/finite_size.py).
 PARTICLES = 6000
@@ -101,24 +103,10 @@ def finite_d_prediction(d, omega=None, *, alpha=None, classes=None, guidance_sca
     K = round(math.exp(alpha * d)) if classes is None else int(classes)
     if K < 2:
         raise ValueError(f"alpha, classes: the finite-d theory needs K >= 2 classes, got K = {K}")
-    if isinstance(particles, bool) or not isinstance(particles, (int, np.integer)) or particles < 2 * GROUPS:
-        raise ValueError(f"particles must be an integer >= {2 * GROUPS}, got {particles!r}")
-    if not isinstance(seed, np.random.Generator):
-        seed = check_seed(seed)
-    process = get_process(process)
-    sampler = as_sampler(sampler)
-    if sampler.method != {"ode": "heun", "sde": "exponential"}[sampler.kind] or sampler.init != "unconditional":
-        raise ValueError("sampler: the finite-d theory follows the default steppers (heun, exponential) from the "
-                         f"unconditional start, got {sampler.method!r}, {sampler.init!r}")
+    seed, process, sampler = check_inputs(particles, 2 * GROUPS, seed, process, sampler)
     rho = float(mean_var if target_norm is None else target_norm)
-    if isinstance(sampler.grid, str):
-        t_max = default_t_max(process, d * (mean_var + class_var)) if sampler.t_max is None else sampler.t_max
-        grid = time_grid(process, sampler.steps, t_max, sampler.t_min, kind=sampler.grid, class_var=class_var)
-    else:
-        grid = check_grid(sampler.grid, process)
-    omega = bind_schedule(excess_weight(omega, guidance_scale), process=process)
-    grid = with_breakpoints(grid, getattr(omega, "breakpoints", ()))
-    omega = bind_schedule(omega, grid=grid)
+    grid, omega = sampler_grid(sampler, process, d * (mean_var + class_var), class_var,
+                               excess_weight(omega, guidance_scale))
     leading = guided_prediction(math.log(K) / d, omega, process=process, sampler=sampler.kind, mean_var=mean_var,
                                 class_var=class_var, t_max=float(grid[0]), target_norm=rho)
     if not leading.success:
@@ -135,6 +123,35 @@ def finite_d_prediction(d, omega=None, *, alpha=None, classes=None, guidance_sca
                        method="reduction" if K <= d else "population", seconds=time.perf_counter() - start)
 
 
+def check_inputs(particles, minimum, seed, process, sampler):
+    """(seed, process, sampler) of a prediction, checked: ValueError naming ``particles`` unless it is an
+    integer >= ``minimum``; the seed (an int, or a numpy Generator kept as it is), the process by name and
+    the sampler by kind are normalised."""
+    if isinstance(particles, bool) or not isinstance(particles, (int, np.integer)) or particles < minimum:
+        raise ValueError(f"particles must be an integer >= {minimum}, got {particles!r}")
+    if not isinstance(seed, np.random.Generator):
+        seed = check_seed(seed)
+    return seed, get_process(process), as_sampler(sampler)
+
+
+def sampler_grid(sampler, process, signal, class_var, omega):
+    """The sampler's grid and the weight bound to it, as the simulator builds them: ``sampler.grid``
+    (default log grid, eq. 15) from ``sampler.t_max`` (default: signal-to-noise 1e-4 for
+    :math:`E|x_0|^2` = ``signal``), nodes added at the schedule's breakpoints. Refuses other steppers
+    than the defaults (heun, exponential) or another start than the unconditional law."""
+    if sampler.method != {"ode": "heun", "sde": "exponential"}[sampler.kind] or sampler.init != "unconditional":
+        raise ValueError("sampler: the finite-d theory follows the default steppers (heun, exponential) from the "
+                         f"unconditional start, got {sampler.method!r}, {sampler.init!r}")
+    if isinstance(sampler.grid, str):
+        t_max = default_t_max(process, signal) if sampler.t_max is None else sampler.t_max
+        grid = time_grid(process, sampler.steps, t_max, sampler.t_min, kind=sampler.grid, class_var=class_var)
+    else:
+        grid = check_grid(sampler.grid, process)
+    omega = bind_schedule(omega, process=process)
+    grid = with_breakpoints(grid, getattr(omega, "breakpoints", ()))
+    return grid, bind_schedule(omega, grid=grid)
+
+
 class _Model:
     """The inputs every stage needs: dimension, classes, target norm, variances, process, weight."""
 
@@ -148,34 +165,6 @@ class _Model:
         a = float(self.process.a(t))
         gamma = float(self.process.class_var(t, self.class_var))
         return a, gamma, gamma + a * a * self.mean_var
-
-
-def _step(model, kind, t, t_next, y, p, first, estimate, noise=None):
-    r"""One step of the reduced sampler for (y, p) (eq. 53): Heun on the probability flow (Euler into
-    zero noise) or the exact SDE transition with :math:`\hat m` frozen, the simulator's steppers.
-
-    ``first`` = (m_par, k_perp) at (y, p, t); ``estimate(y, p, t)`` gives them at the Heun stage.
-    ``noise`` = (xi1, xi2, chi2_{d-2}) for the SDE (None: zero). Returns (y', p', f, coef): f is the
-    factor of the perpendicular part :math:`x_\perp` and coef the coefficient of :math:`\hat m` in the step."""
-    m1, k1 = first
-    nu = model.class_var
-    if kind == "ode":
-        h = t_next - t
-        A, B = model.process.ode_coefficients(t, nu)
-        v1, c1 = A * y + B * m1, A + B * k1
-        y_euler, f_euler = y + h * v1, 1 + h * c1
-        if float(model.process.var(t_next)) == 0.0:
-            return y_euler, p * f_euler ** 2, f_euler, h * B
-        m2, k2 = estimate(y_euler, p * f_euler ** 2, t_next)
-        A2, B2 = model.process.ode_coefficients(t_next, nu)
-        f = 1 + 0.5 * h * (c1 + (A2 + B2 * k2) * f_euler)
-        return y + 0.5 * h * (v1 + A2 * y_euler + B2 * m2), p * f * f, f, h * B
-    r, c, V = model.process.reverse_transition(t, t_next, nu)
-    f = r + c * k1
-    if noise is None:
-        return r * y + c * m1, f * f * p, f, c
-    xi1, xi2, chi = noise
-    return (r * y + c * m1 + math.sqrt(V) * xi1, (f * np.sqrt(p) + math.sqrt(V) * xi2) ** 2 + V * chi, f, c)
 
 
 class _Population:
@@ -303,13 +292,13 @@ def _population_run(model, kind, grid, n, rng, quenched, t_cv):
             pop.done = True
         noise = None if kind == "ode" else (rng.standard_normal(n), rng.standard_normal(n),
                                            rng.chisquare(model.d - 2, n) if model.d > 2 else np.zeros(n))
-        y, p, f, coef = _step(model, kind, t, t_next, y, p, (m_par, k_perp), lambda *s: pop.evaluate(*s)[:2], noise)
+        y, p, f, coef = step(model, kind, t, t_next, y, p, (m_par, k_perp), lambda *s: pop.evaluate(*s)[:2], noise)
         if pop.pushed is not None and weights is not None:
             y, p = pop.avoid(y, p, f, coef, g, weights, chi2)
         linear = _linear_estimate(model, t > t_cv)
-        y_cv, p_cv, _, _ = _step(model, kind, t, t_next, y_cv, p_cv, linear(y_cv, p_cv, t), linear, noise)
-        off, _, _, _ = _step(model, kind, t, t_next, 0.0, 0.0, linear(0.0, 0.0, t), linear)
-        lin, p_factor, _, _ = _step(model, kind, t, t_next, 1.0, 1.0, linear(1.0, 1.0, t), linear)
+        y_cv, p_cv, _, _ = step(model, kind, t, t_next, y_cv, p_cv, linear(y_cv, p_cv, t), linear, noise)
+        off, _, _, _ = step(model, kind, t, t_next, 0.0, 0.0, linear(0.0, 0.0, t), linear)
+        lin, p_factor, _, _ = step(model, kind, t, t_next, 1.0, 1.0, linear(1.0, 1.0, t), linear)
         lin -= off
         V = 0.0 if kind == "ode" else float(model.process.reverse_transition(t, t_next, model.class_var)[2])
         Ey, Ey2, Ep = moments
@@ -344,76 +333,23 @@ def _linear_estimate(model, guided):
 def _reduced_run(model, kind, grid, n, rng):
     r"""K <= d classes: the exact K-dimensional reduction (eq. 63). The particles come in draws of
     DRAW_SIZE, each sharing one set of means through the Cholesky factor L of their Gram matrix
-    (Bartlett: :math:`|\mu_c|^2 = \rho d` fixed, the others :math:`\sigma_\mu^2`-Wishart); the
-    coordinates c of x in the span of the means (c_0 = y) and the squared norm of its complement follow
-    the sampler's steps. Statistics are those of the simulator for each draw (sample variances about the
-    draw's own mean, eq. 13), averaged over draws: exact in expectation over draws of the means."""
-    d, K, nu = model.d, model.K, model.class_var
-    draws, size = max(n // DRAW_SIZE, 2), DRAW_SIZE
+    (Bartlett: :math:`|\mu_c|^2 = \rho d` fixed, the others :math:`\sigma_\mu^2`-Wishart), integrated by
+    cfgphase.solvers.theory.reduction. Statistics are those of the simulator for each draw (sample
+    variances about the draw's own mean, eq. 13), averaged over draws: exact in expectation over draws
+    of the means."""
+    d, K = model.d, model.K
+    draws = max(n // DRAW_SIZE, 2)
     s = math.sqrt(model.mean_var)
     L = np.zeros((draws, K, K))
     L[:, 0, 0] = model.target
     for i in range(1, K):
         L[:, i, :i] = s * rng.standard_normal((draws, i))
         L[:, i, i] = s * np.sqrt(rng.chisquare(d - i, draws))
-    L_T = np.ascontiguousarray(L.transpose(0, 2, 1))
-    sq_norms = np.einsum("gkj,gkj->gk", L, L)[:, None, :]
-    a0, gamma0, _ = model.at(grid[0])
-    start = rng.integers(0, K, (draws, size))  # exact draw of the noised mixture: x = a mu_k + sqrt(Gamma) z
-    c = a0 * np.take_along_axis(L, start[:, :, None], axis=1) + math.sqrt(gamma0) * rng.standard_normal(
-        (draws, size, K))
-    rest = gamma0 * rng.chisquare(d - K, (draws, size)) if d > K else np.zeros((draws, size))
-
-    def estimate(c, t):
-        """Coordinates of the guided estimate (1 + omega) mu_c - omega sum_k w_k mu_k, and pi_c."""
-        a, gamma, _ = model.at(t)
-        logits = (a / gamma) * (c @ L_T) - (a * a / (2 * gamma)) * sq_norms  # overlaps x . mu_k = (L c)_k
-        w = np.exp(logits - logits.max(axis=2, keepdims=True))
-        w /= w.sum(axis=2, keepdims=True)
-        omega = weight_at(model.omega, t)
-        beta = -omega * w
-        beta[:, :, 0] += 1.0 + omega
-        return beta @ L, w[:, :, 0]
-
-    posterior = []
-    for t, t_next in zip(grid[:-1], grid[1:]):
-        t, t_next = float(t), float(t_next)
-        m, pi = estimate(c, t)
-        posterior.append(pi.mean(axis=1))
-        if kind == "ode":
-            h = t_next - t
-            A, B = model.process.ode_coefficients(t, nu)
-            v1 = A * c + B * m
-            c_euler, f_euler = c + h * v1, 1 + h * A
-            if float(model.process.var(t_next)) == 0.0:
-                c, rest = c_euler, rest * f_euler ** 2
-            else:
-                A2, B2 = model.process.ode_coefficients(t_next, nu)
-                c = c + 0.5 * h * (v1 + A2 * c_euler + B2 * estimate(c_euler, t_next)[0])
-                rest = rest * (1 + 0.5 * h * (A + A2 * f_euler)) ** 2
-        else:
-            r, coef, V = model.process.reverse_transition(t, t_next, nu)
-            c = r * c + coef * m + math.sqrt(V) * rng.standard_normal(c.shape)
-            if d > K:
-                chi = rng.chisquare(d - K - 1, rest.shape) if d > K + 1 else 0.0
-                rest = (r * np.sqrt(rest) + math.sqrt(V) * rng.standard_normal(rest.shape)) ** 2 + V * chi
-    posterior.append(estimate(c, float(grid[-1]))[1].mean(axis=1))
-    y = c[:, :, 0]  # the first basis vector is u = mu_c / |mu_c|
-    perp = c[:, :, 1:] - c[:, :, 1:].mean(axis=1, keepdims=True)
-    # per draw: sample variance of y, and of x_perp about its mean (the complement has mean zero)
-    var_y = y.var(axis=1, ddof=1)
-    var_p = ((perp ** 2).sum(axis=(1, 2)) / (size - 1) + rest.mean(axis=1)) / (d - 1)
-    mean_y = y.mean(axis=1)
-
-    def over_draws(values):
-        return float(values.mean()), float(values.std(ddof=1) / math.sqrt(draws))
-
-    (my, my_se), (vy, vy_se), (vp, vp_se) = over_draws(mean_y), over_draws(var_y), over_draws(var_p)
-    # t_c per draw, as the simulator measures one draw, then averaged (the crossing is not linear in pi)
-    crossings = [crossing_time(grid, curve) for curve in np.array(posterior).T]
-    t_c, t_c_se = (None, None) if any(v is None for v in crossings) else over_draws(np.array(crossings))
-    return dict(mean_y=my, mean_y_se=my_se, var_y=vy, var_y_se=vy_se, mean_p=vp * (d - 1), mean_p_se=vp_se * (d - 1),
-                t_c=t_c, t_c_se=t_c_se, quenched_active=True)
+    run = span_run(model, kind, grid, L, [0], DRAW_SIZE, rng)
+    (my, my_se), (vy, vy_se), (vp, vp_se), (t_c, t_c_se) = (over_draws(run[key]) for key in (
+        "mean_ratio", "var_par", "var_perp", "t_c"))
+    return dict(mean_y=my * model.target, mean_y_se=my_se * model.target, var_y=vy, var_y_se=vy_se,
+                mean_p=vp * (d - 1), mean_p_se=vp_se * (d - 1), t_c=t_c, t_c_se=t_c_se, quenched_active=True)
 
 
 def _prediction(model, kind, grid, run, leading, **record):

@@ -184,6 +184,8 @@ def predict(model, guidance=None, *, sampler="ode", t_max=None, target_norm=None
     (omega = 1). ``sampler``: 'ode', 'sde' or a Sampler (its ``t_max`` is used when set; default: one
     direction's signal-to-noise ratio 1e-10). ``target_norm``: condition on
     :math:`\rho = |\mu_c|^2/d` (e.g. ``model.target_norm``, the drawn target's; default ``mean_var``).
+    A :meth:`~cfgphase.physics.model.Model.hierarchical` model is predicted at finite ``d`` only, averaged
+    over draws of its tree (cfgphase.solvers.theory.tree, eqs. 74-79).
     ``d``: None (default) gives the d -> infinity limit; an integer D >= 2 gives the prediction at
     dimension D (cfgphase.solvers.theory.finite_d.finite_d_prediction): K = round(exp(alpha D)) with
     alpha from the model, or K = ``model.classes`` when the model fixes the number of classes; the
@@ -199,6 +201,8 @@ def predict(model, guidance=None, *, sampler="ode", t_max=None, target_norm=None
         raise ValueError("particles: the d -> infinity theory is not a Monte-Carlo estimate; give d as well")
     if not isinstance(model, Model):
         raise ValueError(f"model: the mean-field theory needs a Model of random classes, got {type(model).__name__}")
+    if model.hierarchy is not None:
+        return _tree_prediction(model, guidance, sampler, t_max, target_norm, d, particles, seed)
     if model.means is not None or model.modes != 1 or model.unconditional is not None or model.weights is not None:
         raise ValueError("model: the mean-field theory covers one-mode classes with i.i.d. random means, uniform "
                          "weights and the mixture as unconditional model")
@@ -222,6 +226,26 @@ def predict(model, guidance=None, *, sampler="ode", t_max=None, target_norm=None
     pred = guided_prediction(alpha, guidance.weight, process=model.process, sampler=sampler.kind,
                              mean_var=model.mean_var, class_var=model.class_var,
                              t_max=sampler.t_max if t_max is None else t_max, target_norm=target_norm)
+    pred.inputs["rule"] = repr(guidance.rule)
+    return pred
+
+
+def _tree_prediction(model, guidance, sampler, t_max, target_norm, d, particles, seed):
+    """:func:`predict` for a hierarchical model: the finite-d theory of a tree (eqs. 74-79) only."""
+    if d is None:
+        raise ValueError("d: the theory of a tree of classes is at finite d (eqs. 74-79); give d")
+    if target_norm is not None:
+        raise ValueError("target_norm: the theory of a tree averages over draws of the tree; it takes no target norm")
+    guidance = as_guidance(guidance)
+    if guidance.rule.name != "cfg":
+        raise ValueError(f"rule: the mean-field theory covers linear CFG, got {guidance.rule.name!r}")
+    from cfgphase.solvers.theory.tree import PARTICLES, tree_prediction  # builds on this module
+
+    branching, level_vars, level = model.hierarchy
+    pred = tree_prediction(d, guidance.weight, branching=branching, level_vars=level_vars, level=level,
+                           sampler=as_sampler(sampler).replace(t_max=t_max), process=model.process,
+                           class_var=model.class_var, particles=PARTICLES if particles is None else particles,
+                           seed=seed)
     pred.inputs["rule"] = repr(guidance.rule)
     return pred
 

@@ -130,6 +130,29 @@ def test_nearest_points_against_brute_force_across_blocks():
     np.testing.assert_allclose(second, order[:, 1], rtol=1e-10)
 
 
+def test_coverage_per_class_against_brute_force():
+    """Unguided sampling (omega = -1) of the toy's three classes at s^2 = 0, 8 particles: for every
+    class, the fraction of its points that are the copied nearest point of some sample, recomputed
+    by brute force from the kept samples; the target's entry is ``coverage``; the class coordinate
+    of the dataset and the JSON keys are the labels."""
+    x, y = toy(n_per=6)
+    run = cp.simulate(cp.Model.from_data(x, y, width=0.0, target=5), -1.0, sampler=cp.Sampler(kind="sde", steps=40,
+                      t_min=1e-3), particles=8, seed=1, save=cp.SaveAt(samples=True))
+    dist = np.linalg.norm(run.samples[:, None] - x[None], axis=2)
+    order = np.sort(dist, axis=1)
+    copied = set(dist.argmin(axis=1)[order[:, 0] < order[:, 1] / 3].tolist())
+    expected = {str(c): sum(int(i in copied) for i in np.flatnonzero(y == c)) / 6 for c in (3, 5, 7)}
+    summary = run.summary()
+    assert summary["coverage_per_class"] == pytest.approx(expected, abs=1e-12)
+    assert summary["coverage"] == pytest.approx(expected["5"], abs=1e-12)
+    assert 0 < sum(expected.values()) < 3  # the check is not vacuous
+    ds = run.to_xarray()
+    assert ds["coverage_per_class"].dims == ("class",) and ds["class"].values.tolist() == [3, 5, 7]
+    assert ds["coverage_per_class"].sel({"class": 7}).item() == pytest.approx(expected["7"])
+    assert ds["coverage_per_class_stderr"].shape == (3,)
+    json.dumps(summary, default=float)
+
+
 def test_the_exact_empirical_score_copies_and_smoothing_stops_it():
     """Conditional sampling (omega = 0) of a toy class, SDE, to t_min = 1e-4: with s^2 = 0 every sample
     ends on a training point of the target (the exact empirical score memorises: copy fraction 1,
@@ -169,6 +192,8 @@ def test_cli_simulates_a_data_file_and_refuses_bad_input(tmp_path, capsys):
     record = json.loads(capsys.readouterr().out)
     assert record["disorder"] == "data" and record["target_label"] == 5 and record["d"] == 8
     assert {"copy_fraction", "coverage", "nearest_in_target", "var_ratio"} <= set(record)
+    assert set(record["coverage_per_class"]) == {"3", "5", "7"}
+    assert record["coverage_per_class"]["5"] == record["coverage"]
     for extra, name in ((["--alpha", "0.2"], "--alpha"), (["--target", "4"], "target"), (["--d", "9"], "--d"),
                         (["--copy-ratio", "2"], "copy_ratio")):
         assert main(args + extra) == 2

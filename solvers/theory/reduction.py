@@ -1,0 +1,161 @@
+r"""Guided sampling reduced to the span of finitely many class means (docs/theory.md eqs. 63, 74-79).
+
+The class posterior depends on x only through its overlaps :math:`x\cdot\mu_k`, and every class-mean
+estimate lies in the span of the means, so with K means in d > K dimensions the d-dimensional
+dynamics reduces exactly to the K coordinates c of x in an orthonormal basis of the span and the
+squared norm ``rest`` of its complement (eq. 63). The means enter through their coordinates ``L``
+(K, K) in that basis, one set per *draw* of the means, shared by the particles of the draw.
+
+Optionally the means in the span are only some of the classes (a family of a tree, eq. 76): the
+other leaves enter through their annealed partition function and their posterior mean, which is
+parallel to x (eq. 77), so that the reduction still closes on (c, rest).
+
+Conventions: forward time, sampling runs down the grid; the excess weight omega
+(:math:`s_c + \omega(s_c - s_u)`); all leaves (components) have equal weight; the target class is
+the mixture of the leaves ``targets`` and :math:`\mu_c` their mean. Arrays: (draws, size, K) for
+the coordinates, (draws, size) for the complement.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+
+from cfgphase.physics.weights import weight_at
+from cfgphase.solvers.theory.steps import step
+from cfgphase.solvers.sampling.observables import crossing_time
+
+
+class Outside(NamedTuple):
+    r"""Leaves outside the span whose means are independent of the span's (eqs. 77-78): ``count`` of them,
+    each :math:`\mathcal N(0, V I)` with V = ``var``. Quenched, each particle carries its own draw of
+    them (draws, size, count, ...): ``span`` their coordinates in the span's basis (..., K), ``projection``
+    their projection on the direction of the particle's complement part and ``sq_perp`` their squared
+    norm orthogonal to both (the complement direction frozen along the path); annealed, these are None."""
+
+    count: int
+    var: float
+    span: np.ndarray | None = None
+    projection: np.ndarray | None = None
+    sq_perp: np.ndarray | None = None
+
+
+def span_run(model, kind, grid, L, targets, size, rng, outside=None):
+    r"""Integrate the reduced sampler for every draw of the means and measure each draw as the
+    simulator does (eqs. 63, 78).
+
+    ``model`` gives ``d``, ``class_var``, ``process``, ``omega`` and ``at(t) -> (a, Gamma, Q)``;
+    ``kind`` 'ode' (Heun, Euler into zero noise) or 'sde' (exact transition with the estimate frozen);
+    ``L`` (draws, K, K): row k holds the coordinates of mean k; ``targets``: indices of the target's
+    leaves among the K; ``size`` particles per draw. ``outside``: the leaves outside the span (an :class:`Outside`),
+    or None.
+
+    Returns per-draw arrays ``mean_ratio`` :math:`E[x\cdot\mu_c]/|\mu_c|^2`, ``var_par``, ``var_perp``
+    (sample variances about the draw's own mean, eq. 13), ``rho`` :math:`|\mu_c|^2/d`, and
+    ``t_c`` (the draw's crossing of its mean target posterior at 1/2, NaN without one); and per
+    particle ``mode`` (draws, size), the target leaf of largest posterior at the last node (its
+    position in ``targets``); ``posterior`` (nodes, draws), each draw's mean target posterior on the grid.
+    """
+    d, nu = model.d, model.class_var
+    draws, K = L.shape[0], L.shape[1]
+    targets = np.asarray(targets)
+    L_T = np.ascontiguousarray(L.transpose(0, 2, 1))
+    sq_norms = np.einsum("gkj,gkj->gk", L, L)[:, None, :]
+    n_out, v_out = (0, 0.0) if outside is None else outside[:2]
+    quenched = outside is not None and outside.span is not None
+    if quenched:
+        out_sq_norms = np.einsum("gbnk,gbnk->gbn", outside.span, outside.span) + outside.projection ** 2 + \
+            outside.sq_perp
+    a0, gamma0, _ = model.at(grid[0])
+    # exact draw of the noised mixture at t_max: a leaf uniformly, then x = a mu_k + sqrt(Gamma) z
+    start = rng.integers(0, K + n_out, (draws, size))
+    inside = start < K
+    c = a0 * np.take_along_axis(L, np.minimum(start, K - 1)[:, :, None], axis=1) + math.sqrt(gamma0) * \
+        rng.standard_normal((draws, size, K))
+    rest = gamma0 * rng.chisquare(d - K, (draws, size)) if d > K else np.zeros((draws, size))
+    if n_out:  # an outside leaf's mean is independent of the span: x is N(0, a^2 V + Gamma) in every direction
+        spread = math.sqrt(1.0 + a0 * a0 * v_out / gamma0)
+        c = np.where(inside[:, :, None], c, math.sqrt(gamma0) * spread * rng.standard_normal(c.shape))
+        rest = np.where(inside, rest, rest * spread ** 2)
+
+    # ODE, quenched outside: how far the guidance has lowered each outside overlap with the complement (eq. 78)
+    pushed = np.zeros_like(outside.projection) if quenched and kind == "ode" else None
+
+    def estimate(c, rest, t):
+        """Span coordinates of the guided estimate, its factor k on the complement, pi_c, and the
+        posterior weights of the quenched outside leaves (None otherwise)."""
+        a, gamma, _ = model.at(t)
+        logits = (a / gamma) * (c @ L_T) - (a * a / (2 * gamma)) * sq_norms  # x . mu_k = (L c)_k
+        shift = logits.max(axis=2)
+        if quenched:  # eq. 78: each outside leaf's overlap, exact in the span, frozen in the complement
+            comp = np.sqrt(rest)
+            comp_overlap = comp[:, :, None] * outside.projection - (0.0 if pushed is None else pushed)
+            out_logits = (a / gamma) * (np.einsum("gbk,gbnk->gbn", c, outside.span) + comp_overlap) - \
+                (a * a / (2 * gamma)) * out_sq_norms
+            shift = np.maximum(shift, out_logits.max(axis=2))
+            w_out = np.exp(out_logits - shift[:, :, None])
+            out_sum = w_out.sum(axis=2)
+        elif n_out:  # eq. 77: log of the outside leaves' annealed sum, with |x|^2/(2 Gamma) added as to the logits
+            q_out = gamma + a * a * v_out
+            q = np.einsum("gbk,gbk->gb", c, c) + rest
+            log_out = math.log(n_out) + 0.5 * d * math.log(gamma / q_out) + q * (1 / gamma - 1 / q_out) / 2
+            shift = np.maximum(shift, log_out)
+            out_sum = np.exp(log_out - shift)
+        w = np.exp(logits - shift[:, :, None])
+        z = w.sum(axis=2) + (out_sum if n_out else 0.0)
+        w_target = w[:, :, targets]
+        within = w_target / w_target.sum(axis=2, keepdims=True)  # the conditional: the target's own leaves
+        pi = w_target.sum(axis=2) / z
+        omega = weight_at(model.omega, t)
+        beta = -omega * w / z[:, :, None]
+        beta[:, :, targets] += (1.0 + omega) * within
+        m = beta @ L
+        if not n_out:
+            return m, 0.0, pi, None
+        if not quenched:  # the annealed outside posterior mean is parallel to x: k x
+            k = -omega * (out_sum / z) * a * v_out / q_out
+            return m + k[:, :, None] * c, k, pi, None
+        w_out = w_out / z[:, :, None]
+        # in the span the outside means are explicit; in the complement their posterior mean is along x_comp
+        with np.errstate(divide="ignore", invalid="ignore"):
+            k = np.where(comp > 0, -omega * np.einsum("gbn,gbn->gb", w_out, comp_overlap) / comp ** 2, 0.0)
+        return m - omega * np.einsum("gbn,gbnk->gbk", w_out, outside.span), k, pi, w_out
+
+    posterior = []
+    for t, t_next in zip(grid[:-1], grid[1:]):
+        t, t_next = float(t), float(t_next)
+        m, k, pi, w_out = estimate(c, rest, t)
+        posterior.append(pi.mean(axis=1))
+        noise = None
+        if kind == "sde":  # the complement has d - K dimensions: none when the span fills the space
+            xi = rng.standard_normal(c.shape)
+            chi = rng.chisquare(d - K - 1, rest.shape) if d > K + 1 else 0.0
+            noise = (xi, rng.standard_normal(rest.shape) if d > K else 0.0, chi)
+        c, rest, f, coef = step(model, kind, t, t_next, c, rest, (m, k), lambda *s: estimate(*s)[:2], noise)
+        if pushed is not None:  # self-avoidance (eq. 60, self term): the push along -mu_j, orthogonal to x
+            pushed = pushed * f[:, :, None] + (coef * weight_at(model.omega, t)) * w_out * outside.sq_perp
+    posterior.append(estimate(c, rest, float(grid[-1]))[2].mean(axis=1))
+    a_end, gamma_end, _ = model.at(float(grid[-1]))
+    target_logits = (a_end / gamma_end) * (c @ L_T[:, :, targets]) - (a_end * a_end / (2 * gamma_end)) * \
+        sq_norms[:, :, targets]
+    centre = L[:, targets].mean(axis=1)  # mu_c: the mean of the target's leaves, (draws, K)
+    norm = np.sqrt(np.einsum("gk,gk->g", centre, centre))
+    u = centre / norm[:, None]
+    y = np.einsum("gbk,gk->gb", c, u)
+    perp = c - y[:, :, None] * u[:, None, :]
+    perp -= perp.mean(axis=1, keepdims=True)  # the complement has mean zero by isotropy
+    crossings = [crossing_time(grid, curve) for curve in np.array(posterior).T]
+    return dict(mean_ratio=y.mean(axis=1) / norm, var_par=y.var(axis=1, ddof=1),
+                var_perp=((perp ** 2).sum(axis=(1, 2)) / (size - 1) + rest.mean(axis=1)) / (d - 1),
+                rho=norm ** 2 / d, t_c=np.array([np.nan if v is None else v for v in crossings]),
+                mode=target_logits.argmax(axis=2), posterior=np.array(posterior))
+
+
+def over_draws(values):
+    """Mean over draws and its standard error; (None, None) when a value is missing (NaN)."""
+    values = np.asarray(values, dtype=float)
+    if np.any(np.isnan(values)):
+        return None, None
+    return float(values.mean()), float(values.std(ddof=1) / math.sqrt(values.size))
