@@ -35,6 +35,7 @@ from cfgphase.solvers.sampling.brownian import check_seed
 from cfgphase.solvers.sampling.observables import condensation_time, crossing_time
 from cfgphase.solvers.sampling.sampler import as_sampler
 from cfgphase.solvers.sampling.timegrid import check_grid, default_t_max, time_grid, with_breakpoints
+from cfgphase.solvers.theory.competitors import EXPECTED, AboveThreshold, CompetitorPool, log_mean_weight
 from cfgphase.solvers.theory.environment import EnergyLaw, draw_environments, quenched_statistics
 from cfgphase.solvers.theory.meanfield import MeanFieldPrediction, guided_prediction
 
@@ -51,6 +52,10 @@ DRAW_SIZE = 100
 #: The quenched corrections start once |E X| or sd X exceed these (eq. 59) and stop once every
 #: particle has condensed, mean(1 - pi_c) < DONE.
 SWITCH_MEAN, SWITCH_SD, DONE = 2e-4, 0.02, 1e-5
+#: Under negative guidance the explicit, dynamic other classes (eqs. 95-99) take over from the frozen
+#: environment once the dominant one carries this posterior weight among the others on average; before,
+#: the pull toward it is negligible (docs/theory.md eq. 99).
+PULL_START = 0.01
 
 
 def check_dimension(d):
@@ -239,6 +244,35 @@ class _Population:
                 o[idx] = lo * (1 - w if lo.ndim == 1 else (1 - w)[:, None]) + hi * (w if hi.ndim == 1 else w[:, None])
         return out
 
+    def competitor_environment(self, t, x_norm):
+        r"""Per particle at time t (eq. 98): :math:`\beta`, c, the threshold energy e with
+        N S(e) = EXPECTED (absolute, as the energies of eq. 95), the log weight of the classes below it
+        and their mean :math:`\zeta`, and the :class:`AboveThreshold` sampler. The threshold relative to
+        :math:`\log Ee^\varepsilon`, the rest's weight in units of :math:`N Ee^\varepsilon` and its mean
+        :math:`\zeta` over the annealed one are linear in |x| between the nodes of eq. (59)."""
+        m = self.model
+        a, gamma, _ = m.at(t)
+        beta, c = a * math.sqrt(m.mean_var) / gamma, a * a * m.mean_var / gamma
+        nodes = self._norm_nodes(t, x_norm)
+        level = math.log(min(EXPECTED, 0.5 * self.others) / self.others)
+        table = []
+        for node in nodes:
+            law = self._law(t, float(node))
+            e = law.top_classes(np.array([[level]]))[0][:, 0]
+            weight, zeta_weight = law.rest(e, 1.0)
+            # the classes below the threshold lean toward x less than the tilted law (ratio < 1); where their
+            # weight underflows the ratio is undefined and multiplies a zero weight
+            ratio = zeta_weight[0] / (weight[0] * law.tilted_mean) if weight[0] > 1e-200 else 1.0
+            table.append((e[0], math.log(max(weight[0], 1e-300)), min(max(ratio, 0.0), 1.0)))
+        table = np.array(table)
+        b = beta * x_norm
+        log_mean = log_mean_weight(b, c, m.d)
+        relative, log_rest, rest_ratio = (np.interp(x_norm, nodes, col) for col in table.T)
+        threshold = relative + log_mean
+        rest_zeta = rest_ratio * b / (1 + c)
+        sampler = AboveThreshold(b, c, m.d, threshold)
+        return beta, c, threshold, log_rest + log_mean + math.log(self.others), rest_zeta, sampler
+
     def evaluate(self, y, p, t):
         r"""(m_par, k_perp, pi_c, g, weights, chi2) at time t (eq. 52): the guided estimate's
         coordinate along :math:`\mu_c`, its perpendicular part :math:`k x_\perp`, the target posterior,
@@ -293,19 +327,28 @@ def _population_run(model, kind, grid, n, rng, quenched, t_cv):
     moments = np.array([0.0, Q0, Q0 * (model.d - 1)])  # exact E y, E y^2, E p of the control variate
     labels = np.arange(n) % GROUPS
     posterior = []
+    competition = _Competition(model, pop, rng) if quenched and kind == "sde" and \
+        _negative_somewhere(model.omega, grid) else None
     for t, t_next in zip(grid[:-1], grid[1:]):
         t, t_next = float(t), float(t_next)
         if quenched and not pop.active and len(posterior) % 2 == 0:
             pop.active = pop.corrections_matter(y, p, t)
-        m_par, k_perp, pi, g, weights, chi2 = pop.evaluate(y, p, t)
-        posterior.append(np.bincount(labels, pi, minlength=GROUPS))
-        if pop.active and pop.pushed is None and np.mean(1.0 - pi) < DONE:
-            pop.done = True
         noise = None if kind == "ode" else (rng.standard_normal(n), rng.standard_normal(n),
                                            rng.chisquare(model.d - 2, n) if model.d > 2 else np.zeros(n))
-        y, p, f, coef = _step(model, kind, t, t_next, y, p, (m_par, k_perp), lambda *s: pop.evaluate(*s)[:2], noise)
-        if pop.pushed is not None and weights is not None:
-            y, p = pop.avoid(y, p, f, coef, g, weights, chi2)
+        if competition is not None and competition.started:
+            y, p, pi = competition.step(t, t_next, y, p, noise)
+            posterior.append(np.bincount(labels, pi, minlength=GROUPS))
+        else:
+            m_par, k_perp, pi, g, weights, chi2 = pop.evaluate(y, p, t)
+            posterior.append(np.bincount(labels, pi, minlength=GROUPS))
+            if pop.active and pop.pushed is None and np.mean(1.0 - pi) < DONE:
+                pop.done = True
+            y, p, f, coef = _step(model, kind, t, t_next, y, p, (m_par, k_perp), lambda *s: pop.evaluate(*s)[:2],
+                                  noise)
+            if pop.pushed is not None and weights is not None:
+                y, p = pop.avoid(y, p, f, coef, g, weights, chi2)
+            if competition is not None and weights is not None and weights.max(axis=1).mean() > PULL_START:
+                competition.start(y, p, t_next)
         linear = _linear_estimate(model, t > t_cv)
         y_cv, p_cv, _, _ = _step(model, kind, t, t_next, y_cv, p_cv, linear(y_cv, p_cv, t), linear, noise)
         off, _, _, _ = _step(model, kind, t, t_next, 0.0, 0.0, linear(0.0, 0.0, t), linear)
@@ -316,7 +359,9 @@ def _population_run(model, kind, grid, n, rng, quenched, t_cv):
         moments = np.array([lin * Ey + off, lin * lin * Ey2 + 2 * lin * off * Ey + off * off + V,
                             p_factor * Ep + V * (model.d - 1)])
         pop.forget_before(t_next)
-    posterior.append(np.bincount(labels, pop.evaluate(y, p, float(grid[-1]))[2], minlength=GROUPS))
+    final = competition.state(y, p, float(grid[-1]))[0] if competition is not None and competition.started else \
+        pop.evaluate(y, p, float(grid[-1]))[2]
+    posterior.append(np.bincount(labels, final, minlength=GROUPS))
 
     def controlled(values, control, exact):
         diff = values - control
@@ -329,6 +374,76 @@ def _population_run(model, kind, grid, n, rng, quenched, t_cv):
     t_c, t_c_se = condensation_time(grid, np.array(posterior) / counts, counts)
     return dict(mean_y=mean_y, mean_y_se=mean_y_se, var_y=(mean_y2 - mean_y ** 2) * n / (n - 1), mean_p=mean_p,
                 mean_p_se=mean_p_se, t_c=t_c, t_c_se=t_c_se, quenched_active=pop.active)
+
+
+def _negative_somewhere(omega, grid):
+    """Whether the weight is negative at some node of the grid (the pool of eqs. 95-99 is used then)."""
+    return any(weight_at(omega, float(t)) < 0 for t in grid)
+
+
+class _Competition:
+    r"""The SDE population with its dominant other classes explicit and dynamic (eqs. 95-99).
+
+    ``state(y, p, t)`` gives the target posterior and the guided estimate from the explicit classes
+    and the rest below the threshold; ``step`` moves (y, p) and the explicit classes with the exact
+    transition of eq. (12) (:math:`\hat m` frozen) and renews the pool at the new time."""
+
+    def __init__(self, model, population, rng):
+        self.model, self.population, self.rng = model, population, rng
+        self.pool = CompetitorPool(population.n, model.d, population.others, rng)
+        self.started = False
+
+    def start(self, y, p, t):
+        """Fill the pool with the classes above the threshold at t (eq. 98)."""
+        self.started = True
+        self.environment = (t, self.population.competitor_environment(t, np.sqrt(y * y + p)))
+        beta, c, threshold, _, _, sampler = self.environment[1]
+        self.pool.renew(beta, c, y, p, threshold, sampler, None)
+
+    def state(self, y, p, t):
+        """(pi_c, g, weights of the explicit classes among the others, the others' mean along u and
+        along the perpendicular direction of x, in units of sigma_mu) at time t (eqs. 50, 95, 98)."""
+        m = self.model
+        a, gamma, _ = m.at(t)
+        q = y * y + p
+        x_norm = np.sqrt(q)
+        if self.environment[0] != t:  # computed at the renewal of the pool at t, for the same (y, p)
+            self.environment = (t, self.population.competitor_environment(t, x_norm))
+        beta, c, _, log_rest, rest_zeta, _ = self.environment[1]
+        e = self.pool.energies(beta, c, y, p)
+        shift = np.maximum(e.max(axis=1), log_rest)
+        explicit, rest = np.exp(e - shift[:, None]), np.exp(log_rest - shift)
+        z = explicit.sum(axis=1) + rest
+        log_others = shift + np.log(z) - q / (2 * gamma)  # log sum_k exp(E_k), E_k = -|x|^2/2Gamma + eps_k
+        target = -(q - 2 * a * m.target * y + a * a * m.target ** 2) / (2 * gamma)  # eq. 50
+        pi = 0.5 * (1.0 + np.tanh(0.5 * (target - log_others)))
+        g = weight_at(m.omega, t) * (1.0 - pi)
+        weights, rest = explicit / z[:, None], rest / z
+        along_u = (weights * self.pool.C).sum(axis=1) + rest * rest_zeta * y / x_norm
+        along_perp = (weights * self.pool.w).sum(axis=1) + rest * rest_zeta * np.sqrt(p) / x_norm
+        return pi, g, weights, along_u, along_perp
+
+    def step(self, t, t_next, y, p, noise):
+        """One exact SDE step (eqs. 12, 96, 97) and the renewal of the pool at t_next (eq. 98)."""
+        m, pool = self.model, self.pool
+        s = math.sqrt(m.mean_var)
+        pi, g, weights, along_u, along_perp = self.state(y, p, t)
+        r, coef, V = m.process.reverse_transition(t, t_next, m.class_var)
+        xi1, xi2, chi = noise
+        m_par = (1 + g) * m.target - g * s * along_u
+        y_new = r * y + coef * m_par + math.sqrt(V) * xi1
+        along = r * np.sqrt(p) - coef * g * s * along_perp + math.sqrt(V) * xi2
+        pull = -coef * g * s
+        r_orth = np.where(pool.alive, np.maximum(pool.norm2 - pool.C ** 2 - pool.w ** 2, 0.0), 0.0)
+        eta = self.rng.standard_normal(r_orth.shape)
+        orth = (pull ** 2 * (weights ** 2 * r_orth).sum(axis=1)
+                + 2 * pull * math.sqrt(V) * (weights * np.sqrt(r_orth) * eta).sum(axis=1) + V * chi)
+        p_new = along ** 2 + np.maximum(orth, 0.0)
+        pool.advance(y, p, p_new, along, pull, weights, V, eta)
+        self.environment = (t_next, self.population.competitor_environment(t_next, np.sqrt(y_new ** 2 + p_new)))
+        beta, c, threshold, _, _, sampler = self.environment[1]
+        pool.renew(beta, c, y_new, p_new, threshold, sampler, along / np.sqrt(p_new))
+        return y_new, p_new, pi
 
 
 def _linear_estimate(model, guided):
