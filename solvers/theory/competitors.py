@@ -31,6 +31,8 @@ import math
 import numpy as np
 from scipy.special import gammaln, ndtr, ndtri
 
+from cfgphase.physics.weights import weight_at
+
 #: Expected number of explicit classes per particle (the threshold N S(e) = EXPECTED, eq. 98) and the
 #: slots per particle (a Poisson(12) count exceeds 40 with probability 1e-10; the attracted classes stay).
 EXPECTED, CAPACITY = 12, 40
@@ -125,14 +127,13 @@ class CompetitorPool:
         self.C, self.w, self.norm2 = np.zeros(shape), np.zeros(shape), np.zeros(shape)
         self.alive = np.zeros(shape, dtype=bool)
         self.previous = None  # (beta, c, y, p, threshold) at the last renewal
-        self.overflow = 0
 
     def energies(self, beta, c, y, p):
         r""":math:`\varepsilon_k = \beta(yC_k + \sqrt p\,w_k) - \tfrac c2 n_k` (eq. 95), -inf in empty slots."""
         e = beta * (y[:, None] * self.C + np.sqrt(p)[:, None] * self.w) - 0.5 * c * self.norm2
         return np.where(self.alive, e, -np.inf)
 
-    def advance(self, y, p, p_new, along, coef_pull, weights, noise_var, eta):
+    def advance(self, p_new, along, coef_pull, weights, noise_var, eta):
         r"""Move each explicit class with the particle over one step (eqs. 96-97).
 
         ``along`` (n,) is the new coordinate of :math:`x_\perp` along its old direction,
@@ -191,7 +192,102 @@ class CompetitorPool:
         all_n = np.concatenate([self.norm2, new[2]], axis=1)
         all_e = np.concatenate([current, new[3]], axis=1)
         keep = np.argsort(-all_e, axis=1)[:, :CAPACITY]
-        self.overflow += int(np.sum(np.isfinite(all_e).sum(axis=1) > CAPACITY))
         take = lambda arr: np.take_along_axis(arr, keep, axis=1)  # noqa: E731
         self.C, self.w, self.norm2 = take(all_C), take(all_w), take(all_n)
         self.alive = np.isfinite(take(all_e))
+
+
+def environment(population, t, x_norm):
+    r"""Per particle of ``population`` (the finite-d population, whose |x| nodes and energy laws of
+    eqs. 56 and 59 it shares) at time t (eq. 98): :math:`\beta`, c, the threshold energy e with
+    N S(e) = EXPECTED (absolute, as the energies of eq. 95), the log weight of the classes below it
+    and their mean :math:`\zeta`, and the :class:`AboveThreshold` sampler. The threshold relative to
+    :math:`\log Ee^\varepsilon`, the rest's weight in units of :math:`N Ee^\varepsilon` and its mean
+    :math:`\zeta` over the annealed one are linear in |x| between the nodes of eq. (59)."""
+    m = population.model
+    a, gamma, _ = m.at(t)
+    beta, c = a * math.sqrt(m.mean_var) / gamma, a * a * m.mean_var / gamma
+    nodes = population._norm_nodes(t, x_norm)
+    level = math.log(min(EXPECTED, 0.5 * population.others) / population.others)
+    table = []
+    for node in nodes:
+        law = population._law(t, float(node))
+        e = law.top_classes(np.array([[level]]))[0][:, 0]
+        weight, zeta_weight = law.rest(e, 1.0)
+        # the classes below the threshold lean toward x less than the tilted law (ratio < 1); where their
+        # weight underflows the ratio is undefined and multiplies a zero weight
+        ratio = zeta_weight[0] / (weight[0] * law.tilted_mean) if weight[0] > 1e-200 else 1.0
+        table.append((e[0], math.log(max(weight[0], 1e-300)), min(max(ratio, 0.0), 1.0)))
+    table = np.array(table)
+    b = beta * x_norm
+    log_mean = log_mean_weight(b, c, m.d)
+    relative, log_rest, rest_ratio = (np.interp(x_norm, nodes, col) for col in table.T)
+    threshold = relative + log_mean
+    rest_zeta = rest_ratio * b / (1 + c)
+    sampler = AboveThreshold(b, c, m.d, threshold)
+    return beta, c, threshold, log_rest + log_mean + math.log(population.others), rest_zeta, sampler
+
+
+class Competition:
+    r"""The SDE population with its dominant other classes explicit and dynamic (eqs. 95-99).
+
+    ``state(y, p, t)`` gives the target posterior and the guided estimate from the explicit classes
+    and the rest below the threshold; ``step`` moves (y, p) and the explicit classes with the exact
+    transition of eq. (12) (:math:`\hat m` frozen) and renews the pool at the new time."""
+
+    def __init__(self, model, population, rng):
+        self.model, self.population, self.rng = model, population, rng
+        self.pool = CompetitorPool(population.n, model.d, population.others, rng)
+        self.started, self.environment = False, (None, None)  # the environment: (t, environment(...) at t)
+
+    def start(self, y, p, t):
+        """Fill the pool with the classes above the threshold at t (eq. 98)."""
+        self.started = True
+        self.environment = (t, environment(self.population, t, np.sqrt(y * y + p)))
+        beta, c, threshold, _, _, sampler = self.environment[1]
+        self.pool.renew(beta, c, y, p, threshold, sampler, None)
+
+    def state(self, y, p, t):
+        """(pi_c, g, weights of the explicit classes among the others, the others' mean along u and
+        along the perpendicular direction of x, in units of sigma_mu) at time t (eqs. 50, 95, 98)."""
+        m = self.model
+        a, gamma, _ = m.at(t)
+        q = y * y + p
+        x_norm = np.sqrt(q)
+        if self.environment[0] != t:  # computed at the renewal of the pool at t, for the same (y, p)
+            self.environment = (t, environment(self.population, t, x_norm))
+        beta, c, _, log_rest, rest_zeta, _ = self.environment[1]
+        e = self.pool.energies(beta, c, y, p)
+        shift = np.maximum(e.max(axis=1), log_rest)
+        explicit, rest = np.exp(e - shift[:, None]), np.exp(log_rest - shift)
+        z = explicit.sum(axis=1) + rest
+        log_others = shift + np.log(z) - q / (2 * gamma)  # log sum_k exp(E_k), E_k = -|x|^2/2Gamma + eps_k
+        target = -(q - 2 * a * m.target * y + a * a * m.target ** 2) / (2 * gamma)  # eq. 50
+        pi = 0.5 * (1.0 + np.tanh(0.5 * (target - log_others)))
+        g = weight_at(m.omega, t) * (1.0 - pi)
+        weights, rest = explicit / z[:, None], rest / z
+        along_u = (weights * self.pool.C).sum(axis=1) + rest * rest_zeta * y / x_norm
+        along_perp = (weights * self.pool.w).sum(axis=1) + rest * rest_zeta * np.sqrt(p) / x_norm
+        return pi, g, weights, along_u, along_perp
+
+    def step(self, t, t_next, y, p, noise):
+        """One exact SDE step (eqs. 12, 96, 97) and the renewal of the pool at t_next (eq. 98)."""
+        m, pool = self.model, self.pool
+        s = math.sqrt(m.mean_var)
+        pi, g, weights, along_u, along_perp = self.state(y, p, t)
+        r, coef, V = m.process.reverse_transition(t, t_next, m.class_var)
+        xi1, xi2, chi = noise
+        m_par = (1 + g) * m.target - g * s * along_u
+        y_new = r * y + coef * m_par + math.sqrt(V) * xi1
+        along = r * np.sqrt(p) - coef * g * s * along_perp + math.sqrt(V) * xi2
+        pull = -coef * g * s
+        r_orth = np.where(pool.alive, np.maximum(pool.norm2 - pool.C ** 2 - pool.w ** 2, 0.0), 0.0)
+        eta = self.rng.standard_normal(r_orth.shape)
+        orth = (pull ** 2 * (weights ** 2 * r_orth).sum(axis=1)
+                + 2 * pull * math.sqrt(V) * (weights * np.sqrt(r_orth) * eta).sum(axis=1) + V * chi)
+        p_new = along ** 2 + np.maximum(orth, 0.0)
+        pool.advance(p_new, along, pull, weights, V, eta)
+        self.environment = (t_next, environment(self.population, t_next, np.sqrt(y_new ** 2 + p_new)))
+        beta, c, threshold, _, _, sampler = self.environment[1]
+        pool.renew(beta, c, y_new, p_new, threshold, sampler, along / np.sqrt(p_new))
+        return y_new, p_new, pi

@@ -1,5 +1,5 @@
 r"""Guided sampling at finite dimension d: the leading finite-size corrections to the mean-field
-theory (docs/theory.md section 12, eqs. 50-63).
+theory (docs/theory.md section 12, eqs. 50-63 and 95-99).
 
 The d -> infinity theory (cfgphase.solvers.theory.meanfield, eqs. 23-27) switches guidance off for
 every particle at one time t* and replaces the K - 1 other classes by their annealed average. At
@@ -15,7 +15,10 @@ finite d :func:`finite_d_prediction` keeps, with nothing fitted:
    frozen along its path; for the probability flow the guidance pushes the particle away from
    its own dominant classes (self-avoidance, eq. 60), for the SDE the noise renews them (eq. 61);
 3. *few classes* (eq. 63): for K <= d the posterior depends on x only through its K overlaps and the
-   dynamics reduces exactly to K + 1 variables per particle, with the means drawn per particle.
+   dynamics reduces exactly to K + 1 variables per particle, with the means drawn per particle;
+4. *negative guidance* (eqs. 95-99, SDE): the guidance pulls each particle toward the other classes
+   that dominate it while the noise renews them, so the classes near the top are explicit and dynamic
+   (cfgphase.solvers.theory.competitors) instead of frozen at their ranks.
 
 The result is a Monte-Carlo estimate: it carries its standard errors (``*_stderr``).
 """
@@ -35,7 +38,7 @@ from cfgphase.solvers.sampling.brownian import check_seed
 from cfgphase.solvers.sampling.observables import condensation_time, crossing_time
 from cfgphase.solvers.sampling.sampler import as_sampler
 from cfgphase.solvers.sampling.timegrid import check_grid, default_t_max, time_grid, with_breakpoints
-from cfgphase.solvers.theory.competitors import EXPECTED, AboveThreshold, CompetitorPool, log_mean_weight
+from cfgphase.solvers.theory.competitors import Competition
 from cfgphase.solvers.theory.environment import EnergyLaw, draw_environments, quenched_statistics
 from cfgphase.solvers.theory.meanfield import MeanFieldPrediction, guided_prediction
 
@@ -68,7 +71,7 @@ def check_dimension(d):
 def finite_d_prediction(d, omega=None, *, alpha=None, classes=None, guidance_scale=None, sampler="ode",
                         process="ou", mean_var=1.0, class_var=0.25, target_norm=None, particles=PARTICLES,
                         quenched=True, seed=0):
-    r"""Prediction of guided sampling at dimension ``d`` (docs/theory.md eqs. 50-63).
+    r"""Prediction of guided sampling at dimension ``d`` (docs/theory.md eqs. 50-63, 95-99).
 
     Parameters
     ----------
@@ -86,7 +89,8 @@ def finite_d_prediction(d, omega=None, *, alpha=None, classes=None, guidance_sca
         Population size (the Monte-Carlo error falls as its inverse square root).
     quenched : bool
         False keeps the annealed partition function of the others (eqs. 50-55 only). For K <= d the
-        exact reduction (eq. 63) is used, to which it does not apply.
+        exact reduction (eq. 63) is used, to which it does not apply. With the SDE and a weight that is
+        negative somewhere, the other classes near the top are explicit and dynamic (eqs. 95-99).
     seed : int or numpy Generator
         The population's random numbers (environments, start, noise).
 
@@ -244,35 +248,6 @@ class _Population:
                 o[idx] = lo * (1 - w if lo.ndim == 1 else (1 - w)[:, None]) + hi * (w if hi.ndim == 1 else w[:, None])
         return out
 
-    def competitor_environment(self, t, x_norm):
-        r"""Per particle at time t (eq. 98): :math:`\beta`, c, the threshold energy e with
-        N S(e) = EXPECTED (absolute, as the energies of eq. 95), the log weight of the classes below it
-        and their mean :math:`\zeta`, and the :class:`AboveThreshold` sampler. The threshold relative to
-        :math:`\log Ee^\varepsilon`, the rest's weight in units of :math:`N Ee^\varepsilon` and its mean
-        :math:`\zeta` over the annealed one are linear in |x| between the nodes of eq. (59)."""
-        m = self.model
-        a, gamma, _ = m.at(t)
-        beta, c = a * math.sqrt(m.mean_var) / gamma, a * a * m.mean_var / gamma
-        nodes = self._norm_nodes(t, x_norm)
-        level = math.log(min(EXPECTED, 0.5 * self.others) / self.others)
-        table = []
-        for node in nodes:
-            law = self._law(t, float(node))
-            e = law.top_classes(np.array([[level]]))[0][:, 0]
-            weight, zeta_weight = law.rest(e, 1.0)
-            # the classes below the threshold lean toward x less than the tilted law (ratio < 1); where their
-            # weight underflows the ratio is undefined and multiplies a zero weight
-            ratio = zeta_weight[0] / (weight[0] * law.tilted_mean) if weight[0] > 1e-200 else 1.0
-            table.append((e[0], math.log(max(weight[0], 1e-300)), min(max(ratio, 0.0), 1.0)))
-        table = np.array(table)
-        b = beta * x_norm
-        log_mean = log_mean_weight(b, c, m.d)
-        relative, log_rest, rest_ratio = (np.interp(x_norm, nodes, col) for col in table.T)
-        threshold = relative + log_mean
-        rest_zeta = rest_ratio * b / (1 + c)
-        sampler = AboveThreshold(b, c, m.d, threshold)
-        return beta, c, threshold, log_rest + log_mean + math.log(self.others), rest_zeta, sampler
-
     def evaluate(self, y, p, t):
         r"""(m_par, k_perp, pi_c, g, weights, chi2) at time t (eq. 52): the guided estimate's
         coordinate along :math:`\mu_c`, its perpendicular part :math:`k x_\perp`, the target posterior,
@@ -327,7 +302,7 @@ def _population_run(model, kind, grid, n, rng, quenched, t_cv):
     moments = np.array([0.0, Q0, Q0 * (model.d - 1)])  # exact E y, E y^2, E p of the control variate
     labels = np.arange(n) % GROUPS
     posterior = []
-    competition = _Competition(model, pop, rng) if quenched and kind == "sde" and \
+    competition = Competition(model, pop, rng) if quenched and kind == "sde" and \
         _negative_somewhere(model.omega, grid) else None
     for t, t_next in zip(grid[:-1], grid[1:]):
         t, t_next = float(t), float(t_next)
@@ -379,71 +354,6 @@ def _population_run(model, kind, grid, n, rng, quenched, t_cv):
 def _negative_somewhere(omega, grid):
     """Whether the weight is negative at some node of the grid (the pool of eqs. 95-99 is used then)."""
     return any(weight_at(omega, float(t)) < 0 for t in grid)
-
-
-class _Competition:
-    r"""The SDE population with its dominant other classes explicit and dynamic (eqs. 95-99).
-
-    ``state(y, p, t)`` gives the target posterior and the guided estimate from the explicit classes
-    and the rest below the threshold; ``step`` moves (y, p) and the explicit classes with the exact
-    transition of eq. (12) (:math:`\hat m` frozen) and renews the pool at the new time."""
-
-    def __init__(self, model, population, rng):
-        self.model, self.population, self.rng = model, population, rng
-        self.pool = CompetitorPool(population.n, model.d, population.others, rng)
-        self.started = False
-
-    def start(self, y, p, t):
-        """Fill the pool with the classes above the threshold at t (eq. 98)."""
-        self.started = True
-        self.environment = (t, self.population.competitor_environment(t, np.sqrt(y * y + p)))
-        beta, c, threshold, _, _, sampler = self.environment[1]
-        self.pool.renew(beta, c, y, p, threshold, sampler, None)
-
-    def state(self, y, p, t):
-        """(pi_c, g, weights of the explicit classes among the others, the others' mean along u and
-        along the perpendicular direction of x, in units of sigma_mu) at time t (eqs. 50, 95, 98)."""
-        m = self.model
-        a, gamma, _ = m.at(t)
-        q = y * y + p
-        x_norm = np.sqrt(q)
-        if self.environment[0] != t:  # computed at the renewal of the pool at t, for the same (y, p)
-            self.environment = (t, self.population.competitor_environment(t, x_norm))
-        beta, c, _, log_rest, rest_zeta, _ = self.environment[1]
-        e = self.pool.energies(beta, c, y, p)
-        shift = np.maximum(e.max(axis=1), log_rest)
-        explicit, rest = np.exp(e - shift[:, None]), np.exp(log_rest - shift)
-        z = explicit.sum(axis=1) + rest
-        log_others = shift + np.log(z) - q / (2 * gamma)  # log sum_k exp(E_k), E_k = -|x|^2/2Gamma + eps_k
-        target = -(q - 2 * a * m.target * y + a * a * m.target ** 2) / (2 * gamma)  # eq. 50
-        pi = 0.5 * (1.0 + np.tanh(0.5 * (target - log_others)))
-        g = weight_at(m.omega, t) * (1.0 - pi)
-        weights, rest = explicit / z[:, None], rest / z
-        along_u = (weights * self.pool.C).sum(axis=1) + rest * rest_zeta * y / x_norm
-        along_perp = (weights * self.pool.w).sum(axis=1) + rest * rest_zeta * np.sqrt(p) / x_norm
-        return pi, g, weights, along_u, along_perp
-
-    def step(self, t, t_next, y, p, noise):
-        """One exact SDE step (eqs. 12, 96, 97) and the renewal of the pool at t_next (eq. 98)."""
-        m, pool = self.model, self.pool
-        s = math.sqrt(m.mean_var)
-        pi, g, weights, along_u, along_perp = self.state(y, p, t)
-        r, coef, V = m.process.reverse_transition(t, t_next, m.class_var)
-        xi1, xi2, chi = noise
-        m_par = (1 + g) * m.target - g * s * along_u
-        y_new = r * y + coef * m_par + math.sqrt(V) * xi1
-        along = r * np.sqrt(p) - coef * g * s * along_perp + math.sqrt(V) * xi2
-        pull = -coef * g * s
-        r_orth = np.where(pool.alive, np.maximum(pool.norm2 - pool.C ** 2 - pool.w ** 2, 0.0), 0.0)
-        eta = self.rng.standard_normal(r_orth.shape)
-        orth = (pull ** 2 * (weights ** 2 * r_orth).sum(axis=1)
-                + 2 * pull * math.sqrt(V) * (weights * np.sqrt(r_orth) * eta).sum(axis=1) + V * chi)
-        p_new = along ** 2 + np.maximum(orth, 0.0)
-        pool.advance(y, p, p_new, along, pull, weights, V, eta)
-        self.environment = (t_next, self.population.competitor_environment(t_next, np.sqrt(y_new ** 2 + p_new)))
-        beta, c, threshold, _, _, sampler = self.environment[1]
-        pool.renew(beta, c, y_new, p_new, threshold, sampler, along / np.sqrt(p_new))
-        return y_new, p_new, pi
 
 
 def _linear_estimate(model, guided):
