@@ -46,15 +46,12 @@ def log_mean_weight(b, c, d):
 
 
 def _window(b, c, level):
-    r"""The :math:`\zeta` interval where :math:`b\zeta - \tfrac c2\zeta^2 > \text{level}`, as upper-tail
-    probabilities (:math:`\bar\Phi(\zeta_-)`, :math:`\bar\Phi(\zeta_+)`) and its ends; empty where
-    the discriminant is negative."""
+    r"""The :math:`\zeta` interval where :math:`b\zeta - \tfrac c2\zeta^2 > \text{level}`, as the upper-tail
+    probabilities of its ends, :math:`\bar\Phi(\zeta_-)` and :math:`\bar\Phi(\zeta_+)` (both 0 where it is empty)."""
     disc = b * b - 2.0 * c * level
     root = np.sqrt(np.maximum(disc, 0.0))
-    lo, hi = (b - root) / c, (b + root) / c
-    tail_lo, tail_hi = ndtr(-lo), ndtr(-hi)
     empty = disc <= 0
-    return np.where(empty, 0.0, tail_lo), np.where(empty, 0.0, tail_hi), lo, hi
+    return np.where(empty, 0.0, ndtr(-(b - root) / c)), np.where(empty, 0.0, ndtr(-(b + root) / c))
 
 
 class AboveThreshold:
@@ -74,7 +71,7 @@ class AboveThreshold:
         self.dr = (k + 8.0 * math.sqrt(2.0 * k) + 10.0) / R_NODES
         self.r = np.arange(1, R_NODES + 1) * self.dr
         log_f = (k / 2 - 1) * np.log(self.r) - self.r / 2 - (k / 2) * math.log(2.0) - gammaln(k / 2)
-        lo, hi, _, _ = _window(b[:, None], c, threshold[:, None] + 0.5 * c * self.r[None, :])
+        lo, hi = _window(b[:, None], c, threshold[:, None] + 0.5 * c * self.r[None, :])
         with np.errstate(divide="ignore"):
             log_density = log_f[None, :] + np.log(np.maximum(lo - hi, 0.0))
         top = log_density.max(axis=1, keepdims=True)
@@ -108,7 +105,7 @@ class AboveThreshold:
         offset = np.where(small, frac * self.dr,
                           np.log1p(frac * np.expm1(s * self.dr)) / np.where(small, 1.0, s))
         r = self.r[cell] + np.clip(offset, 0.0, self.dr)
-        lo, hi, _, _ = _window(self.b[owner], self.c, self.threshold[owner] + 0.5 * self.c * r)
+        lo, hi = _window(self.b[owner], self.c, self.threshold[owner] + 0.5 * self.c * r)
         tail = lo - rng.random(owner.size) * (lo - hi)
         zeta = -ndtri(np.clip(tail, 1e-300, 1.0 - 1e-16))
         return zeta, r
@@ -192,9 +189,9 @@ class CompetitorPool:
         all_n = np.concatenate([self.norm2, new[2]], axis=1)
         all_e = np.concatenate([current, new[3]], axis=1)
         keep = np.argsort(-all_e, axis=1)[:, :CAPACITY]
-        take = lambda arr: np.take_along_axis(arr, keep, axis=1)  # noqa: E731
-        self.C, self.w, self.norm2 = take(all_C), take(all_w), take(all_n)
-        self.alive = np.isfinite(take(all_e))
+        self.C, self.w, self.norm2, energies = (np.take_along_axis(arr, keep, axis=1)
+                                                for arr in (all_C, all_w, all_n, all_e))
+        self.alive = np.isfinite(energies)
 
 
 def environment(population, t, x_norm):
