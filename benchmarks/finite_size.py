@@ -4,6 +4,7 @@
     python -m benchmarks.finite_size --report-only   # docs/finite_size.md from the stored predictions
     python -m benchmarks.finite_size --simulate      # first re-run the simulations with cp.simulate (hours)
     python -m benchmarks.finite_size --fss fss.h5    # the report for a `cfgphase fss` file, printed
+    python -m benchmarks.finite_size --omega -0.5 --sampler sde   # re-predict only these draws, keep the others
 
 Simulations (data/validation/finite_size.csv, one row per draw of the means): B = 1024 particles,
 ``steps`` steps of the default log grid from the draw's ``t_max``, model and noise seed = ``seed``.
@@ -112,6 +113,28 @@ def predict(rows, particles=None, path=None):
     return out
 
 
+def _selected(row, args):
+    return (args.omega is None or row["omega"] == args.omega) and (args.sampler is None or row["sampler"] == args.sampler)
+
+
+def _key(row):
+    return tuple(row[k] for k in ("alpha", "classes", "omega", "sampler", "d", "seed", "steps"))
+
+
+def update(rows, particles=None):
+    """Re-predict ``rows`` only: each new prediction replaces the stored one of the same draw (the
+    file is rewritten after each draw, so an interrupted run keeps what it finished)."""
+    stored = _read(PREDICTIONS)
+    where = {_key(p): i for i, p in enumerate(stored)}
+    for row in rows:
+        new = predict([row], particles)[0]
+        if _key(new) in where:
+            stored[where[_key(new)]] = new
+        else:
+            stored.append(new)
+        _write(PREDICTIONS, stored)
+
+
 def _config(row):
     if row["classes"] is not None:
         return (f"K = {int(row['classes'])}", row["omega"], row["sampler"], int(row["steps"]))
@@ -120,10 +143,10 @@ def _config(row):
 
 def residual_table(sims, preds):
     """{config: [per-d rows]} with, per statistic, the finite-d and d -> infinity residuals and errors."""
-    by_key = {tuple(p[k] for k in ("alpha", "classes", "omega", "sampler", "d", "seed", "steps")): p for p in preds}
+    by_key = {_key(p): p for p in preds}
     groups = {}
     for sim in sims:
-        pred = by_key.get(tuple(sim[k] for k in ("alpha", "classes", "omega", "sampler", "d", "seed", "steps")))
+        pred = by_key.get(_key(sim))
         if pred is not None:
             groups.setdefault(_config(sim), {}).setdefault(int(sim["d"]), []).append((sim, pred))
     table = {}
@@ -227,6 +250,8 @@ def main(argv=None):
     parser.add_argument("--particles", type=int, help="population size of the finite-d predictions")
     parser.add_argument("--fss", metavar="FILE", help="compare a `cfgphase fss` file with the theory instead and "
                                                        "print the report")
+    parser.add_argument("--omega", type=float, help="re-predict only the draws with this guidance weight")
+    parser.add_argument("--sampler", choices=("ode", "sde"), help="re-predict only the draws of this sampler")
     args = parser.parse_args(argv)
     if args.fss is not None:
         start = time.perf_counter()
@@ -240,7 +265,11 @@ def main(argv=None):
         sims = simulate(sims)
         _write(SIMULATIONS, sims)
     if not args.report_only:
-        predict(sims, args.particles, PREDICTIONS)
+        selected = [row for row in sims if _selected(row, args)]
+        if len(selected) == len(sims):
+            predict(sims, args.particles, PREDICTIONS)
+        else:
+            update(selected, args.particles)
     preds = _read(PREDICTIONS)
     seconds = np.array([p["finite_d_seconds"] for p in preds])
     REPORT.write_text(report(residual_table(sims, preds), dict(count=seconds.size, mean=seconds.mean(),

@@ -1,5 +1,5 @@
 r"""Guided sampling at finite dimension d: the leading finite-size corrections to the mean-field
-theory (docs/theory.md section 12, eqs. 50-63).
+theory (docs/theory.md section 12, eqs. 50-63 and 95-99).
 
 The d -> infinity theory (cfgphase.solvers.theory.meanfield, eqs. 23-27) switches guidance off for
 every particle at one time t* and replaces the K - 1 other classes by their annealed average. At
@@ -15,7 +15,10 @@ finite d :func:`finite_d_prediction` keeps, with nothing fitted:
    frozen along its path; for the probability flow the guidance pushes the particle away from
    its own dominant classes (self-avoidance, eq. 60), for the SDE the noise renews them (eq. 61);
 3. *few classes* (eq. 63): for K <= d the posterior depends on x only through its K overlaps and the
-   dynamics reduces exactly to K + 1 variables per particle, with the means drawn per particle.
+   dynamics reduces exactly to K + 1 variables per particle, with the means drawn per particle;
+4. *negative guidance* (eqs. 95-99, SDE): the guidance pulls each particle toward the other classes
+   that dominate it while the noise renews them, so the classes near the top are explicit and dynamic
+   (cfgphase.solvers.theory.competitors) instead of frozen at their ranks.
 
 The result is a Monte-Carlo estimate: it carries its standard errors (``*_stderr``).
 """
@@ -35,6 +38,7 @@ from cfgphase.solvers.sampling.brownian import check_seed
 from cfgphase.solvers.sampling.observables import condensation_time
 from cfgphase.solvers.sampling.sampler import as_sampler
 from cfgphase.solvers.sampling.timegrid import check_grid, default_t_max, time_grid, with_breakpoints
+from cfgphase.solvers.theory.competitors import Competition
 from cfgphase.solvers.theory.environment import EnergyLaw, draw_environments, quenched_statistics
 from cfgphase.solvers.theory.meanfield import MeanFieldPrediction, guided_prediction
 from cfgphase.solvers.theory.reduction import over_draws, span_run
@@ -53,6 +57,10 @@ DRAW_SIZE = 100
 #: The quenched corrections start once |E X| or sd X exceed these (eq. 59) and stop once every
 #: particle has condensed, mean(1 - pi_c) < DONE.
 SWITCH_MEAN, SWITCH_SD, DONE = 2e-4, 0.02, 1e-5
+#: Under negative guidance the explicit, dynamic other classes (eqs. 95-99) take over from the frozen
+#: environment once the dominant one carries this posterior weight among the others on average; before,
+#: the pull toward it is negligible (docs/theory.md eq. 99).
+PULL_START = 0.01
 
 
 def check_dimension(d):
@@ -65,7 +73,7 @@ def check_dimension(d):
 def finite_d_prediction(d, omega=None, *, alpha=None, classes=None, guidance_scale=None, sampler="ode",
                         process="ou", mean_var=1.0, class_var=0.25, target_norm=None, particles=PARTICLES,
                         quenched=True, seed=0):
-    r"""Prediction of guided sampling at dimension ``d`` (docs/theory.md eqs. 50-63).
+    r"""Prediction of guided sampling at dimension ``d`` (docs/theory.md eqs. 50-63, 95-99).
 
     Parameters
     ----------
@@ -83,7 +91,8 @@ def finite_d_prediction(d, omega=None, *, alpha=None, classes=None, guidance_sca
         Population size (the Monte-Carlo error falls as its inverse square root).
     quenched : bool
         False keeps the annealed partition function of the others (eqs. 50-55 only). For K <= d the
-        exact reduction (eq. 63) is used, to which it does not apply.
+        exact reduction (eq. 63) is used, to which it does not apply. With the SDE and a weight that is
+        negative somewhere, the other classes near the top are explicit and dynamic (eqs. 95-99).
     seed : int or numpy Generator
         The population's random numbers (environments, start, noise).
 
@@ -282,19 +291,28 @@ def _population_run(model, kind, grid, n, rng, quenched, t_cv):
     moments = np.array([0.0, Q0, Q0 * (model.d - 1)])  # exact E y, E y^2, E p of the control variate
     labels = np.arange(n) % GROUPS
     posterior = []
+    competition = Competition(model, pop, rng) if quenched and kind == "sde" and \
+        _negative_somewhere(model.omega, grid) else None
     for t, t_next in zip(grid[:-1], grid[1:]):
         t, t_next = float(t), float(t_next)
         if quenched and not pop.active and len(posterior) % 2 == 0:
             pop.active = pop.corrections_matter(y, p, t)
-        m_par, k_perp, pi, g, weights, chi2 = pop.evaluate(y, p, t)
-        posterior.append(np.bincount(labels, pi, minlength=GROUPS))
-        if pop.active and pop.pushed is None and np.mean(1.0 - pi) < DONE:
-            pop.done = True
         noise = None if kind == "ode" else (rng.standard_normal(n), rng.standard_normal(n),
                                            rng.chisquare(model.d - 2, n) if model.d > 2 else np.zeros(n))
-        y, p, f, coef = step(model, kind, t, t_next, y, p, (m_par, k_perp), lambda *s: pop.evaluate(*s)[:2], noise)
-        if pop.pushed is not None and weights is not None:
-            y, p = pop.avoid(y, p, f, coef, g, weights, chi2)
+        if competition is not None and competition.started:
+            y, p, pi = competition.step(t, t_next, y, p, noise)
+            posterior.append(np.bincount(labels, pi, minlength=GROUPS))
+        else:
+            m_par, k_perp, pi, g, weights, chi2 = pop.evaluate(y, p, t)
+            posterior.append(np.bincount(labels, pi, minlength=GROUPS))
+            if pop.active and pop.pushed is None and np.mean(1.0 - pi) < DONE:
+                pop.done = True
+            y, p, f, coef = step(model, kind, t, t_next, y, p, (m_par, k_perp), lambda *s: pop.evaluate(*s)[:2],
+                                 noise)
+            if pop.pushed is not None and weights is not None:
+                y, p = pop.avoid(y, p, f, coef, g, weights, chi2)
+            if competition is not None and weights is not None and weights.max(axis=1).mean() > PULL_START:
+                competition.start(y, p, t_next)
         linear = _linear_estimate(model, t > t_cv)
         y_cv, p_cv, _, _ = step(model, kind, t, t_next, y_cv, p_cv, linear(y_cv, p_cv, t), linear, noise)
         off, _, _, _ = step(model, kind, t, t_next, 0.0, 0.0, linear(0.0, 0.0, t), linear)
@@ -305,7 +323,9 @@ def _population_run(model, kind, grid, n, rng, quenched, t_cv):
         moments = np.array([lin * Ey + off, lin * lin * Ey2 + 2 * lin * off * Ey + off * off + V,
                             p_factor * Ep + V * (model.d - 1)])
         pop.forget_before(t_next)
-    posterior.append(np.bincount(labels, pop.evaluate(y, p, float(grid[-1]))[2], minlength=GROUPS))
+    final = competition.state(y, p, float(grid[-1]))[0] if competition is not None and competition.started else \
+        pop.evaluate(y, p, float(grid[-1]))[2]
+    posterior.append(np.bincount(labels, final, minlength=GROUPS))
 
     def controlled(values, control, exact):
         diff = values - control
@@ -318,6 +338,11 @@ def _population_run(model, kind, grid, n, rng, quenched, t_cv):
     t_c, t_c_se = condensation_time(grid, np.array(posterior) / counts, counts)
     return dict(mean_y=mean_y, mean_y_se=mean_y_se, var_y=(mean_y2 - mean_y ** 2) * n / (n - 1), mean_p=mean_p,
                 mean_p_se=mean_p_se, t_c=t_c, t_c_se=t_c_se, quenched_active=pop.active)
+
+
+def _negative_somewhere(omega, grid):
+    """Whether the weight is negative at some node of the grid (the pool of eqs. 95-99 is used then)."""
+    return any(weight_at(omega, float(t)) < 0 for t in grid)
 
 
 def _linear_estimate(model, guided):

@@ -1,0 +1,290 @@
+r"""The dominant other classes of each particle as dynamic variables (docs/theory.md eqs. 95-99).
+
+The quenched environment of eqs. (56)-(60) freezes each particle's other classes at their ranks. With
+noise and negative guidance that is wrong in two opposite ways: the noise renews which classes
+dominate (eq. 61), and the guidance pulls the particle toward the classes that dominate, which raises
+their logits and keeps them on top. Here the classes near the top are explicit, each with its own
+coordinates relative to the particle, and both effects follow from their dynamics.
+
+Geometry (eq. 95). With :math:`u = \mu_c/|\mu_c|`, :math:`x = y\,u + x_\perp`, :math:`p = |x_\perp|^2`
+and :math:`\hat x_\perp = x_\perp/\sqrt p`, one other class is
+:math:`\mu_k = \sigma_\mu(C_k u + w_k\hat x_\perp + \sqrt{R'_k}\,e_k)`, with :math:`e_k` a unit vector
+orthogonal to u and :math:`\hat x_\perp`, and :math:`n_k = C_k^2 + w_k^2 + R'_k = |\mu_k|^2/\sigma_\mu^2`.
+Its relative log-weight (eq. 56) is
+:math:`\varepsilon_k = \beta(yC_k + \sqrt p\,w_k) - \tfrac c2 n_k` with :math:`\beta = a_t\sigma_\mu/\Gamma_t`,
+:math:`c = a_t^2\sigma_\mu^2/\Gamma_t`. C_k and n_k are fixed; w_k moves with the particle's
+perpendicular direction (eq. 96) and with the guidance's pull toward class k (eq. 97).
+
+The pool (eq. 98): the classes with :math:`N S(\varepsilon) <` ``EXPECTED`` (S the survival of
+eq. 56 at the particle's (t, |x|)) are explicit; the rest enter through their conditional mean
+(eq. 57). Classes that cross the threshold upward are drawn by time reversal of the natural
+dynamics (eq. 98), those that fall below it leave.
+
+Conventions: arrays over particles have a leading axis n; over a particle's explicit classes a
+trailing axis of length ``CAPACITY``; ``alive`` marks the occupied slots.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy.special import gammaln, ndtr, ndtri
+
+from cfgphase.physics.weights import weight_at
+
+#: Expected number of explicit classes per particle (the threshold N S(e) = EXPECTED, eq. 98) and the
+#: slots per particle (a Poisson(12) count exceeds 40 with probability 1e-10; the attracted classes stay).
+EXPECTED, CAPACITY = 12, 40
+#: Nodes in R (the squared norm of a class orthogonal to x, chi^2_{d-1}) of the sampler of eq. (98).
+R_NODES = 48
+
+
+def log_mean_weight(b, c, d):
+    r""":math:`\log E e^\varepsilon = -\tfrac d2\log(1 + c) + b^2/(2(1 + c))` (eq. 56), elementwise in b."""
+    return -0.5 * d * math.log1p(c) + b * b / (2.0 * (1.0 + c))
+
+
+def _window(b, c, level):
+    r"""The :math:`\zeta` interval where :math:`b\zeta - \tfrac c2\zeta^2 > \text{level}`, as the upper-tail
+    probabilities of its ends, :math:`\bar\Phi(\zeta_-)` and :math:`\bar\Phi(\zeta_+)` (both 0 where it is empty)."""
+    disc = b * b - 2.0 * c * level
+    root = np.sqrt(np.maximum(disc, 0.0))
+    empty = disc <= 0
+    return np.where(empty, 0.0, ndtr(-(b - root) / c)), np.where(empty, 0.0, ndtr(-(b + root) / c))
+
+
+class AboveThreshold:
+    r"""The prior of one other class conditioned on :math:`\varepsilon > e` (eq. 98), per particle.
+
+    :math:`\zeta\sim\mathcal N(0, 1)` and :math:`R\sim\chi^2_{d-1}` independent. For each R the event is
+    a :math:`\zeta` interval (``_window``), so R has the density
+    :math:`f_{d-1}(R)\,[\Phi(\zeta_+) - \Phi(\zeta_-)]` and the survival is its integral. It is
+    tabulated on ``R_NODES`` nodes and exponential between them (exact for a log-linear density);
+    a draw takes R from it and :math:`\zeta` from the normal truncated to the interval.
+
+    b (n,), c float, d int, threshold (n,): per-particle :math:`b = a\sigma_\mu|x|/\Gamma` and e."""
+
+    def __init__(self, b, c, d, threshold):
+        k = d - 1
+        self.b, self.c, self.threshold = b, c, threshold
+        self.dr = (k + 8.0 * math.sqrt(2.0 * k) + 10.0) / R_NODES
+        self.r = np.arange(1, R_NODES + 1) * self.dr
+        log_f = (k / 2 - 1) * np.log(self.r) - self.r / 2 - (k / 2) * math.log(2.0) - gammaln(k / 2)
+        lo, hi = _window(b[:, None], c, threshold[:, None] + 0.5 * c * self.r[None, :])
+        with np.errstate(divide="ignore"):
+            log_density = log_f[None, :] + np.log(np.maximum(lo - hi, 0.0))
+        top = log_density.max(axis=1, keepdims=True)
+        top = np.where(np.isfinite(top), top, 0.0)
+        log_density = np.maximum(log_density, top - 60.0)
+        left, right = log_density[:, :-1], log_density[:, 1:]
+        self.slope = (right - left) / self.dr
+        flat = np.abs(self.slope) < 1e-9
+        growth = np.where(flat, self.dr, np.expm1(self.slope * self.dr) / np.where(flat, 1.0, self.slope))
+        cell = np.exp(left) * growth  # integral of the exponential interpolation over each cell
+        cell[~np.isfinite(top[:, 0]) | (top[:, 0] == 0.0)] = 0.0
+        self.left = left
+        self.cumulative = np.cumsum(cell, axis=1)
+        self.survival = self.cumulative[:, -1]
+
+    def draw(self, owner, rng):
+        r"""One class for each entry of ``owner`` (sorted indices of particles with positive survival):
+        (zeta, R) from the conditioned prior of that particle."""
+        cells = self.cumulative.shape[1]
+        total = self.survival[owner]
+        # one increasing array over all particles: cumulative fractions shifted by the particle index
+        ladder = (self.cumulative / np.maximum(self.survival, 1e-300)[:, None] + np.arange(self.b.size)[:, None]).ravel()
+        u = rng.random(owner.size)
+        flat = np.searchsorted(ladder, owner + u, side="left")
+        cell = np.clip(flat - owner * cells, 0, cells - 1)
+        below = np.where(cell > 0, self.cumulative[owner, cell - 1], 0.0)
+        mass = self.cumulative[owner, cell] - below
+        frac = np.clip((u * total - below) / np.where(mass > 0, mass, 1.0), 0.0, 1.0)
+        s = self.slope[owner, cell]
+        small = np.abs(s * self.dr) < 1e-9
+        offset = np.where(small, frac * self.dr,
+                          np.log1p(frac * np.expm1(s * self.dr)) / np.where(small, 1.0, s))
+        r = self.r[cell] + np.clip(offset, 0.0, self.dr)
+        lo, hi = _window(self.b[owner], self.c, self.threshold[owner] + 0.5 * self.c * r)
+        tail = lo - rng.random(owner.size) * (lo - hi)
+        zeta = -ndtri(np.clip(tail, 1e-300, 1.0 - 1e-16))
+        return zeta, r
+
+
+class CompetitorPool:
+    r"""Explicit other classes of n particles: (C, w, n) per slot (eq. 95), ``alive`` mask.
+
+    The pool is filled at the first call of :meth:`renew` with the classes above the threshold
+    (a Poisson number of draws of :class:`AboveThreshold`), and afterwards gains the classes that
+    cross the threshold upward (eq. 98)."""
+
+    def __init__(self, n, d, others, rng):
+        self.n, self.d, self.others, self.rng = n, d, others, rng
+        shape = (n, CAPACITY)
+        self.C, self.w, self.norm2 = np.zeros(shape), np.zeros(shape), np.zeros(shape)
+        self.alive = np.zeros(shape, dtype=bool)
+        self.previous = None  # (beta, c, y, p, threshold) at the last renewal
+
+    def energies(self, beta, c, y, p):
+        r""":math:`\varepsilon_k = \beta(yC_k + \sqrt p\,w_k) - \tfrac c2 n_k` (eq. 95), -inf in empty slots."""
+        e = beta * (y[:, None] * self.C + np.sqrt(p)[:, None] * self.w) - 0.5 * c * self.norm2
+        return np.where(self.alive, e, -np.inf)
+
+    def advance(self, p_new, along, coef_pull, weights, noise_var, eta):
+        r"""Move each explicit class with the particle over one step (eqs. 96-97).
+
+        ``along`` (n,) is the new coordinate of :math:`x_\perp` along its old direction,
+        :math:`A_\parallel`; ``coef_pull`` (n,) is :math:`-c_{step}\,g\,\sigma_\mu`, the pull per unit
+        posterior weight; ``weights`` (n, S) the classes' posterior weights among the others; ``eta``
+        (n, S) the standard normal noise along each class's own orthogonal direction."""
+        r_orth = np.maximum(self.norm2 - self.C ** 2 - self.w ** 2, 0.0)
+        w_new = (along[:, None] * self.w + coef_pull[:, None] * weights * r_orth
+                 + np.sqrt(noise_var * r_orth) * eta) / np.sqrt(p_new)[:, None]
+        self.w = np.where(self.alive, w_new, 0.0)
+
+    def renew(self, beta, c, y, p, threshold, sampler, along_over_norm):
+        r"""Drop the classes below ``threshold`` and add those that crossed it upward (eq. 98).
+
+        ``sampler`` is the :class:`AboveThreshold` of the new time; ``along_over_norm`` (n,) the
+        correlation :math:`\varphi = A_\parallel/\sqrt{p'}` of :math:`\hat x_\perp` over the step
+        (None at the first call: every class above the threshold is added). A class drawn above the
+        threshold now is an entrant when the natural dynamics run backwards over the step take it
+        below the threshold of the previous time: the w of an independent class is a stationary
+        Gaussian AR(1) with coefficient :math:`\varphi`, which is reversible."""
+        self.alive &= self.energies(beta, c, y, p) > threshold[:, None]
+        rng = self.rng
+        counts = rng.poisson(self.others * sampler.survival)
+        owner = np.repeat(np.arange(self.n), counts)
+        zeta, r = sampler.draw(owner, rng)
+        psi = np.sqrt(r * rng.beta(0.5, 0.5 * (self.d - 2), owner.size)) * rng.choice([-1.0, 1.0], owner.size)
+        norm = np.sqrt(y * y + p)[owner]
+        C = (y[owner] * zeta + np.sqrt(p[owner]) * psi) / norm
+        w = (np.sqrt(p[owner]) * zeta - y[owner] * psi) / norm
+        norm2 = zeta * zeta + r
+        if along_over_norm is not None and self.previous is not None:
+            beta0, c0, y0, p0, threshold0 = self.previous
+            phi = np.clip(along_over_norm[owner], -1.0, 1.0)
+            w_before = phi * w + np.sqrt(1.0 - phi * phi) * rng.standard_normal(owner.size)
+            e_before = beta0 * (y0[owner] * C + np.sqrt(p0[owner]) * w_before) - 0.5 * c0 * norm2
+            entrant = e_before < threshold0[owner]
+            owner, C, w, norm2 = owner[entrant], C[entrant], w[entrant], norm2[entrant]
+        self.previous = (beta, c, y, p, threshold)
+        self._insert(owner, C, w, norm2, beta * (y[owner] * C + np.sqrt(p[owner]) * w) - 0.5 * c * norm2,
+                     self.energies(beta, c, y, p))
+
+    def _insert(self, owner, C, w, norm2, energy, current):
+        """Put new classes into free slots; where a particle runs out, keep its highest energies."""
+        if owner.size == 0:
+            return
+        order = np.argsort(owner, kind="stable")
+        owner, C, w, norm2, energy = owner[order], C[order], w[order], norm2[order], energy[order]
+        first = np.searchsorted(owner, owner, side="left")
+        rank = np.arange(owner.size) - first
+        width = int(rank.max()) + 1
+        new = [np.full((self.n, width), v) for v in (0.0, 0.0, 0.0, -np.inf)]
+        for arr, val in zip(new, (C, w, norm2, energy)):
+            arr[owner, rank] = val
+        all_C = np.concatenate([self.C, new[0]], axis=1)
+        all_w = np.concatenate([self.w, new[1]], axis=1)
+        all_n = np.concatenate([self.norm2, new[2]], axis=1)
+        all_e = np.concatenate([current, new[3]], axis=1)
+        keep = np.argsort(-all_e, axis=1)[:, :CAPACITY]
+        self.C, self.w, self.norm2, energies = (np.take_along_axis(arr, keep, axis=1)
+                                                for arr in (all_C, all_w, all_n, all_e))
+        self.alive = np.isfinite(energies)
+
+
+def environment(population, t, x_norm):
+    r"""Per particle of ``population`` (the finite-d population, whose |x| nodes and energy laws of
+    eqs. 56 and 59 it shares) at time t (eq. 98): :math:`\beta`, c, the threshold energy e with
+    N S(e) = EXPECTED (absolute, as the energies of eq. 95), the log weight of the classes below it
+    and their mean :math:`\zeta`, and the :class:`AboveThreshold` sampler. The threshold relative to
+    :math:`\log Ee^\varepsilon`, the rest's weight in units of :math:`N Ee^\varepsilon` and its mean
+    :math:`\zeta` over the annealed one are linear in |x| between the nodes of eq. (59)."""
+    m = population.model
+    a, gamma, _ = m.at(t)
+    beta, c = a * math.sqrt(m.mean_var) / gamma, a * a * m.mean_var / gamma
+    nodes = population._norm_nodes(t, x_norm)
+    level = math.log(min(EXPECTED, 0.5 * population.others) / population.others)
+    table = []
+    for node in nodes:
+        law = population._law(t, float(node))
+        e = law.top_classes(np.array([[level]]))[0][:, 0]
+        weight, zeta_weight = law.rest(e, 1.0)
+        # the classes below the threshold lean toward x less than the tilted law (ratio < 1); where their
+        # weight underflows the ratio is undefined and multiplies a zero weight
+        ratio = zeta_weight[0] / (weight[0] * law.tilted_mean) if weight[0] > 1e-200 else 1.0
+        table.append((e[0], math.log(max(weight[0], 1e-300)), min(max(ratio, 0.0), 1.0)))
+    table = np.array(table)
+    b = beta * x_norm
+    log_mean = log_mean_weight(b, c, m.d)
+    relative, log_rest, rest_ratio = (np.interp(x_norm, nodes, col) for col in table.T)
+    threshold = relative + log_mean
+    rest_zeta = rest_ratio * b / (1 + c)
+    sampler = AboveThreshold(b, c, m.d, threshold)
+    return beta, c, threshold, log_rest + log_mean + math.log(population.others), rest_zeta, sampler
+
+
+class Competition:
+    r"""The SDE population with its dominant other classes explicit and dynamic (eqs. 95-99).
+
+    ``state(y, p, t)`` gives the target posterior and the guided estimate from the explicit classes
+    and the rest below the threshold; ``step`` moves (y, p) and the explicit classes with the exact
+    transition of eq. (12) (:math:`\hat m` frozen) and renews the pool at the new time."""
+
+    def __init__(self, model, population, rng):
+        self.model, self.population, self.rng = model, population, rng
+        self.pool = CompetitorPool(population.n, model.d, population.others, rng)
+        self.started, self.environment = False, (None, None)  # the environment: (t, environment(...) at t)
+
+    def start(self, y, p, t):
+        """Fill the pool with the classes above the threshold at t (eq. 98)."""
+        self.started = True
+        self.environment = (t, environment(self.population, t, np.sqrt(y * y + p)))
+        beta, c, threshold, _, _, sampler = self.environment[1]
+        self.pool.renew(beta, c, y, p, threshold, sampler, None)
+
+    def state(self, y, p, t):
+        """(pi_c, g, weights of the explicit classes among the others, the others' mean along u and
+        along the perpendicular direction of x, in units of sigma_mu) at time t (eqs. 50, 95, 98)."""
+        m = self.model
+        a, gamma, _ = m.at(t)
+        q = y * y + p
+        x_norm = np.sqrt(q)
+        if self.environment[0] != t:  # computed at the renewal of the pool at t, for the same (y, p)
+            self.environment = (t, environment(self.population, t, x_norm))
+        beta, c, _, log_rest, rest_zeta, _ = self.environment[1]
+        e = self.pool.energies(beta, c, y, p)
+        shift = np.maximum(e.max(axis=1), log_rest)
+        explicit, rest = np.exp(e - shift[:, None]), np.exp(log_rest - shift)
+        z = explicit.sum(axis=1) + rest
+        log_others = shift + np.log(z) - q / (2 * gamma)  # log sum_k exp(E_k), E_k = -|x|^2/2Gamma + eps_k
+        target = -(q - 2 * a * m.target * y + a * a * m.target ** 2) / (2 * gamma)  # eq. 50
+        pi = 0.5 * (1.0 + np.tanh(0.5 * (target - log_others)))
+        g = weight_at(m.omega, t) * (1.0 - pi)
+        weights, rest = explicit / z[:, None], rest / z
+        along_u = (weights * self.pool.C).sum(axis=1) + rest * rest_zeta * y / x_norm
+        along_perp = (weights * self.pool.w).sum(axis=1) + rest * rest_zeta * np.sqrt(p) / x_norm
+        return pi, g, weights, along_u, along_perp
+
+    def step(self, t, t_next, y, p, noise):
+        """One exact SDE step (eqs. 12, 96, 97) and the renewal of the pool at t_next (eq. 98)."""
+        m, pool = self.model, self.pool
+        s = math.sqrt(m.mean_var)
+        pi, g, weights, along_u, along_perp = self.state(y, p, t)
+        r, coef, V = m.process.reverse_transition(t, t_next, m.class_var)
+        xi1, xi2, chi = noise
+        m_par = (1 + g) * m.target - g * s * along_u
+        y_new = r * y + coef * m_par + math.sqrt(V) * xi1
+        along = r * np.sqrt(p) - coef * g * s * along_perp + math.sqrt(V) * xi2
+        pull = -coef * g * s
+        r_orth = np.where(pool.alive, np.maximum(pool.norm2 - pool.C ** 2 - pool.w ** 2, 0.0), 0.0)
+        eta = self.rng.standard_normal(r_orth.shape)
+        orth = (pull ** 2 * (weights ** 2 * r_orth).sum(axis=1)
+                + 2 * pull * math.sqrt(V) * (weights * np.sqrt(r_orth) * eta).sum(axis=1) + V * chi)
+        p_new = along ** 2 + np.maximum(orth, 0.0)
+        pool.advance(p_new, along, pull, weights, V, eta)
+        self.environment = (t_next, environment(self.population, t_next, np.sqrt(y_new ** 2 + p_new)))
+        beta, c, threshold, _, _, sampler = self.environment[1]
+        pool.renew(beta, c, y_new, p_new, threshold, sampler, along / np.sqrt(p_new))
+        return y_new, p_new, pi
