@@ -296,11 +296,17 @@ def _check_times(process, args):
 
 def _check_where(args):
     """--workers (an integer >= 1) and --scheduler (an address), before any work."""
-    from cfgphase.solvers.sweeps.runner import check_workers
+    if args.workers is not None:
+        from cfgphase.solvers.sweeps.runner import check_workers
 
-    check_workers(args.workers)
+        check_workers(args.workers)
     if args.scheduler is not None:
         _check_scheduler(args.scheduler)
+
+
+def _where(args):
+    """The keyword arguments that shard a run over Dask workers (none: the run stays in this process)."""
+    return {k: v for k, v in (("workers", args.workers), ("scheduler", args.scheduler)) if v is not None}
 
 
 def _check_scheduler(address):
@@ -376,13 +382,17 @@ def _data_model(args):
 
 def _simulate(args):
     from cfgphase.physics.model import Model
-    from cfgphase.solvers.io.hdf5 import check_output_path, save
     from cfgphase.solvers.sampling.sampler import SaveAt, Sampler
-    from cfgphase.solvers.sweeps.shards import simulate
 
-    if args.out is not None:
+    if args.out is not None:  # h5py, Dask: imported when asked for (a small run starts in ~0.3 s)
+        from cfgphase.solvers.io.hdf5 import check_output_path
+
         check_output_path(args.out, args.overwrite)
     _check_where(args)
+    if args.workers is None and args.scheduler is None:
+        from cfgphase.solvers.sampling.driver import simulate
+    else:
+        from cfgphase.solvers.sweeps.shards import simulate
     model_seed, noise_seed = _seeds(args)
     if args.data is not None:
         model = _data_model(args)
@@ -398,9 +408,11 @@ def _simulate(args):
     guidance = _guidance(args)
     result = simulate(model, guidance, sampler=sampler, particles=args.particles, seed=noise_seed, dtype=args.dtype,
                       save=SaveAt(samples=args.samples, copy_ratio=args.copy_ratio),
-                      progress=not args.quiet and sys.stderr.isatty(), means=args.means, workers=args.workers,
-                      scheduler=args.scheduler)
+                      progress=not args.quiet and sys.stderr.isatty(), means=args.means,
+                      **_where(args))
     if args.out is not None:
+        from cfgphase.solvers.io.hdf5 import save
+
         save(result, args.out, overwrite=args.overwrite)
     summary = result.summary()
     if args.json:
@@ -426,17 +438,19 @@ def _simulate(args):
 def _theory(args):
     from cfgphase.physics.processes import get_process
     from cfgphase.solvers.sampling.sampler import Sampler
-    from cfgphase.solvers.theory.finite_d import check_dimension, finite_d_prediction
-    from cfgphase.solvers.theory.meanfield import guided_prediction
 
     _check_times(get_process(args.process), args)
     if args.d is None:
+        from cfgphase.solvers.theory.meanfield import guided_prediction
+
         if args.particles is not None:
             raise ValueError("--particles: only the finite-d prediction (--d) is a Monte-Carlo estimate")
         pred = guided_prediction(_alpha(args, default=0.12), _guidance(args).weight, process=args.process,
                                  sampler=args.sampler, mean_var=args.mean_var, class_var=args.class_var,
                                  t_max=args.t_max, target_norm=args.target_norm)
     else:
+        from cfgphase.solvers.theory.finite_d import check_dimension, finite_d_prediction
+
         d = check_dimension(args.d)
         options = {} if args.particles is None else dict(particles=args.particles)
         alpha = None if args.classes is not None else 0.12 if args.alpha is None else args.alpha

@@ -45,12 +45,14 @@ def test_exact_scores_learn_no_guidance(exact):
     assert max(weights) <= 0.1
 
 
+@pytest.mark.slow  # about a minute: 16 pairs x 256 samples of the energy loss over the optimiser
 def test_mixing_with_the_unconditional_is_undone_by_the_exact_weight(exact):
     mix = 0.5
     learned = learn_guidance(DegradedField(exact, mix=mix), pairs=16, samples=256)
     assert abs(np.median(learned.weights()) - mix / (1 - mix)) < 0.25
 
 
+@pytest.mark.slow  # about a minute: 16 pairs x 256 samples of the energy loss over the optimiser
 def test_learned_guidance_beats_best_constant_and_interval_on_a_degraded_model(exact):
     field = DegradedField(exact, shrink=0.3, mix=0.3)
     learned = learn_guidance(field, pairs=16, samples=256)
