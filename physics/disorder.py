@@ -241,6 +241,9 @@ class NormBias:
         self.means, self.log_weight, self.coefficient = means, float(log_weight), float(coefficient)
 
     def __getitem__(self, k):
-        sq = self.means.rows(k)[1]
-        values = self.log_weight - self.coefficient * sq
+        values = self.of_norms(self.means.rows(k)[1])
         return float(values[0]) if np.ndim(k) == 0 else values.reshape(np.shape(k))
+
+    def of_norms(self, sq_norms):
+        """The bias of classes with squared norms ``sq_norms`` (float64 array), as the stored bias is computed."""
+        return self.log_weight - self.coefficient * sq_norms

@@ -177,10 +177,8 @@ class MixtureField:
 
     def _bias(self, bias):
         """The logit bias as the kernel takes it: generated means materialised for the dense kernel take
-        their NormBias as an array, computed as NormBias computes it."""
-        if self._sq_norms is None:
-            return bias
-        return bias.log_weight - bias.coefficient * self._sq_norms
+        their NormBias as an array."""
+        return bias if self._sq_norms is None else bias.of_norms(self._sq_norms)
 
     def sample_initial(self, t, n, rng, init="unconditional"):
         _check_init(init)
