@@ -99,12 +99,14 @@ def test_resume_refuses_another_grid_and_ignores_its_journal(tmp_path):
 
 
 def _simulate_in_child(seed):
-    return cp.simulate(cp.Model(d=8, classes=16), 1.0, particles=64, steps=10, seed=seed).final["mean_ratio"]
+    # 128 classes: the streaming kernel and its worker threads (up to 64 take the NumPy path)
+    return cp.simulate(cp.Model(d=8, classes=128), 1.0, particles=64, steps=10, seed=seed).final["mean_ratio"]
 
 
 def test_a_fork_pool_runs_simulations_after_one_in_the_parent():
-    """The kernel's threads live for one call, so forked children inherit no pool to wait on
-    (before: a fork-based pool hung forever after one in-process simulation)."""
+    """The parent's kernel threads are running when it forks; each child starts its own instead of
+    waiting on its copy of the parent's (before per-call threads: a fork-based pool hung forever after
+    one in-process simulation)."""
     here = _simulate_in_child(0)
     with multiprocessing.get_context("fork").Pool(2) as pool:
         results = pool.map_async(_simulate_in_child, [0, 1, 2])
