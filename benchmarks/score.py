@@ -228,6 +228,14 @@ def peak_gflops(dtype, n=2048, repeats=5):
     return 2.0 * n**3 / min(runs) / 1e9
 
 
+def _square_gemm(dtype, n):
+    """A zero-argument callable: one n x n x n GEMM with all threads (NumPy's BLAS), 2 n^3 flops."""
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal((n, n)).astype(dtype) for _ in range(2))
+    out = np.empty((n, n), dtype=dtype)
+    return lambda: np.matmul(a, b, out=out)
+
+
 def environment():
     """Machine, libraries and thread settings behind a benchmark run."""
     import numba
@@ -318,11 +326,12 @@ def run(B=FULL["B"], K=FULL["K"], d=FULL["d"], dtypes=FULL["dtype"], methods=MET
                             for method in methods:
                                 if method not in case:
                                     announce(method)
-                            for method, result in _measure_case(list(case), model, process, t, dt, B_, op, repeats,
-                                                                can_trace, announce).items():
+                            results, peak = _measure_case(list(case), model, process, t, dt, B_, op, repeats,
+                                                          can_trace, announce, peak_size)
+                            for method, result in results.items():
                                 gflops = flops / result["seconds"] / 1e9
-                                case[method].update(result, gflops=gflops, peak_gflops=peaks[dt],
-                                                    peak_fraction=gflops / peaks[dt])
+                                case[method].update(result, gflops=gflops, peak_gflops=peak,
+                                                    peak_fraction=gflops / peak, run_peak_gflops=peaks[dt])
             del model
     return rows
 
@@ -362,16 +371,28 @@ def _call(method, model, process, t, dtype, B, operation):
     return call, est, x
 
 
-def _measure_case(methods, model, process, t, dtype, B, operation, repeats, can_trace, announce=None):
-    """Time the methods of one case; {method: result dict}.
+def _measure_case(methods, model, process, t, dtype, B, operation, repeats, can_trace, announce=None, peak_size=2048):
+    """Time the methods of one case; ({method: result dict}, the case's GEMM peak in GFLOP/s).
 
     Each method first runs once for its peak memory and once more to size its runs: at least
     ``repeats`` and about a second in all (short cases are noisy). The remaining runs alternate
     between the methods in ROUNDS blocks, so that load from elsewhere on a shared machine slows
     every method of a case alike and their ratios stay meaningful; the median of all timed runs
-    is reported.
+    is reported. A square GEMM of side ``peak_size`` takes part in the same rounds: its median rate
+    is the peak that the case's fractions refer to (a peak measured once at the start of a run is
+    no reference on a machine whose speed drifts: on a shared VM it moved by 2x within one run,
+    and fractions of it exceeded 100 %).
     """
     calls, results, times, remaining = {}, {}, {}, {}
+    if methods:
+        gemm = _square_gemm(np.dtype(dtype), peak_size)
+        gemm()
+        calls["peak"] = (gemm, None, None)
+        start = time.perf_counter()
+        gemm()
+        first = time.perf_counter() - start
+        times["peak"] = [first]
+        remaining["peak"] = max(repeats, min(50, math.ceil(1.0 / max(first, 1e-6)))) - 1
     for method in methods:
         if announce is not None:
             announce(method)
@@ -385,7 +406,7 @@ def _measure_case(methods, model, process, t, dtype, B, operation, repeats, can_
         remaining[method] = max(repeats, min(50, math.ceil(1.0 / max(first, 1e-6)))) - 1
     block = {method: math.ceil(runs / ROUNDS) for method, runs in remaining.items()}
     for _ in range(ROUNDS):
-        for method in methods:
+        for method in remaining:
             todo = min(block[method], remaining[method])
             if todo == 0:
                 continue
@@ -403,7 +424,8 @@ def _measure_case(methods, model, process, t, dtype, B, operation, repeats, can_
             _, est, x = calls[method]
             res = posterior_moments(x.astype(dtype), est.means, est.scale, est.bias, hint=0)
             results[method].update(skipped_chunks=res.skipped, mean_entropy=float(res.entropy.mean()))
-    return results
+    peak = 2.0 * peak_size**3 / statistics.median(times["peak"]) / 1e9 if methods else math.nan
+    return results, peak
 
 
 def ratios(rows):

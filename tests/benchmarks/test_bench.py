@@ -79,12 +79,14 @@ def test_the_methods_of_a_case_are_timed_in_alternating_rounds(monkeypatch):
         return (lambda: log.append(method)), None, None
 
     monkeypatch.setattr(bench, "_call", fake_call)
+    monkeypatch.setattr(bench, "_square_gemm", lambda dtype, n: lambda: log.append("peak"))
     monkeypatch.setattr(bench, "SETTLE_SECONDS", 0.0)
-    out = bench._measure_case(["gemm", "softmax"], None, None, 1.0, "float64", 8, "score", 3, False)
+    out, peak = bench._measure_case(["gemm", "softmax"], None, None, 1.0, "float64", 8, "score", 3, False)
     assert {m: r["repeats"] for m, r in out.items()} == {"gemm": 50, "softmax": 50}  # fast calls: 50 runs
-    timed = log[4:]  # after each method's memory probe and first run
+    assert peak > 0 and log.count("peak") == 51  # the case's own GEMM peak: a warm-up run, then 50 timed
+    timed = log[6:]  # after the peak's warm-up and first run, and each method's memory probe and first run
     switches = sum(a != b for a, b in zip(timed, timed[1:]))
-    assert switches == 2 * bench.ROUNDS - 1
+    assert switches == 3 * bench.ROUNDS - 1  # peak, gemm, softmax in each round
 
 
 def test_a_blas_running_older_kernels_than_the_cpu_is_flagged(monkeypatch):

@@ -25,9 +25,11 @@ from cfgphase.physics.processes import get_process
 from cfgphase.physics.schedules import SplineSchedule, bind_schedule
 from cfgphase.solvers.cli import main
 from cfgphase.solvers.score.fields import GaussianField, MixtureField
+from cfgphase.solvers.design import optimal
 from cfgphase.solvers.design.optimal import optimal_gaussian_schedule, optimal_schedule, simulate_schedules
 import cfgphase as cp
 from cfgphase.solvers.sampling.timegrid import default_t_max, time_grid
+
 
 OU = get_process("ou")
 D = 32
@@ -96,13 +98,25 @@ def test_bad_splines_name_the_parameter(sigmas, values, name):
         SplineSchedule(sigmas, values)
 
 
-def test_cli_optimize_schedule(capsys):
+def test_cli_optimize_schedule(capsys, monkeypatch, optimum):
+    """The command's wiring and output; the optimisation itself is the module's optimum, tested above
+    (running it again costs half a minute)."""
+    assert main(["optimize-schedule", "--alpha", "0.1", "--d", "32", "--target", "0.5"]) == 2
+    assert "target" in capsys.readouterr().err
+    calls = []
+
+    def optimise(alpha, target, **kwargs):
+        calls.append((alpha, target, kwargs))
+        return optimum
+
+    monkeypatch.setattr(optimal, "optimal_schedule", optimise)
     assert main(["optimize-schedule", "--alpha", "0.1", "--d", "32", "--target", "1.1", "--json"]) == 0
+    (alpha, target, kwargs), = calls
+    assert (alpha, target, len(kwargs["knots"]), len(kwargs["grid"])) == (0.1, 1.1, 6, 201)
+    assert kwargs["t_max"] == kwargs["grid"][0] == pytest.approx(default_t_max(OU, 32 * 1.25))
     record = json.loads(capsys.readouterr().out)
     rows = {row["schedule"]: row for row in record["table"]}
     assert rows["theory-optimal"]["distortion"] <= min(r["distortion"] for r in rows.values()) + 1e-6
-    assert main(["optimize-schedule", "--alpha", "0.1", "--d", "32", "--target", "0.5"]) == 2
-    assert "target" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("knots", [pytest.param([0.1, 1.0, 10.0], id="3-knots"),
