@@ -322,7 +322,7 @@ class Competition:
             w_start = pool.w
             pool.w = np.where(pool.alive, (along_pred[:, None] * w_start + kappa_pred * r_orth)
                               / np.sqrt(p_pred)[:, None], 0.0)
-            pi2, g2, weights2, along_u2, _, tilt2 = self.state(y_pred, p_pred, t_next)
+            _, g2, weights2, along_u2, _, tilt2 = self.state(y_pred, p_pred, t_next)
             pool.w = w_start
             A2, B2 = m.process.ode_coefficients(t_next, m.class_var)
             vy2 = A2 * y_pred + B2 * ((1 + g2) * M - g2 * s * along_u2)
