@@ -1,4 +1,4 @@
-r"""The dominant other classes of each particle as dynamic variables (docs/theory.md eqs. 95-99).
+r"""The dominant other classes of each particle as dynamic variables (docs/theory.md eqs. 95-102).
 
 The quenched environment of eqs. (56)-(60) freezes each particle's other classes at their ranks. With
 noise and negative guidance that is wrong in two opposite ways: the noise renews which classes
@@ -18,7 +18,9 @@ perpendicular direction (eq. 96) and with the guidance's pull toward class k (eq
 The pool (eq. 98): the classes with :math:`N S(\varepsilon) <` ``EXPECTED`` (S the survival of
 eq. 56 at the particle's (t, |x|)) are explicit; the rest enter through their conditional mean
 (eq. 57). Classes that cross the threshold upward are drawn by time reversal of the natural
-dynamics (eq. 98), those that fall below it leave.
+dynamics (eq. 98), those that fall below it leave. The SDE moves them with its exact transition
+(eqs. 96-97), the probability flow with Heun's two stages (eqs. 100-102), where the only renewal is
+the rotation of the particle's perpendicular direction by its pulls toward its explicit classes.
 
 Conventions: arrays over particles have a leading axis n; over a particle's explicit classes a
 trailing axis of length ``CAPACITY``; ``alive`` marks the occupied slots.
@@ -130,15 +132,15 @@ class CompetitorPool:
         e = beta * (y[:, None] * self.C + np.sqrt(p)[:, None] * self.w) - 0.5 * c * self.norm2
         return np.where(self.alive, e, -np.inf)
 
-    def advance(self, p_new, along, coef_pull, weights, noise_var, eta):
-        r"""Move each explicit class with the particle over one step (eqs. 96-97).
+    def advance(self, p_new, along, pull, noise_var=0.0, eta=0.0):
+        r"""Move each explicit class with the particle over one step (eqs. 96-97, 100).
 
         ``along`` (n,) is the new coordinate of :math:`x_\perp` along its old direction,
-        :math:`A_\parallel`; ``coef_pull`` (n,) is :math:`-c_{step}\,g\,\sigma_\mu`, the pull per unit
-        posterior weight; ``weights`` (n, S) the classes' posterior weights among the others; ``eta``
-        (n, S) the standard normal noise along each class's own orthogonal direction."""
+        :math:`A_\parallel`; ``pull`` (n, S) the particle's displacement along each class's own
+        orthogonal direction :math:`e_k` per :math:`\sqrt{R'_k}` (SDE: :math:`-c_{step}\,g\,\sigma_\mu\pi_k`;
+        ODE: :math:`\kappa_k` of eq. 100); ``eta`` (n, S) the standard normal noise along :math:`e_k`."""
         r_orth = np.maximum(self.norm2 - self.C ** 2 - self.w ** 2, 0.0)
-        w_new = (along[:, None] * self.w + coef_pull[:, None] * weights * r_orth
+        w_new = (along[:, None] * self.w + pull * r_orth
                  + np.sqrt(noise_var * r_orth) * eta) / np.sqrt(p_new)[:, None]
         self.w = np.where(self.alive, w_new, 0.0)
 
@@ -226,11 +228,12 @@ def environment(population, t, x_norm):
 
 
 class Competition:
-    r"""The SDE population with its dominant other classes explicit and dynamic (eqs. 95-99).
+    r"""The population with its dominant other classes explicit and dynamic (eqs. 95-102).
 
     ``state(y, p, t)`` gives the target posterior and the guided estimate from the explicit classes
     and the rest below the threshold; ``step`` moves (y, p) and the explicit classes with the exact
-    transition of eq. (12) (:math:`\hat m` frozen) and renews the pool at the new time."""
+    SDE transition of eq. (12) (:math:`\hat m` frozen), ``heun_step`` with the probability flow's Heun
+    step (eqs. 100-102), and both renew the pool at the new time."""
 
     def __init__(self, model, population, rng):
         self.model, self.population, self.rng = model, population, rng
@@ -245,8 +248,9 @@ class Competition:
         self.pool.renew(beta, c, y, p, threshold, sampler, None)
 
     def state(self, y, p, t):
-        """(pi_c, g, weights of the explicit classes among the others, the others' mean along u and
-        along the perpendicular direction of x, in units of sigma_mu) at time t (eqs. 50, 95, 98)."""
+        r"""(pi_c, g, weights of the explicit classes among the others, the others' mean along u and
+        along the perpendicular direction of x, in units of sigma_mu, and the rest's mean per unit of x,
+        :math:`\pi_{rest}\bar\zeta_{rest}/|x|`) at time t (eqs. 50, 95, 98)."""
         m = self.model
         a, gamma, _ = m.at(t)
         q = y * y + p
@@ -265,13 +269,13 @@ class Competition:
         weights, rest = explicit / z[:, None], rest / z
         along_u = (weights * self.pool.C).sum(axis=1) + rest * rest_zeta * y / x_norm
         along_perp = (weights * self.pool.w).sum(axis=1) + rest * rest_zeta * np.sqrt(p) / x_norm
-        return pi, g, weights, along_u, along_perp
+        return pi, g, weights, along_u, along_perp, rest * rest_zeta / x_norm
 
     def step(self, t, t_next, y, p, noise):
         """One exact SDE step (eqs. 12, 96, 97) and the renewal of the pool at t_next (eq. 98)."""
         m, pool = self.model, self.pool
         s = math.sqrt(m.mean_var)
-        pi, g, weights, along_u, along_perp = self.state(y, p, t)
+        pi, g, weights, along_u, along_perp, _ = self.state(y, p, t)
         r, coef, V = m.process.reverse_transition(t, t_next, m.class_var)
         xi1, xi2, chi = noise
         m_par = (1 + g) * m.target - g * s * along_u
@@ -283,8 +287,52 @@ class Competition:
         orth = (pull ** 2 * (weights ** 2 * r_orth).sum(axis=1)
                 + 2 * pull * math.sqrt(V) * (weights * np.sqrt(r_orth) * eta).sum(axis=1) + V * chi)
         p_new = along ** 2 + np.maximum(orth, 0.0)
-        pool.advance(p_new, along, pull, weights, V, eta)
+        pool.advance(p_new, along, pull[:, None] * weights, V, eta)
+        self._renew(t_next, y_new, p_new, along)
+        return y_new, p_new, pi
+
+    def _renew(self, t_next, y_new, p_new, along):
+        """The environment at the end of a step and the renewal of the pool there (eq. 98)."""
         self.environment = (t_next, environment(self.population, t_next, np.sqrt(y_new ** 2 + p_new)))
         beta, c, threshold, _, _, sampler = self.environment[1]
-        pool.renew(beta, c, y_new, p_new, threshold, sampler, along / np.sqrt(p_new))
+        self.pool.renew(beta, c, y_new, p_new, threshold, sampler, along / np.sqrt(p_new))
+
+    def heun_step(self, t, t_next, y, p):
+        r"""One Heun step of the probability flow (eqs. 100-102), as the simulator's ``heun`` stepper: an
+        Euler predictor, the guided estimate at the predictor (the explicit classes moved with it) and the
+        trapezoid; a step into zero noise is the Euler step. x is followed in the frame of the step's
+        start, :math:`(u, \hat x_\perp, e_k)`: its coordinate along :math:`\hat x_\perp` (``along``) and
+        along each explicit class's own direction :math:`e_k`, :math:`\kappa_k\sqrt{R'_k}` (eq. 100).
+        Then the pool is renewed at t_next (eq. 98; the rotation of :math:`\hat x_\perp` by the pulls
+        renews the classes below the threshold, eq. 102)."""
+        m, pool = self.model, self.pool
+        s, h, M = math.sqrt(m.mean_var), t_next - t, m.target
+        pi, g, weights, along_u, along_perp, _ = self.state(y, p, t)
+        A, B = m.process.ode_coefficients(t, m.class_var)
+        root = np.sqrt(p)
+        r_orth = np.where(pool.alive, np.maximum(pool.norm2 - pool.C ** 2 - pool.w ** 2, 0.0), 0.0)
+        vy1 = A * y + B * ((1 + g) * M - g * s * along_u)
+        vperp1 = A * root - B * g * s * along_perp
+        kappa1 = (-B * g * s)[:, None] * weights  # velocity along e_k per sqrt(R'_k), eq. 100
+        y_pred, along_pred, kappa_pred = y + h * vy1, root + h * vperp1, h * kappa1
+        p_pred = along_pred ** 2 + (kappa_pred ** 2 * r_orth).sum(axis=1)
+        if float(m.process.var(t_next)) == 0.0:
+            y_new, along, kappa = y_pred, along_pred, kappa_pred
+        else:
+            w_start = pool.w
+            pool.w = np.where(pool.alive, (along_pred[:, None] * w_start + kappa_pred * r_orth)
+                              / np.sqrt(p_pred)[:, None], 0.0)
+            _, g2, weights2, along_u2, _, tilt2 = self.state(y_pred, p_pred, t_next)
+            pool.w = w_start
+            A2, B2 = m.process.ode_coefficients(t_next, m.class_var)
+            vy2 = A2 * y_pred + B2 * ((1 + g2) * M - g2 * s * along_u2)
+            # the predictor's estimate in the frame of the step's start (eq. 101)
+            vperp2 = A2 * along_pred - B2 * g2 * s * ((weights2 * w_start).sum(axis=1) + tilt2 * along_pred)
+            kappa2 = A2 * kappa_pred - (B2 * g2 * s)[:, None] * (weights2 + tilt2[:, None] * kappa_pred)
+            y_new = y + 0.5 * h * (vy1 + vy2)
+            along = root + 0.5 * h * (vperp1 + vperp2)
+            kappa = 0.5 * h * (kappa1 + kappa2)
+        p_new = along ** 2 + (kappa ** 2 * r_orth).sum(axis=1)
+        pool.advance(p_new, along, kappa)
+        self._renew(t_next, y_new, p_new, along)
         return y_new, p_new, pi

@@ -1,5 +1,5 @@
 r"""Guided sampling at finite dimension d: the leading finite-size corrections to the mean-field
-theory (docs/theory.md section 12, eqs. 50-63 and 95-99).
+theory (docs/theory.md section 12, eqs. 50-63 and 95-102).
 
 The d -> infinity theory (cfgphase.solvers.theory.meanfield, eqs. 23-27) switches guidance off for
 every particle at one time t* and replaces the K - 1 other classes by their annealed average. At
@@ -16,9 +16,11 @@ finite d :func:`finite_d_prediction` keeps, with nothing fitted:
    its own dominant classes (self-avoidance, eq. 60), for the SDE the noise renews them (eq. 61);
 3. *few classes* (eq. 63): for K <= d the posterior depends on x only through its K overlaps and the
    dynamics reduces exactly to K + 1 variables per particle, with the means drawn per particle;
-4. *negative guidance* (eqs. 95-99, SDE): the guidance pulls each particle toward the other classes
-   that dominate it while the noise renews them, so the classes near the top are explicit and dynamic
-   (cfgphase.solvers.theory.competitors) instead of frozen at their ranks.
+4. *negative guidance* (eqs. 95-102): the guidance pulls each particle toward the other classes
+   that dominate it while the noise (SDE) or the rotation of the particle by those pulls (ODE, Heun's
+   two stages) renews them, so the classes near the top are explicit and dynamic
+   (cfgphase.solvers.theory.competitors) instead of frozen at their ranks; their pull replaces the
+   ODE's self-avoidance.
 
 The result is a Monte-Carlo estimate: it carries its standard errors (``*_stderr``).
 """
@@ -57,7 +59,7 @@ DRAW_SIZE = 100
 #: The quenched corrections start once |E X| or sd X exceed these (eq. 59) and stop once every
 #: particle has condensed, mean(1 - pi_c) < DONE.
 SWITCH_MEAN, SWITCH_SD, DONE = 2e-4, 0.02, 1e-5
-#: Under negative guidance the explicit, dynamic other classes (eqs. 95-99) take over from the frozen
+#: Under negative guidance the explicit, dynamic other classes (eqs. 95-102) take over from the frozen
 #: environment once the dominant one carries this posterior weight among the others on average; before,
 #: the pull toward it is negligible (docs/theory.md eq. 99).
 PULL_START = 0.01
@@ -73,7 +75,7 @@ def check_dimension(d):
 def finite_d_prediction(d, omega=None, *, alpha=None, classes=None, guidance_scale=None, sampler="ode",
                         process="ou", mean_var=1.0, class_var=0.25, target_norm=None, particles=PARTICLES,
                         quenched=True, seed=0):
-    r"""Prediction of guided sampling at dimension ``d`` (docs/theory.md eqs. 50-63, 95-99).
+    r"""Prediction of guided sampling at dimension ``d`` (docs/theory.md eqs. 50-63, 95-102).
 
     Parameters
     ----------
@@ -91,8 +93,9 @@ def finite_d_prediction(d, omega=None, *, alpha=None, classes=None, guidance_sca
         Population size (the Monte-Carlo error falls as its inverse square root).
     quenched : bool
         False keeps the annealed partition function of the others (eqs. 50-55 only). For K <= d the
-        exact reduction (eq. 63) is used, to which it does not apply. With the SDE and a weight that is
-        negative somewhere, the other classes near the top are explicit and dynamic (eqs. 95-99).
+        exact reduction (eq. 63) is used, to which it does not apply. With a weight that is negative
+        somewhere, the other classes near the top are explicit and dynamic (eqs. 95-99 for the SDE,
+        100-102 for the ODE).
     seed : int or numpy Generator
         The population's random numbers (environments, start, noise).
 
@@ -283,7 +286,9 @@ def _population_run(model, kind, grid, n, rng, quenched, t_cv):
     r"""Integrate the population on ``grid`` (eqs. 53-54). Control variate: the same particles and
     noise driven by the annealed linear dynamics with guidance on only before t_cv (the leading
     order's t*), whose exact moments follow from the same step applied to probe values."""
-    pop = _Population(model, n, rng, quenched, self_avoiding=kind == "ode")
+    dynamic = quenched and _negative_somewhere(model.omega, grid)
+    # with the explicit classes of eqs. 95-102 their pull replaces the self-avoidance of eq. 60 (eq. 102)
+    pop = _Population(model, n, rng, quenched, self_avoiding=kind == "ode" and not dynamic)
     a0, gamma0, Q0 = model.at(grid[0])
     y = math.sqrt(Q0) * ndtri((rng.permutation(n) + rng.random(n)) / n)  # stratified N(0, Q)
     p = Q0 * rng.chisquare(model.d - 1, n)
@@ -291,8 +296,7 @@ def _population_run(model, kind, grid, n, rng, quenched, t_cv):
     moments = np.array([0.0, Q0, Q0 * (model.d - 1)])  # exact E y, E y^2, E p of the control variate
     labels = np.arange(n) % GROUPS
     posterior = []
-    competition = Competition(model, pop, rng) if quenched and kind == "sde" and \
-        _negative_somewhere(model.omega, grid) else None
+    competition = Competition(model, pop, rng) if dynamic else None
     for t, t_next in zip(grid[:-1], grid[1:]):
         t, t_next = float(t), float(t_next)
         if quenched and not pop.active and len(posterior) % 2 == 0:
@@ -300,7 +304,8 @@ def _population_run(model, kind, grid, n, rng, quenched, t_cv):
         noise = None if kind == "ode" else (rng.standard_normal(n), rng.standard_normal(n),
                                            rng.chisquare(model.d - 2, n) if model.d > 2 else np.zeros(n))
         if competition is not None and competition.started:
-            y, p, pi = competition.step(t, t_next, y, p, noise)
+            y, p, pi = competition.heun_step(t, t_next, y, p) if kind == "ode" else \
+                competition.step(t, t_next, y, p, noise)
             posterior.append(np.bincount(labels, pi, minlength=GROUPS))
         else:
             m_par, k_perp, pi, g, weights, chi2 = pop.evaluate(y, p, t)
@@ -341,7 +346,7 @@ def _population_run(model, kind, grid, n, rng, quenched, t_cv):
 
 
 def _negative_somewhere(omega, grid):
-    """Whether the weight is negative at some node of the grid (the pool of eqs. 95-99 is used then)."""
+    """Whether the weight is negative at some node of the grid (the pool of eqs. 95-102 is used then)."""
     return any(weight_at(omega, float(t)) < 0 for t in grid)
 
 

@@ -3,15 +3,17 @@ computation, the exact reduction against simulation, bad input. Every tolerance 
 of the quantities compared (Monte-Carlo errors of both sides in quadrature)."""
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 import cfgphase as cp
 from cfgphase.physics.processes import get_process
+from cfgphase.solvers.sampling.steppers import heun
 from cfgphase.solvers.sampling.timegrid import default_t_max, time_grid
 from cfgphase.solvers.theory import finite_d
-from cfgphase.solvers.theory.competitors import AboveThreshold
+from cfgphase.solvers.theory.competitors import CAPACITY, AboveThreshold, Competition, environment
 from cfgphase.solvers.theory.environment import EnergyLaw, draw_environments, quenched_statistics
 from cfgphase.solvers.theory.finite_d import finite_d_prediction
 from cfgphase.solvers.theory.meanfield import guided_prediction
@@ -138,22 +140,91 @@ def test_classes_drawn_above_the_threshold_follow_the_conditioned_prior(d, t, q)
 
 
 @pytest.mark.slow
-def test_dynamic_competitors_match_the_exact_reduction_under_negative_guidance():
-    """Eqs. (95)-(99) where the reduction of eq. (63) is exact: K = 25 classes at d = 32, omega = -0.5,
-    SDE. The population with its explicit dynamic classes (forced, although K <= d) against the
-    reduction, 6000 particles each; 3 combined Monte-Carlo errors. Measured: mean_ratio 0.8458 +- 0.0018
+@pytest.mark.parametrize("sampler", ["sde", "ode"])
+def test_dynamic_competitors_match_the_exact_reduction_under_negative_guidance(sampler):
+    """Eqs. (95)-(102) where the reduction of eq. (63) is exact: K = 25 classes at d = 32, omega = -0.5.
+    The population with its explicit dynamic classes (forced, although K <= d) against the reduction,
+    6000 particles each; 3 combined Monte-Carlo errors. Measured, SDE: mean_ratio 0.8458 +- 0.0018
     against 0.8519 +- 0.0025, var_perp 0.3168 +- 0.0015 against 0.3160 +- 0.0018 (var_par 1.50 against 1.46,
     t_condensation 0.425 against 0.437); the frozen environment of eqs. (57)-(61) gives mean_ratio 0.9262,
-    var_perp 0.2609, var_par 0.56, t_condensation 0.566."""
+    var_perp 0.2609, var_par 0.56, t_condensation 0.566. ODE (Heun, eqs. 100-102): mean_ratio 0.6946 +-
+    0.0020 against 0.6942 +- 0.0040, var_perp 0.4335 +- 0.0021 against 0.4323 +- 0.0032, var_par 2.056 against
+    2.058 (no condensation); the frozen environment with the pull of eq. (60) gives 0.6980, 0.4239 (-2.3
+    combined errors) and var_par 1.83."""
     process = get_process("ou")
     d, K = 32, 25
     grid = time_grid(process, 200, default_t_max(process, d * 1.25), 0.0, class_var=0.25)
     model = finite_d._Model(d, K, 1.0, 1.0, 0.25, process, -0.5)
-    exact = finite_d._reduced_run(model, "sde", grid, 6000, np.random.default_rng(5))
-    pool = finite_d._population_run(model, "sde", grid, 6000, np.random.default_rng(5), True, -1.0)
+    exact = finite_d._reduced_run(model, sampler, grid, 6000, np.random.default_rng(5))
+    pool = finite_d._population_run(model, sampler, grid, 6000, np.random.default_rng(5), True, -1.0)
     for key, se_key, scale in (("mean_y", "mean_y_se", model.target), ("mean_p", "mean_p_se", d - 1)):
         err = math.hypot(exact[se_key], pool[se_key])
         assert abs(exact[key] - pool[key]) <= 3 * err, (key, exact[key] / scale, pool[key] / scale, err / scale)
+
+
+def _guided_in_d_dimensions(model, population, means, norm2, alive, x, t):
+    r"""The guided estimate at x (n, d) from explicit class means (n, S, d) and the rest below the threshold
+    (eq. 98) along x, written directly in d dimensions: energies from :math:`x\cdot\mu_k` (eqs. 56, 95)."""
+    a, gamma, _ = model.at(t)
+    s = math.sqrt(model.mean_var)
+    beta, c = a * s / gamma, a * a * model.mean_var / gamma
+    q = (x * x).sum(axis=1)
+    x_norm = np.sqrt(q)
+    _, _, _, log_rest, rest_zeta, _ = environment(population, t, x_norm)
+    e = np.where(alive, beta * np.einsum("nkd,nd->nk", means, x) / s - 0.5 * c * norm2, -np.inf)
+    shift = np.maximum(e.max(axis=1), log_rest)
+    explicit, rest = np.exp(e - shift[:, None]), np.exp(log_rest - shift)
+    z = explicit.sum(axis=1) + rest
+    target = -(q - 2 * a * model.target * x[:, 0] + a * a * model.target ** 2) / (2 * gamma)
+    pi = 1.0 / (1.0 + np.exp(-(target - shift - np.log(z) + q / (2 * gamma))))
+    g = model.omega * (1.0 - pi)
+    others = np.einsum("nk,nkd->nd", explicit / z[:, None], means) + (rest / z * rest_zeta * s / x_norm)[:, None] * x
+    guided = -g[:, None] * others
+    guided[:, 0] += (1 + g) * model.target
+    return guided, explicit / z[:, None]
+
+
+@pytest.mark.parametrize("t, t_next", [(0.5, 0.45), (0.03, 0.0)])
+def test_heun_step_of_the_explicit_classes_is_the_simulators_heun_step(t, t_next):
+    """Eqs. (100)-(101): the two-stage step of the explicit classes (Competition.heun_step) is the
+    simulator's Heun stepper (steppers.heun) written in the frame (u, x_perp, e_k). With the classes'
+    own directions e_k exactly orthogonal (d = 48 > 2 + CAPACITY), x and the means built as
+    d-dimensional vectors and stepped by steppers.heun give the same y, p and w_k of every explicit
+    class, to rounding; omega = -0.5, K = 5000, and a step into zero noise (Euler)."""
+    d, n = 48, 6
+    model = finite_d._Model(d, 5000, 1.0, 1.0, 0.25, get_process("ou"), -0.5)
+    rng = np.random.default_rng(3)
+    population = finite_d._Population(model, n, rng, True, False)
+    a, gamma, Q = model.at(t)
+    y = a * model.target * rng.uniform(0.3, 0.9, n)
+    p = gamma * rng.chisquare(d - 1, n)
+    competition = Competition(model, population, rng)
+    competition.start(y, p, t)
+    pool = competition.pool
+    pool.renew = lambda *args: None  # compare the step alone, before the pool's renewal (eq. 98)
+    C, w, norm2, alive = pool.C.copy(), pool.w.copy(), pool.norm2.copy(), pool.alive.copy()
+    r_orth = np.where(alive, np.maximum(norm2 - C ** 2 - w ** 2, 0.0), 0.0)
+    assert d >= 2 + CAPACITY
+    means = np.zeros((n, CAPACITY, d))
+    means[:, :, 0], means[:, :, 1] = C, w
+    means[:, np.arange(CAPACITY), 2 + np.arange(CAPACITY)] = np.sqrt(r_orth)
+    x = np.zeros((n, d))
+    x[:, 0], x[:, 1] = y, np.sqrt(p)
+    y_new, p_new, _ = competition.heun_step(t, t_next, y, p)
+
+    def guided(z, time):
+        return _guided_in_d_dimensions(model, population, means, norm2, alive, z, time)[0]
+
+    field = SimpleNamespace(process=model.process, reference_var=model.class_var, evaluate=lambda z, time: None)
+    x_new, _ = heun(field, lambda z, time, ev, towards: guided(z, time), t, t_next, x, None, guided(x, t))
+    weights = _guided_in_d_dimensions(model, population, means, norm2, alive, x, t)[1]
+    assert weights.sum(axis=1).max() > 0.5  # the explicit classes carry the others' weight: the pull matters
+    perp = x_new[:, 1:]
+    np.testing.assert_allclose(y_new, x_new[:, 0], rtol=1e-12)
+    np.testing.assert_allclose(p_new, (perp * perp).sum(axis=1), rtol=1e-12)
+    w_direct = np.einsum("nkd,nd->nk", means[:, :, 1:], perp) / np.sqrt(p_new)[:, None]
+    np.testing.assert_allclose(np.where(alive, pool.w, 0.0), np.where(alive, w_direct, 0.0), rtol=1e-10, atol=1e-12)
+    assert np.abs(pool.w - w)[alive].max() > 1e-3  # the classes moved
 
 
 @pytest.mark.parametrize("sampler", ["ode", "sde"])
