@@ -35,7 +35,7 @@ from cfgphase.solvers.theory.meanfield import guided_prediction
 #: Seconds one call may take before it counts as a hang (tiny sizes take milliseconds to a second).
 LIMIT = 60
 #: No shrinking: a failure is reported as found (shrinking a slow theory call would take minutes).
-SETTINGS = settings(max_examples=60, deadline=timedelta(seconds=20), derandomize=True, database=None,
+SETTINGS = settings(max_examples=40, deadline=timedelta(seconds=20), derandomize=True, database=None,
                     phases=(Phase.explicit, Phase.generate),
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 

@@ -37,7 +37,7 @@ def exact():
 
 
 def test_exact_scores_learn_no_guidance(exact):
-    learned = learn_guidance(exact, pairs=16, samples=256)
+    learned = learn_guidance(exact, pairs=8, samples=128)
     assert learned.final_loss <= learned.initial_loss
     t = np.linspace(0.1, 0.99, 12)
     weights = [learned.model(0, s, t_) for t_ in t for s in np.linspace(0.0, t_ - 0.05, 5)]
