@@ -112,7 +112,7 @@ def distortion_versus_d(omega=1.0, sampler="ode", fixed=16, power=2, alpha=0.1, 
     if quick:
         seeds, particles, steps = 2, 256, 60
     dims = np.asarray(dims, dtype=int)
-    fine = np.unique(np.geomspace(dims.min(), 4 * dims.max(), 40).astype(int))
+    fine = np.unique(np.geomspace(dims.min(), 4 * dims.max(), 20 if quick else 40).astype(int))  # theory curve
     arrays = {"d": dims, "d_theory": fine}
     for regime in REGIMES:
         k = dict(fixed=fixed, power=power, alpha=alpha)
