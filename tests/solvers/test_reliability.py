@@ -118,7 +118,8 @@ def test_a_fork_pool_runs_simulations_after_one_in_the_parent():
 def test_an_interrupt_stops_a_sweep_promptly_and_saves_what_finished(tmp_path, signum, code):
     path = tmp_path / "pd.h5"
     proc = _cli("phase-diagram", *SLOW_GRID, "--out", str(path), "--workers", "2", "--quiet", cwd=tmp_path)
-    # the two theory units, then at least one simulation
+    # three units finished (the two theory units usually first; with another job on the cores, simulations
+    # may finish before the second theory unit)
     assert _wait_for(lambda: _journal_lines(path) >= 3 or proc.poll() is not None)
     assert proc.poll() is None, proc.communicate()
     sent = time.time()
@@ -129,7 +130,8 @@ def test_an_interrupt_stops_a_sweep_promptly_and_saves_what_finished(tmp_path, s
     assert elapsed < 10, elapsed
     assert err.count("\n") == 1 and "--resume" in err and "Traceback" not in err
     ds = cp.open_dataset(path)
-    assert ds.attrs["status"] == "interrupted" and int(ds["sim_done"].sum()) >= 1 and int(ds["theory_done"].sum()) == 2
+    assert ds.attrs["status"] == "interrupted"
+    assert int(ds["sim_done"].sum()) + int(ds["theory_done"].sum()) >= 3  # every unit that had finished is saved
     assert not state.journal_path(path).exists() and not list(tmp_path.glob(".*.tmp"))
 
 
