@@ -216,14 +216,12 @@ def peak_gflops(dtype, n=2048, repeats=5):
     """The machine's GEMM throughput: a square n x n x n GEMM with all threads (NumPy's BLAS), the
     best of ``repeats`` runs, in GFLOP/s (2 n^3 per product). Every method is reported as a fraction
     of it (4 B K d flops per score evaluation)."""
-    rng = np.random.default_rng(0)
-    a, b = (rng.standard_normal((n, n)).astype(dtype) for _ in range(2))
-    out = np.empty((n, n), dtype=dtype)
-    np.matmul(a, b, out=out)  # warm up: threads started, pages touched
+    gemm = _square_gemm(dtype, n)
+    gemm()  # warm up: threads started, pages touched
     runs = []
     for _ in range(repeats):
         start = time.perf_counter()
-        np.matmul(a, b, out=out)
+        gemm()
         runs.append(time.perf_counter() - start)
     return 2.0 * n**3 / min(runs) / 1e9
 
