@@ -12,6 +12,9 @@ it in O(B d). Methods:
 ``cfgphase``   (e) :func:`cfgphase.solvers.score.kernel.posterior_moments` via :class:`cfgphase.solvers.score.fields.MixtureField`
 ``generated``  (f) the same with the means generated chunk by chunk inside the kernel (docs/theory.md
                eq. 64; the same numbers, memory independent of K): ``generated_vs_stored`` = (f) / (e)
+``blocked``    (g) only the kernel's GEMMs: both GEMMs of every chunk, in the kernel's row blocks and
+               chunk lengths, on as many threads with single-threaded BLAS, and no softmax. The
+               ceiling of a design that hands each chunk to the BLAS: ``vs_blocked`` = (e) / (g)
 =============  ================================================================================
 
 Two regimes: ``spread`` (t = 3 on OU: the posterior is spread over many classes) and
@@ -45,24 +48,26 @@ from cfgphase.physics.weights import guided_mean
 from cfgphase.physics.mixture import GaussianMixture, GeneratedMixture
 from cfgphase.physics.processes import OU
 from cfgphase.solvers.score.fields import Evaluation, MixtureField
+from cfgphase.solvers.score import kernel
 from cfgphase.solvers.score.kernel import BUFFER_BYTES, posterior_moments, usable_cores
 from cfgphase.solvers.sampling.steppers import exponential
 
-METHODS = ("gemm", "broadcast", "softmax", "torch", "cfgphase", "generated")
+METHODS = ("gemm", "broadcast", "softmax", "torch", "cfgphase", "generated", "blocked")
 REGIMES = {"spread": 3.0, "condensed": 0.01}
 OPERATIONS = ("score", "step")
 #: The issue's grid.
 FULL = dict(B=(1024, 8192), K=(4096, 65536, 1_000_000), d=(32, 64, 256), dtype=("float32", "float64"))
 QUICK = dict(B=(256,), K=(4096,), d=(32,), dtype=("float32", "float64"))
 #: Estimated cost relative to the two GEMMs, to skip what would exceed the time limit.
-_COST = {"gemm": 1.0, "broadcast": 25.0, "softmax": 2.0, "torch": 2.0, "cfgphase": 1.3, "generated": 1.6}
+_COST = {"gemm": 1.0, "broadcast": 25.0, "softmax": 2.0, "torch": 2.0, "cfgphase": 1.3, "generated": 1.6,
+         "blocked": 1.1}
 
 
 def _working_set(method, B, K, d, itemsize):
     """Bytes a method allocates beyond its inputs (the (K, d) means and (B, d) particles)."""
     kernel = BUFFER_BYTES * usable_cores() + B * d * (2 * itemsize + 8)
     return {"gemm": B * K * itemsize, "broadcast": B * K * (d + 2) * itemsize, "softmax": 3 * B * K * itemsize,
-            "torch": 3 * B * K * itemsize, "cfgphase": kernel, "generated": 2 * kernel}[method]
+            "torch": 3 * B * K * itemsize, "cfgphase": kernel, "generated": 2 * kernel, "blocked": kernel}[method]
 
 
 def _peak_rss_bytes():
@@ -120,7 +125,7 @@ class _Estimator:
         self.bias = bias.astype(dtype)
         self.a, self.gamma = float(process.a(t)), float(process.class_var(t, model.class_var))
         self.log_weights = model.log_weights.astype(dtype)
-        self.S = None
+        self.S = self.pool = None
         self.torch = _torch() if method == "torch" else None
         if method == "torch" and self.torch is None:
             raise ImportError("torch is not installed")
@@ -136,6 +141,8 @@ class _Estimator:
                 self.S = np.empty((x.shape[0], M.shape[0]), dtype=M.dtype)
             np.matmul(x, M.T, out=self.S)
             return self.S @ M  # the lower bound: no logits, no softmax
+        if self.method == "blocked":
+            return self._blocked(x)
         if self.method == "broadcast":
             diff = x[:, None, :] - self.a * M[None, :, :]
             L = -np.einsum("bkd,bkd->bk", diff, diff) / (2 * self.gamma) + self.log_weights
@@ -158,6 +165,34 @@ class _Estimator:
                                                                         attn_mask=self.t_mask, scale=self.scale)
             return out[0].numpy()
         return self.field.evaluate(x, t).uncond  # cfgphase, generated
+
+    def _blocked(self, x):
+        """The kernel's GEMM work alone: its row blocks (kernel.ROW_BLOCK) and chunk length
+        (kernel.default_chunk), each of its threads taking the next block, single-threaded BLAS."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        (B, d), K = x.shape, self.means.shape[0]
+        threads = max(1, min(usable_cores(), B))
+        rows = min(-(-B // threads), kernel.ROW_BLOCK)
+        chunk = min(kernel.default_chunk(rows, x.dtype.itemsize, K), K)
+        if self.pool is None:  # kept, as the kernel keeps its threads
+            self.pool = ThreadPoolExecutor(threads)
+        out, tasks = np.empty_like(x), iter(range(0, B, rows))
+
+        def lane(_):
+            buffer = np.empty(rows * chunk, dtype=x.dtype)
+            for i in tasks:
+                xb = x[i:i + rows]
+                n = xb.shape[0]
+                for j in range(0, K, chunk):
+                    Mc = self.means[j:j + chunk]
+                    S = buffer[:n * Mc.shape[0]].reshape(n, Mc.shape[0])
+                    np.dot(xb, Mc.T, out=S)
+                    np.dot(S, Mc, out=out[i:i + n])
+
+        with kernel.single_threaded_blas():
+            list(self.pool.map(lane, range(threads)))
+        return out
 
     def evaluate(self, x, t):
         if self.method in ("cfgphase", "generated"):
@@ -427,8 +462,8 @@ def _measure_case(methods, model, process, t, dtype, B, operation, repeats, can_
 
 
 def ratios(rows):
-    """Per case, cfgphase's time over the bare GEMMs' (a) and over the best of (c) and (d), and the
-    generated means' time over the stored ones' ((f) / (e))."""
+    """Per case, cfgphase's time over the bare GEMMs' (a), over the best of (c) and (d) and over its own
+    GEMMs' (g), and the generated means' time over the stored ones' ((f) / (e))."""
     table = {}
     for r in rows:
         if "seconds" in r:
@@ -442,6 +477,7 @@ def ratios(rows):
         out.append(dict(zip(("B", "K", "d", "dtype", "regime", "operation"), key),
                         vs_gemm=times["cfgphase"] / times["gemm"] if "gemm" in times else None,
                         vs_best_rival=times["cfgphase"] / min(rival) if rival else None,
+                        vs_blocked=times["cfgphase"] / times["blocked"] if "blocked" in times else None,
                         generated_vs_stored=times["generated"] / times["cfgphase"] if "generated" in times else None))
     return out
 
@@ -476,6 +512,7 @@ def report(rec):
         vs_rival = "n/a" if r["vs_best_rival"] is None else f"{r['vs_best_rival']:.2f}"
         generated = "" if r.get("generated_vs_stored") is None else \
             f"   generated / stored means {r['generated_vs_stored']:.2f}"
+        generated += "" if r.get("vs_blocked") is None else f"   vs its own GEMMs (g) {r['vs_blocked']:.2f}"
         lines.append(f"  {r['B']:>5}{r['K']:>9}{r['d']:>5} {r['dtype']:<8}{r['regime']:<10}{r['operation']:<6}"
                      f"vs (a) {vs_gemm:>6}   vs best of (c), (d) {vs_rival:>6}{generated}")
     return "\n".join(lines)

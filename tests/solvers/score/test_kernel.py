@@ -41,11 +41,10 @@ def test_chunked_kernel_equals_dense_formula_float64(problem, chunk, threads):
 
 @pytest.mark.parametrize("skip", [False, True])
 def test_several_row_blocks_per_thread_equal_the_dense_formula(skip):
-    """B = 1100 rows make three row blocks (512, 512, 76) on two threads: one thread streams two
-    blocks with one buffer. At t = 0.01, 900 rows of the hinted class and 200 others: over the
-    90 (block, chunk) pairs a chunk's second GEMM runs on every row 12 times (9 of them with
-    skipped rows zeroed), on a gathered subset 69 times and not at all 9 times (counted with the
-    dense logits)."""
+    """B = 1100 rows make five row blocks (4 x 256 and 76, kernel.ROW_BLOCK) on two threads: each thread
+    streams several blocks with one buffer. At t = 0.01, 900 rows of the hinted class and 200 others,
+    so that a chunk's second GEMM runs on every row, on a gathered subset or not at all (with 512-row
+    blocks: 12, 69 and 9 of 90 (block, chunk) pairs, counted with the dense logits)."""
     rng = np.random.default_rng(11)
     model = GaussianMixture.random(32, classes=3000, seed=4)
     x = np.concatenate([model.sample_noised(0.01, OU(), 900, rng, target=0)[0], rng.standard_normal((200, 32)) * 3])
@@ -60,6 +59,23 @@ def test_several_row_blocks_per_thread_equal_the_dense_formula(skip):
         np.testing.assert_array_equal(res.argmax, ref[3])
         if skip:
             assert (0 < res.skipped < 1) if t == 0.01 else res.skipped == 0
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_argmax_is_the_first_of_tied_largest_logits(dtype):
+    """Tied largest logits: the index returned is the first of them, as np.argmax gives, whichever chunk
+    holds them and whether or not the running maximum grows there. Small integers and a scale of 1/2 make
+    every logit exact in either precision, whatever the BLAS's order of summation, so ties are exact
+    (every mean appears three times, and distinct means tie too)."""
+    rng = np.random.default_rng(5)
+    base = rng.integers(-3, 4, (40, 6))
+    means = np.concatenate([base, base[::-1], base]).astype(dtype)
+    x = rng.integers(-3, 4, (300, 6)).astype(dtype)
+    first = (x @ means.T).argmax(1)
+    assert np.mean(np.sum(x @ means.T == (x @ means.T).max(1, keepdims=True), axis=1) > 1) == 1.0
+    for chunk in (7, 40, 64, 120):
+        res = posterior_moments(x, means, 0.5, np.zeros(len(means), dtype=dtype), chunk=chunk, threads=2, skip=False)
+        np.testing.assert_array_equal(res.argmax, first)
 
 
 @pytest.mark.parametrize("chunk", [7, 256, None])
