@@ -10,14 +10,14 @@ from benchmarks.bench_score import main
 
 def test_quick_bench_reports_every_case_with_environment_and_ratios(capsys):
     code = main(["--quick", "--json", "--quiet", "--repeats", "1", "--methods", "gemm", "softmax",
-                 "cfgphase", "--dtype", "float64", "--operations", "score"])
+                 "cfgphase", "blocked", "--dtype", "float64", "--operations", "score"])
     record = json.loads(capsys.readouterr().out)
     assert code == 0
     env = record["environment"]
     assert env["blas"] and env["usable_cores"] >= 1 and env["cpu"] and "vector_extensions" in env
     assert isinstance(env["kernel_warnings"], list)
     rows = record["results"]
-    assert len(rows) == 3 * 2  # methods x regimes
+    assert len(rows) == 4 * 2  # methods x regimes
     for row in rows:
         assert row["seconds"] > 0 and row["gflops"] > 0 and row["peak_mib"] is not None
         assert row["particle_steps_per_s"] == row["B"] / row["seconds"]
@@ -25,6 +25,21 @@ def test_quick_bench_reports_every_case_with_environment_and_ratios(capsys):
     cfg = [r for r in rows if r["method"] == "cfgphase"]
     assert all(0 <= r["skipped_chunks"] <= 1 for r in cfg)
     assert {r["regime"] for r in record["ratios"]} == {"spread", "condensed"}
+    assert all(r["vs_blocked"] > 0 for r in record["ratios"])
+
+
+def test_blocked_method_runs_the_kernels_gemms_in_its_blocks():
+    """(g) computes, per row block of kernel.ROW_BLOCK rows, the chunk GEMMs X M_c^T and S M_c; with one
+    chunk (K below the kernel's chunk length) its output is (X M^T) M, row block by row block."""
+    import numpy as np
+
+    from cfgphase.physics.mixture import GaussianMixture
+    from cfgphase.physics.processes import OU
+
+    model = GaussianMixture.random(8, classes=50, seed=0)
+    x = np.random.default_rng(0).standard_normal((700, 8))  # three row blocks on 2 threads
+    est = bench._Estimator("blocked", model, OU(), 1.0, np.dtype("float64"), target=0)
+    np.testing.assert_allclose(est.unconditional(x, 1.0), (x @ model.means.T) @ model.means, rtol=1e-12)
 
 
 def test_cases_beyond_the_memory_budget_are_skipped_with_the_reason(capsys):
