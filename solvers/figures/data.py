@@ -40,7 +40,8 @@ from cfgphase.physics.schedules import bind_schedule, make_schedule
 from cfgphase.solvers.score.fields import DegradedField, GaussianField, MixtureField
 from cfgphase.solvers.theory.gaussian import gaussian_moments
 from cfgphase.solvers.design.learned import learn_guidance
-from cfgphase.solvers.theory.meanfield import effective_potential, finite_d_distortion, guided_prediction
+from cfgphase.solvers.theory.meanfield import (effective_potential, finite_d_distortion, guided_prediction,
+                                              guided_predictions)
 from cfgphase.solvers.design.optimal import (COMPARED, PUBLISHED_WINDOW, baseline_families, default_knots, optimal_schedule,
                                      simulate_schedules, tune_by_simulation)
 from cfgphase.physics.model import Model
@@ -116,9 +117,10 @@ def distortion_versus_d(omega=1.0, sampler="ode", fixed=16, power=2, alpha=0.1, 
     arrays = {"d": dims, "d_theory": fine}
     for regime in REGIMES:
         k = dict(fixed=fixed, power=power, alpha=alpha)
+        alphas = [np.log(classes_for(regime, d, **k)) / d for d in fine]  # one bulk integration for all of them
         arrays[f"theory_{regime}"] = np.array([
-            finite_d_distortion(guided_prediction(np.log(classes_for(regime, d, **k)) / d, omega, sampler=sampler,
-                                                  t_max=t_max), d) for d in fine])
+            finite_d_distortion(pred, d)
+            for pred, d in zip(guided_predictions(alphas, omega, sampler=sampler, t_max=t_max), fine)])
         means, errs, ks = [], [], []
         for d in dims:
             K = classes_for(regime, d, **k)

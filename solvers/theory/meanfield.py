@@ -502,11 +502,11 @@ def subexponential_distortion(classes, dims, omega=None, guidance_scale=None, sa
     As d grows, t* ~ (1/2) log d and the distortion vanishes. Returns (dims, distortions).
     """
     dims = np.atleast_1d(np.asarray(dims, dtype=int))
-    out = []
+    alphas = []
     for d in dims:
         K = classes(d) if callable(classes) else classes
         if K < 1 or d < 1:
             raise ValueError(f"classes and dims must be >= 1, got K={K}, d={d}")
-        pred = guided_prediction(np.log(K) / d, omega, guidance_scale, process, sampler, mean_var, class_var, t_max)
-        out.append(finite_d_distortion(pred, d))
-    return dims, np.array(out)
+        alphas.append(np.log(K) / d)
+    preds = guided_predictions(alphas, omega, guidance_scale, process, sampler, mean_var, class_var, t_max)
+    return dims, np.array([finite_d_distortion(pred, d) for pred, d in zip(preds, dims)])

@@ -36,7 +36,7 @@ def test_guidance_condenses_earlier_pushes_the_mean_and_shrinks_the_variance(sam
     assert preds[0].distortion < preds[1].distortion < preds[2].distortion
 
 
-@pytest.mark.parametrize("omega", [1.0, 2.0])
+@pytest.mark.parametrize("omega", [pytest.param(1.0, marks=pytest.mark.slow), 2.0])  # 15 s each: one in the default suite
 def test_parallel_variance_from_the_spread_of_condensation_times_matches_simulation(omega):
     """var_par (eq. 27) against the probability-flow ODE at d = 32, 48, 64 (alpha = 0.1: K up to 602),
     4 draws of the means x 1024 particles per d, extrapolated in 1/d; 3 standard errors.
