@@ -187,8 +187,9 @@ ODE_NEGATIVE_GUIDANCE_GAP = ("measured with 16 draws: alpha = 0.2, omega = -0.5,
                              "classes through Heun's two stages, docs/theory.md eqs. 100-102): var_perp -0.0091 +- "
                              "0.0033 (-2.7 SE, 12 of 16 draws negative); mean_ratio -0.0059 +- 0.0061 and var_par "
                              "+0.017 +- 0.030 within 2 SE (the stored campaign's +2.1 and -3.0 SE there were its four "
-                             "draws). The same sign as var_perp at K = 25, d = 16 under positive guidance "
-                             "(docs/theory.md section 12.7)")
+                             "draws). It follows the pool's size: P = 6 instead of 12 moves var_perp by -0.0031 +- "
+                             "0.0007, as the orthogonality of the pull directions (A6) would (docs/theory.md "
+                             "section 12.7)")
 FEW_EXPLICIT_CLASSES_GAP = ("measured with 16 draws: alpha = 0.2, omega = 3, ODE, d = 16 (K = 25, every other class "
                             "explicit): var_perp -0.0057 +- 0.0015 (-3.7 SE, 12 of 16 draws negative; 4 draws: "
                             "-0.0053 +- 0.0024 live, -0.0099 +- 0.0018 stored), mean_ratio and var_par within 2 SE; "
