@@ -173,56 +173,79 @@ def test_bad_input():
 
 
 #: The finite-size acceptance (issue 20): live simulations against the finite-d theory (docs/theory.md
-#: section 12). The gaps that remain, measured on the stored campaign (docs/finite_size.md, 4 draws per d):
-NEGATIVE_GUIDANCE_GAP = ("measured: at omega = -0.5 (SDE, alpha = 0.4, d = 16) simulated mean_ratio exceeds the "
-                         "finite-d prediction by +0.0105 +- 0.0044 (+2.4 SE; all four draws positive), the other "
-                         "statistics within 2 SE. The var_perp gap of the frozen environment (+0.054 +- 0.005, +10.8 "
-                         "SE) is gone with the dynamic other classes (docs/theory.md eqs. 95-99); the stored campaign "
-                         "gives +0.0065 +- 0.0043 here and +0.0082 +- 0.0035 at d = 20, and at K = 25, d = 32 the "
-                         "population lies 0.006 +- 0.003 below the exact reduction: a possible 1 % deficit of "
-                         "mean_ratio from the approximations of eq. 99 (docs/theory.md section 12.7)")
-ODE_NEGATIVE_GUIDANCE_GAP = ("measured: alpha = 0.2, omega = -0.5, ODE, d = 32 (K = 602, docs/theory.md eqs. 100-102): "
-                             "live var_perp -0.0061 +- 0.0025 (-2.4 SE), the other statistics within 2 SE; the stored "
-                             "campaign (other initial points, same means) gives -0.0029 +- 0.0028 (-1.0 SE) there and "
-                             "41 of 43 ODE omega = -0.5 cells within 2 SE, so possibly chance with 4 draws "
-                             "(docs/theory.md section 12.7)")
-FEW_EXPLICIT_CLASSES_GAP = ("measured: alpha = 0.2, omega = 3, ODE, d = 16 (K = 25, every other class explicit): "
-                            "var_perp -0.0099 +- 0.0018 (-5.5 SE); within 2 SE from d = 24 (docs/finite_size.md)")
+#: section 12). The gaps that remain, measured live with 16 draws of the means (model seeds 0-15; the
+#: stored campaign, docs/finite_size.md, has 4 draws per d):
+NEGATIVE_GUIDANCE_GAP = ("measured with 16 draws: at omega = -0.5 (SDE, alpha = 0.4, d = 16, K = 602) the simulation "
+                         "exceeds the finite-d prediction in mean_ratio by +0.0074 +- 0.0027 (+2.7 SE, 11 of 16 draws "
+                         "positive; 4 draws: +0.0105 +- 0.0044) and in var_par by +0.026 +- 0.008 (+3.1 SE, 13 of 16); "
+                         "var_perp -0.0004 +- 0.0017. The var_perp gap of the frozen environment (+10.8 SE) is gone "
+                         "with the dynamic other classes (docs/theory.md eqs. 95-99). Not the number P of explicit "
+                         "classes (P = 12 -> 30 moves mean_ratio by +0.0002 +- 0.0003, var_par by +0.001 +- 0.002); "
+                         "candidates: the classes just below the threshold, the cross terms (A6), the Gaussian "
+                         "reversal of eq. 98 (docs/theory.md section 12.7)")
+ODE_NEGATIVE_GUIDANCE_GAP = ("measured with 16 draws: alpha = 0.2, omega = -0.5, ODE, d = 16 (K = 25, the explicit "
+                             "classes through Heun's two stages, docs/theory.md eqs. 100-102): var_perp -0.0091 +- "
+                             "0.0033 (-2.7 SE, 12 of 16 draws negative); mean_ratio -0.0059 +- 0.0061 and var_par "
+                             "+0.017 +- 0.030 within 2 SE (the stored campaign's +2.1 and -3.0 SE there were its four "
+                             "draws). It follows the pool's size: P = 6 instead of 12 moves var_perp by -0.0031 +- "
+                             "0.0007, as the orthogonality of the pull directions (A6) would (docs/theory.md "
+                             "section 12.7)")
+FEW_EXPLICIT_CLASSES_GAP = ("measured with 16 draws: alpha = 0.2, omega = 3, ODE, d = 16 (K = 25, every other class "
+                            "explicit): var_perp -0.0057 +- 0.0015 (-3.7 SE, 12 of 16 draws negative; 4 draws: "
+                            "-0.0053 +- 0.0024 live, -0.0099 +- 0.0018 stored), mean_ratio and var_par within 2 SE; "
+                            "within 2 SE from d = 24 (docs/finite_size.md). Not the energy table of eq. 57 (256 "
+                            "nodes instead of 64 move it by -0.0002 +- 0.0001); the self-avoidance of eq. 60 "
+                            "moves var_perp by +0.0151 +- 0.0018 and the gap is 38 +- 10 % of that: its cross terms "
+                            "are the candidate (docs/theory.md section 12.7)")
+
+
+def _case(alpha, omega, sampler, dims, draws=4, known_failure=None):
+    """One case of the acceptance test below: ``draws`` draws of the means per d (model seeds 0 to
+    draws - 1); ``known_failure``, the measured gap, marks it as a strict known failure."""
+    marks = () if known_failure is None else pytest.mark.xfail(strict=True, reason=known_failure)
+    return pytest.param(alpha, omega, sampler, dims, draws, marks=marks)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("alpha, omega, sampler, dims", [
-    (0.4, 1.0, "sde", (16,)), (0.4, 1.0, "ode", (16,)), (0.2, 1.0, "sde", (16, 32)),
+@pytest.mark.parametrize("alpha, omega, sampler, dims, draws", [
+    _case(0.4, 1.0, "sde", (16,)), _case(0.4, 1.0, "ode", (16,)), _case(0.2, 1.0, "sde", (16, 32)),
     # alpha 0.4, omega 3, SDE, d 16: var_perp +0.0033 +- 0.0014 (+2.4 SE) with the old draws of the means,
     # within 2 SE with the counter-based ones and in the stored campaign (+0.0000 +- 0.0018): chance with 4
     # draws. The SDE's var_perp residual is positive in all 21 positive-guidance cells with d >= 24 (each
     # within 2 SE): a possible 0.4 % gap (docs/theory.md section 12.7)
-    (0.4, 3.0, "sde", (16,)),
-    (0.1, 1.0, "ode", (64,)),
-    pytest.param(0.4, -0.5, "sde", (16,), marks=pytest.mark.xfail(strict=True, reason=NEGATIVE_GUIDANCE_GAP)),
+    _case(0.4, 3.0, "sde", (16,)),
+    _case(0.1, 1.0, "ode", (64,)),
+    # 16 draws where 4 left a cell outside 2 SE (docs/theory.md section 12.7): within 2 SE with 16, the case
+    # passes; outside, it is a strict known failure with its 16-draw size
+    _case(0.4, -0.5, "sde", (16,), draws=16, known_failure=NEGATIVE_GUIDANCE_GAP),
     # the probability flow under negative guidance, through Heun's two stages (docs/theory.md eqs. 100-102);
-    # alpha 0.2, d 16: mean_ratio +2.1 and var_par -3.0 SE in the stored campaign, within 2 SE live
-    (0.4, -0.5, "ode", (16,)), (0.2, -0.5, "ode", (16,)),
-    pytest.param(0.2, -0.5, "ode", (32,), marks=pytest.mark.xfail(strict=True, reason=ODE_NEGATIVE_GUIDANCE_GAP)),
-    pytest.param(0.2, 3.0, "ode", (16,), marks=pytest.mark.xfail(strict=True, reason=FEW_EXPLICIT_CLASSES_GAP)),
+    # alpha 0.2, d 32: var_perp -0.0061 +- 0.0025 (-2.4 SE) with 4 draws, -0.0007 +- 0.0014 (-0.5 SE) with 16
+    _case(0.4, -0.5, "ode", (16,)),
+    _case(0.2, -0.5, "ode", (16,), draws=16, known_failure=ODE_NEGATIVE_GUIDANCE_GAP),
+    _case(0.2, -0.5, "ode", (32,), draws=16),
+    _case(0.2, 3.0, "ode", (16,), draws=16, known_failure=FEW_EXPLICIT_CLASSES_GAP),
 ])
-def test_finite_d_predictions_match_simulation_at_each_d(alpha, omega, sampler, dims):
-    """Finite-size acceptance without a fitted allowance: at each d, 4 draws of the means x 1024
+def test_finite_d_predictions_match_simulation_at_each_d(alpha, omega, sampler, dims, draws):
+    """Finite-size acceptance without a fitted allowance: at each d, ``draws`` draws of the means (model
+    seeds 0 to draws - 1; 4, or 16 where 4 left the cell outside 2 SE) x 1024
     particles (200 steps, default t_max), each draw against the finite-d prediction at its own K,
     rho = |mu_c|^2/d and t_max (docs/theory.md eqs. 50-63). The mean residual over draws must lie
-    within 2 standard errors for mean_ratio, var_par, var_perp and t_condensation; the standard error
-    is the larger of the between-draw spread and the simulations' jackknife errors, over the draws,
+    within 2 standard errors for mean_ratio, var_par, var_perp and t_condensation (where defined: with
+    SaveAt(times=[0.0]) the simulations record no posterior trajectory, so their t_condensation is None
+    and it is skipped here); the standard error is the larger of the between-draw spread and the simulations' jackknife errors, over the draws,
     with the predictions' Monte-Carlo errors in quadrature (as docs/finite_size.md). Each cell is a
     95 % criterion for a normal error (with 4 draws the error is itself uncertain: a t_3 variable
-    exceeds 2 in about 14 % of cases), so a correct theory can fail a cell by chance; the seeds are
-    fixed. The live runs have the stored campaign's means (same model seeds) but not its initial points
+    exceeds 2 in about 14 % of cases, a t_15 in 6 %), so a correct theory can fail a cell by chance; the
+    seeds are fixed, and a cell that 4 draws leave outside is re-measured with 16 (seeds 0-15, chosen
+    before the results): within 2 SE it passes with 16, outside it is a known failure with its 16-draw
+    size. The live runs have the stored campaign's means (same model seeds) but not its initial points
     or noise, the probability flow's included (measured: mean_ratio 0.6224 live against 0.6094 stored at
     alpha = 0.2, omega = -0.5, d = 32, seed 0), so they are new samples of docs/finite_size.md's draws."""
     keys = ("mean_ratio", "var_par", "var_perp", "t_condensation")
     failures = []
     for d in dims:
         rows = []
-        for seed in range(4):
+        for seed in range(draws):
             model = cp.Model(d=d, alpha=alpha, seed=seed)
             sim = cp.simulate(model, omega, sampler=sampler, particles=1024, seed=seed, save=cp.SaveAt(times=[0.0]))
             pred = cp.predict(model, omega, sampler=cp.Sampler(kind=sampler, t_max=sim.params["t_max"]), d=d,
