@@ -125,7 +125,7 @@ class _Estimator:
         self.bias = bias.astype(dtype)
         self.a, self.gamma = float(process.a(t)), float(process.class_var(t, model.class_var))
         self.log_weights = model.log_weights.astype(dtype)
-        self.S = self.pool = None
+        self.S = None
         self.torch = _torch() if method == "torch" else None
         if method == "torch" and self.torch is None:
             raise ImportError("torch is not installed")
@@ -167,16 +167,10 @@ class _Estimator:
         return self.field.evaluate(x, t).uncond  # cfgphase, generated
 
     def _blocked(self, x):
-        """The kernel's GEMM work alone: its row blocks (kernel.ROW_BLOCK) and chunk length
-        (kernel.default_chunk), each of its threads taking the next block, single-threaded BLAS."""
-        from concurrent.futures import ThreadPoolExecutor
-
+        """The kernel's GEMM work alone: its row blocks and chunk length (kernel.block_layout) on its
+        threads (kernel._lanes), each thread taking the next block, single-threaded BLAS."""
         (B, d), K = x.shape, self.means.shape[0]
-        threads = max(1, min(usable_cores(), B))
-        rows = min(-(-B // threads), kernel.ROW_BLOCK)
-        chunk = min(kernel.default_chunk(rows, x.dtype.itemsize, K), K)
-        if self.pool is None:  # kept, as the kernel keeps its threads
-            self.pool = ThreadPoolExecutor(threads)
+        rows, chunk, lanes = kernel.block_layout(B, K, x.dtype.itemsize)
         out, tasks = np.empty_like(x), iter(range(0, B, rows))
 
         def lane(_):
@@ -191,7 +185,10 @@ class _Estimator:
                     np.dot(S, Mc, out=out[i:i + n])
 
         with kernel.single_threaded_blas():
-            list(self.pool.map(lane, range(threads)))
+            if lanes == 1:
+                lane(0)
+            else:
+                list(kernel._lanes(os.getpid(), lanes).map(lane, range(lanes)))
         return out
 
     def evaluate(self, x, t):

@@ -40,8 +40,7 @@ from cfgphase.physics.schedules import bind_schedule, make_schedule
 from cfgphase.solvers.score.fields import DegradedField, GaussianField, MixtureField
 from cfgphase.solvers.theory.gaussian import gaussian_moments
 from cfgphase.solvers.design.learned import learn_guidance
-from cfgphase.solvers.theory.meanfield import (effective_potential, finite_d_distortion, guided_prediction,
-                                              guided_predictions)
+from cfgphase.solvers.theory.meanfield import effective_potential, guided_prediction, subexponential_distortion
 from cfgphase.solvers.design.optimal import (COMPARED, PUBLISHED_WINDOW, baseline_families, default_knots, optimal_schedule,
                                      simulate_schedules, tune_by_simulation)
 from cfgphase.physics.model import Model
@@ -117,10 +116,8 @@ def distortion_versus_d(omega=1.0, sampler="ode", fixed=16, power=2, alpha=0.1, 
     arrays = {"d": dims, "d_theory": fine}
     for regime in REGIMES:
         k = dict(fixed=fixed, power=power, alpha=alpha)
-        alphas = [np.log(classes_for(regime, d, **k)) / d for d in fine]  # one bulk integration for all of them
-        arrays[f"theory_{regime}"] = np.array([
-            finite_d_distortion(pred, d)
-            for pred, d in zip(guided_predictions(alphas, omega, sampler=sampler, t_max=t_max), fine)])
+        arrays[f"theory_{regime}"] = subexponential_distortion(lambda d: classes_for(regime, d, **k), fine, omega,
+                                                             sampler=sampler, t_max=t_max)[1]
         means, errs, ks = [], [], []
         for d in dims:
             K = classes_for(regime, d, **k)

@@ -499,7 +499,10 @@ def subexponential_distortion(classes, dims, omega=None, guidance_scale=None, sa
 
     ``classes`` is a fixed K or a callable ``K(d)`` (e.g. ``lambda d: d**2``); each d uses the
     mean-field theory at :math:`\alpha_{eff} = \log K(d)/d` and :func:`finite_d_distortion`.
-    As d grows, t* ~ (1/2) log d and the distortion vanishes. Returns (dims, distortions).
+    As d grows, t* ~ (1/2) log d and the distortion vanishes. Any K(d) is accepted: for K = e^{alpha d}
+    it tends to the d -> infinity distortion (the figure of cfgphase.solvers.figures.data.distortion_versus_d
+    draws all three regimes with it). One bulk integration serves every d (:func:`guided_predictions`).
+    Returns (dims, distortions).
     """
     dims = np.atleast_1d(np.asarray(dims, dtype=int))
     alphas = []
