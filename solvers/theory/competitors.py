@@ -21,6 +21,8 @@ eq. 56 at the particle's (t, |x|)) are explicit; the rest enter through their co
 dynamics (eq. 98), those that fall below it leave. The SDE moves them with its exact transition
 (eqs. 96-97), the probability flow with Heun's two stages (eqs. 100-102), where the only renewal is
 the rotation of the particle's perpendicular direction by its pulls toward its explicit classes.
+With ``vectors`` (eq. 103) each explicit class is kept as a vector in the complement of u and the
+particle's perpendicular part too, so that the pull directions need not be orthogonal (A6).
 
 Conventions: arrays over particles have a leading axis n; over a particle's explicit classes a
 trailing axis of length ``CAPACITY``; ``alive`` marks the occupied slots.
@@ -120,12 +122,20 @@ class CompetitorPool:
     (a Poisson number of draws of :class:`AboveThreshold`), and afterwards gains the classes that
     cross the threshold upward (eq. 98)."""
 
-    def __init__(self, n, d, others, rng):
+    def __init__(self, n, d, others, rng, vectors=False):
         self.n, self.d, self.others, self.rng = n, d, others, rng
         shape = (n, CAPACITY)
         self.C, self.w, self.norm2 = np.zeros(shape), np.zeros(shape), np.zeros(shape)
         self.alive = np.zeros(shape, dtype=bool)
         self.previous = None  # (beta, c, y, p, threshold) at the last renewal
+        #: with ``vectors``, each class's part orthogonal to u in units of sigma_mu, (n, CAPACITY, d - 1),
+        #: in fixed coordinates of the complement of u (eq. 103); w is then its overlap with x_perp/|x_perp|
+        self.Z = np.zeros(shape + (d - 1,)) if vectors else None
+
+    def align(self, direction):
+        r""":math:`w_k = z_k\cdot\hat x_\perp` of every explicit class from its vector (eq. 103);
+        ``direction`` (n, d - 1) the unit vectors :math:`\hat x_\perp`."""
+        self.w = np.where(self.alive, np.einsum("nkd,nd->nk", self.Z, direction), 0.0)
 
     def energies(self, beta, c, y, p):
         r""":math:`\varepsilon_k = \beta(yC_k + \sqrt p\,w_k) - \tfrac c2 n_k` (eq. 95), -inf in empty slots."""
@@ -144,7 +154,7 @@ class CompetitorPool:
                  + np.sqrt(noise_var * r_orth) * eta) / np.sqrt(p_new)[:, None]
         self.w = np.where(self.alive, w_new, 0.0)
 
-    def renew(self, beta, c, y, p, threshold, sampler, along_over_norm):
+    def renew(self, beta, c, y, p, threshold, sampler, along_over_norm, direction=None):
         r"""Drop the classes below ``threshold`` and add those that crossed it upward (eq. 98).
 
         ``sampler`` is the :class:`AboveThreshold` of the new time; ``along_over_norm`` (n,) the
@@ -152,7 +162,9 @@ class CompetitorPool:
         (None at the first call: every class above the threshold is added). A class drawn above the
         threshold now is an entrant when the natural dynamics run backwards over the step take it
         below the threshold of the previous time: the w of an independent class is a stationary
-        Gaussian AR(1) with coefficient :math:`\varphi`, which is reversible."""
+        Gaussian AR(1) with coefficient :math:`\varphi`, which is reversible. With vectors,
+        ``direction`` (n, d - 1) is :math:`\hat x_\perp` and an entrant's own direction :math:`e_k` is
+        drawn uniformly orthogonal to it (eq. 103)."""
         self.alive &= self.energies(beta, c, y, p) > threshold[:, None]
         rng = self.rng
         counts = rng.poisson(self.others * sampler.survival)
@@ -171,10 +183,17 @@ class CompetitorPool:
             entrant = e_before < threshold0[owner]
             owner, C, w, norm2 = owner[entrant], C[entrant], w[entrant], norm2[entrant]
         self.previous = (beta, c, y, p, threshold)
+        Z = None
+        if self.Z is not None:
+            along = direction[owner]
+            e = rng.standard_normal((owner.size, self.d - 1))
+            e -= np.einsum("nd,nd->n", e, along)[:, None] * along
+            e /= np.linalg.norm(e, axis=1)[:, None]
+            Z = w[:, None] * along + np.sqrt(np.maximum(norm2 - C * C - w * w, 0.0))[:, None] * e
         self._insert(owner, C, w, norm2, beta * (y[owner] * C + np.sqrt(p[owner]) * w) - 0.5 * c * norm2,
-                     self.energies(beta, c, y, p))
+                     self.energies(beta, c, y, p), Z)
 
-    def _insert(self, owner, C, w, norm2, energy, current):
+    def _insert(self, owner, C, w, norm2, energy, current, Z=None):
         """Put new classes into free slots; where a particle runs out, keep its highest energies."""
         if owner.size == 0:
             return
@@ -194,6 +213,10 @@ class CompetitorPool:
         self.C, self.w, self.norm2, energies = (np.take_along_axis(arr, keep, axis=1)
                                                 for arr in (all_C, all_w, all_n, all_e))
         self.alive = np.isfinite(energies)
+        if self.Z is not None:
+            new_Z = np.zeros((self.n, width, self.d - 1))
+            new_Z[owner, rank] = Z[order]
+            self.Z = np.take_along_axis(np.concatenate([self.Z, new_Z], axis=1), keep[:, :, None], axis=1)
 
 
 def environment(population, t, x_norm):
@@ -235,17 +258,23 @@ class Competition:
     SDE transition of eq. (12) (:math:`\hat m` frozen), ``heun_step`` with the probability flow's Heun
     step (eqs. 100-102), and both renew the pool at the new time."""
 
-    def __init__(self, model, population, rng):
+    def __init__(self, model, population, rng, vectors=False):
         self.model, self.population, self.rng = model, population, rng
-        self.pool = CompetitorPool(population.n, model.d, population.others, rng)
+        self.pool = CompetitorPool(population.n, model.d, population.others, rng, vectors)
         self.started, self.environment = False, (None, None)  # the environment: (t, environment(...) at t)
+        self.xperp = None  # with vectors: x_perp (n, d - 1) in the pool's coordinates (eq. 103)
 
     def start(self, y, p, t):
         """Fill the pool with the classes above the threshold at t (eq. 98)."""
         self.started = True
         self.environment = (t, environment(self.population, t, np.sqrt(y * y + p)))
         beta, c, threshold, _, _, sampler = self.environment[1]
-        self.pool.renew(beta, c, y, p, threshold, sampler, None)
+        direction = None
+        if self.pool.Z is not None:  # by isotropy, any direction of x_perp
+            direction = self.rng.standard_normal((y.size, self.model.d - 1))
+            direction /= np.linalg.norm(direction, axis=1)[:, None]
+            self.xperp = np.sqrt(p)[:, None] * direction
+        self.pool.renew(beta, c, y, p, threshold, sampler, None, direction)
 
     def state(self, y, p, t):
         r"""(pi_c, g, weights of the explicit classes among the others, the others' mean along u and
@@ -271,15 +300,42 @@ class Competition:
         along_perp = (weights * self.pool.w).sum(axis=1) + rest * rest_zeta * np.sqrt(p) / x_norm
         return pi, g, weights, along_u, along_perp, rest * rest_zeta / x_norm
 
+    def _others_perp(self, weights, tilt, xperp):
+        """The others' mean orthogonal to u in units of sigma_mu, (n, d - 1): the explicit classes' vectors
+        and the rest's mean along x (eq. 103)."""
+        return np.einsum("nk,nkd->nd", weights, self.pool.Z) + tilt[:, None] * xperp
+
+    def _renew_vectors(self, t_next, y_new, xperp_new):
+        """With vectors: (p', the new x_perp's coordinate along the old direction), the explicit classes'
+        w at the new direction, and the renewal of the pool at t_next (eqs. 98, 103)."""
+        old = self.xperp / np.linalg.norm(self.xperp, axis=1)[:, None]
+        p_new = (xperp_new * xperp_new).sum(axis=1)
+        direction = xperp_new / np.sqrt(p_new)[:, None]
+        self.xperp = xperp_new
+        self.pool.align(direction)
+        self._renew(t_next, y_new, p_new, (xperp_new * old).sum(axis=1), direction)
+        return p_new
+
     def step(self, t, t_next, y, p, noise):
-        """One exact SDE step (eqs. 12, 96, 97) and the renewal of the pool at t_next (eq. 98)."""
+        """One exact SDE step (eqs. 12, 96, 97; with vectors eq. 103) and the renewal of the pool at
+        t_next (eq. 98)."""
         m, pool = self.model, self.pool
         s = math.sqrt(m.mean_var)
-        pi, g, weights, along_u, along_perp, _ = self.state(y, p, t)
+        pi, g, weights, along_u, along_perp, tilt = self.state(y, p, t)
         r, coef, V = m.process.reverse_transition(t, t_next, m.class_var)
         xi1, xi2, chi = noise
         m_par = (1 + g) * m.target - g * s * along_u
         y_new = r * y + coef * m_par + math.sqrt(V) * xi1
+        if pool.Z is not None:
+            # the noise orthogonal to u: xi2 along x_perp and chi^2_{d-2} in the other directions (as the
+            # population's, so that the control variate sees the same noise)
+            direction = self.xperp / np.sqrt(p)[:, None]
+            other = self.rng.standard_normal(self.xperp.shape)
+            other -= (other * direction).sum(axis=1)[:, None] * direction
+            other *= (np.sqrt(chi) / np.maximum(np.linalg.norm(other, axis=1), 1e-300))[:, None]
+            xperp_new = r * self.xperp - (coef * g * s)[:, None] * self._others_perp(weights, tilt, self.xperp) + \
+                math.sqrt(V) * (xi2[:, None] * direction + other)
+            return y_new, self._renew_vectors(t_next, y_new, xperp_new), pi
         along = r * np.sqrt(p) - coef * g * s * along_perp + math.sqrt(V) * xi2
         pull = -coef * g * s
         r_orth = np.where(pool.alive, np.maximum(pool.norm2 - pool.C ** 2 - pool.w ** 2, 0.0), 0.0)
@@ -291,11 +347,11 @@ class Competition:
         self._renew(t_next, y_new, p_new, along)
         return y_new, p_new, pi
 
-    def _renew(self, t_next, y_new, p_new, along):
+    def _renew(self, t_next, y_new, p_new, along, direction=None):
         """The environment at the end of a step and the renewal of the pool there (eq. 98)."""
         self.environment = (t_next, environment(self.population, t_next, np.sqrt(y_new ** 2 + p_new)))
         beta, c, threshold, _, _, sampler = self.environment[1]
-        self.pool.renew(beta, c, y_new, p_new, threshold, sampler, along / np.sqrt(p_new))
+        self.pool.renew(beta, c, y_new, p_new, threshold, sampler, along / np.sqrt(p_new), direction)
 
     def heun_step(self, t, t_next, y, p):
         r"""One Heun step of the probability flow (eqs. 100-102), as the simulator's ``heun`` stepper: an
@@ -307,6 +363,8 @@ class Competition:
         renews the classes below the threshold, eq. 102)."""
         m, pool = self.model, self.pool
         s, h, M = math.sqrt(m.mean_var), t_next - t, m.target
+        if pool.Z is not None:
+            return self._heun_vectors(t, t_next, y, p)
         pi, g, weights, along_u, along_perp, _ = self.state(y, p, t)
         A, B = m.process.ode_coefficients(t, m.class_var)
         root = np.sqrt(p)
@@ -336,3 +394,25 @@ class Competition:
         pool.advance(p_new, along, kappa)
         self._renew(t_next, y_new, p_new, along)
         return y_new, p_new, pi
+
+    def _heun_vectors(self, t, t_next, y, p):
+        """The Heun step of the probability flow with the explicit classes as vectors (eq. 103): the
+        simulator's stepper on (y, x_perp), the classes' directions as they are, not orthogonal."""
+        m, pool = self.model, self.pool
+        s, h, M = math.sqrt(m.mean_var), t_next - t, m.target
+        pi, g, weights, along_u, _, tilt = self.state(y, p, t)
+        A, B = m.process.ode_coefficients(t, m.class_var)
+        vy1 = A * y + B * ((1 + g) * M - g * s * along_u)
+        v1 = A * self.xperp - (B * g * s)[:, None] * self._others_perp(weights, tilt, self.xperp)
+        y_new, xperp_new = y + h * vy1, self.xperp + h * v1
+        if float(m.process.var(t_next)) != 0.0:
+            p_pred = (xperp_new * xperp_new).sum(axis=1)
+            w_start = pool.w
+            pool.align(xperp_new / np.sqrt(p_pred)[:, None])
+            _, g2, weights2, along_u2, _, tilt2 = self.state(y_new, p_pred, t_next)
+            pool.w = w_start
+            A2, B2 = m.process.ode_coefficients(t_next, m.class_var)
+            vy2 = A2 * y_new + B2 * ((1 + g2) * M - g2 * s * along_u2)
+            v2 = A2 * xperp_new - (B2 * g2 * s)[:, None] * self._others_perp(weights2, tilt2, xperp_new)
+            y_new, xperp_new = y + 0.5 * h * (vy1 + vy2), self.xperp + 0.5 * h * (v1 + v2)
+        return y_new, self._renew_vectors(t_next, y_new, xperp_new), pi

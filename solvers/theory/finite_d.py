@@ -37,7 +37,7 @@ from cfgphase.physics.processes import get_process
 from cfgphase.physics.schedules import bind_schedule
 from cfgphase.physics.weights import excess_weight, weight_at
 from cfgphase.solvers.sampling.brownian import check_seed
-from cfgphase.solvers.sampling.observables import condensation_time
+from cfgphase.solvers.sampling.observables import condensation_time, pooled
 from cfgphase.solvers.sampling.sampler import as_sampler
 from cfgphase.solvers.sampling.timegrid import check_grid, default_t_max, time_grid, with_breakpoints
 from cfgphase.solvers.theory.competitors import Competition
@@ -74,7 +74,7 @@ def check_dimension(d):
 
 def finite_d_prediction(d, omega=None, *, alpha=None, classes=None, guidance_scale=None, sampler="ode",
                         process="ou", mean_var=1.0, class_var=0.25, target_norm=None, particles=PARTICLES,
-                        quenched=True, seed=0):
+                        quenched=True, exact_pulls=False, seed=0):
     r"""Prediction of guided sampling at dimension ``d`` (docs/theory.md eqs. 50-63, 95-102).
 
     Parameters
@@ -96,6 +96,11 @@ def finite_d_prediction(d, omega=None, *, alpha=None, classes=None, guidance_sca
         exact reduction (eq. 63) is used, to which it does not apply. With a weight that is negative
         somewhere, the other classes near the top are explicit and dynamic (eqs. 95-99 for the SDE,
         100-102 for the ODE).
+    exact_pulls : bool
+        With the explicit classes of eqs. 95-102, follow each as a vector in the complement of
+        :math:`\mu_c` (eq. 103) instead of taking their pull directions orthogonal (A6): exact for any
+        geometry, about 1.7 times the cost. At the two negative-guidance cells of docs/theory.md
+        section 12.7 it moves the predictions by less than 0.001 (eq. 103); the default keeps A6.
     seed : int or numpy Generator
         The population's random numbers (environments, start, noise).
 
@@ -112,6 +117,9 @@ def finite_d_prediction(d, omega=None, *, alpha=None, classes=None, guidance_sca
         raise ValueError(f"alpha must be a number >= 0 with exp(alpha d) finite, got alpha={alpha!r}, d={d}")
     if classes is not None and (isinstance(classes, bool) or not isinstance(classes, (int, np.integer))):
         raise ValueError(f"classes must be an integer, got {classes!r}")
+    if not isinstance(exact_pulls, (bool, np.bool_)):
+        raise ValueError(f"exact_pulls must be True or False, got {exact_pulls!r}")
+    exact_pulls = bool(exact_pulls)
     K = round(math.exp(alpha * d)) if classes is None else int(classes)
     if K < 2:
         raise ValueError(f"alpha, classes: the finite-d theory needs K >= 2 classes, got K = {K}")
@@ -129,8 +137,9 @@ def finite_d_prediction(d, omega=None, *, alpha=None, classes=None, guidance_sca
         run = _reduced_run(model, sampler.kind, grid, int(particles), rng)
     else:
         t_cv = -1.0 if leading.t_condensation is None else leading.t_condensation
-        run = _population_run(model, sampler.kind, grid, int(particles), rng, quenched, t_cv)
+        run = _population_run(model, sampler.kind, grid, int(particles), rng, quenched, t_cv, exact_pulls)
     return _prediction(model, sampler.kind, grid, run, leading, particles=int(particles), quenched=quenched,
+                       exact_pulls=exact_pulls,
                        seed=seed if isinstance(seed, (int, np.integer)) else None,
                        method="reduction" if K <= d else "population", seconds=time.perf_counter() - start)
 
@@ -282,7 +291,7 @@ class _Population:
         return y_new, np.maximum(p + y * y - y_new * y_new, 0.0)
 
 
-def _population_run(model, kind, grid, n, rng, quenched, t_cv):
+def _population_run(model, kind, grid, n, rng, quenched, t_cv, exact_pulls=False):
     r"""Integrate the population on ``grid`` (eqs. 53-54). Control variate: the same particles and
     noise driven by the annealed linear dynamics with guidance on only before t_cv (the leading
     order's t*), whose exact moments follow from the same step applied to probe values."""
@@ -296,7 +305,7 @@ def _population_run(model, kind, grid, n, rng, quenched, t_cv):
     moments = np.array([0.0, Q0, Q0 * (model.d - 1)])  # exact E y, E y^2, E p of the control variate
     labels = np.arange(n) % GROUPS
     posterior = []
-    competition = Competition(model, pop, rng) if dynamic else None
+    competition = Competition(model, pop, rng, vectors=exact_pulls) if dynamic else None
     for t, t_next in zip(grid[:-1], grid[1:]):
         t, t_next = float(t), float(t_next)
         if quenched and not pop.active and len(posterior) % 2 == 0:
@@ -341,8 +350,10 @@ def _population_run(model, kind, grid, n, rng, quenched, t_cv):
     mean_p, mean_p_se = controlled(p, p_cv, moments[2])
     counts = np.bincount(labels, minlength=GROUPS)
     t_c, t_c_se = condensation_time(grid, np.array(posterior) / counts, counts)
+    end, end_se = pooled(posterior[-1] / counts, counts)
     return dict(mean_y=mean_y, mean_y_se=mean_y_se, var_y=(mean_y2 - mean_y ** 2) * n / (n - 1), mean_p=mean_p,
-                mean_p_se=mean_p_se, t_c=t_c, t_c_se=t_c_se, quenched_active=pop.active)
+                mean_p_se=mean_p_se, t_c=t_c, t_c_se=t_c_se, posterior=float(end), posterior_se=float(end_se),
+                quenched_active=pop.active)
 
 
 def _negative_somewhere(omega, grid):
@@ -378,8 +389,10 @@ def _reduced_run(model, kind, grid, n, rng):
     run = span_run(model, kind, grid, L, [0], DRAW_SIZE, rng)
     (my, my_se), (vy, vy_se), (vp, vp_se), (t_c, t_c_se) = (over_draws(run[key]) for key in (
         "mean_ratio", "var_par", "var_perp", "t_c"))
+    end, end_se = over_draws(run["posterior"][-1])
     return dict(mean_y=my * model.target, mean_y_se=my_se * model.target, var_y=vy, var_y_se=vy_se,
-                mean_p=vp * (d - 1), mean_p_se=vp_se * (d - 1), t_c=t_c, t_c_se=t_c_se, quenched_active=True)
+                mean_p=vp * (d - 1), mean_p_se=vp_se * (d - 1), t_c=t_c, t_c_se=t_c_se, posterior=end,
+                posterior_se=end_se, quenched_active=True)
 
 
 def _prediction(model, kind, grid, run, leading, **record):
@@ -406,4 +419,5 @@ def _prediction(model, kind, grid, run, leading, **record):
         inputs, t_c, None, None, ratio, var_par, var_perp, distortion, None if t_c is None else 1.0,
         leading.phase_at_condensation, leading.nfev, finite, message, None, leading.alpha_condensation,
         leading.entropy_at_condensation, mean_ratio_stderr=ratio_se, var_par_stderr=var_par_se,
-        var_perp_stderr=var_perp_se, distortion_stderr=distortion_se, t_condensation_stderr=t_c_se)
+        var_perp_stderr=var_perp_se, distortion_stderr=distortion_se, t_condensation_stderr=t_c_se,
+        target_posterior=run["posterior"], target_posterior_stderr=run["posterior_se"])

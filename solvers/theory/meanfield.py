@@ -76,6 +76,11 @@ class MeanFieldPrediction:
     var_perp_stderr: float | None = None
     distortion_stderr: float | None = None
     t_condensation_stderr: float | None = None
+    #: finite-d only: the mean target posterior p(c|x_t) at the end of sampling, and its Monte-Carlo
+    #: error. It decides whether t* exists (it must reach 1/2), and is compared with a simulation's
+    #: ``trajectory["target_posterior"]`` at its last node where one of them condenses and the other not.
+    target_posterior: float | None = None
+    target_posterior_stderr: float | None = None
 
     def summary(self):
         """The flat JSON-ready record, with the statistic names of a simulation (None: not defined)."""
@@ -86,6 +91,8 @@ class MeanFieldPrediction:
                    entropy_at_condensation=self.entropy_at_condensation, nfev=self.nfev, success=self.success,
                    message=self.message)
         out.update({key: value for key in STDERR_KEYS if (value := getattr(self, key)) is not None})
+        if self.target_posterior is not None:
+            out.update(target_posterior=self.target_posterior, target_posterior_stderr=self.target_posterior_stderr)
         return out
 
     def trajectory(self, times):

@@ -140,8 +140,9 @@ def test_classes_drawn_above_the_threshold_follow_the_conditioned_prior(d, t, q)
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("exact_pulls", [False, True])
 @pytest.mark.parametrize("sampler", ["sde", "ode"])
-def test_dynamic_competitors_match_the_exact_reduction_under_negative_guidance(sampler):
+def test_dynamic_competitors_match_the_exact_reduction_under_negative_guidance(sampler, exact_pulls):
     """Eqs. (95)-(102) where the reduction of eq. (63) is exact: K = 25 classes at d = 32, omega = -0.5.
     The population with its explicit dynamic classes (forced, although K <= d) against the reduction,
     6000 particles each; 3 combined Monte-Carlo errors. Measured, SDE: mean_ratio 0.8458 +- 0.0018
@@ -150,13 +151,14 @@ def test_dynamic_competitors_match_the_exact_reduction_under_negative_guidance(s
     var_perp 0.2609, var_par 0.56, t_condensation 0.566. ODE (Heun, eqs. 100-102): mean_ratio 0.6946 +-
     0.0020 against 0.6942 +- 0.0040, var_perp 0.4335 +- 0.0021 against 0.4323 +- 0.0032, var_par 2.056 against
     2.058 (no condensation); the frozen environment with the pull of eq. (60) gives 0.6980, 0.4239 (-2.3
-    combined errors) and var_par 1.83."""
+    combined errors) and var_par 1.83. With the classes as vectors (exact_pulls, eq. 103): SDE 0.8474 +- 0.0018
+    and 0.3165 +- 0.0015, ODE 0.6937 +- 0.0020 and 0.4333 +- 0.0021."""
     process = get_process("ou")
     d, K = 32, 25
     grid = time_grid(process, 200, default_t_max(process, d * 1.25), 0.0, class_var=0.25)
     model = finite_d._Model(d, K, 1.0, 1.0, 0.25, process, -0.5)
     exact = finite_d._reduced_run(model, sampler, grid, 6000, np.random.default_rng(5))
-    pool = finite_d._population_run(model, sampler, grid, 6000, np.random.default_rng(5), True, -1.0)
+    pool = finite_d._population_run(model, sampler, grid, 6000, np.random.default_rng(5), True, -1.0, exact_pulls)
     for key, se_key, scale in (("mean_y", "mean_y_se", model.target), ("mean_p", "mean_p_se", d - 1)):
         err = math.hypot(exact[se_key], pool[se_key])
         assert abs(exact[key] - pool[key]) <= 3 * err, (key, exact[key] / scale, pool[key] / scale, err / scale)
@@ -184,6 +186,21 @@ def _guided_in_d_dimensions(model, population, means, norm2, alive, x, t):
     return guided, explicit / z[:, None]
 
 
+def _started_competition(d, K, t, vectors):
+    """Six particles at time t (omega = -0.5) with their pool of explicit classes filled (eq. 98):
+    (model, population, competition, y, p)."""
+    n = 6
+    model = finite_d._Model(d, K, 1.0, 1.0, 0.25, get_process("ou"), -0.5)
+    rng = np.random.default_rng(3)
+    population = finite_d._Population(model, n, rng, True, False)
+    a, gamma, _ = model.at(t)
+    y = a * model.target * rng.uniform(0.3, 0.9, n)
+    p = gamma * rng.chisquare(d - 1, n)
+    competition = Competition(model, population, rng, vectors=vectors)
+    competition.start(y, p, t)
+    return model, population, competition, y, p
+
+
 @pytest.mark.parametrize("t, t_next", [(0.5, 0.45), (0.03, 0.0)])
 def test_heun_step_of_the_explicit_classes_is_the_simulators_heun_step(t, t_next):
     """Eqs. (100)-(101): the two-stage step of the explicit classes (Competition.heun_step) is the
@@ -191,24 +208,17 @@ def test_heun_step_of_the_explicit_classes_is_the_simulators_heun_step(t, t_next
     own directions e_k exactly orthogonal (d = 48 > 2 + CAPACITY), x and the means built as
     d-dimensional vectors and stepped by steppers.heun give the same y, p and w_k of every explicit
     class, to rounding; omega = -0.5, K = 5000, and a step into zero noise (Euler)."""
-    d, n = 48, 6
-    model = finite_d._Model(d, 5000, 1.0, 1.0, 0.25, get_process("ou"), -0.5)
-    rng = np.random.default_rng(3)
-    population = finite_d._Population(model, n, rng, True, False)
-    a, gamma, Q = model.at(t)
-    y = a * model.target * rng.uniform(0.3, 0.9, n)
-    p = gamma * rng.chisquare(d - 1, n)
-    competition = Competition(model, population, rng)
-    competition.start(y, p, t)
+    d = 48
+    model, population, competition, y, p = _started_competition(d, 5000, t, vectors=False)
     pool = competition.pool
     pool.renew = lambda *args: None  # compare the step alone, before the pool's renewal (eq. 98)
     C, w, norm2, alive = pool.C.copy(), pool.w.copy(), pool.norm2.copy(), pool.alive.copy()
     r_orth = np.where(alive, np.maximum(norm2 - C ** 2 - w ** 2, 0.0), 0.0)
     assert d >= 2 + CAPACITY
-    means = np.zeros((n, CAPACITY, d))
+    means = np.zeros((y.size, CAPACITY, d))
     means[:, :, 0], means[:, :, 1] = C, w
     means[:, np.arange(CAPACITY), 2 + np.arange(CAPACITY)] = np.sqrt(r_orth)
-    x = np.zeros((n, d))
+    x = np.zeros((y.size, d))
     x[:, 0], x[:, 1] = y, np.sqrt(p)
     y_new, p_new, _ = competition.heun_step(t, t_next, y, p)
 
@@ -221,6 +231,41 @@ def test_heun_step_of_the_explicit_classes_is_the_simulators_heun_step(t, t_next
     assert weights.sum(axis=1).max() > 0.5  # the explicit classes carry the others' weight: the pull matters
     perp = x_new[:, 1:]
     np.testing.assert_allclose(y_new, x_new[:, 0], rtol=1e-12)
+    np.testing.assert_allclose(p_new, (perp * perp).sum(axis=1), rtol=1e-12)
+    w_direct = np.einsum("nkd,nd->nk", means[:, :, 1:], perp) / np.sqrt(p_new)[:, None]
+    np.testing.assert_allclose(np.where(alive, pool.w, 0.0), np.where(alive, w_direct, 0.0), rtol=1e-10, atol=1e-12)
+    assert np.abs(pool.w - w)[alive].max() > 1e-3  # the classes moved
+
+
+@pytest.mark.parametrize("t, t_next", [(0.5, 0.45), (0.03, 0.0)])
+def test_heun_step_of_the_explicit_vectors_is_the_simulators_heun_step(t, t_next):
+    """Eq. (103): with the explicit classes as vectors, Competition.heun_step is the simulator's Heun
+    stepper for any geometry. At d = 10, each particle's explicit classes (up to CAPACITY = 40 of them in
+    9 dimensions) overlap, which eq. (101)'s frame cannot hold; built as d-dimensional vectors and stepped
+    by steppers.heun, x and the means give the same y, p and w_k of every explicit class, to rounding;
+    omega = -0.5, K = 300, and a step into zero noise (Euler)."""
+    d = 10
+    model, population, competition, y, p = _started_competition(d, 300, t, vectors=True)
+    pool = competition.pool
+    pool.renew = lambda *args: None  # compare the step alone, before the pool's renewal (eq. 98)
+    alive, w = pool.alive.copy(), pool.w.copy()
+    means = np.concatenate([pool.C[:, :, None], pool.Z], axis=2)
+    np.testing.assert_allclose((means ** 2).sum(axis=2)[alive], pool.norm2[alive], rtol=1e-12)
+    assert alive.sum(axis=1).max() > d - 1  # more explicit classes than the d - 1 directions: not orthogonal
+    x = np.concatenate([y[:, None], competition.xperp], axis=1)
+    np.testing.assert_allclose((competition.xperp ** 2).sum(axis=1), p, rtol=1e-12)
+    y_new, p_new, _ = competition.heun_step(t, t_next, y, p)
+
+    def guided(z, time):
+        return _guided_in_d_dimensions(model, population, means, pool.norm2, alive, z, time)[0]
+
+    field = SimpleNamespace(process=model.process, reference_var=model.class_var, evaluate=lambda z, time: None)
+    x_new, _ = heun(field, lambda z, time, ev, towards: guided(z, time), t, t_next, x, None, guided(x, t))
+    weights = _guided_in_d_dimensions(model, population, means, pool.norm2, alive, x, t)[1]
+    assert weights.sum(axis=1).max() > 0.5  # the explicit classes carry the others' weight: the pull matters
+    perp = x_new[:, 1:]
+    np.testing.assert_allclose(y_new, x_new[:, 0], rtol=1e-12)
+    np.testing.assert_allclose(competition.xperp, perp, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(p_new, (perp * perp).sum(axis=1), rtol=1e-12)
     w_direct = np.einsum("nkd,nd->nk", means[:, :, 1:], perp) / np.sqrt(p_new)[:, None]
     np.testing.assert_allclose(np.where(alive, pool.w, 0.0), np.where(alive, w_direct, 0.0), rtol=1e-10, atol=1e-12)
@@ -274,3 +319,5 @@ def test_bad_class_counts():
             finite_d_prediction(16, 1.0, alpha=alpha)
     with pytest.raises(ValueError, match="sampler"):
         finite_d_prediction(16, 1.0, alpha=0.2, sampler=cp.Sampler(kind="ode", method="euler"))
+    with pytest.raises(ValueError, match="exact_pulls"):
+        finite_d_prediction(16, -0.5, alpha=0.2, exact_pulls="yes")
