@@ -228,6 +228,9 @@ def _case(alpha, omega, sampler, dims, draws=4, known_failure=None):
     _case(0.2, -0.5, "ode", (16,), draws=16, known_failure=ODE_NEGATIVE_GUIDANCE_GAP),
     _case(0.2, -0.5, "ode", (32,), draws=16),
     _case(0.2, 3.0, "ode", (16,), draws=16, known_failure=FEW_EXPLICIT_CLASSES_GAP),
+    # K = 25 at omega = 1, where the stored campaign's four draws had var_perp at -3.6 SE: with 16 live draws
+    # -0.0015 +- 0.0009 (-1.5 SE), the draw's shared mean S = 0.0015 +- 0.0002 (docs/theory.md eq. 104)
+    _case(0.2, 1.0, "ode", (16,), draws=16),
 ])
 def test_finite_d_predictions_match_simulation_at_each_d(alpha, omega, sampler, dims, draws):
     """Finite-size acceptance without a fitted allowance: at each d, ``draws`` draws of the means (model
