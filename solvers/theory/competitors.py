@@ -306,8 +306,9 @@ class Competition:
         return np.einsum("nk,nkd->nd", weights, self.pool.Z) + tilt[:, None] * xperp
 
     def _renew_vectors(self, t_next, y_new, xperp_new):
-        """With vectors: (p', the new x_perp's coordinate along the old direction), the explicit classes'
-        w at the new direction, and the renewal of the pool at t_next (eqs. 98, 103)."""
+        """With vectors: move x_perp to ``xperp_new``, the explicit classes' w to its direction, and renew
+        the pool at t_next with the cosine between the old and new directions as phi (eqs. 98, 103).
+        Returns p' = |x_perp'|^2."""
         old = self.xperp / np.linalg.norm(self.xperp, axis=1)[:, None]
         p_new = (xperp_new * xperp_new).sum(axis=1)
         direction = xperp_new / np.sqrt(p_new)[:, None]
