@@ -78,7 +78,7 @@ class MeanFieldPrediction:
     t_condensation_stderr: float | None = None
     #: finite-d only: the mean target posterior p(c|x_t) at the end of sampling, and its Monte-Carlo
     #: error. It decides whether t* exists (it must reach 1/2), and is compared with a simulation's
-    #: ``trajectory["target_posterior"]`` at its last node where one of them condenses and the other not.
+    #: ``observable("target_posterior")`` at its last node where one of them condenses and the other not.
     target_posterior: float | None = None
     target_posterior_stderr: float | None = None
 

@@ -11,7 +11,6 @@ from cfgphase.solvers.theory.meanfield import (_conditional_transport, condensat
                                guided_prediction, prediction_grid, subexponential_distortion)
 from cfgphase.solvers.theory.scaling import extrapolate
 import cfgphase as cp
-from cfgphase.solvers.sampling.observables import pooled
 
 
 @pytest.mark.parametrize("sampler", ["ode", "sde"])
@@ -262,8 +261,8 @@ def test_finite_d_predictions_match_simulation_at_each_d(alpha, omega, sampler, 
                               target_norm=model.target_norm, seed=1000 + seed)
             assert sim.times[-1] == 0.0
             final = dict(sim.final)
-            final["target_posterior"], final["target_posterior_stderr"] = pooled(sim.trajectory["target_posterior"][-1],
-                                                                                 sim.group_counts)
+            mean, error = sim.observable("target_posterior")
+            final["target_posterior"], final["target_posterior_stderr"] = mean[-1], error[-1]
             for key, cell in cells.items():
                 cell.append((final[key], final[key + "_stderr"], getattr(pred, key), getattr(pred, key + "_stderr")))
             u = model.target_mean / np.linalg.norm(model.target_mean)
