@@ -20,7 +20,11 @@ finite d :func:`finite_d_prediction` keeps, with nothing fitted:
    that dominate it while the noise (SDE) or the rotation of the particle by those pulls (ODE, Heun's
    two stages) renews them, so the classes near the top are explicit and dynamic
    (cfgphase.solvers.theory.competitors) instead of frozen at their ranks; their pull replaces the
-   ODE's self-avoidance.
+   ODE's self-avoidance;
+5. *the draw's shared mean* (eqs. 104-105): the particles of one simulation share their other classes, so
+   the guidance moves them together and the simulator's var_perp, about the draw's own mean, is lower
+   than the population's :math:`E p/(d-1)` by S, predicted by passive test classes
+   (cfgphase.solvers.theory.shared_mean) and subtracted.
 
 The result is a Monte-Carlo estimate: it carries its standard errors (``*_stderr``).
 """
@@ -44,6 +48,7 @@ from cfgphase.solvers.theory.competitors import Competition
 from cfgphase.solvers.theory.environment import EnergyLaw, draw_environments, quenched_statistics
 from cfgphase.solvers.theory.meanfield import MeanFieldPrediction, guided_prediction
 from cfgphase.solvers.theory.reduction import over_draws, span_run
+from cfgphase.solvers.theory.shared_mean import TestClasses
 from cfgphase.solvers.theory.steps import step
 
 #: Default population size: one prediction in about 5 s on one core (benchmarks/finite_size.py).
@@ -106,7 +111,9 @@ def finite_d_prediction(d, omega=None, *, alpha=None, classes=None, guidance_sca
 
     Returns a :class:`~cfgphase.solvers.theory.meanfield.MeanFieldPrediction` with the finite-d
     statistics (``inputs['d']`` = d, ``inputs['K']`` = K), their standard errors ``*_stderr`` and no
-    bulk trajectory; ``phase_at_condensation``, ``alpha_condensation`` and
+    bulk trajectory; var_perp is the spread about the draw's own mean, as a simulation's (eq. 13): the
+    population's :math:`E p/(d-1)` less the draw's shared mean ``shared_mean`` (eq. 105; the reduction
+    for K <= d has it inside); ``phase_at_condensation``, ``alpha_condensation`` and
     ``entropy_at_condensation`` are the leading order's at :math:`\alpha = \log K/d`.
     """
     start = time.perf_counter()
@@ -306,6 +313,8 @@ def _population_run(model, kind, grid, n, rng, quenched, t_cv, exact_pulls=False
     labels = np.arange(n) % GROUPS
     posterior = []
     competition = Competition(model, pop, rng, vectors=exact_pulls) if dynamic else None
+    # the draw's shared mean (eq. 105), with its own random numbers: the population's are unchanged
+    tests = TestClasses(model, n, _spawn(rng))
     for t, t_next in zip(grid[:-1], grid[1:]):
         t, t_next = float(t), float(t_next)
         if quenched and not pop.active and len(posterior) % 2 == 0:
@@ -313,11 +322,13 @@ def _population_run(model, kind, grid, n, rng, quenched, t_cv, exact_pulls=False
         noise = None if kind == "ode" else (rng.standard_normal(n), rng.standard_normal(n),
                                            rng.chisquare(model.d - 2, n) if model.d > 2 else np.zeros(n))
         if competition is not None and competition.started:
+            tests.step(kind, t, t_next, y, p, *_linear_factor(competition, y, p, t))
             y, p, pi = competition.heun_step(t, t_next, y, p) if kind == "ode" else \
                 competition.step(t, t_next, y, p, noise)
             posterior.append(np.bincount(labels, pi, minlength=GROUPS))
         else:
             m_par, k_perp, pi, g, weights, chi2 = pop.evaluate(y, p, t)
+            tests.step(kind, t, t_next, y, p, pi, k_perp)
             posterior.append(np.bincount(labels, pi, minlength=GROUPS))
             if pop.active and pop.pushed is None and np.mean(1.0 - pi) < DONE:
                 pop.done = True
@@ -337,8 +348,12 @@ def _population_run(model, kind, grid, n, rng, quenched, t_cv, exact_pulls=False
         moments = np.array([lin * Ey + off, lin * lin * Ey2 + 2 * lin * off * Ey + off * off + V,
                             p_factor * Ep + V * (model.d - 1)])
         pop.forget_before(t_next)
-    final = competition.state(y, p, float(grid[-1]))[0] if competition is not None and competition.started else \
-        pop.evaluate(y, p, float(grid[-1]))[2]
+    if competition is not None and competition.started:
+        final, k_final = _linear_factor(competition, y, p, float(grid[-1]))
+    else:
+        _, k_final, final, _, _, _ = pop.evaluate(y, p, float(grid[-1]))
+    tests.finish(y, p, float(grid[-1]), final, k_final)
+    shared, shared_se = tests.shared_mean(labels, GROUPS)
     posterior.append(np.bincount(labels, final, minlength=GROUPS))
 
     def controlled(values, control, exact):
@@ -353,7 +368,24 @@ def _population_run(model, kind, grid, n, rng, quenched, t_cv, exact_pulls=False
     end, end_se = pooled(posterior[-1] / counts, counts)
     return dict(mean_y=mean_y, mean_y_se=mean_y_se, var_y=(mean_y2 - mean_y ** 2) * n / (n - 1), mean_p=mean_p,
                 mean_p_se=mean_p_se, t_c=t_c, t_c_se=t_c_se, posterior=float(end), posterior_se=float(end_se),
-                quenched_active=pop.active)
+                quenched_active=pop.active, shared_mean=shared, shared_mean_se=shared_se)
+
+
+def _spawn(rng):
+    """An independent generator from ``rng`` that leaves its stream as it is (numpy's spawn), or, for a
+    generator without a seed sequence, one seeded from it."""
+    try:
+        return rng.spawn(1)[0]
+    except (TypeError, ValueError):
+        return np.random.default_rng(rng.integers(2 ** 63))
+
+
+def _linear_factor(competition, y, p, t):
+    r"""(pi_c, k) of the explicit classes' population at (y, p, t): the target posterior and the guided
+    estimate's part orthogonal to :math:`\mu_c` per unit of :math:`x_\perp` from the classes below the
+    threshold, :math:`k = -g\sigma_\mu\,\pi_{rest}\bar\zeta_{rest}/|x|` (eq. 98), for the test classes of eq. (105)."""
+    pi, g, _, _, _, tilt = competition.state(y, p, t)
+    return pi, -g * math.sqrt(competition.model.mean_var) * tilt
 
 
 def _negative_somewhere(omega, grid):
@@ -400,8 +432,11 @@ def _prediction(model, kind, grid, run, leading, **record):
     distortion of eq. (13) at dimension d without its finite-B terms, and their standard errors."""
     d, s2, n = model.d, model.class_var, record["particles"]
     ratio = run["mean_y"] / model.target
-    var_par, var_perp = run["var_y"], run["mean_p"] / (d - 1)
-    ratio_se, var_perp_se = run["mean_y_se"] / model.target, run["mean_p_se"] / (d - 1)
+    # the population's E p/(d - 1) less the draw's shared mean S (eq. 104): the spread about the draw's
+    # own mean, as the simulator's var_perp and the reduction's (eq. 63, where S is already inside)
+    shared, shared_se = run.get("shared_mean"), run.get("shared_mean_se")
+    var_par, var_perp = run["var_y"], run["mean_p"] / (d - 1) - (shared or 0.0)
+    ratio_se, var_perp_se = run["mean_y_se"] / model.target, math.hypot(run["mean_p_se"] / (d - 1), shared_se or 0.0)
     var_par_se = run.get("var_y_se", var_par * math.sqrt(2.0 / (n - 1)))
 
     def excess(v):  # v/s^2 - 1 - log(v/s^2): one direction's KL, times 2
@@ -420,4 +455,5 @@ def _prediction(model, kind, grid, run, leading, **record):
         leading.phase_at_condensation, leading.nfev, finite, message, None, leading.alpha_condensation,
         leading.entropy_at_condensation, mean_ratio_stderr=ratio_se, var_par_stderr=var_par_se,
         var_perp_stderr=var_perp_se, distortion_stderr=distortion_se, t_condensation_stderr=t_c_se,
-        target_posterior=run["posterior"], target_posterior_stderr=run["posterior_se"])
+        target_posterior=run["posterior"], target_posterior_stderr=run["posterior_se"], shared_mean=shared,
+        shared_mean_stderr=shared_se)

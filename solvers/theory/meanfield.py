@@ -81,6 +81,11 @@ class MeanFieldPrediction:
     #: ``observable("target_posterior")`` at its last node where one of them condenses and the other not.
     target_posterior: float | None = None
     target_posterior_stderr: float | None = None
+    #: finite-d population only: the draw's shared mean S of eqs. (104)-(105), already subtracted from
+    #: ``var_perp`` (which is the spread about the draw's own mean, as a simulation's); ``var_perp + shared_mean``
+    #: is the second moment about zero. None where it is not separate (the reduction of eq. 63, d -> infinity).
+    shared_mean: float | None = None
+    shared_mean_stderr: float | None = None
 
     def summary(self):
         """The flat JSON-ready record, with the statistic names of a simulation (None: not defined)."""
@@ -93,6 +98,8 @@ class MeanFieldPrediction:
         out.update({key: value for key in STDERR_KEYS if (value := getattr(self, key)) is not None})
         if self.target_posterior is not None:
             out.update(target_posterior=self.target_posterior, target_posterior_stderr=self.target_posterior_stderr)
+        if self.shared_mean is not None:
+            out.update(shared_mean=self.shared_mean, shared_mean_stderr=self.shared_mean_stderr)
         return out
 
     def trajectory(self, times):

@@ -1,0 +1,136 @@
+"""The draw's shared mean (docs/theory.md eqs. 104-105): the test classes' step against the simulator's
+steppers, and the prediction's limits and Monte-Carlo error. The comparison with simulated S is in the
+slow acceptance test (tests/solvers/theory/test_meanfield.py)."""
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from cfgphase.physics.processes import get_process
+from cfgphase.solvers.sampling.steppers import exponential, heun
+from cfgphase.solvers.theory import finite_d
+from cfgphase.solvers.theory.finite_d import finite_d_prediction
+from cfgphase.solvers.theory import shared_mean  # the module, so that pytest does not collect its TestClasses
+
+
+def _one_other_class(omega, n=7, d=6, seed=3):
+    """The target and one other class in d dimensions (sigma_mu^2 = 1.3, s^2 = 0.25, OU), n particles,
+    and the test classes reduced to that one class with its overlap: (model, mu_c, mu_k, x, tests)."""
+    rng = np.random.default_rng(seed)
+    model = finite_d._Model(d, 2, 0.9, 1.3, 0.25, get_process("ou"), omega)
+    mu_c = np.zeros(d)
+    mu_c[0] = model.target
+    mu_k = math.sqrt(model.mean_var) * rng.standard_normal(d)
+    mu_k[0] = 0.8 * model.target  # near the target: it carries weight
+    x = 0.5 * (mu_c + mu_k) + 0.1 * rng.standard_normal((n, d))  # between the two: both carry weight
+    tests = shared_mean.TestClasses(model, n, rng)
+    sigma = math.sqrt(model.mean_var)
+    tests.C = np.array([mu_k[0] / sigma])
+    tests.R = np.array([mu_k[1:] @ mu_k[1:] / model.mean_var])
+    tests.W = np.ones(1)
+    tests.q = np.zeros((n, 1))
+    tests.o = (x[:, 1:] @ mu_k[1:])[:, None] / sigma
+    return model, mu_c, mu_k, x, tests
+
+
+def _guided(model, mu_c, mu_k, x, t):
+    """The CFG estimate of the class mean with the two classes, directly in d dimensions (eq. 7)."""
+    a, gamma, _ = model.at(t)
+    means = np.stack([mu_c, mu_k])
+    logits = -((x[:, None, :] - a * means[None]) ** 2).sum(axis=2) / (2 * gamma)
+    post = np.exp(logits - logits.max(axis=1, keepdims=True))
+    post /= post.sum(axis=1, keepdims=True)
+    w = finite_d.weight_at(model.omega, t)
+    return (1 + w) * mu_c - w * post @ means, post[:, 1]
+
+
+def _reduced(x, mu_c):
+    u = mu_c / np.linalg.norm(mu_c)
+    y = x @ u
+    return y, (x * x).sum(axis=1) - y * y
+
+
+@pytest.mark.parametrize("omega", [-0.7, 2.0])
+@pytest.mark.parametrize("t, t_next", [(0.5, 0.45), (0.03, 0.0)])
+def test_heun_step_of_a_test_class_is_the_simulators_heun_step(omega, t, t_next):
+    """Eq. (105), probability flow: with the target and the one class as the whole mixture (pi_c of the
+    rest = 1, k = 0), a test class's overlap o and displacement q over a Heun step are those of the
+    simulator's stepper on the d-dimensional x, to rounding, when its second stage is evaluated at the
+    predictor (the population evaluates it at the step's end). Checks the log-weight against the target,
+    its units (sigma_mu != 1) and the sign of the pull for both signs of omega; a step into zero noise
+    (Euler) too."""
+    model, mu_c, mu_k, x, tests = _one_other_class(omega)
+    sigma, ones = math.sqrt(model.mean_var), np.ones(x.shape[0])
+    m, weight = _guided(model, mu_c, mu_k, x, t)
+    assert 0.05 < weight.mean() < 0.95  # the class competes with the target
+    field = SimpleNamespace(process=model.process, reference_var=model.class_var, evaluate=lambda z, time: None)
+    x_new, _ = heun(field, lambda z, time, ev, towards: _guided(model, mu_c, mu_k, z, time)[0], t, t_next, x, None, m)
+    y, p = _reduced(x, mu_c)
+    tests.step("ode", t, t_next, y, p, ones, 0.0 * ones)
+    if tests.pending is not None:
+        A, B = model.process.ode_coefficients(t, model.class_var)
+        y_pred, p_pred = _reduced(x + (t_next - t) * (A * x + B * m), mu_c)
+        tests.finish(y_pred, p_pred, t_next, ones, 0.0 * ones)
+    np.testing.assert_allclose(tests.o[:, 0], x_new[:, 1:] @ mu_k[1:] / sigma, rtol=1e-12)
+    # x_perp moves by its linear factor (Heun's composite of A_t) plus q along mu_k_perp
+    h, (A1, _), (A2, _) = t_next - t, *(model.process.ode_coefficients(time, model.class_var) for time in (t, t_next))
+    f = 1 + h * A1 if float(model.process.var(t_next)) == 0.0 else 1 + 0.5 * h * (A1 + A2 * (1 + h * A1))
+    np.testing.assert_allclose(x_new[:, 1:], f * x[:, 1:] + tests.q * mu_k[1:], rtol=1e-10, atol=1e-12)
+    assert np.all(np.sign(tests.q) == -np.sign(omega))  # pushed away (omega > 0) or pulled toward (omega < 0)
+
+
+@pytest.mark.parametrize("omega", [-0.7, 2.0])
+def test_sde_step_of_a_test_class_is_the_simulators_exponential_step(omega):
+    """Eq. (105), SDE: the exact transition with the estimate frozen (eq. 12) moves o and q as the simulator's
+    exponential stepper moves x, with the noise zero on both sides (the test classes' own noise along the
+    class, sqrt(V R) eta, through their generator)."""
+    model, mu_c, mu_k, x, tests = _one_other_class(omega)
+    sigma, ones, t, t_next = math.sqrt(model.mean_var), np.ones(x.shape[0]), 0.4, 0.37
+    m, _ = _guided(model, mu_c, mu_k, x, t)
+    field = SimpleNamespace(process=model.process, reference_var=model.class_var)
+    x_new, _ = exponential(field, None, t, t_next, x, None, m, np.zeros_like(x))
+    y, p = _reduced(x, mu_c)
+    tests.rng = SimpleNamespace(standard_normal=lambda shape: np.zeros(shape))
+    tests.step("sde", t, t_next, y, p, ones, 0.0 * ones)
+    np.testing.assert_allclose(tests.o[:, 0], x_new[:, 1:] @ mu_k[1:] / sigma, rtol=1e-12)
+    r = model.process.reverse_transition(t, t_next, model.class_var)[0]
+    np.testing.assert_allclose(x_new[:, 1:], r * x[:, 1:] + tests.q * mu_k[1:], rtol=1e-12, atol=1e-14)
+
+
+def test_class_nodes_integrate_the_prior_of_one_class():
+    """The quadrature of eq. (105) integrates polynomials of C ~ N(0, 1) and R ~ chi^2_{d-1} exactly: the
+    moments E C^2 = 1, E C^4 = 3, E R = d - 1, Var R = 2(d - 1), E R^3, at d = 3, 16 and 1024 (where
+    scipy's generalised Laguerre weights overflow)."""
+    for d in (3, 16, 1024):
+        C, R, W = shared_mean.class_nodes(d)
+        k = d - 1
+        assert W.sum() == pytest.approx(1.0, rel=1e-13)
+        assert (W * C ** 2).sum() == pytest.approx(1.0, rel=1e-12)
+        assert (W * C ** 4).sum() == pytest.approx(3.0, rel=1e-12)
+        assert (W * R).sum() == pytest.approx(k, rel=1e-12)
+        assert (W * (R - k) ** 2).sum() == pytest.approx(2 * k, rel=1e-9)
+        assert (W * R ** 3).sum() == pytest.approx(k * (k + 2) * (k + 4), rel=1e-9)
+
+
+def test_no_guidance_no_shared_mean():
+    """Without guidance the particles of one draw sample the conditional law exactly and share no mean:
+    S = 0 and var_perp is the population's E p/(d - 1) (eq. 104)."""
+    pred = finite_d_prediction(16, 0.0, alpha=0.2, sampler="sde", particles=400, seed=2)
+    assert pred.shared_mean == 0.0 and pred.shared_mean_stderr == 0.0
+    assert pred.summary()["shared_mean"] == 0.0
+
+
+def test_shared_mean_error_matches_the_scatter_over_population_seeds():
+    """The jackknife error of S (eq. 105) against its scatter over 8 population seeds (alpha = 0.2,
+    omega = 3, ODE, d = 16, K = 25, 600 particles, annealed others: fast): sqrt(chi2_7 / 7) lies in
+    [0.45, 1.5] with 95 % probability. S is resolved (more than 5 errors) and the reduction (K <= d)
+    does not report it."""
+    preds = [finite_d_prediction(16, 3.0, alpha=0.2, sampler="ode", particles=600, quenched=False, seed=s)
+             for s in range(8)]
+    values = np.array([p.shared_mean for p in preds])
+    reported = np.sqrt(np.mean([p.shared_mean_stderr ** 2 for p in preds]))
+    assert 0.45 < np.std(values, ddof=1) / reported < 1.5, (values, reported)
+    assert values.mean() > 5 * reported
+    assert finite_d_prediction(16, 3.0, classes=12, sampler="ode", particles=200).shared_mean is None
