@@ -97,8 +97,9 @@ def finite_d_prediction(d, omega=None, *, alpha=None, classes=None, guidance_sca
     particles : int
         Population size (the Monte-Carlo error falls as its inverse square root).
     quenched : bool
-        False keeps the annealed partition function of the others (eqs. 50-55 only). For K <= d the
-        exact reduction (eq. 63) is used, to which it does not apply. With a weight that is negative
+        False keeps the annealed partition function of the others (eqs. 50-55 only): no draw of the
+        means, so no shared mean either (``shared_mean`` None, eq. 105). For K <= d the exact reduction
+        (eq. 63) is used, to which it does not apply. With a weight that is negative
         somewhere, the other classes near the top are explicit and dynamic (eqs. 95-99 for the SDE,
         100-102 for the ODE).
     exact_pulls : bool
@@ -313,8 +314,9 @@ def _population_run(model, kind, grid, n, rng, quenched, t_cv, exact_pulls=False
     labels = np.arange(n) % GROUPS
     posterior = []
     competition = Competition(model, pop, rng, vectors=exact_pulls) if dynamic else None
-    # the draw's shared mean (eq. 105), with its own random numbers: the population's are unchanged
-    tests = TestClasses(model, n, _spawn(rng))
+    # the draw's shared mean (eq. 105), with its own random numbers: the population's are unchanged; annealed
+    # others are no draw, so they share none
+    tests = TestClasses(model, n, _spawn(rng)) if quenched else None
     for t, t_next in zip(grid[:-1], grid[1:]):
         t, t_next = float(t), float(t_next)
         if quenched and not pop.active and len(posterior) % 2 == 0:
@@ -328,7 +330,8 @@ def _population_run(model, kind, grid, n, rng, quenched, t_cv, exact_pulls=False
             posterior.append(np.bincount(labels, pi, minlength=GROUPS))
         else:
             m_par, k_perp, pi, g, weights, chi2 = pop.evaluate(y, p, t)
-            tests.step(kind, t, t_next, y, p, pi, k_perp)
+            if tests is not None:
+                tests.step(kind, t, t_next, y, p, pi, k_perp)
             posterior.append(np.bincount(labels, pi, minlength=GROUPS))
             if pop.active and pop.pushed is None and np.mean(1.0 - pi) < DONE:
                 pop.done = True
@@ -352,8 +355,10 @@ def _population_run(model, kind, grid, n, rng, quenched, t_cv, exact_pulls=False
         final, k_final = _linear_factor(competition, y, p, float(grid[-1]))
     else:
         _, k_final, final, _, _, _ = pop.evaluate(y, p, float(grid[-1]))
-    tests.finish(y, p, float(grid[-1]), final, k_final)
-    shared, shared_se = tests.shared_mean(labels, GROUPS)
+    shared = shared_se = None
+    if tests is not None:
+        tests.finish(y, p, float(grid[-1]), final, k_final)
+        shared, shared_se = tests.shared_mean(labels, GROUPS)
     posterior.append(np.bincount(labels, final, minlength=GROUPS))
 
     def controlled(values, control, exact):
