@@ -161,8 +161,9 @@ class CompetitorPool:
         correlation :math:`\varphi = A_\parallel/\sqrt{p'}` of :math:`\hat x_\perp` over the step
         (None at the first call: every class above the threshold is added). A class drawn above the
         threshold now is an entrant when the natural dynamics run backwards over the step take it
-        below the threshold of the previous time: the w of an independent class is a stationary
-        Gaussian AR(1) with coefficient :math:`\varphi`, which is reversible. With vectors,
+        below the threshold of the previous time: the w of an independent class is a Gaussian AR(1)
+        with coefficient :math:`\varphi` and its own innovation variance
+        :math:`(1-\varphi^2)R'/(d-2)`, :math:`R' = n - C^2 - w^2` (eq. 96), reversible. With vectors,
         ``direction`` (n, d - 1) is :math:`\hat x_\perp` and an entrant's own direction :math:`e_k` is
         drawn uniformly orthogonal to it (eq. 103)."""
         self.alive &= self.energies(beta, c, y, p) > threshold[:, None]
@@ -178,7 +179,9 @@ class CompetitorPool:
         if along_over_norm is not None and self.previous is not None:
             beta0, c0, y0, p0, threshold0 = self.previous
             phi = np.clip(along_over_norm[owner], -1.0, 1.0)
-            w_before = phi * w + np.sqrt(1.0 - phi * phi) * rng.standard_normal(owner.size)
+            # the class's own innovation (eq. 96): the step's turn of x_perp seen along its orthogonal part R'
+            r_orth = np.maximum(norm2 - C * C - w * w, 0.0)
+            w_before = phi * w + np.sqrt((1.0 - phi * phi) * r_orth / max(self.d - 2, 1)) * rng.standard_normal(owner.size)
             e_before = beta0 * (y0[owner] * C + np.sqrt(p0[owner]) * w_before) - 0.5 * c0 * norm2
             entrant = e_before < threshold0[owner]
             owner, C, w, norm2 = owner[entrant], C[entrant], w[entrant], norm2[entrant]
