@@ -261,13 +261,16 @@ def test_theory_json_has_the_contract_keys(capsys):
 
 def test_theory_d_gives_the_finite_d_prediction_with_its_errors(capsys):
     """--d D: the finite-d prediction at D (K = --classes, alpha = log K / D), the same numbers as the
-    API's for the same population seed, with *_stderr keys."""
+    API's for the same population seed and grid (--steps), with *_stderr keys."""
+    from cfgphase.solvers.sampling.sampler import Sampler
     from cfgphase.solvers.theory.finite_d import finite_d_prediction
 
-    _, out, _ = run_cli(capsys, "theory", "--classes", "2165", "--d", "24", "--particles", "400", "--json")
+    _, out, _ = run_cli(capsys, "theory", "--classes", "2165", "--d", "24", "--particles", "400", "--steps", "60",
+                        "--json")
     record = json.loads(out)
     assert record["alpha"] == pytest.approx(np.log(2165) / 24) and record["d"] == 24 and record["K"] == 2165
-    assert record["mean_ratio"] == finite_d_prediction(24, 1.0, classes=2165, particles=400).mean_ratio
+    api = finite_d_prediction(24, 1.0, classes=2165, particles=400, sampler=Sampler(kind="ode", steps=60))
+    assert record["mean_ratio"] == api.mean_ratio
     assert record["mean_ratio_stderr"] > 0 and record["var_perp_stderr"] > 0
 
 
