@@ -49,6 +49,12 @@ def log_mean_weight(b, c, d):
     return -0.5 * d * math.log1p(c) + b * b / (2.0 * (1.0 + c))
 
 
+def orthogonal_norm2(norm2, C, w):
+    r""":math:`R' = n - C^2 - w^2`, a class's squared norm orthogonal to u and :math:`\hat x_\perp` (eq. 95),
+    elementwise, floored at 0."""
+    return np.maximum(norm2 - C * C - w * w, 0.0)
+
+
 def _window(b, c, level):
     r"""The :math:`\zeta` interval where :math:`b\zeta - \tfrac c2\zeta^2 > \text{level}`, as the upper-tail
     probabilities of its ends, :math:`\bar\Phi(\zeta_-)` and :math:`\bar\Phi(\zeta_+)` (both 0 where it is empty)."""
@@ -149,7 +155,7 @@ class CompetitorPool:
         :math:`A_\parallel`; ``pull`` (n, S) the particle's displacement along each class's own
         orthogonal direction :math:`e_k` per :math:`\sqrt{R'_k}` (SDE: :math:`-c_{step}\,g\,\sigma_\mu\pi_k`;
         ODE: :math:`\kappa_k` of eq. 100); ``eta`` (n, S) the standard normal noise along :math:`e_k`."""
-        r_orth = np.maximum(self.norm2 - self.C ** 2 - self.w ** 2, 0.0)
+        r_orth = orthogonal_norm2(self.norm2, self.C, self.w)
         w_new = (along[:, None] * self.w + pull * r_orth
                  + np.sqrt(noise_var * r_orth) * eta) / np.sqrt(p_new)[:, None]
         self.w = np.where(self.alive, w_new, 0.0)
@@ -180,8 +186,8 @@ class CompetitorPool:
             beta0, c0, y0, p0, threshold0 = self.previous
             phi = np.clip(along_over_norm[owner], -1.0, 1.0)
             # the class's own innovation (eq. 96): the step's turn of x_perp seen along its orthogonal part R'
-            r_orth = np.maximum(norm2 - C * C - w * w, 0.0)
-            w_before = phi * w + np.sqrt((1.0 - phi * phi) * r_orth / max(self.d - 2, 1)) * rng.standard_normal(owner.size)
+            turn = (1.0 - phi * phi) * orthogonal_norm2(norm2, C, w) / max(self.d - 2, 1)
+            w_before = phi * w + np.sqrt(turn) * rng.standard_normal(owner.size)
             e_before = beta0 * (y0[owner] * C + np.sqrt(p0[owner]) * w_before) - 0.5 * c0 * norm2
             entrant = e_before < threshold0[owner]
             owner, C, w, norm2 = owner[entrant], C[entrant], w[entrant], norm2[entrant]
@@ -192,7 +198,7 @@ class CompetitorPool:
             e = rng.standard_normal((owner.size, self.d - 1))
             e -= np.einsum("nd,nd->n", e, along)[:, None] * along
             e /= np.linalg.norm(e, axis=1)[:, None]
-            Z = w[:, None] * along + np.sqrt(np.maximum(norm2 - C * C - w * w, 0.0))[:, None] * e
+            Z = w[:, None] * along + np.sqrt(orthogonal_norm2(norm2, C, w))[:, None] * e
         self._insert(owner, C, w, norm2, beta * (y[owner] * C + np.sqrt(p[owner]) * w) - 0.5 * c * norm2,
                      self.energies(beta, c, y, p), Z)
 
@@ -342,7 +348,7 @@ class Competition:
             return y_new, self._renew_vectors(t_next, y_new, xperp_new), pi
         along = r * np.sqrt(p) - coef * g * s * along_perp + math.sqrt(V) * xi2
         pull = -coef * g * s
-        r_orth = np.where(pool.alive, np.maximum(pool.norm2 - pool.C ** 2 - pool.w ** 2, 0.0), 0.0)
+        r_orth = np.where(pool.alive, orthogonal_norm2(pool.norm2, pool.C, pool.w), 0.0)
         eta = self.rng.standard_normal(r_orth.shape)
         orth = (pull ** 2 * (weights ** 2 * r_orth).sum(axis=1)
                 + 2 * pull * math.sqrt(V) * (weights * np.sqrt(r_orth) * eta).sum(axis=1) + V * chi)
@@ -372,7 +378,7 @@ class Competition:
         pi, g, weights, along_u, along_perp, _ = self.state(y, p, t)
         A, B = m.process.ode_coefficients(t, m.class_var)
         root = np.sqrt(p)
-        r_orth = np.where(pool.alive, np.maximum(pool.norm2 - pool.C ** 2 - pool.w ** 2, 0.0), 0.0)
+        r_orth = np.where(pool.alive, orthogonal_norm2(pool.norm2, pool.C, pool.w), 0.0)
         vy1 = A * y + B * ((1 + g) * M - g * s * along_u)
         vperp1 = A * root - B * g * s * along_perp
         kappa1 = (-B * g * s)[:, None] * weights  # velocity along e_k per sqrt(R'_k), eq. 100
