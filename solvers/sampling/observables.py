@@ -48,9 +48,10 @@ A data model adds the copy statistics of :func:`copy_statistics` (eq. 69); one o
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
-from typing import NamedTuple
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -62,14 +63,20 @@ REFERENCE_SAMPLES = 2048
 QUANTILES = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9)
 
 
-class State(NamedTuple):
-    """What an observable sees at one time."""
+@dataclass(frozen=True)
+class State:
+    """What an observable sees at one time; what several observables share is computed once, when first asked for."""
 
     t: float
     x: np.ndarray  #: (B, d)
     ev: object  #: cfgphase.solvers.score.fields.Evaluation at (x, t)
     guided: np.ndarray | None  #: (B, d) guided class-mean estimate of the step from t (None at the last node)
     field: object
+
+    @functools.cached_property
+    def guided_denoised_norm(self):
+        r"""(B,) :math:`|D_\omega|`, the norm of the guided denoiser (``denoised_norm`` and its ratio)."""
+        return np.linalg.norm(_denoised(self, self.guided), axis=1)
 
 
 def overlap(s):
@@ -130,13 +137,13 @@ def _denoised(s, m):
 
 
 def denoised_norm(s):
-    return _not_stepped(s) if s.guided is None else np.linalg.norm(_denoised(s, s.guided), axis=1)
+    return _not_stepped(s) if s.guided is None else s.guided_denoised_norm
 
 
 def denoised_norm_ratio(s):
     if s.guided is None:
         return _not_stepped(s)
-    return np.linalg.norm(_denoised(s, s.guided), axis=1) / np.linalg.norm(_denoised(s, s.ev.cond), axis=1)
+    return s.guided_denoised_norm / np.linalg.norm(_denoised(s, s.ev.cond), axis=1)
 
 
 TRAJECTORY = {

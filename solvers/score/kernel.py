@@ -33,6 +33,7 @@ import functools
 import math
 import os
 import queue
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numba as nb
@@ -308,7 +309,40 @@ def _lanes(pid, lanes):
     scheduled before the call goes on; slowest when the other core is busy), 2.1 s of a 14 s default
     ``cfgphase simulate`` on 2 busy cores.
     """
-    return ThreadPoolExecutor(lanes, thread_name_prefix=f"cfgphase-{pid}")
+    return ThreadPoolExecutor(lanes, thread_name_prefix=f"cfgphase-{pid}", initializer=_keep_work_arrays)
+
+
+#: ``arrays``, (name, dtype) -> 1-d array: the work arrays of each of the kernel's own threads (:func:`_work_array`)
+_work = threading.local()
+
+
+def _keep_work_arrays():
+    _work.arrays = {}
+
+
+def _work_array(name, shape, dtype):
+    """Work array ``name`` of ``shape`` and ``dtype`` of the calling thread, one of the kernel's own, uninitialised.
+
+    Kept from call to call (grown when too small) while it holds at most BUFFER_BYTES: the logit buffer at the
+    default chunk, the accumulators up to d = 256 in float64, at most three such arrays per thread. Fresh ones in
+    every call cost about 480 new pages per call of a default ``cfgphase simulate`` on 2 threads, 1.1-1.5 ms of
+    page faults.
+    """
+    size = math.prod(shape)
+    if size * dtype.itemsize > BUFFER_BYTES:
+        return np.empty(shape, dtype=dtype)
+    array = _work.arrays.get((name, dtype))
+    if array is None or array.size < size:
+        array = _work.arrays[name, dtype] = np.empty(size, dtype=dtype)
+    return array[:size].reshape(shape)
+
+
+def _block_state(rows, d, dtype):
+    """A fresh online softmax state (run_sum, run_w, acc, T, pending) for a block of ``rows`` rows streamed
+    in one call, acc and T on the thread's work arrays (:func:`_work_array`)."""
+    acc = _work_array("acc", (rows, d), np.dtype(np.float64))
+    acc.fill(0.0)
+    return np.zeros(rows), np.zeros(rows), acc, _work_array("T", (rows, d), dtype), np.zeros(1, dtype=np.int64)
 
 
 def default_chunk(rows, itemsize, K):
@@ -381,27 +415,38 @@ def posterior_moments(x, means, scale, bias, chunk=None, threads=None, hint=None
     if d_means != d:
         raise ValueError(f"shapes do not match: x {x.shape}, means ({K}, {d_means})")
     if hint is not None:
-        hint = np.broadcast_to(np.asarray(hint), (B,))
+        hint = np.asarray(hint)
         if hint.dtype.kind not in "iu" or np.any(hint < 0) or np.any(hint >= K):
             raise ValueError(f"hint must hold class indices in [0, {K - 1}]")
+        hint = hint if hint.ndim == 0 else np.broadcast_to(hint, (B,))
     rows, chunk, lanes = block_layout(B, K, x.dtype.itemsize, threads, chunk)
     out = (np.empty((B, d), dtype=x.dtype), np.empty(B), np.empty(B), np.zeros(B, dtype=np.int64))
     if hint is None:
         run_max = np.full(B, -np.inf, dtype=x.dtype)
     else:  # start from the hinted class's logit: its own chunk is never skipped
-        classes, where = np.unique(hint, return_inverse=True)
+        classes, where = (hint[None], None) if hint.ndim == 0 else np.unique(hint, return_inverse=True)
         if generated:
             hinted = means.rows(classes, dtype=x.dtype)[0]
             hinted_bias = np.asarray(bias[classes], dtype=x.dtype)
         else:
             hinted, hinted_bias = means[classes], bias[classes]
-        run_max = (scale * np.einsum("ij,ij->i", x, hinted[where]) + hinted_bias[where]).astype(x.dtype)
+        if where is None:  # one class for every row (the guidance target): its mean broadcast, not copied B times
+            hinted, hinted_bias = np.broadcast_to(hinted, (B, d)), hinted_bias[0]
+        else:
+            hinted, hinted_bias = hinted[where], hinted_bias[where]
+        run_max = (scale * np.einsum("ij,ij->i", x, hinted) + hinted_bias).astype(x.dtype)
         out[3][:] = hint
     threshold = -math.log(K / SKIP_WEIGHT) if skip else -math.inf
     blocks = [slice(i, min(i + rows, B)) for i in range(0, B, rows)]
-    states = [(np.zeros(b.stop - b.start), np.zeros(b.stop - b.start), np.zeros((b.stop - b.start, d)),
-               np.empty((b.stop - b.start, d), dtype=x.dtype), np.zeros(1, dtype=np.int64)) for b in blocks]
-    buffers = [np.empty(rows * chunk, dtype=x.dtype) for _ in range(lanes)]
+    # the kernel's own threads (two lanes or more) stream on work arrays they keep from call to call
+    # (_work_array); a caller's thread (one lane) gets them per call, as do the states of generated means,
+    # which are carried from span to span
+    if generated or lanes == 1:
+        states = [(np.zeros(b.stop - b.start), np.zeros(b.stop - b.start), np.zeros((b.stop - b.start, d)),
+                   np.empty((b.stop - b.start, d), dtype=x.dtype), np.zeros(1, dtype=np.int64)) for b in blocks]
+    else:
+        states = [None] * len(blocks)
+    buffers = [np.empty(rows * chunk, dtype=x.dtype)] if lanes == 1 else [None] * lanes
     if generated:
         # a span of SPAN_CHUNKS chunks per lane is generated by all lanes, then streamed by each block: every
         # mean entry is generated once per call, not once per block
@@ -438,8 +483,10 @@ def posterior_moments(x, means, scale, bias, chunk=None, threads=None, hint=None
         # balances a core slowed by another process (the iterator's next() is atomic under the GIL)
 
         def lane(buffer):
+            buffer = _work_array("logits", (rows * chunk,), x.dtype) if buffer is None else buffer
             return sum(_stream_rows(x[b], span_m, span_b, start, x.dtype.type(scale), chunk, threshold, run_max[b],
-                                    out[3][b], buffer, state, stop == K, out[0][b], out[1][b], out[2][b])
+                                    out[3][b], buffer, state or _block_state(b.stop - b.start, d, x.dtype),
+                                    stop == K, out[0][b], out[1][b], out[2][b])
                        for b, state in tasks)
 
         return sum(run(pool, lane, buffers))
