@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 import cfgphase as cp
-from cfgphase.solvers.theory.scaling import draw_average
+from cfgphase.solvers.theory.scaling import draw_average, exceedance_under_null
 
 ROOT = Path(__file__).resolve().parent.parent
 SIMULATIONS = ROOT / "data" / "validation" / "finite_size.csv"
@@ -169,7 +169,8 @@ def residual_table(sims, preds):
                                            for col in zip(*values))
                 res, err = draw_average(sim - fd, se, np.nan_to_num(fd_se))
                 res_inf, err_inf = (None, None) if np.any(np.isnan(inf)) else draw_average(sim - inf, se)
-                row[key] = dict(res=res, err=err, res_inf=res_inf, err_inf=err_inf)
+                row[key] = dict(res=res, err=err, res_inf=res_inf, err_inf=err_inf,
+                                p_null=exceedance_under_null(sim - fd, se, np.nan_to_num(fd_se)))
             rows.append(row)
         table[config] = rows
     return table
@@ -191,7 +192,7 @@ def fss_table(path, particles=None):
             res, err, res_inf, err_inf = (float(comparison[f"{key}_{theory}_{part}"].values[i])
                                           for theory in ("finite_d", "infinite_d") for part in ("residual", "stderr"))
             row[key] = None if np.isnan(res) else dict(res=res, err=err, res_inf=None if np.isnan(res_inf) else res_inf,
-                                                      err_inf=err_inf)
+                                                      err_inf=err_inf, p_null=None)
         rows.append(row)
     return {config: rows}
 
@@ -228,18 +229,27 @@ def report(table, seconds, source=CSV_SOURCE, note=""):
         "",
         "## Summary",
         "",
-        "| configuration | cells | finite-d within 2 SE | largest finite-d z | d -> infinity within 2 SE |"
-        " largest d -> infinity z |",
-        "|---|---|---|---|---|---|",
+        "| configuration | cells | finite-d within 2 SE | outside if it were right | largest finite-d z |"
+        " d -> infinity within 2 SE | largest d -> infinity z |",
+        "|---|---|---|---|---|---|---|",
     ]
-    body = []
+    body, calibration = [], {}
     for config in sorted(table, key=lambda c: (c[0].startswith("K"), c[0], -c[3], c[1], c[2])):
         label = f"{config[0]}, omega = {config[1]:g}, {config[2].upper()}" + \
             ("" if config[3] == 200 else f", {config[3]} steps")
         cells = [row[key] for row in table[config] for key in KEYS if row[key] is not None]
         z = np.array([c["res"] / c["err"] for c in cells])
         z_inf = np.array([c["res_inf"] / c["err_inf"] for c in cells if c["res_inf"] is not None])
-        lines.append(f"| {label} | {z.size} | {np.sum(np.abs(z) < 2)} | {z[np.argmax(np.abs(z))]:+.1f} | "
+        p_null = [c["p_null"] for c in cells]
+        expected = "" if None in p_null else f"{sum(p_null):.1f}"
+        for key in KEYS:
+            for row in table[config]:
+                if row[key] is not None and row[key]["p_null"] is not None:
+                    total = calibration.setdefault(key, [0, 0, 0.0])
+                    total[0] += 1
+                    total[1] += abs(row[key]["res"]) >= 2 * row[key]["err"]
+                    total[2] += row[key]["p_null"]
+        lines.append(f"| {label} | {z.size} | {np.sum(np.abs(z) < 2)} | {expected} | {z[np.argmax(np.abs(z))]:+.1f} | "
                      f"{np.sum(np.abs(z_inf) < 2)} | {z_inf[np.argmax(np.abs(z_inf))]:+.1f} |")
         body += [f"### {label}", "", "| d | K | n | " + " | ".join(KEYS) + " |", "|---" * (3 + len(KEYS)) + "|"]
         for row in table[config]:
@@ -253,6 +263,16 @@ def report(table, seconds, source=CSV_SOURCE, note=""):
                 out.append(f"{c['res']:+.4f} ± {c['err']:.4f} (**{c['res'] / c['err']:+.1f}**{z_inf})")
             body.append(f"| {row['d']} | {row['K']} | {row['n']} | " + " | ".join(out) + " |")
         body.append("")
+    if calibration:
+        lines += ["", "'Outside if it were right': the number of cells a correct theory would put at 2 SE or more, "
+                  "by a parametric", "bootstrap of each cell's draws (cfgphase.solvers.theory.scaling."
+                  "exceedance_under_null: each draw's residual", "normal with its simulation's and its "
+                  "prediction's errors plus the cell's draw-to-draw scatter beyond them).", "By statistic, "
+                  "outside 2 SE against that expectation:", "",
+                  "| statistic | cells | outside 2 SE | expected if the theory were right |", "|---|---|---|---|"]
+        lines += [f"| {key} | {n} | {out} | {expected:.1f} |" for key, (n, out, expected) in calibration.items()]
+        n, out, expected = (sum(v[i] for v in calibration.values()) for i in range(3))
+        lines.append(f"| all | {n} | {out} | {expected:.1f} |")
     return "\n".join(lines + ["", "## Per configuration", ""] + body) + "\n"
 
 
