@@ -13,14 +13,15 @@ finite d :func:`finite_d_prediction` keeps, with nothing fitted:
 2. *the finitely many other classes* (eqs. 56-61): each particle carries a quenched environment,
    the top of its K - 1 other classes as exact order statistics (cfgphase.solvers.theory.environment),
    frozen along its path; for the probability flow the guidance pushes the particle away from
-   its own dominant classes (self-avoidance, eq. 60), for the SDE the noise renews them (eq. 61);
+   its own dominant classes (self-avoidance, eq. 60); for the SDE the noise renews them (eq. 61), so
+   there they are explicit and dynamic (item 4) whatever the sign of the weight (eq. 106);
 3. *few classes* (eq. 63): for K <= d the posterior depends on x only through its K overlaps and the
    dynamics reduces exactly to K + 1 variables per particle, with the means drawn per particle;
-4. *negative guidance* (eqs. 95-102): the guidance pulls each particle toward the other classes
-   that dominate it while the noise (SDE) or the rotation of the particle by those pulls (ODE, Heun's
-   two stages) renews them, so the classes near the top are explicit and dynamic
-   (cfgphase.solvers.theory.competitors) instead of frozen at their ranks; their pull replaces the
-   ODE's self-avoidance;
+4. *dynamic other classes* (eqs. 95-102, 106): the noise (SDE) renews the classes that dominate a
+   particle, and negative guidance pulls it toward them while the rotation of the particle by those
+   pulls (ODE, Heun's two stages) renews them; so for the SDE, and for the ODE under negative
+   guidance, the classes near the top are explicit and dynamic (cfgphase.solvers.theory.competitors)
+   instead of frozen at their ranks; their pull replaces the ODE's self-avoidance;
 5. *the draw's shared mean* (eqs. 104-105): the particles of one simulation share their other classes, so
    the guidance moves them together and the simulator's var_perp, about the draw's own mean, is lower
    than the population's :math:`E p/(d-1)` by S, predicted by passive test classes
@@ -64,9 +65,9 @@ DRAW_SIZE = 100
 #: The quenched corrections start once |E X| or sd X exceed these (eq. 59) and stop once every
 #: particle has condensed, mean(1 - pi_c) < DONE.
 SWITCH_MEAN, SWITCH_SD, DONE = 2e-4, 0.02, 1e-5
-#: Under negative guidance the explicit, dynamic other classes (eqs. 95-102) take over from the frozen
-#: environment once the dominant one carries this posterior weight among the others on average; before,
-#: the pull toward it is negligible (docs/theory.md eq. 99).
+#: The explicit, dynamic other classes (eqs. 95-102, 106) take over from the frozen environment once the
+#: dominant one carries this posterior weight among the others on average; before, its pull and its
+#: renewal are negligible (docs/theory.md eq. 99).
 PULL_START = 0.01
 
 
@@ -99,9 +100,9 @@ def finite_d_prediction(d, omega=None, *, alpha=None, classes=None, guidance_sca
     quenched : bool
         False keeps the annealed partition function of the others (eqs. 50-55 only): no draw of the
         means, so no shared mean either (``shared_mean`` None, eq. 105). For K <= d the exact reduction
-        (eq. 63) is used, to which it does not apply. With a weight that is negative
-        somewhere, the other classes near the top are explicit and dynamic (eqs. 95-99 for the SDE,
-        100-102 for the ODE).
+        (eq. 63) is used, to which it does not apply. For the SDE, and for the ODE with a weight
+        that is negative somewhere, the other classes near the top are explicit and dynamic
+        (eqs. 95-99 and 106 for the SDE, 100-102 for the ODE).
     exact_pulls : bool
         With the explicit classes of eqs. 95-102, follow each as a vector in the complement of
         :math:`\mu_c` (eq. 103) instead of taking their pull directions orthogonal (A6): exact for any
@@ -303,7 +304,9 @@ def _population_run(model, kind, grid, n, rng, quenched, t_cv, exact_pulls=False
     r"""Integrate the population on ``grid`` (eqs. 53-54). Control variate: the same particles and
     noise driven by the annealed linear dynamics with guidance on only before t_cv (the leading
     order's t*), whose exact moments follow from the same step applied to probe values."""
-    dynamic = quenched and _negative_somewhere(model.omega, grid)
+    # the noise renews the dominant classes whatever the weight's sign (eq. 106); without noise only
+    # negative guidance moves them (eqs. 100-102)
+    dynamic = quenched and (kind == "sde" or _negative_somewhere(model.omega, grid))
     # with the explicit classes of eqs. 95-102 their pull replaces the self-avoidance of eq. 60 (eq. 102)
     pop = _Population(model, n, rng, quenched, self_avoiding=kind == "ode" and not dynamic)
     a0, gamma0, Q0 = model.at(grid[0])
@@ -394,7 +397,7 @@ def _linear_factor(competition, y, p, t):
 
 
 def _negative_somewhere(omega, grid):
-    """Whether the weight is negative at some node of the grid (the pool of eqs. 95-102 is used then)."""
+    """Whether the weight is negative at some node of the grid (the ODE's pool of eqs. 100-102 is used then)."""
     return any(weight_at(omega, float(t)) < 0 for t in grid)
 
 
