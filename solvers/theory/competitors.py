@@ -1,9 +1,9 @@
 r"""The dominant other classes of each particle as dynamic variables (docs/theory.md eqs. 95-102).
 
-The quenched environment of eqs. (56)-(60) freezes each particle's other classes at their ranks. With
-noise and negative guidance that is wrong in two opposite ways: the noise renews which classes
-dominate (eq. 61), and the guidance pulls the particle toward the classes that dominate, which raises
-their logits and keeps them on top. Here the classes near the top are explicit, each with its own
+The quenched environment of eqs. (56)-(60) freezes each particle's other classes at their ranks. That
+is wrong in two opposite ways: the noise renews which classes dominate (eq. 61; for the SDE at every
+weight, eq. 106), and negative guidance pulls the particle toward the classes that dominate, which
+raises their logits and keeps them on top. Here the classes near the top are explicit, each with its own
 coordinates relative to the particle, and both effects follow from their dynamics.
 
 Geometry (eq. 95). With :math:`u = \mu_c/|\mu_c|`, :math:`x = y\,u + x_\perp`, :math:`p = |x_\perp|^2`

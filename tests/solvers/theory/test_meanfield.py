@@ -212,7 +212,7 @@ def _case(alpha, omega, sampler, dims, draws=4, known_failure=None):
     # alpha 0.4, omega 3, SDE, d 16: var_perp +0.0033 +- 0.0014 (+2.4 SE) with the old draws of the means,
     # within 2 SE with the counter-based ones and in the stored campaign (+0.0000 +- 0.0018): chance with 4
     # draws. The SDE's var_perp residual is positive in all 21 positive-guidance cells with d >= 24 (each
-    # within 2 SE): a possible 0.4 % gap (docs/theory.md section 12.7)
+    # within 2 SE): a possible 0.4 % gap, mostly gone with eq. 106 (campaign mean z +0.79 -> +0.26; section 12.7)
     _case(0.4, 3.0, "sde", (16,)),
     _case(0.1, 1.0, "ode", (64,)),
     # 16 draws where 4 left a cell outside 2 SE (docs/theory.md section 12.7): within 2 SE with 16, the case
