@@ -242,13 +242,10 @@ def report(table, seconds, source=CSV_SOURCE, note=""):
         z_inf = np.array([c["res_inf"] / c["err_inf"] for c in cells if c["res_inf"] is not None])
         p_null = [c["p_null"] for c in cells]
         expected = "" if None in p_null else f"{sum(p_null):.1f}"
-        for key in KEYS:
-            for row in table[config]:
-                if row[key] is not None and row[key]["p_null"] is not None:
-                    total = calibration.setdefault(key, [0, 0, 0.0])
-                    total[0] += 1
-                    total[1] += abs(row[key]["res"]) >= 2 * row[key]["err"]
-                    total[2] += row[key]["p_null"]
+        for key in KEYS:  # per statistic: cells, outside 2 SE, expected outside under the null
+            for c in (row[key] for row in table[config] if row[key] is not None and row[key]["p_null"] is not None):
+                n, out, expect = calibration.get(key, (0, 0, 0.0))
+                calibration[key] = (n + 1, out + int(abs(c["res"]) >= 2 * c["err"]), expect + c["p_null"])
         lines.append(f"| {label} | {z.size} | {np.sum(np.abs(z) < 2)} | {expected} | {z[np.argmax(np.abs(z))]:+.1f} | "
                      f"{np.sum(np.abs(z_inf) < 2)} | {z_inf[np.argmax(np.abs(z_inf))]:+.1f} |")
         body += [f"### {label}", "", "| d | K | n | " + " | ".join(KEYS) + " |", "|---" * (3 + len(KEYS)) + "|"]
