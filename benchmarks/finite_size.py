@@ -5,6 +5,7 @@
     python -m benchmarks.finite_size --simulate      # first re-run the simulations with cp.simulate (hours)
     python -m benchmarks.finite_size --fss fss.h5    # the report for a `cfgphase fss` file, printed
     python -m benchmarks.finite_size --omega -0.5 --sampler sde   # re-predict only these draws, keep the others
+    python -m benchmarks.finite_size --replicate 0.1 32 1 ode --seeds 200 231   # fresh draws of one cell
 
 Simulations (data/validation/finite_size.csv, one row per draw of the means): B = 1024 particles,
 ``steps`` steps of the default log grid from the draw's ``t_max``, model and noise seed = ``seed``.
@@ -22,28 +23,44 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 import time
 from pathlib import Path
 
 import numpy as np
 
 import cfgphase as cp
-from cfgphase.solvers.theory.scaling import draw_average, exceedance_under_null
+from cfgphase.solvers.theory.scaling import draw_average, sign_flip_null
 
 ROOT = Path(__file__).resolve().parent.parent
 SIMULATIONS = ROOT / "data" / "validation" / "finite_size.csv"
 PREDICTIONS = ROOT / "data" / "validation" / "finite_size_predictions.csv"
 REPORT = ROOT / "docs" / "finite_size.md"
+REPLICATION = ROOT / "data" / "validation" / "finite_size_replication.csv"
 KEYS = ("mean_ratio", "var_par", "var_perp", "t_condensation")
 STATS = KEYS + ("distortion", "accuracy")
 RUN = ("alpha", "classes", "K", "omega", "sampler", "d", "seed", "particles", "steps", "t_max", "target_norm")
 
 
 def _model(row):
+    """The row's drawn model, for the theory (which reads its K; the row gives rho)."""
     d = int(row["d"])
     if row["classes"] is not None:
         return cp.Model(d=d, classes=int(row["classes"]), seed=int(row["seed"]))
     return cp.Model(d=d, alpha=row["alpha"], seed=int(row["seed"]))
+
+
+def _stored_draw(row):
+    """The row's own means, for the simulator. cfgphase 0.1 drew them as one block of standard normals
+    from ``SeedSequence(seed, spawn_key=(7,))``, one class per row, the target row 0; the counter-based
+    generator that replaced it (docs/theory.md eq. 64) draws other means for the same seed, so the draw
+    is rebuilt from that recipe and checked against the row's ``target_norm``."""
+    d, K = int(row["d"]), int(row["K"])
+    rng = np.random.default_rng(np.random.SeedSequence(int(row["seed"]), spawn_key=(7,)))
+    model = cp.Model(means=rng.standard_normal((K, d)))
+    if not math.isclose(model.target_norm, row["target_norm"], rel_tol=1e-9):
+        raise ValueError(f"target_norm: the rebuilt draw has {model.target_norm!r}, the row {row['target_norm']!r}")
+    return model
 
 
 def _read(path):
@@ -69,13 +86,14 @@ def _write(path, rows):
 
 
 def simulate(rows):
-    """Re-run every stored draw with the current cp.simulate (same model seed, same grid)."""
+    """Re-run every stored draw with the current cp.simulate: the same means, grid and t_max, noise seed =
+    the row's seed (the probability flow reproduces the stored row; the SDE's noise is drawn otherwise
+    since 0.2). The posterior is recorded along the path, which t_condensation needs."""
     out = []
     for row in rows:
-        model = _model(row)
+        model = _stored_draw(row)
         sim = cp.simulate(model, row["omega"], sampler=row["sampler"], particles=int(row["particles"]),
-                          steps=int(row["steps"]), t_max=None if row["steps"] == 200 else row["t_max"],
-                          seed=int(row["seed"]), save=cp.SaveAt(times=[0.0]))
+                          steps=int(row["steps"]), t_max=row["t_max"], seed=int(row["seed"]))
         final = sim.final
         new = {k: row[k] for k in RUN}
         new.update(K=model.K, t_max=sim.params["t_max"], target_norm=model.target_norm)
@@ -115,6 +133,67 @@ def predict(rows, particles=None, path=None):
         print(f"predicted d={int(new['d'])} K={int(new['K'])} {new['sampler']} omega={new['omega']:g} "
               f"seed={int(new['seed'])} in {seconds:.1f} s", flush=True)
     return out
+
+
+def replicate(alpha, d, omega, sampler, seeds, path=REPLICATION):
+    """Fresh draws of one configuration: for each model seed, the current generator's means, a simulation
+    (B = 1024, 200 steps, noise seed = model seed) and the finite-d prediction at the draw's own rho
+    (population seed 1000 + seed), appended to ``path`` one row per draw as it finishes. A cell of the
+    stored campaign that sits outside 2 SE is re-measured here on draws it has not seen."""
+    rows = _read(path) if Path(path).exists() else []
+    for seed in seeds:
+        model = cp.Model(d=d, alpha=alpha, seed=seed)
+        sim = cp.simulate(model, omega, sampler=sampler, particles=1024, steps=200, seed=seed)
+        finite = cp.predict(model, omega, sampler=cp.Sampler(kind=sampler, steps=200, t_max=sim.params["t_max"]),
+                            target_norm=model.target_norm, d=d, seed=1000 + seed)
+        row = dict(alpha=alpha, classes=None, K=model.K, omega=omega, sampler=sampler, d=d, seed=seed, particles=1024,
+                   steps=200, t_max=sim.params["t_max"], target_norm=model.target_norm)
+        for key in KEYS:
+            row[key], row[key + "_stderr"] = sim.final.get(key), sim.final.get(key + "_stderr")
+            row["finite_d_" + key] = getattr(finite, key)
+            row["finite_d_" + key + "_stderr"] = getattr(finite, key + "_stderr")
+        rows.append(row)
+        _write(path, rows)
+        print(f"replicated d={d} K={model.K} {sampler} omega={omega:g} seed={seed}", flush=True)
+    return rows
+
+
+def replication_table(rows):
+    """Markdown lines: per configuration and d, the fresh draws' mean residual per statistic, and the count
+    outside 2 SE against the sign-flip null (a draw is (alpha, d, seed): configurations at one alpha and d
+    share their draws)."""
+    groups = {}
+    for row in rows:
+        groups.setdefault((row["alpha"], row["omega"], row["sampler"], int(row["d"]), int(row["K"])), []).append(row)
+    lines = ["| configuration | d | K | draws (seeds) | " + " | ".join(KEYS) + " |", "|---" * (4 + len(KEYS)) + "|"]
+    cells = {key: [] for key in KEYS}
+    for (alpha, omega, sampler, d, K), items in sorted(groups.items()):
+        seeds = sorted(int(r["seed"]) for r in items)
+        out = []
+        for key in KEYS:
+            use = [r for r in items if r[key] is not None and r["finite_d_" + key] is not None]
+            if len(use) < 2:
+                out.append("n/a")
+                continue
+            cell = ([(alpha, d, r["seed"]) for r in use], np.array([r[key] - r["finite_d_" + key] for r in use]),
+                    np.array([r[key + "_stderr"] for r in use]),
+                    np.array([r["finite_d_" + key + "_stderr"] or 0.0 for r in use]))
+            res, err = draw_average(*cell[1:])
+            cells[key].append((cell, abs(res) >= 2 * err))
+            out.append(f"{res:+.4f} ± {err:.4f} (**{res / err:+.1f}**)")
+        lines.append(f"| alpha = {alpha:g}, omega = {omega:g}, {sampler.upper()} | {d} | {K} | "
+                     f"{len(items)} ({seeds[0]}-{seeds[-1]}) | " + " | ".join(out) + " |")
+    counts = []
+    for label, keys in (("t_condensation", KEYS[3:]), ("the other three", KEYS[:3]), ("all", KEYS)):
+        chosen = [c for key in keys for c in cells[key]]
+        if chosen:
+            _, pmf = sign_flip_null([cell for cell, _ in chosen])
+            out = sum(hit for _, hit in chosen)
+            counts.append(f"{label} {out} of {len(chosen)} (expected {pmf @ np.arange(pmf.size):.1f}, "
+                          f"P(at least as many) {pmf[out:].sum():.3f})")
+    if counts:
+        lines += ["", "Outside 2 SE against the sign-flip null: " + "; ".join(counts) + "."]
+    return lines
 
 
 def _selected(row, args):
@@ -169,8 +248,12 @@ def residual_table(sims, preds):
                                            for col in zip(*values))
                 res, err = draw_average(sim - fd, se, np.nan_to_num(fd_se))
                 res_inf, err_inf = (None, None) if np.any(np.isnan(inf)) else draw_average(sim - inf, se)
+                # a draw of the means is its family (alpha or K) and seed: it enters every weight, sampler
+                # and step count with the same seed, and the means of one seed share their leading numbers
+                # across d
+                draws = [(config[0], s["seed"]) for s, _ in items]
                 row[key] = dict(res=res, err=err, res_inf=res_inf, err_inf=err_inf,
-                                p_null=exceedance_under_null(sim - fd, se, np.nan_to_num(fd_se)))
+                                draws=(draws, sim - fd, se, np.nan_to_num(fd_se)))
             rows.append(row)
         table[config] = rows
     return table
@@ -192,7 +275,7 @@ def fss_table(path, particles=None):
             res, err, res_inf, err_inf = (float(comparison[f"{key}_{theory}_{part}"].values[i])
                                           for theory in ("finite_d", "infinite_d") for part in ("residual", "stderr"))
             row[key] = None if np.isnan(res) else dict(res=res, err=err, res_inf=None if np.isnan(res_inf) else res_inf,
-                                                      err_inf=err_inf, p_null=None)
+                                                      err_inf=err_inf, draws=None)
         rows.append(row)
     return {config: rows}
 
@@ -209,7 +292,7 @@ BEFORE_SHARED_MEAN = ("The stored finite-d predictions predate the draw's shared
                       "benchmarks.finite_size` re-predicts every draw (about two hours).")
 
 
-def report(table, seconds, source=CSV_SOURCE, note=""):
+def report(table, seconds, source=CSV_SOURCE, note="", replication=()):
     lines = [
         "# Finite-size scaling: residual / standard error per d",
         "",
@@ -233,19 +316,18 @@ def report(table, seconds, source=CSV_SOURCE, note=""):
         " d -> infinity within 2 SE | largest d -> infinity z |",
         "|---|---|---|---|---|---|---|",
     ]
-    body, calibration = [], {}
+    calibrated = [(config, key, row[key]) for config in table for row in table[config] for key in KEYS
+                  if row[key] is not None and row[key]["draws"] is not None]
+    p_null, _ = sign_flip_null([c["draws"] for _, _, c in calibrated])
+    p_cell = {id(c): p for (_, _, c), p in zip(calibrated, p_null)}
+    body = []
     for config in sorted(table, key=lambda c: (c[0].startswith("K"), c[0], -c[3], c[1], c[2])):
         label = f"{config[0]}, omega = {config[1]:g}, {config[2].upper()}" + \
             ("" if config[3] == 200 else f", {config[3]} steps")
         cells = [row[key] for row in table[config] for key in KEYS if row[key] is not None]
         z = np.array([c["res"] / c["err"] for c in cells])
         z_inf = np.array([c["res_inf"] / c["err_inf"] for c in cells if c["res_inf"] is not None])
-        p_null = [c["p_null"] for c in cells]
-        expected = "" if None in p_null else f"{sum(p_null):.1f}"
-        for key in KEYS:  # per statistic: cells, outside 2 SE, expected outside under the null
-            for c in (row[key] for row in table[config] if row[key] is not None and row[key]["p_null"] is not None):
-                n, out, expect = calibration.get(key, (0, 0, 0.0))
-                calibration[key] = (n + 1, out + int(abs(c["res"]) >= 2 * c["err"]), expect + c["p_null"])
+        expected = f"{sum(p_cell[id(c)] for c in cells):.1f}" if all(id(c) in p_cell for c in cells) else ""
         lines.append(f"| {label} | {z.size} | {np.sum(np.abs(z) < 2)} | {expected} | {z[np.argmax(np.abs(z))]:+.1f} | "
                      f"{np.sum(np.abs(z_inf) < 2)} | {z_inf[np.argmax(np.abs(z_inf))]:+.1f} |")
         body += [f"### {label}", "", "| d | K | n | " + " | ".join(KEYS) + " |", "|---" * (3 + len(KEYS)) + "|"]
@@ -260,16 +342,30 @@ def report(table, seconds, source=CSV_SOURCE, note=""):
                 out.append(f"{c['res']:+.4f} ± {c['err']:.4f} (**{c['res'] / c['err']:+.1f}**{z_inf})")
             body.append(f"| {row['d']} | {row['K']} | {row['n']} | " + " | ".join(out) + " |")
         body.append("")
-    if calibration:
+    if calibrated:
         lines += ["", "'Outside if it were right': the number of cells a correct theory would put at 2 SE or more, "
-                  "by a parametric", "bootstrap of each cell's draws (cfgphase.solvers.theory.scaling."
-                  "exceedance_under_null: each draw's residual", "normal with its simulation's and its "
-                  "prediction's errors plus the cell's draw-to-draw scatter beyond them).", "By statistic, "
-                  "outside 2 SE against that expectation:", "",
-                  "| statistic | cells | outside 2 SE | expected if the theory were right |", "|---|---|---|---|"]
-        lines += [f"| {key} | {n} | {out} | {expected:.1f} |" for key, (n, out, expected) in calibration.items()]
-        n, out, expected = (sum(v[i] for v in calibration.values()) for i in range(3))
-        lines.append(f"| all | {n} | {out} | {expected:.1f} |")
+                  "by a sign-flip", "randomization of the draws (cfgphase.solvers.theory.scaling.sign_flip_null: "
+                  "under the null each draw's", "residuals are symmetric about zero, so every pattern of signs "
+                  "of the draws is equally likely; a draw is", "flipped in all the cells it enters, since one "
+                  "draw (alpha or K, seed) enters every weight, sampler and d", "of its family with the same "
+                  "seeds, and its cells fail together). By statistic, the count outside 2 SE", "against that "
+                  "null: its mean, its 95th percentile and the probability of at least the observed count:", "",
+                  "| statistic | cells | outside 2 SE | expected if the theory were right | 95 % of the null |"
+                  " P(at least as many) |", "|---|---|---|---|---|---|"]
+        for key in (*KEYS, "all"):
+            chosen = [c for _, k, c in calibrated if key in ("all", k)]
+            _, pmf = sign_flip_null([c["draws"] for c in chosen])
+            out = sum(abs(c["res"]) >= 2 * c["err"] for c in chosen)
+            q95 = int(np.searchsorted(np.cumsum(pmf), 0.95))
+            lines.append(f"| {key} | {len(chosen)} | {out} | {pmf @ np.arange(pmf.size):.1f} | {q95} | "
+                         f"{pmf[out:].sum():.3f} |")
+    if replication:
+        lines += ["", "## Replication with fresh draws", "",
+                  "Cells outside 2 SE above, re-measured on draws of the means they have not seen (data/validation/"
+                  "finite_size_replication.csv,", "`python -m benchmarks.finite_size --replicate ALPHA D OMEGA SAMPLER "
+                  "--seeds FIRST LAST`: the current generator's means, noise", "seed = model seed, population seed "
+                  "1000 + seed); residual ± standard error (z) as above, with n - 1 degrees of", "freedom in the "
+                  "between-draw error:", "", *replication]
     return "\n".join(lines + ["", "## Per configuration", ""] + body) + "\n"
 
 
@@ -282,7 +378,21 @@ def main(argv=None):
                                                        "print the report")
     parser.add_argument("--omega", type=float, help="re-predict only the draws with this guidance weight")
     parser.add_argument("--sampler", choices=("ode", "sde"), help="re-predict only the draws of this sampler")
+    parser.add_argument("--replicate", nargs=4, metavar=("ALPHA", "D", "OMEGA", "SAMPLER"),
+                        help="simulate and predict fresh draws of one configuration (with --seeds), then the report")
+    parser.add_argument("--seeds", nargs=2, type=int, metavar=("FIRST", "LAST"), default=(200, 231),
+                        help="model seeds of --replicate, inclusive (default 200 231)")
     args = parser.parse_args(argv)
+    if args.replicate is not None:
+        alpha, d, omega, sampler = args.replicate
+        try:
+            alpha, d, omega = float(alpha), int(d), float(omega)
+        except ValueError:
+            parser.error(f"--replicate: ALPHA and OMEGA must be numbers and D an integer, got {args.replicate}")
+        if sampler not in ("ode", "sde"):
+            parser.error(f"--replicate: SAMPLER must be ode or sde, got {sampler!r}")
+        replicate(alpha, d, omega, sampler, range(args.seeds[0], args.seeds[1] + 1))
+        args.report_only = True
     if args.fss is not None:
         start = time.perf_counter()
         table = fss_table(args.fss, args.particles)
@@ -303,8 +413,9 @@ def main(argv=None):
     preds = _read(PREDICTIONS)
     seconds = np.array([p["finite_d_seconds"] for p in preds])
     note = "" if "finite_d_shared_mean" in preds[0] else BEFORE_SHARED_MEAN
+    replication = replication_table(_read(REPLICATION)) if REPLICATION.exists() else ()
     REPORT.write_text(report(residual_table(sims, preds), dict(count=seconds.size, mean=seconds.mean(),
-                                                                  max=seconds.max()), note=note))
+                                                                  max=seconds.max()), note=note, replication=replication))
     print(f"written {REPORT}")
 
 

@@ -22,27 +22,72 @@ def draw_average(residuals, stderrs, mc_errors=None):
     return float(r.mean()), math.sqrt(var)
 
 
-def exceedance_under_null(residuals, stderrs, mc_errors=None, level=2.0, samples=20000, seed=0):
-    r"""Probability that :func:`draw_average` puts a *correct* theory at least ``level`` standard errors
-    away, for a cell of n draws like this one (a parametric bootstrap, fixed ``seed``).
+def sign_flip_null(cells, level=2.0, max_patterns=4096, seed=0):
+    r"""Null distribution of the number of cells that :func:`draw_average` puts ``level`` standard errors or
+    more from zero, for cells that share draws of the means (a sign-flip randomization test).
 
-    Under the null each draw's residual is :math:`\mathcal N(0, s_i^2 + m_i^2 + \sigma_q^2)`: the
-    simulation's own error ``stderrs`` s_i, the theory's Monte-Carlo error ``mc_errors`` m_i, and the
-    draw-to-draw scatter :math:`\sigma_q^2` of the statistic at fixed K and rho that a prediction
-    averaged over draws of the other means cannot follow (plug-in: the excess of the residuals'
-    between-draw variance over the mean of :math:`s_i^2 + m_i^2`, or 0). The probability is above
-    :math:`P(|N(0,1)| \ge 2) = 0.046` when the between-draw variance (n - 1 degrees of freedom)
-    decides the error, below it when the within-draw one does."""
-    r = np.asarray(residuals, float)
-    s2 = np.square(np.asarray(stderrs, float))
-    m2 = np.zeros_like(s2) if mc_errors is None else np.square(np.asarray(mc_errors, float))
-    n = r.size
-    if n < 2:
-        return float(math.erfc(level / math.sqrt(2)))
-    q2 = max(0.0, float(r.var(ddof=1) - np.mean(s2 + m2)))
-    draws = np.random.default_rng(seed).standard_normal((samples, n)) * np.sqrt(s2 + m2 + q2)
-    var = (np.maximum(draws.var(axis=1, ddof=1), np.mean(s2)) + np.mean(m2)) / n
-    return float(np.mean(np.abs(draws.mean(axis=1)) >= level * np.sqrt(var)))
+    ``cells`` is a sequence of (draws, residuals, stderrs, mc_errors), one per cell: the ids (any
+    hashable) of the n draws the cell's residuals come from, its n residuals (simulation minus theory),
+    the simulations' errors and the theory's Monte-Carlo errors (or None), as for :func:`draw_average`.
+    Under the null each draw's residuals, over every cell it enters, are jointly symmetric about zero,
+    and draws are independent: every pattern of signs of the draws is equally likely, and flipping one
+    draw flips its residual in all its cells at once, which keeps their correlation (a draw enters the
+    cells of several guidance weights and samplers with the same means and seeds). Cells linked by shared
+    draws form a cluster, whose :math:`2^{u-1}` patterns (u draws; a global flip changes no cell) are
+    enumerated, or ``max_patterns`` of them drawn with ``seed`` when there are more; clusters are
+    independent, so the total count's distribution is the convolution of theirs. No variance is
+    plugged in: the observed magnitudes carry the draws' scatter, whatever its size.
+
+    Returns (p, pmf): p (len(cells),), each cell's probability of exceeding under the null, and pmf
+    (len(cells) + 1,), the probability of each total count 0, 1, ...; :math:`P(\text{count} \ge k)` is
+    ``pmf[k:].sum()``."""
+    if not level > 0 or int(max_patterns) < 1:
+        raise ValueError(f"level and max_patterns must be positive, got {level!r} and {max_patterns!r}")
+    cells = [(list(ids), *(np.asarray(v, float) for v in (r, se, np.zeros(len(r)) if m is None else m)))
+             for ids, r, se, m in cells]
+    for index, (ids, r, se, m) in enumerate(cells):
+        if not 0 < len(ids) == r.size == se.size == m.size or len(set(ids)) != len(ids):
+            raise ValueError(f"cells[{index}]: give as many distinct draw ids as residuals, errors and Monte-Carlo "
+                             f"errors (got {len(ids)}, {r.size}, {se.size}, {m.size})")
+    parent = {}
+
+    def root(a):
+        while parent.setdefault(a, a) != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    for ids, *_ in cells:
+        for a in ids[1:]:
+            parent[root(a)] = root(ids[0])
+    clusters = {}
+    for index, (ids, *_) in enumerate(cells):
+        clusters.setdefault(root(ids[0]), []).append(index)
+    p = np.zeros(len(cells))
+    pmf = np.ones(1)
+    rng = np.random.default_rng(seed)
+    for members in clusters.values():
+        draws = sorted({a for i in members for a in cells[i][0]}, key=repr)
+        u = len(draws)
+        if u - 1 <= math.log2(max_patterns):
+            bits = (np.arange(2 ** (u - 1))[:, None] >> np.arange(u - 1)[None, :]) & 1
+        else:
+            bits = rng.integers(0, 2, (max_patterns, u - 1))
+        signs = np.hstack([np.ones((len(bits), 1)), 1 - 2 * bits])  # (patterns, u), first draw fixed
+        column = {a: j for j, a in enumerate(draws)}
+        count = np.zeros(len(signs), int)
+        for i in members:
+            ids, r, se, m = cells[i]
+            flipped = signs[:, [column[a] for a in ids]] * r  # (patterns, n)
+            n = r.size
+            within = np.mean(se ** 2)
+            between = flipped.var(axis=1, ddof=1) if n > 1 else np.full(len(signs), within)
+            err = np.sqrt((np.maximum(between, within) + np.mean(m ** 2)) / n)
+            hit = np.abs(flipped.mean(axis=1)) >= level * err
+            p[i] = hit.mean()
+            count += hit
+        pmf = np.convolve(pmf, np.bincount(count, minlength=len(members) + 1) / len(signs))
+    return p, pmf
 
 
 def extrapolate(ds, means, errors):

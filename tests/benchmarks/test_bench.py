@@ -1,7 +1,9 @@
-"""benchmarks/bench_score.py: what it measures and reports (no timing is asserted here)."""
+"""benchmarks/: what the benchmarks measure and report (no timing is asserted here), and the finite-size
+campaign's stored draws and report."""
 
 import json
 
+import numpy as np
 import pytest
 
 from benchmarks import score as bench
@@ -115,3 +117,61 @@ def test_a_blas_running_older_kernels_than_the_cpu_is_flagged(monkeypatch):
     assert bench.kernel_warnings(avx2, haswell) == []
     assert bench.kernel_warnings(avx512, [dict(library="openblas", architecture="SkylakeX")]) == []
     assert bench.kernel_warnings(avx512, [dict(library="mkl", architecture=None)]) == []
+
+
+def test_the_finite_size_campaign_rebuilds_its_stored_draws():
+    """The campaign's rows are reproducible: the means rebuilt from a row's seed give its stored
+    target_norm, and the probability flow re-run on them gives its stored statistics (to rounding; the
+    distortion differs by 0.1's missing debiasing, eq. 13, so it is left out)."""
+    from benchmarks.finite_size import SIMULATIONS, _read, _stored_draw, simulate
+
+    rows = _read(SIMULATIONS)
+    draws = {(r["d"], r["K"], r["seed"]): r for r in rows if r["K"] <= 3000}
+    assert len(draws) >= 40
+    for row in draws.values():
+        _stored_draw(row)  # raises on a target_norm that is not the row's
+    with pytest.raises(ValueError, match="target_norm"):
+        _stored_draw(dict(rows[0], seed=rows[0]["seed"] + 1))
+    row = next(r for r in rows if r["d"] == 16 and r["K"] == 5 and r["sampler"] == "ode" and r["omega"] == 1.0)
+    new = simulate([row])[0]
+    for key in ("mean_ratio", "var_par", "var_perp", "t_condensation", "accuracy"):
+        assert new[key] == pytest.approx(row[key], rel=1e-9, abs=1e-12), key
+
+
+def test_the_finite_size_report_is_current():
+    """docs/finite_size.md is what `python -m benchmarks.finite_size --report-only` writes from the stored
+    campaign and replication, and its null calibration is the sign-flip one: the per-statistic counts add
+    up to the row 'all'."""
+    from benchmarks import finite_size as fs
+
+    preds = fs._read(fs.PREDICTIONS)
+    seconds = np.array([p["finite_d_seconds"] for p in preds])
+    text = fs.report(fs.residual_table(fs._read(fs.SIMULATIONS), preds),
+                     dict(count=seconds.size, mean=seconds.mean(), max=seconds.max()),
+                     replication=fs.replication_table(fs._read(fs.REPLICATION)))
+    assert text == fs.REPORT.read_text()
+    table = [line.split(" | ") for line in text.splitlines() if line.startswith(
+        tuple(f"| {key} |" for key in (*fs.KEYS, "all")))]
+    cells, outside = (sum(int(row[i]) for row in table[:-1]) for i in (1, 2))
+    assert (cells, outside) == (int(table[-1][1]), int(table[-1][2]))
+
+
+def test_replicate_appends_fresh_draws_and_refuses_bad_input(tmp_path, monkeypatch, capsys):
+    """`--replicate` simulates and predicts new draws of one configuration, one row per seed, and the
+    replication table averages them and counts them against the sign-flip null; a malformed configuration exits 2 with one line naming it and
+    writes nothing."""
+    from benchmarks import finite_size as fs
+
+    path = tmp_path / "replication.csv"
+    rows = fs.replicate(0.2, 8, 1.0, "ode", [0, 1], path=path)
+    assert [r["seed"] for r in fs._read(path)] == [0, 1] and rows[0]["K"] == 5
+    table = fs.replication_table(fs._read(path))
+    line = next(row for row in table if row.startswith("| alpha"))
+    assert line.startswith("| alpha = 0.2, omega = 1, ODE | 8 | 5 | 2 (0-1) |") and line.count("**") == 8
+    assert table[-1].startswith("Outside 2 SE against the sign-flip null: t_condensation ")
+    monkeypatch.setattr(fs, "REPLICATION", tmp_path / "other.csv")
+    for bad in (["0.2", "eight", "1", "ode"], ["0.2", "8", "1", "heun"]):
+        with pytest.raises(SystemExit) as stop:
+            fs.main(["--replicate", *bad])
+        assert stop.value.code == 2 and "--replicate" in capsys.readouterr().err
+    assert not (tmp_path / "other.csv").exists()

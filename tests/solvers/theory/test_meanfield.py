@@ -174,7 +174,7 @@ def test_bad_input():
 
 #: The finite-size acceptance (issue 20): live simulations against the finite-d theory (docs/theory.md
 #: section 12). The gaps that remain, measured live with 16 draws of the means (model seeds 0-15; the
-#: stored campaign, docs/finite_size.md, has 4 draws per d):
+#: stored campaign, docs/finite_size.md, has 4 other draws per d):
 SDE_SHARED_MEAN_UNDER_THE_POOL = (
     "measured with 16 draws: alpha = 0.4, omega = 1, SDE, d = 16 (K = 602): since the SDE's explicit classes are used "
     "at every weight (docs/theory.md eq. 106) eq. 105 overstates the draw's shared mean S, -0.00008 +- 0.00004 (-2.0 SE; "
@@ -248,9 +248,10 @@ def test_finite_d_predictions_match_simulation_at_each_d(alpha, omega, sampler, 
     exceeds 2 in about 14 % of cases, a t_15 in 6 %), so a correct theory can fail a cell by chance; the
     seeds are fixed, and a cell that 4 draws leave outside is re-measured with 16 (seeds 0-15, chosen
     before the results): within 2 SE it passes with 16, outside it is a known failure with its 16-draw
-    size. The live runs have the stored campaign's means (same model seeds) but not its initial points
-    or noise, the probability flow's included (measured: mean_ratio 0.6224 live against 0.6094 stored at
-    alpha = 0.2, omega = -0.5, d = 32, seed 0), so they are new samples of docs/finite_size.md's draws."""
+    size. The live runs draw their means with the counter-based generator (docs/theory.md eq. 64), which
+    gives other means than the stored campaign's generator for the same seed (target_norm 1.115 live
+    against 0.760 stored at alpha = 0.1, d = 32, seed 0), so they are draws independent of
+    docs/finite_size.md's."""
     failures = []
     for d in dims:
         cells = {key: [] for key in ("mean_ratio", "var_par", "var_perp", "t_condensation", "target_posterior")}
