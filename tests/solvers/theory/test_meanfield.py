@@ -192,9 +192,17 @@ NEGATIVE_GUIDANCE_SHARED_MEAN = (
     "+- 0.0001)")
 
 
+PROBABILITY_FLOW_AT_K_122 = (
+    "measured with 48 draws (seeds 100-115, 200-231): alpha = 0.1, omega = 1, ODE, d = 48 (K = 122): mean_ratio "
+    "-0.0006 +- 0.0002 (-2.6 SE), var_par +0.0024 +- 0.0009 (+2.8 SE), t_condensation -0.0045 +- 0.0019 (-2.4 SE), "
+    "var_perp +0.1 SE: the simulations condense earlier and spread more along u than the frozen environment "
+    "predicts; the explicit classes of eqs. 95-98 forced for the ODE do not move it (docs/theory.md 12.7)")
+
+
 def _case(alpha, omega, sampler, dims, draws=4, known_failure=None):
     """One case of the acceptance test below: ``draws`` draws of the means per d (model seeds 0 to
-    draws - 1); ``known_failure``, the measured gap, marks it as a strict known failure."""
+    draws - 1, or the given tuple of seeds); ``known_failure``, the measured gap, marks it as a strict
+    known failure."""
     marks = () if known_failure is None else pytest.mark.xfail(strict=True, reason=known_failure)
     return pytest.param(alpha, omega, sampler, dims, draws, marks=marks)
 
@@ -229,6 +237,10 @@ def _case(alpha, omega, sampler, dims, draws=4, known_failure=None):
     # mean; with it (eq. 105) +0.0010 +- 0.0013 and +0.0001 +- 0.0009, S within 0.2 and 0.4 SE of the measured one
     _case(0.2, 3.0, "ode", (16,), draws=16),
     _case(0.2, 1.0, "ode", (16,), draws=16),
+    # K = 122, d = 48: the stored campaign's t_condensation +2.0 SE with 4 draws; re-measured on the 48 draws of
+    # docs/finite_size.md's replication (the same seeds, the same runs, bit for bit)
+    _case(0.1, 1.0, "ode", (48,), draws=tuple(range(100, 116)) + tuple(range(200, 232)),
+          known_failure=PROBABILITY_FLOW_AT_K_122),
 ])
 def test_finite_d_predictions_match_simulation_at_each_d(alpha, omega, sampler, dims, draws):
     """Finite-size acceptance without a fitted allowance: at each d, ``draws`` draws of the means (model
@@ -256,7 +268,7 @@ def test_finite_d_predictions_match_simulation_at_each_d(alpha, omega, sampler, 
     for d in dims:
         cells = {key: [] for key in ("mean_ratio", "var_par", "var_perp", "t_condensation", "target_posterior")}
         shared = []  # the draw's shared mean S of eq. (104), measured against eq. (105) where predicted
-        for seed in range(draws):
+        for seed in (range(draws) if isinstance(draws, int) else draws):
             model = cp.Model(d=d, alpha=alpha, seed=seed)
             sim = cp.simulate(model, omega, sampler=sampler, particles=1024, seed=seed)
             pred = cp.predict(model, omega, sampler=cp.Sampler(kind=sampler, t_max=sim.params["t_max"]), d=d,
