@@ -135,6 +135,14 @@ def predict(rows, particles=None, path=None):
     return out
 
 
+def _against_null(cells, hits):
+    """(outside, expected, 95th percentile, P(at least as many)) of ``hits`` (one bool per cell) against the
+    sign-flip null of ``cells`` (sign_flip_null's (draws, residuals, stderrs, mc_errors) per cell)."""
+    _, pmf = sign_flip_null(cells)
+    out = int(sum(hits))
+    return out, float(pmf @ np.arange(pmf.size)), int(np.searchsorted(np.cumsum(pmf), 0.95)), float(pmf[out:].sum())
+
+
 def replicate(alpha, d, omega, sampler, seeds, path=REPLICATION):
     """Fresh draws of one configuration: for each model seed, the current generator's means, a simulation
     (B = 1024, 200 steps, noise seed = model seed) and the finite-d prediction at the draw's own rho
@@ -187,10 +195,8 @@ def replication_table(rows):
     for label, keys in (("t_condensation", KEYS[3:]), ("the other three", KEYS[:3]), ("all", KEYS)):
         chosen = [c for key in keys for c in cells[key]]
         if chosen:
-            _, pmf = sign_flip_null([cell for cell, _ in chosen])
-            out = sum(hit for _, hit in chosen)
-            counts.append(f"{label} {out} of {len(chosen)} (expected {pmf @ np.arange(pmf.size):.1f}, "
-                          f"P(at least as many) {pmf[out:].sum():.3f})")
+            out, expected, _, p = _against_null(*zip(*chosen))
+            counts.append(f"{label} {out} of {len(chosen)} (expected {expected:.1f}, P(at least as many) {p:.3f})")
     if counts:
         lines += ["", "Outside 2 SE against the sign-flip null: " + "; ".join(counts) + "."]
     return lines
@@ -354,11 +360,9 @@ def report(table, seconds, source=CSV_SOURCE, note="", replication=()):
                   " P(at least as many) |", "|---|---|---|---|---|---|"]
         for key in (*KEYS, "all"):
             chosen = [c for _, k, c in calibrated if key in ("all", k)]
-            _, pmf = sign_flip_null([c["draws"] for c in chosen])
-            out = sum(abs(c["res"]) >= 2 * c["err"] for c in chosen)
-            q95 = int(np.searchsorted(np.cumsum(pmf), 0.95))
-            lines.append(f"| {key} | {len(chosen)} | {out} | {pmf @ np.arange(pmf.size):.1f} | {q95} | "
-                         f"{pmf[out:].sum():.3f} |")
+            out, expected, q95, p = _against_null([c["draws"] for c in chosen],
+                                                  [abs(c["res"]) >= 2 * c["err"] for c in chosen])
+            lines.append(f"| {key} | {len(chosen)} | {out} | {expected:.1f} | {q95} | {p:.3f} |")
     if replication:
         lines += ["", "## Replication with fresh draws", "",
                   "Cells outside 2 SE above, re-measured on draws of the means they have not seen (data/validation/"
