@@ -126,13 +126,16 @@ class CompetitorPool:
 
     The pool is filled at the first call of :meth:`renew` with the classes above the threshold
     (a Poisson number of draws of :class:`AboveThreshold`), and afterwards gains the classes that
-    cross the threshold upward (eq. 98)."""
+    cross the threshold upward (eq. 98). Each slot also carries the particle's displacement ``q`` along
+    its class's part orthogonal to u, per unit of it (eq. 107; passive: nothing else depends on it), and
+    the classes that leave are kept in ``departed`` as (particle, C, n, q) until collected."""
 
     def __init__(self, n, d, others, rng, vectors=False):
         self.n, self.d, self.others, self.rng = n, d, others, rng
         shape = (n, CAPACITY)
-        self.C, self.w, self.norm2 = np.zeros(shape), np.zeros(shape), np.zeros(shape)
+        self.C, self.w, self.norm2, self.q = np.zeros(shape), np.zeros(shape), np.zeros(shape), np.zeros(shape)
         self.alive = np.zeros(shape, dtype=bool)
+        self.departed = []  # (particle, C, norm2, q) arrays of the classes that left, since the last collect()
         self.previous = None  # (beta, c, y, p, threshold) at the last renewal
         #: with ``vectors``, each class's part orthogonal to u in units of sigma_mu, (n, CAPACITY, d - 1),
         #: in fixed coordinates of the complement of u (eq. 103); w is then its overlap with x_perp/|x_perp|
@@ -172,7 +175,9 @@ class CompetitorPool:
         :math:`(1-\varphi^2)R'/(d-2)`, :math:`R' = n - C^2 - w^2` (eq. 96), reversible. With vectors,
         ``direction`` (n, d - 1) is :math:`\hat x_\perp` and an entrant's own direction :math:`e_k` is
         drawn uniformly orthogonal to it (eq. 103)."""
-        self.alive &= self.energies(beta, c, y, p) > threshold[:, None]
+        staying = self.energies(beta, c, y, p) > threshold[:, None]
+        self._depart(self.alive & ~staying)
+        self.alive &= staying
         rng = self.rng
         counts = rng.poisson(self.others * sampler.survival)
         owner = np.repeat(np.arange(self.n), counts)
@@ -202,8 +207,22 @@ class CompetitorPool:
         self._insert(owner, C, w, norm2, beta * (y[owner] * C + np.sqrt(p[owner]) * w) - 0.5 * c * norm2,
                      self.energies(beta, c, y, p), Z)
 
+    def _depart(self, leaving):
+        """Record the classes of the slots in the mask ``leaving`` (n, slots) as departed."""
+        owner, slot = np.nonzero(leaving)
+        if owner.size:
+            self.departed.append((owner, self.C[owner, slot], self.norm2[owner, slot], self.q[owner, slot]))
+
+    def collect(self):
+        """The classes that left since the last call: (particle, C, norm2, q), each (m,)."""
+        parts, self.departed = self.departed, []
+        if not parts:
+            return np.zeros(0, dtype=int), np.zeros(0), np.zeros(0), np.zeros(0)
+        return tuple(np.concatenate(column) for column in zip(*parts))
+
     def _insert(self, owner, C, w, norm2, energy, current, Z=None):
-        """Put new classes into free slots; where a particle runs out, keep its highest energies."""
+        """Put new classes into free slots (q = 0: no displacement yet); where a particle runs out, keep
+        its highest energies (the others depart)."""
         if owner.size == 0:
             return
         order = np.argsort(owner, kind="stable")
@@ -217,10 +236,14 @@ class CompetitorPool:
         all_C = np.concatenate([self.C, new[0]], axis=1)
         all_w = np.concatenate([self.w, new[1]], axis=1)
         all_n = np.concatenate([self.norm2, new[2]], axis=1)
+        all_q = np.concatenate([self.q, np.zeros((self.n, width))], axis=1)
         all_e = np.concatenate([current, new[3]], axis=1)
         keep = np.argsort(-all_e, axis=1)[:, :CAPACITY]
-        self.C, self.w, self.norm2, energies = (np.take_along_axis(arr, keep, axis=1)
-                                                for arr in (all_C, all_w, all_n, all_e))
+        kept = np.zeros(all_e.shape, dtype=bool)
+        np.put_along_axis(kept, keep, True, axis=1)
+        self._depart((np.isfinite(all_e) & ~kept)[:, :CAPACITY])  # entrants that do not fit have no q yet
+        self.C, self.w, self.norm2, self.q, energies = (np.take_along_axis(arr, keep, axis=1)
+                                                        for arr in (all_C, all_w, all_n, all_q, all_e))
         self.alive = np.isfinite(energies)
         if self.Z is not None:
             new_Z = np.zeros((self.n, width, self.d - 1))
@@ -333,6 +356,8 @@ class Competition:
         s = math.sqrt(m.mean_var)
         pi, g, weights, along_u, along_perp, tilt = self.state(y, p, t)
         r, coef, V = m.process.reverse_transition(t, t_next, m.class_var)
+        # eq. 107: each class's displacement, the linear factor of the rest's tilt and its own pull
+        pool.q = np.where(pool.alive, (r - coef * g * s * tilt)[:, None] * pool.q - (coef * g)[:, None] * weights, 0.0)
         xi1, xi2, chi = noise
         m_par = (1 + g) * m.target - g * s * along_u
         y_new = r * y + coef * m_par + math.sqrt(V) * xi1
@@ -375,9 +400,11 @@ class Competition:
         s, h, M = math.sqrt(m.mean_var), t_next - t, m.target
         if pool.Z is not None:
             return self._heun_vectors(t, t_next, y, p)
-        pi, g, weights, along_u, along_perp, _ = self.state(y, p, t)
+        pi, g, weights, along_u, along_perp, tilt = self.state(y, p, t)
         A, B = m.process.ode_coefficients(t, m.class_var)
         root = np.sqrt(p)
+        vq1 = (A - B * g * s * tilt)[:, None] * pool.q - (B * g)[:, None] * weights  # eq. 107
+        q_pred = pool.q + h * vq1
         r_orth = np.where(pool.alive, orthogonal_norm2(pool.norm2, pool.C, pool.w), 0.0)
         vy1 = A * y + B * ((1 + g) * M - g * s * along_u)
         vperp1 = A * root - B * g * s * along_perp
@@ -386,6 +413,7 @@ class Competition:
         p_pred = along_pred ** 2 + (kappa_pred ** 2 * r_orth).sum(axis=1)
         if float(m.process.var(t_next)) == 0.0:
             y_new, along, kappa = y_pred, along_pred, kappa_pred
+            pool.q = q_pred
         else:
             w_start = pool.w
             pool.w = np.where(pool.alive, (along_pred[:, None] * w_start + kappa_pred * r_orth)
@@ -400,6 +428,9 @@ class Competition:
             y_new = y + 0.5 * h * (vy1 + vy2)
             along = root + 0.5 * h * (vperp1 + vperp2)
             kappa = 0.5 * h * (kappa1 + kappa2)
+            vq2 = (A2 - B2 * g2 * s * tilt2)[:, None] * q_pred - (B2 * g2)[:, None] * weights2
+            pool.q = pool.q + 0.5 * h * (vq1 + vq2)
+        pool.q = np.where(pool.alive, pool.q, 0.0)
         p_new = along ** 2 + (kappa ** 2 * r_orth).sum(axis=1)
         pool.advance(p_new, along, kappa)
         self._renew(t_next, y_new, p_new, along)
@@ -415,6 +446,8 @@ class Competition:
         vy1 = A * y + B * ((1 + g) * M - g * s * along_u)
         v1 = A * self.xperp - (B * g * s)[:, None] * self._others_perp(weights, tilt, self.xperp)
         y_new, xperp_new = y + h * vy1, self.xperp + h * v1
+        vq1 = (A - B * g * s * tilt)[:, None] * pool.q - (B * g)[:, None] * weights  # eq. 107
+        q_new = pool.q + h * vq1
         if float(m.process.var(t_next)) != 0.0:
             p_pred = (xperp_new * xperp_new).sum(axis=1)
             w_start = pool.w
@@ -425,4 +458,7 @@ class Competition:
             vy2 = A2 * y_new + B2 * ((1 + g2) * M - g2 * s * along_u2)
             v2 = A2 * xperp_new - (B2 * g2 * s)[:, None] * self._others_perp(weights2, tilt2, xperp_new)
             y_new, xperp_new = y + 0.5 * h * (vy1 + vy2), self.xperp + 0.5 * h * (v1 + v2)
+            vq2 = (A2 - B2 * g2 * s * tilt2)[:, None] * q_new - (B2 * g2)[:, None] * weights2
+            q_new = pool.q + 0.5 * h * (vq1 + vq2)
+        pool.q = np.where(pool.alive, q_new, 0.0)
         return y_new, self._renew_vectors(t_next, y_new, xperp_new), pi

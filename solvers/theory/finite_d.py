@@ -22,10 +22,11 @@ finite d :func:`finite_d_prediction` keeps, with nothing fitted:
    pulls (ODE, Heun's two stages) renews them; so for the SDE, and for the ODE under negative
    guidance, the classes near the top are explicit and dynamic (cfgphase.solvers.theory.competitors)
    instead of frozen at their ranks; their pull replaces the ODE's self-avoidance;
-5. *the draw's shared mean* (eqs. 104-105): the particles of one simulation share their other classes, so
-   the guidance moves them together and the simulator's var_perp, about the draw's own mean, is lower
-   than the population's :math:`E p/(d-1)` by S, predicted by passive test classes
-   (cfgphase.solvers.theory.shared_mean) and subtracted.
+5. *the draw's shared mean* (eqs. 104-105, 107): the particles of one simulation share their other classes,
+   so the guidance moves them together and the simulator's var_perp, about the draw's own mean, is lower
+   than the population's :math:`E p/(d-1)` by S, predicted by passive test classes below the explicit
+   classes' threshold and by the explicit classes above it (cfgphase.solvers.theory.shared_mean) and
+   subtracted.
 
 The result is a Monte-Carlo estimate: it carries its standard errors (``*_stderr``).
 """
@@ -114,7 +115,7 @@ def finite_d_prediction(d, omega=None, *, alpha=None, classes=None, guidance_sca
     Returns a :class:`~cfgphase.solvers.theory.meanfield.MeanFieldPrediction` with the finite-d
     statistics (``inputs['d']`` = d, ``inputs['K']`` = K), their standard errors ``*_stderr`` and no
     bulk trajectory; var_perp is the spread about the draw's own mean, as a simulation's (eq. 13): the
-    population's :math:`E p/(d-1)` less the draw's shared mean ``shared_mean`` (eq. 105; the reduction
+    population's :math:`E p/(d-1)` less the draw's shared mean ``shared_mean`` (eqs. 105, 107; the reduction
     for K <= d has it inside); ``phase_at_condensation``, ``alpha_condensation`` and
     ``entropy_at_condensation`` are the leading order's at :math:`\alpha = \log K/d`.
     """
@@ -317,7 +318,7 @@ def _population_run(model, kind, grid, n, rng, quenched, t_cv, exact_pulls=False
     labels = np.arange(n) % GROUPS
     posterior = []
     competition = Competition(model, pop, rng, vectors=exact_pulls) if dynamic else None
-    # the draw's shared mean (eq. 105), with its own random numbers: the population's are unchanged; annealed
+    # the draw's shared mean (eqs. 105, 107), with its own random numbers: the population's are unchanged; annealed
     # others are no draw, so they share none
     tests = TestClasses(model, n, _spawn(rng)) if quenched else None
     for t, t_next in zip(grid[:-1], grid[1:]):
@@ -327,9 +328,11 @@ def _population_run(model, kind, grid, n, rng, quenched, t_cv, exact_pulls=False
         noise = None if kind == "ode" else (rng.standard_normal(n), rng.standard_normal(n),
                                            rng.chisquare(model.d - 2, n) if model.d > 2 else np.zeros(n))
         if competition is not None and competition.started:
-            tests.step(kind, t, t_next, y, p, *_linear_factor(competition, y, p, t))
+            # eq. 107: above the pool's threshold the explicit classes carry the displacement, not the test classes
+            tests.step(kind, t, t_next, y, p, *_linear_factor(competition, y, p, t), competition.environment[1][2])
             y, p, pi = competition.heun_step(t, t_next, y, p) if kind == "ode" else \
                 competition.step(t, t_next, y, p, noise)
+            tests.absorb(*competition.pool.collect())
             posterior.append(np.bincount(labels, pi, minlength=GROUPS))
         else:
             m_par, k_perp, pi, g, weights, chi2 = pop.evaluate(y, p, t)
@@ -354,14 +357,15 @@ def _population_run(model, kind, grid, n, rng, quenched, t_cv, exact_pulls=False
         moments = np.array([lin * Ey + off, lin * lin * Ey2 + 2 * lin * off * Ey + off * off + V,
                             p_factor * Ep + V * (model.d - 1)])
         pop.forget_before(t_next)
-    if competition is not None and competition.started:
+    pool = competition.pool if competition is not None and competition.started else None
+    if pool is not None:
         final, k_final = _linear_factor(competition, y, p, float(grid[-1]))
     else:
         _, k_final, final, _, _, _ = pop.evaluate(y, p, float(grid[-1]))
     shared = shared_se = None
     if tests is not None:
-        tests.finish(y, p, float(grid[-1]), final, k_final)
-        shared, shared_se = tests.shared_mean(labels, GROUPS)
+        tests.finish(y, p, float(grid[-1]), final, k_final, None if pool is None else competition.environment[1][2])
+        shared, shared_se = tests.shared_mean(labels, GROUPS, pool)
     posterior.append(np.bincount(labels, final, minlength=GROUPS))
 
     def controlled(values, control, exact):

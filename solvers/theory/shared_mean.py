@@ -1,4 +1,4 @@
-r"""The draw's shared mean (docs/theory.md eqs. 104-105), predicted with passive test classes.
+r"""The draw's shared mean (docs/theory.md eqs. 104-105, 107), predicted with passive test classes.
 
 In a simulation every particle sees the same K - 1 other means, so the guidance moves all of them
 toward (negative weight) or away from (positive weight) the same classes, and their mean orthogonal to
@@ -20,6 +20,12 @@ not part of the particle's environment: a cavity). The coefficient q of the part
 :math:`S = (K - 1)\,\sigma_\mu^2\,E_{C,R}[b(C, R)^2 R]/(d - 1)`, the expectation over the prior of one class
 (:math:`C\sim\mathcal N(0, 1)`, :math:`R\sim\chi^2_{d-1}`) by Gauss quadrature.
 
+The back-reaction (eq. 107). A test class is a cavity: when it takes a particle, the target and the
+particle's other classes do not answer. Where the population keeps its dominant classes explicit
+(cfgphase.solvers.theory.competitors, eqs. 95-103) those classes answer, so above the pool's energy
+threshold they carry the displacement (each slot its own q, kept with a per-cell sum when the class
+leaves) and a test class adds to its q only below it; every increment is counted once.
+
 Conventions: forward time t, sampling runs down; arrays over particles (n,) and test classes (n, M).
 """
 
@@ -30,6 +36,7 @@ import math
 import numpy as np
 from numpy.polynomial.hermite_e import hermegauss
 from scipy.linalg import eigh_tridiagonal
+from scipy.special import chdtr, ndtr
 
 from cfgphase.physics.weights import weight_at
 
@@ -37,6 +44,11 @@ from cfgphase.physics.weights import weight_at
 #: orthogonal to it (generalised Laguerre, chi^2_{d-1}). At alpha = 0.2, d = 16 (K = 25, ODE) 8 x 2, 16 x 4 and
 #: 24 x 8 nodes give the same S within its Monte-Carlo error (0.5 % at omega = 3, eq. 105).
 C_NODES, R_NODES = 16, 4
+#: Nodes over C of the finer cells in which the explicit classes' displacements are averaged per class (eq. 107):
+#: their b varies across a cell of the 16 C nodes (the averaging loses E[b^2] - E[b]^2 within a cell; at alpha =
+#: 0.4, omega = 3, SDE, d = 16, S with 16, 32, 48, 64, 96 C nodes: 0.00035, 0.00039, 0.00041, 0.00042, 0.00043,
+#: each +- 0.00001).
+POOL_C_NODES = 64
 
 
 def class_nodes(d, c_nodes=C_NODES, r_nodes=R_NODES):
@@ -51,26 +63,55 @@ def class_nodes(d, c_nodes=C_NODES, r_nodes=R_NODES):
     return C, R, np.repeat(wc / wc.sum(), r_nodes) * np.tile(wx / wx.sum(), c_nodes)
 
 
+def node_cells(C, R, d, c_nodes=C_NODES, r_nodes=R_NODES):
+    """(cell of each (C, R), elementwise; prior mass of each cell (c_nodes * r_nodes,)): the cells of the
+    quadrature nodes of :func:`class_nodes` (eq. 107), bounded by the midpoints between successive nodes in C
+    (N(0, 1)) and in R (chi^2_{d-1}), indexed as the nodes."""
+    nodes_C, nodes_R, _ = class_nodes(d, c_nodes, r_nodes)
+    c_mid = 0.5 * (np.unique(nodes_C)[1:] + np.unique(nodes_C)[:-1])
+    r_mid = 0.5 * (np.unique(nodes_R)[1:] + np.unique(nodes_R)[:-1])
+    cell = np.searchsorted(c_mid, C) * r_nodes + np.searchsorted(r_mid, R)
+    lo, hi = np.concatenate([[-np.inf], c_mid]), np.concatenate([c_mid, [np.inf]])
+    c_mass = np.where(lo > 0, ndtr(-lo) - ndtr(-hi), ndtr(hi) - ndtr(lo))  # from the nearer tail: no underflow
+    r_mass = np.diff(np.concatenate([[0.0], chdtr(d - 1, r_mid), [1.0]]))
+    return cell, np.outer(c_mass, r_mass).ravel()
+
+
 class TestClasses:
-    r"""Passive test classes carried by n particles of a finite-d population (eq. 105).
+    r"""Passive test classes carried by n particles of a finite-d population (eqs. 105, 107).
 
     Call :meth:`step` at the start of every sampling step with the particle's target posterior
     ``pi`` and linear factor ``k`` (the guided estimate's part orthogonal to :math:`\mu_c` per unit of
     :math:`x_\perp`, from the others' tilt) at (y, p, t), and :meth:`finish` at the end. Heun's second stage is
     evaluated at the step's end, where the population evaluates its next step (an O(h^2) difference per
-    step from the predictor). ``rng`` draws the initial overlaps and the SDE noise along each class."""
+    step from the predictor). ``rng`` draws the initial overlaps and the SDE noise along each class.
+
+    Under the explicit classes of eqs. 95-103 (eq. 107) pass the pool's ``threshold`` (n,) to :meth:`step`:
+    a test class then moves its particle only while its energy is below it, the explicit classes
+    carrying the displacement above it, and :meth:`absorb` takes the displacements of the explicit
+    classes that leave the pool, which then decay with the particle's linear factor, per (C, R) cell."""
 
     def __init__(self, model, n, rng, c_nodes=C_NODES, r_nodes=R_NODES):
         self.model, self.rng = model, rng
         self.C, self.R, self.W = class_nodes(model.d, c_nodes, r_nodes)
+        # eq. 107: the explicit classes' cells, finer in C, and the test node of each (the cell holding its node)
+        self.fine = class_nodes(model.d, POOL_C_NODES, r_nodes)
+        self.cells = lambda C, R: node_cells(C, R, model.d, POOL_C_NODES, r_nodes)
+        self.test_node = node_cells(self.fine[0], self.fine[1], model.d, c_nodes, r_nodes)[0]
         self.sigma = math.sqrt(model.mean_var)
         self.q = np.zeros((n, self.C.size))  # displacement along mu_k_perp per unit of it
         self.o = None  # x_perp . mu_k_perp / sigma_mu, drawn at the first step (isotropic x_perp)
-        self.pending = None  # Heun: (t_next, h, q velocity, o velocity, predictor q, predictor o)
+        self.pending = None  # Heun: (t_next, h, c1, q velocity, o velocity, predictors)
+        # eq. 107: the summed q of the explicit classes that left, per particle and cell, in units of the particle's
+        # linear factor accumulated since t_max (``growth``), so that their decay costs nothing per step
+        self.departed = np.zeros((n, self.fine[0].size))
+        self.growth = np.ones(n)
+        self.incoming = []  # (particle, cell, q) that left during a pending Heun step, added at its end
 
     def _posterior(self, y, p, t, pi, o):
-        r"""P(k | x) of every test class (eq. 105): :math:`\varepsilon = \beta(yC + o) - \tfrac c2(C^2 + R)`
-        against :math:`Z_{all} = T/\pi_c` in the same units (T the target's weight, eq. 50)."""
+        r"""(P(k | x), :math:`\varepsilon`) of every test class (eq. 105):
+        :math:`\varepsilon = \beta(yC + o) - \tfrac c2(C^2 + R)` against :math:`Z_{all} = T/\pi_c` in the same
+        units (T the target's weight, eq. 50)."""
         m = self.model
         a, gamma, _ = m.at(t)
         beta, c = a * self.sigma / gamma, a * a * m.mean_var / gamma
@@ -78,68 +119,107 @@ class TestClasses:
         log_target = -(q - 2 * a * m.target * y + a * a * m.target ** 2) / (2 * gamma) + q / (2 * gamma)
         log_all = log_target - np.log(np.maximum(pi, 1e-300))
         eps = beta * (y[:, None] * self.C + o) - 0.5 * c * (self.C ** 2 + self.R)
-        return 0.5 * (1.0 + np.tanh(0.5 * (eps - log_all[:, None])))
+        return 0.5 * (1.0 + np.tanh(0.5 * (eps - log_all[:, None]))), eps
 
-    def _source(self, y, p, t, pi, o):
-        """The guided estimate's coefficient along each mu_k: -omega(t) P(k | x) (eqs. 7, 105)."""
-        return -weight_at(self.model.omega, t) * self._posterior(y, p, t, pi, o)
+    def _source(self, y, p, t, pi, o, threshold):
+        """The guided estimate's coefficient along each mu_k, -omega(t) P(k | x) (eqs. 7, 105), for o, and
+        for q only below ``threshold`` (eq. 107; None: everywhere)."""
+        posterior, eps = self._posterior(y, p, t, pi, o)
+        src = -weight_at(self.model.omega, t) * posterior
+        return src, src if threshold is None else np.where(eps < threshold[:, None], src, 0.0)
 
-    def step(self, kind, t, t_next, y, p, pi, k):
+    def step(self, kind, t, t_next, y, p, pi, k, threshold=None):
         """Move the test classes from t to t_next with the particles' state (y, p), target posterior ``pi``
-        and linear factor ``k`` at t (the sampler of the population: ``kind`` 'ode' Heun, 'sde' exact)."""
+        and linear factor ``k`` at t (the sampler of the population: ``kind`` 'ode' Heun, 'sde' exact);
+        ``threshold`` (n,) the explicit classes' energy threshold at t, if any (eq. 107)."""
         m = self.model
         if self.o is None:
             z = self.rng.standard_normal(self.q.shape)
             rest = self.rng.chisquare(m.d - 2, self.q.shape) if m.d > 2 else np.zeros(self.q.shape)
             self.o = np.sqrt(p)[:, None] * np.sqrt(self.R) * z / np.sqrt(z * z + rest)
-        self._complete(y, p, t, pi, k)
-        src = self._source(y, p, t, pi, self.o)
+        self._complete(y, p, t, pi, k, threshold)
+        src, src_q = self._source(y, p, t, pi, self.o, threshold)
         if kind == "sde":
             r, coef, V = m.process.reverse_transition(t, t_next, m.class_var)
             f = (r + coef * k)[:, None]
             noise = np.sqrt(V * self.R) * self.rng.standard_normal(self.q.shape)
-            self.q = f * self.q + coef * src
+            self.q = f * self.q + coef * src_q
             self.o = f * self.o + coef * self.sigma * self.R * src + noise
+            self.growth = self.growth * f[:, 0]
             return
         h = t_next - t
         A, B = m.process.ode_coefficients(t, m.class_var)
         c1 = (A + B * k)[:, None]
-        vq, vo = c1 * self.q + B * src, c1 * self.o + B * self.sigma * self.R * src
-        q_pred, o_pred = self.q + h * vq, self.o + h * vo
+        vq, vo = c1 * self.q + B * src_q, c1 * self.o + B * self.sigma * self.R * src
+        predictors = (self.q + h * vq, self.o + h * vo)
         if float(m.process.var(t_next)) == 0.0:  # the last step into zero noise is Euler's, as the sampler's
-            self.q, self.o = q_pred, o_pred
+            self.q, self.o = predictors
+            self.growth = self.growth * (1.0 + h * c1[:, 0])
         else:
-            self.pending = (t_next, h, vq, vo, q_pred, o_pred)
+            self.pending = (t_next, h, c1[:, 0], vq, vo, predictors)
 
-    def _complete(self, y, p, t, pi, k):
+    def _complete(self, y, p, t, pi, k, threshold=None):
         """Heun's second stage of the pending step, at (y, p, t) (the step's end)."""
         if self.pending is None:
             return
-        t_end, h, vq, vo, q_pred, o_pred = self.pending
+        t_end, h, c1, vq, vo, (q_pred, o_pred) = self.pending
         if t != t_end:
             raise RuntimeError(f"test classes: the pending step ends at t = {t_end}, evaluated at t = {t}")
         m = self.model
         A, B = m.process.ode_coefficients(t, m.class_var)
         c2 = (A + B * k)[:, None]
-        src = self._source(y, p, t, pi, o_pred)
-        self.q = self.q + 0.5 * h * (vq + c2 * q_pred + B * src)
+        src, src_q = self._source(y, p, t, pi, o_pred, threshold)
+        self.q = self.q + 0.5 * h * (vq + c2 * q_pred + B * src_q)
         self.o = self.o + 0.5 * h * (vo + c2 * o_pred + B * self.sigma * self.R * src)
+        self.growth = self.growth * (1.0 + 0.5 * h * (c1 + c2[:, 0] * (1.0 + h * c1)))  # Heun's, without source
         self.pending = None
+        for particle, cell, q in self.incoming:
+            self._add(particle, cell, q)
+        self.incoming = []
 
-    def finish(self, y, p, t, pi, k):
+    def _add(self, particle, cell, q):
+        np.add.at(self.departed, (particle, cell), q / self.growth[particle])
+
+    def absorb(self, particle, C, norm2, q):
+        """The explicit classes that left the pool at the end of the current step (eq. 107): their
+        displacements q, by particle and (C, R) cell (R = norm2 - C^2), each (m,)."""
+        cell = self.cells(C, norm2 - C * C)[0]
+        if self.pending is None:
+            self._add(particle, cell, q)
+        else:
+            self.incoming.append((particle, cell, q))
+
+    def departed_sums(self):
+        """(n, cells): the summed q of the explicit classes that left, per particle and cell, now (eq. 107)."""
+        return self.departed * self.growth[:, None]
+
+    def finish(self, y, p, t, pi, k, threshold=None):
         """Complete the last step at the end of sampling."""
-        self._complete(y, p, t, pi, k)
+        self._complete(y, p, t, pi, k, threshold)
 
-    def shared_mean(self, labels, groups):
+    def shared_mean(self, labels, groups, pool=None):
         r"""(S, its standard error) of eq. (105): :math:`b^2` per node unbiased from the means of ``groups``
-        groups of particles (``labels`` (n,)), the error by the jackknife over the groups."""
-        means = np.stack([self.q[labels == j].mean(axis=0) for j in range(groups)])  # (G, M)
-        scale = (self.model.K - 1) * self.model.mean_var / (self.model.d - 1)
+        groups of particles (``labels`` (n,)), the error by the jackknife over the groups. With the
+        explicit classes' ``pool`` (eq. 107) b is the test class's plus the explicit classes' displacements,
+        present and departed, of its (C, R) bin per class of the bin."""
+        m = self.model
+        displacement, W, R = self.q, self.W, self.R
+        if pool is not None:
+            sums = self.departed_sums()
+            particle, slot = np.nonzero(pool.alive)
+            C, norm2 = pool.C[particle, slot], pool.norm2[particle, slot]
+            cell, mass = self.cells(C, norm2 - C * C)
+            np.add.at(sums, (particle, cell), pool.q[particle, slot])
+            per_class = np.divide(sums, (m.K - 1) * mass, out=np.zeros_like(sums), where=mass > 0)
+            _, R, W = self.fine  # on the fine cells, the test class of the coarse cell holding each
+            displacement = self.q[:, self.test_node] + per_class
+        means = np.stack([displacement[labels == j].mean(axis=0) for j in range(groups)])  # (G, M)
+        scale = (m.K - 1) * m.mean_var / (m.d - 1)
 
         def estimate(rows):
             total, g = rows.sum(axis=0), rows.shape[0]
             square = (total * total - (rows * rows).sum(axis=0)) / (g * (g - 1))
-            return scale * float(np.sum(self.W * self.R * square))
+            return scale * float(np.sum(W * R * square))
 
         value = estimate(means)
         leave_one_out = np.array([estimate(np.delete(means, j, axis=0)) for j in range(groups)])

@@ -282,6 +282,10 @@ def test_heun_step_of_the_explicit_classes_is_the_simulators_heun_step(t, t_next
     w_direct = np.einsum("nkd,nd->nk", means[:, :, 1:], perp) / np.sqrt(p_new)[:, None]
     np.testing.assert_allclose(np.where(alive, pool.w, 0.0), np.where(alive, w_direct, 0.0), rtol=1e-10, atol=1e-12)
     assert np.abs(pool.w - w)[alive].max() > 1e-3  # the classes moved
+    # eq. 107: x started in the plane (u, x_perp), so its coordinate along a class's own direction e_k is its
+    # whole displacement along that class, q_k sqrt(R'_k) (sigma_mu = 1); pulled toward the class (omega < 0)
+    np.testing.assert_allclose(pool.q * np.sqrt(r_orth), x_new[:, 2:2 + CAPACITY], rtol=1e-10, atol=1e-14)
+    assert np.all(pool.q[alive] >= 0) and pool.q.max() > 1e-6 and np.all(pool.q[~alive] == 0)
 
 
 @pytest.mark.parametrize("t, t_next", [(0.5, 0.45), (0.03, 0.0)])
@@ -368,3 +372,25 @@ def test_bad_class_counts():
         finite_d_prediction(16, 1.0, alpha=0.2, sampler=cp.Sampler(kind="ode", method="euler"))
     with pytest.raises(ValueError, match="exact_pulls"):
         finite_d_prediction(16, -0.5, alpha=0.2, exact_pulls="yes")
+
+
+def test_the_pool_carries_each_class_displacement_and_hands_over_those_that_leave():
+    """Eq. (107) bookkeeping: a class's displacement q stays with its class through the pool's renewal
+    (slots are reordered by energy), entrants start at q = 0, and every class that leaves, below the
+    threshold or evicted, is handed over once by ``collect`` with its q. Classes are told apart by their
+    squared norms (continuous draws, distinct)."""
+    model, population, competition, y, p = _started_competition(16, 602, 0.5, vectors=False)
+    pool = competition.pool
+    assert pool.collect()[0].size == 0  # the first filling loses nothing
+    pool.q = np.where(pool.alive, np.random.default_rng(0).random(pool.q.shape) + 0.1, 0.0)
+    before = {(i, n): q for i, n, q in zip(*np.nonzero(pool.alive)[:1], pool.norm2[pool.alive], pool.q[pool.alive])}
+    beta, c, threshold, _, _, sampler = environment(population, 0.45, np.sqrt(y * y + p))
+    pool.renew(beta, c, y, p, threshold + 1.0, sampler, np.full(y.size, 0.99))  # a raised threshold: many leave
+    particle, C, norm2, q = pool.collect()
+    assert particle.size > 0 and pool.collect()[0].size == 0  # handed over once
+    after = {(i, n): q for i, n, q in zip(*np.nonzero(pool.alive)[:1], pool.norm2[pool.alive], pool.q[pool.alive])}
+    for key, value in after.items():
+        assert value == before.get(key, 0.0)  # stayed with its class, or an entrant with q = 0
+    left = {(i, n): value for i, n, value in zip(particle, norm2, q)}
+    assert set(left) | {key for key in after if key in before} == set(before)  # nothing lost, nothing twice
+    assert all(left[key] == before[key] for key in left)

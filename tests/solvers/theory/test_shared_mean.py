@@ -115,6 +115,18 @@ def test_class_nodes_integrate_the_prior_of_one_class():
         assert (W * R ** 3).sum() == pytest.approx(k * (k + 2) * (k + 4), rel=1e-9)
 
 
+def test_node_cells_partition_the_prior_around_their_nodes():
+    """Eq. (107): the cells of the quadrature nodes hold their own nodes, and their prior masses are positive and
+    sum to 1; a class is in the cell whose C and R intervals hold it (d = 16, the 16 x 4 nodes and the 64 x 4)."""
+    for c_nodes in (16, shared_mean.POOL_C_NODES):
+        C, R, W = shared_mean.class_nodes(16, c_nodes)
+        cell, mass = shared_mean.node_cells(C, R, 16, c_nodes)
+        np.testing.assert_array_equal(cell, np.arange(C.size))
+        assert mass.sum() == pytest.approx(1.0, rel=1e-12) and np.all(mass > 0)
+    far, _ = shared_mean.node_cells(np.array([-50.0, 50.0]), np.array([0.0, 1e4]), 16)
+    np.testing.assert_array_equal(far, [0, 16 * 4 - 1])
+
+
 def test_no_guidance_no_shared_mean():
     """Without guidance the particles of one draw sample the conditional law exactly and share no mean:
     S = 0 and var_perp is the population's E p/(d - 1) (eq. 104); S = 0 at every step, so 50 steps do."""
@@ -142,3 +154,47 @@ def test_shared_mean_error_matches_the_scatter_over_population_seeds():
     values = np.array([p.shared_mean for p in preds])
     reported = np.sqrt(np.mean([p.shared_mean_stderr ** 2 for p in preds]))
     assert 0.45 < np.std(values, ddof=1) / reported < 1.5, (values, reported)
+
+
+@pytest.mark.parametrize("kind", ["ode", "sde"])
+def test_above_the_threshold_a_test_class_leaves_the_displacement_to_the_explicit_classes(kind):
+    """Eq. (107): with the pool's threshold a test class adds to q only while its energy is below it (an
+    infinite threshold is eq. 105; a threshold below every energy leaves q to its linear factor), its
+    overlap o moves as in eq. 105 either way, and the displacements handed over by the pool decay with the
+    particle's linear factor from the end of the step in which they left (after Heun's second stage)."""
+    omega, t, t_mid, t_end = 2.0, 0.5, 0.45, 0.4
+    runs = {}
+    for name, level in (("none", None), ("high", np.inf), ("low", -np.inf)):
+        model, mu_c, mu_k, x, tests = _one_other_class(omega)
+        tests.rng = SimpleNamespace(standard_normal=lambda shape: np.zeros(shape), chisquare=None)
+        n, ones = x.shape[0], np.ones(x.shape[0])
+        y, p = _reduced(x, mu_c)
+        tests.q[:] = 0.3
+        threshold = None if level is None else np.full(n, level)
+        tests.step(kind, t, t_mid, y, p, ones, 0.0 * ones, threshold)
+        tests.absorb(np.array([0, 0, 2]), np.zeros(3), np.full(3, 15.0), np.array([1.0, 2.0, 5.0]))
+        if kind == "ode":
+            np.testing.assert_array_equal(tests.departed_sums(), 0.0)  # held until the pending step is complete
+        tests.step(kind, t_mid, t_end, y, p, ones, 0.0 * ones, threshold)
+        tests.finish(y, p, t_end, ones, 0.0 * ones, threshold)
+        runs[name] = tests
+    np.testing.assert_array_equal(runs["high"].q, runs["none"].q)
+    np.testing.assert_array_equal(runs["low"].o, runs["none"].o)
+    A = [model.process.ode_coefficients(s, model.class_var)[0] for s in (t_mid, t_end)]
+    h = t_end - t_mid
+    f = (1 + 0.5 * h * (A[0] + A[1] * (1 + h * A[0]))) if kind == "ode" else \
+        model.process.reverse_transition(t_mid, t_end, model.class_var)[0]
+    r = 1.0
+    for a, b in ((t, t_mid), (t_mid, t_end)):
+        if kind == "ode":
+            A1, A2 = (model.process.ode_coefficients(s, model.class_var)[0] for s in (a, b))
+            r *= 1 + 0.5 * (b - a) * (A1 + A2 * (1 + (b - a) * A1))
+        else:
+            r *= model.process.reverse_transition(a, b, model.class_var)[0]
+    np.testing.assert_allclose(runs["low"].q[:, 0], 0.3 * r, rtol=1e-12)  # no source: the linear factor alone
+    assert np.all(np.abs(runs["none"].q[:, 0] - 0.3 * r) > 1e-4)  # with the source, q moves
+    departed = runs["none"].departed_sums()
+    cell = runs["none"].cells(np.zeros(1), np.full(1, 15.0))[0][0]
+    np.testing.assert_allclose(departed[0, cell], 3.0 * f, rtol=1e-12)
+    np.testing.assert_allclose(departed[2, cell], 5.0 * f, rtol=1e-12)
+    assert np.count_nonzero(departed) == 2
