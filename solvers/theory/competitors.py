@@ -55,6 +55,14 @@ def orthogonal_norm2(norm2, C, w):
     return np.maximum(norm2 - C * C - w * w, 0.0)
 
 
+def _pulled(q, linear, coef, g, s, tilt, weights):
+    r""":math:`(\text{linear} - \text{coef}\,g\sigma_\mu\tau)\,q - \text{coef}\,g\,\pi_k` (eq. 107), (n, slots): each
+    explicit class's displacement q carried by the particle's linear factor (the rest's tilt ``tilt`` included)
+    plus its own pull; with (linear, coef) = (:math:`\varrho`, :math:`c_{step}`) one SDE step, with
+    (:math:`A_t`, :math:`B_t`) the probability flow's velocity."""
+    return (linear - coef * g * s * tilt)[:, None] * q - (coef * g)[:, None] * weights
+
+
 def _window(b, c, level):
     r"""The :math:`\zeta` interval where :math:`b\zeta - \tfrac c2\zeta^2 > \text{level}`, as the upper-tail
     probabilities of its ends, :math:`\bar\Phi(\zeta_-)` and :math:`\bar\Phi(\zeta_+)` (both 0 where it is empty)."""
@@ -296,6 +304,11 @@ class Competition:
         self.started, self.environment = False, (None, None)  # the environment: (t, environment(...) at t)
         self.xperp = None  # with vectors: x_perp (n, d - 1) in the pool's coordinates (eq. 103)
 
+    @property
+    def threshold(self):
+        """(n,) the pool's energy threshold e_P (eq. 98) at the time of the last environment."""
+        return self.environment[1][2]
+
     def start(self, y, p, t):
         """Fill the pool with the classes above the threshold at t (eq. 98)."""
         self.started = True
@@ -357,7 +370,7 @@ class Competition:
         pi, g, weights, along_u, along_perp, tilt = self.state(y, p, t)
         r, coef, V = m.process.reverse_transition(t, t_next, m.class_var)
         # eq. 107: each class's displacement, the linear factor of the rest's tilt and its own pull
-        pool.q = np.where(pool.alive, (r - coef * g * s * tilt)[:, None] * pool.q - (coef * g)[:, None] * weights, 0.0)
+        pool.q = np.where(pool.alive, _pulled(pool.q, r, coef, g, s, tilt, weights), 0.0)
         xi1, xi2, chi = noise
         m_par = (1 + g) * m.target - g * s * along_u
         y_new = r * y + coef * m_par + math.sqrt(V) * xi1
@@ -403,7 +416,7 @@ class Competition:
         pi, g, weights, along_u, along_perp, tilt = self.state(y, p, t)
         A, B = m.process.ode_coefficients(t, m.class_var)
         root = np.sqrt(p)
-        vq1 = (A - B * g * s * tilt)[:, None] * pool.q - (B * g)[:, None] * weights  # eq. 107
+        vq1 = _pulled(pool.q, A, B, g, s, tilt, weights)  # eq. 107
         q_pred = pool.q + h * vq1
         r_orth = np.where(pool.alive, orthogonal_norm2(pool.norm2, pool.C, pool.w), 0.0)
         vy1 = A * y + B * ((1 + g) * M - g * s * along_u)
@@ -428,8 +441,7 @@ class Competition:
             y_new = y + 0.5 * h * (vy1 + vy2)
             along = root + 0.5 * h * (vperp1 + vperp2)
             kappa = 0.5 * h * (kappa1 + kappa2)
-            vq2 = (A2 - B2 * g2 * s * tilt2)[:, None] * q_pred - (B2 * g2)[:, None] * weights2
-            pool.q = pool.q + 0.5 * h * (vq1 + vq2)
+            pool.q = pool.q + 0.5 * h * (vq1 + _pulled(q_pred, A2, B2, g2, s, tilt2, weights2))
         pool.q = np.where(pool.alive, pool.q, 0.0)
         p_new = along ** 2 + (kappa ** 2 * r_orth).sum(axis=1)
         pool.advance(p_new, along, kappa)
@@ -446,7 +458,7 @@ class Competition:
         vy1 = A * y + B * ((1 + g) * M - g * s * along_u)
         v1 = A * self.xperp - (B * g * s)[:, None] * self._others_perp(weights, tilt, self.xperp)
         y_new, xperp_new = y + h * vy1, self.xperp + h * v1
-        vq1 = (A - B * g * s * tilt)[:, None] * pool.q - (B * g)[:, None] * weights  # eq. 107
+        vq1 = _pulled(pool.q, A, B, g, s, tilt, weights)  # eq. 107
         q_new = pool.q + h * vq1
         if float(m.process.var(t_next)) != 0.0:
             p_pred = (xperp_new * xperp_new).sum(axis=1)
@@ -458,7 +470,6 @@ class Competition:
             vy2 = A2 * y_new + B2 * ((1 + g2) * M - g2 * s * along_u2)
             v2 = A2 * xperp_new - (B2 * g2 * s)[:, None] * self._others_perp(weights2, tilt2, xperp_new)
             y_new, xperp_new = y + 0.5 * h * (vy1 + vy2), self.xperp + 0.5 * h * (v1 + v2)
-            vq2 = (A2 - B2 * g2 * s * tilt2)[:, None] * q_new - (B2 * g2)[:, None] * weights2
-            q_new = pool.q + 0.5 * h * (vq1 + vq2)
+            q_new = pool.q + 0.5 * h * (vq1 + _pulled(q_new, A2, B2, g2, s, tilt2, weights2))
         pool.q = np.where(pool.alive, q_new, 0.0)
         return y_new, self._renew_vectors(t_next, y_new, xperp_new), pi

@@ -329,7 +329,7 @@ def _population_run(model, kind, grid, n, rng, quenched, t_cv, exact_pulls=False
                                            rng.chisquare(model.d - 2, n) if model.d > 2 else np.zeros(n))
         if competition is not None and competition.started:
             # eq. 107: above the pool's threshold the explicit classes carry the displacement, not the test classes
-            tests.step(kind, t, t_next, y, p, *_linear_factor(competition, y, p, t), competition.environment[1][2])
+            tests.step(kind, t, t_next, y, p, *_linear_factor(competition, y, p, t), competition.threshold)
             y, p, pi = competition.heun_step(t, t_next, y, p) if kind == "ode" else \
                 competition.step(t, t_next, y, p, noise)
             tests.absorb(*competition.pool.collect())
@@ -364,7 +364,7 @@ def _population_run(model, kind, grid, n, rng, quenched, t_cv, exact_pulls=False
         _, k_final, final, _, _, _ = pop.evaluate(y, p, float(grid[-1]))
     shared = shared_se = None
     if tests is not None:
-        tests.finish(y, p, float(grid[-1]), final, k_final, None if pool is None else competition.environment[1][2])
+        tests.finish(y, p, float(grid[-1]), final, k_final, None if pool is None else competition.threshold)
         shared, shared_se = tests.shared_mean(labels, GROUPS, pool)
     posterior.append(np.bincount(labels, final, minlength=GROUPS))
 

@@ -12,14 +12,19 @@ def draw_average(residuals, stderrs, mc_errors=None):
     within-draw variance ``stderrs**2`` of the simulated statistic, over n; the mean square of the
     theory's own Monte-Carlo errors ``mc_errors`` (n,) over n is added in quadrature. Returns
     (residual, standard error)."""
-    r = np.asarray(residuals, float)
-    n = r.size
+    mean, err = _mean_and_error(np.asarray(residuals, float), stderrs, mc_errors)
+    return float(mean), float(err)
+
+
+def _mean_and_error(r, stderrs, mc_errors=None):
+    """:func:`draw_average` along the last axis of ``r`` (..., n): arrays of means and standard errors."""
+    n = r.shape[-1]
     within = np.mean(np.square(stderrs))
-    between = r.var(ddof=1) if n > 1 else within
-    var = max(between, within) / n
+    between = r.var(axis=-1, ddof=1) if n > 1 else np.full(r.shape[:-1], within)
+    var = np.maximum(between, within) / n
     if mc_errors is not None:
-        var += np.mean(np.square(mc_errors)) / n
-    return float(r.mean()), math.sqrt(var)
+        var = var + np.mean(np.square(mc_errors)) / n
+    return r.mean(axis=-1), np.sqrt(var)
 
 
 def sign_flip_null(cells, level=2.0, max_patterns=4096, seed=0):
@@ -78,12 +83,8 @@ def sign_flip_null(cells, level=2.0, max_patterns=4096, seed=0):
         count = np.zeros(len(signs), int)
         for i in members:
             ids, r, se, m = cells[i]
-            flipped = signs[:, [column[a] for a in ids]] * r  # (patterns, n)
-            n = r.size
-            within = np.mean(se ** 2)
-            between = flipped.var(axis=1, ddof=1) if n > 1 else np.full(len(signs), within)
-            err = np.sqrt((np.maximum(between, within) + np.mean(m ** 2)) / n)
-            hit = np.abs(flipped.mean(axis=1)) >= level * err
+            mean, err = _mean_and_error(signs[:, [column[a] for a in ids]] * r, se, m)  # over (patterns, n)
+            hit = np.abs(mean) >= level * err
             p[i] = hit.mean()
             count += hit
         pmf = np.convolve(pmf, np.bincount(count, minlength=len(members) + 1) / len(signs))

@@ -63,18 +63,18 @@ def class_nodes(d, c_nodes=C_NODES, r_nodes=R_NODES):
     return C, R, np.repeat(wc / wc.sum(), r_nodes) * np.tile(wx / wx.sum(), c_nodes)
 
 
-def node_cells(C, R, d, c_nodes=C_NODES, r_nodes=R_NODES):
-    """(cell of each (C, R), elementwise; prior mass of each cell (c_nodes * r_nodes,)): the cells of the
-    quadrature nodes of :func:`class_nodes` (eq. 107), bounded by the midpoints between successive nodes in C
-    (N(0, 1)) and in R (chi^2_{d-1}), indexed as the nodes."""
+def node_cells(d, c_nodes=C_NODES, r_nodes=R_NODES):
+    """The cells of the quadrature nodes of :func:`class_nodes` (eq. 107), bounded by the midpoints between
+    successive nodes in C (N(0, 1)) and in R (chi^2_{d-1}) and indexed as the nodes: a function of (C, R),
+    elementwise, giving (the cell of each, the prior mass of every cell (c_nodes * r_nodes,))."""
     nodes_C, nodes_R, _ = class_nodes(d, c_nodes, r_nodes)
     c_mid = 0.5 * (np.unique(nodes_C)[1:] + np.unique(nodes_C)[:-1])
     r_mid = 0.5 * (np.unique(nodes_R)[1:] + np.unique(nodes_R)[:-1])
-    cell = np.searchsorted(c_mid, C) * r_nodes + np.searchsorted(r_mid, R)
     lo, hi = np.concatenate([[-np.inf], c_mid]), np.concatenate([c_mid, [np.inf]])
     c_mass = np.where(lo > 0, ndtr(-lo) - ndtr(-hi), ndtr(hi) - ndtr(lo))  # from the nearer tail: no underflow
     r_mass = np.diff(np.concatenate([[0.0], chdtr(d - 1, r_mid), [1.0]]))
-    return cell, np.outer(c_mass, r_mass).ravel()
+    mass = np.outer(c_mass, r_mass).ravel()
+    return lambda C, R: (np.searchsorted(c_mid, C) * r_nodes + np.searchsorted(r_mid, R), mass)
 
 
 class TestClasses:
@@ -96,8 +96,8 @@ class TestClasses:
         self.C, self.R, self.W = class_nodes(model.d, c_nodes, r_nodes)
         # eq. 107: the explicit classes' cells, finer in C, and the test node of each (the cell holding its node)
         self.fine = class_nodes(model.d, POOL_C_NODES, r_nodes)
-        self.cells = lambda C, R: node_cells(C, R, model.d, POOL_C_NODES, r_nodes)
-        self.test_node = node_cells(self.fine[0], self.fine[1], model.d, c_nodes, r_nodes)[0]
+        self.cells = node_cells(model.d, POOL_C_NODES, r_nodes)
+        self.test_node = node_cells(model.d, c_nodes, r_nodes)(self.fine[0], self.fine[1])[0]
         self.sigma = math.sqrt(model.mean_var)
         self.q = np.zeros((n, self.C.size))  # displacement along mu_k_perp per unit of it
         self.o = None  # x_perp . mu_k_perp / sigma_mu, drawn at the first step (isotropic x_perp)

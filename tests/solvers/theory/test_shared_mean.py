@@ -120,10 +120,10 @@ def test_node_cells_partition_the_prior_around_their_nodes():
     sum to 1; a class is in the cell whose C and R intervals hold it (d = 16, the 16 x 4 nodes and the 64 x 4)."""
     for c_nodes in (16, shared_mean.POOL_C_NODES):
         C, R, W = shared_mean.class_nodes(16, c_nodes)
-        cell, mass = shared_mean.node_cells(C, R, 16, c_nodes)
+        cell, mass = shared_mean.node_cells(16, c_nodes)(C, R)
         np.testing.assert_array_equal(cell, np.arange(C.size))
         assert mass.sum() == pytest.approx(1.0, rel=1e-12) and np.all(mass > 0)
-    far, _ = shared_mean.node_cells(np.array([-50.0, 50.0]), np.array([0.0, 1e4]), 16)
+    far, _ = shared_mean.node_cells(16)(np.array([-50.0, 50.0]), np.array([0.0, 1e4]))
     np.testing.assert_array_equal(far, [0, 16 * 4 - 1])
 
 
