@@ -49,7 +49,7 @@ from cfgphase.solvers.sampling.timegrid import check_grid, default_t_max, time_g
 from cfgphase.solvers.theory.competitors import Competition
 from cfgphase.solvers.theory.environment import EnergyLaw, draw_environments, quenched_statistics
 from cfgphase.solvers.theory.meanfield import MeanFieldPrediction, guided_prediction
-from cfgphase.solvers.theory.reduction import over_draws, span_run
+from cfgphase.solvers.theory.reduction import draw_coordinates, over_draws, span_run
 from cfgphase.solvers.theory.shared_mean import TestClasses
 from cfgphase.solvers.theory.steps import step
 
@@ -423,13 +423,7 @@ def _reduced_run(model, kind, grid, n, rng):
     variances about the draw's own mean, eq. 13), averaged over draws: exact in expectation over draws
     of the means."""
     d, K = model.d, model.K
-    draws = max(n // DRAW_SIZE, 2)
-    s = math.sqrt(model.mean_var)
-    L = np.zeros((draws, K, K))
-    L[:, 0, 0] = model.target
-    for i in range(1, K):
-        L[:, i, :i] = s * rng.standard_normal((draws, i))
-        L[:, i, i] = s * np.sqrt(rng.chisquare(d - i, draws))
+    L = draw_coordinates(d, K, model.target, model.mean_var, max(n // DRAW_SIZE, 2), rng)
     run = span_run(model, kind, grid, L, [0], DRAW_SIZE, rng)
     (my, my_se), (vy, vy_se), (vp, vp_se), (t_c, t_c_se) = (over_draws(run[key]) for key in (
         "mean_ratio", "var_par", "var_perp", "t_c"))

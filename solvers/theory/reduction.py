@@ -10,10 +10,14 @@ Optionally the means in the span are only some of the classes (a family of a tre
 other leaves enter through their annealed partition function and their posterior mean, which is
 parallel to x (eq. 77), so that the reduction still closes on (c, rest).
 
+With K > d the same integration runs in the whole space (D = d coordinates, no complement). Either way it can
+follow each particle's displacement along every mean, so that the draw's shared mean splits exactly into the
+classes' diagonal and cross terms (eqs. 104-108, :func:`shared_mean_terms`).
+
 Conventions: forward time, sampling runs down the grid; the excess weight omega
 (:math:`s_c + \omega(s_c - s_u)`); all leaves (components) have equal weight; the target class is
-the mixture of the leaves ``targets`` and :math:`\mu_c` their mean. Arrays: (draws, size, K) for
-the coordinates, (draws, size) for the complement.
+the mixture of the leaves ``targets`` and :math:`\mu_c` their mean. Arrays: (draws, size, D) for
+the coordinates (D = K in the span), (draws, size) for the complement.
 """
 
 from __future__ import annotations
@@ -42,24 +46,32 @@ class Outside(NamedTuple):
     sq_perp: np.ndarray | None = None
 
 
-def span_run(model, kind, grid, L, targets, size, rng, outside=None):
+def span_run(model, kind, grid, L, targets, size, rng, outside=None, track=False):
     r"""Integrate the reduced sampler for every draw of the means and measure each draw as the
     simulator does (eqs. 63, 78).
 
     ``model`` gives ``d``, ``class_var``, ``process``, ``omega`` and ``at(t) -> (a, Gamma, Q)``;
     ``kind`` 'ode' (Heun, Euler into zero noise) or 'sde' (exact transition with the estimate frozen);
-    ``L`` (draws, K, K): row k holds the coordinates of mean k; ``targets``: indices of the target's
-    leaves among the K; ``size`` particles per draw. ``outside``: the leaves outside the span (an :class:`Outside`),
-    or None.
+    ``L`` (draws, K, D): row k holds the coordinates of mean k in an orthonormal basis of D <= d
+    dimensions that holds the means (D = K: their span; D = d with K > d: the whole space, no complement);
+    ``targets``: indices of the target's leaves among the K; ``size`` particles per draw. ``outside``: the
+    leaves outside the span (an :class:`Outside`), or None. ``track`` (without ``outside``): also follow each
+    particle's displacement along every mean (eq. 105's q, exact here).
 
     Returns per-draw arrays ``mean_ratio`` :math:`E[x\cdot\mu_c]/|\mu_c|^2`, ``var_par``, ``var_perp``
     (sample variances about the draw's own mean, eq. 13), ``rho`` :math:`|\mu_c|^2/d`, and
-    ``t_c`` (the draw's crossing of its mean target posterior at 1/2, NaN without one); and per
-    particle ``mode`` (draws, size), the target leaf of largest posterior at the last node (its
-    position in ``targets``); ``posterior`` (nodes, draws), each draw's mean target posterior on the grid.
+    ``t_c`` (the draw's crossing of its mean target posterior at 1/2, NaN without one), ``shared_mean``
+    (eq. 104's :math:`\hat S`, unbiased from the two halves of the draw's particles: the product of their
+    sample means orthogonal to :math:`\mu_c`, over d - 1); per particle ``mode`` (draws, size), the target
+    leaf of largest posterior at the last node (its position in ``targets``); ``posterior`` (nodes, draws),
+    each draw's mean target posterior on the grid. With ``track``, ``coefficients`` (draws, size, K): each
+    particle's x is ``coefficients @ L`` plus the propagated noise (SDE) or the propagated initial noise (ODE),
+    which the guidance does not move; and ``positions`` (draws, size, D), x.
     """
     d, nu = model.d, model.class_var
-    draws, K = L.shape[0], L.shape[1]
+    draws, K, D = L.shape
+    if track and outside is not None:
+        raise ValueError("track: the displacement along the means is followed without outside leaves only")
     targets = np.asarray(targets)
     L_T = np.ascontiguousarray(L.transpose(0, 2, 1))
     sq_norms = np.einsum("gkj,gkj->gk", L, L)[:, None, :]
@@ -73,8 +85,9 @@ def span_run(model, kind, grid, L, targets, size, rng, outside=None):
     start = rng.integers(0, K + n_out, (draws, size))
     inside = start < K
     c = a0 * np.take_along_axis(L, np.minimum(start, K - 1)[:, :, None], axis=1) + math.sqrt(gamma0) * \
-        rng.standard_normal((draws, size, K))
-    rest = gamma0 * rng.chisquare(d - K, (draws, size)) if d > K else np.zeros((draws, size))
+        rng.standard_normal((draws, size, D))
+    rest = gamma0 * rng.chisquare(d - D, (draws, size)) if d > D else np.zeros((draws, size))
+    q = a0 * (start[:, :, None] == np.arange(K)) if track else None
     if n_out:  # an outside leaf's mean is independent of the span: x is N(0, a^2 V + Gamma) in every direction
         spread = math.sqrt(1.0 + a0 * a0 * v_out / gamma0)
         c = np.where(inside[:, :, None], c, math.sqrt(gamma0) * spread * rng.standard_normal(c.shape))
@@ -84,8 +97,9 @@ def span_run(model, kind, grid, L, targets, size, rng, outside=None):
     pushed = np.zeros_like(outside.projection) if quenched and kind == "ode" else None
 
     def estimate(c, rest, t):
-        """Span coordinates of the guided estimate, its factor k on the complement, pi_c, and the
-        posterior weights of the quenched outside leaves (None otherwise)."""
+        """Span coordinates of the guided estimate, its factor k on the complement, pi_c, the
+        posterior weights of the quenched outside leaves (None otherwise) and, without outside leaves, the
+        estimate's coefficients on the means, (draws, size, K) (None otherwise)."""
         a, gamma, _ = model.at(t)
         logits = (a / gamma) * (c @ L_T) - (a * a / (2 * gamma)) * sq_norms  # x . mu_k = (L c)_k
         shift = logits.max(axis=2)
@@ -113,27 +127,35 @@ def span_run(model, kind, grid, L, targets, size, rng, outside=None):
         beta[:, :, targets] += (1.0 + omega) * within
         m = beta @ L
         if not n_out:
-            return m, 0.0, pi, None
+            return m, 0.0, pi, None, beta
         if not quenched:  # the annealed outside posterior mean is parallel to x: k x
             k = -omega * (out_sum / z) * a * v_out / q_out
-            return m + k[:, :, None] * c, k, pi, None
+            return m + k[:, :, None] * c, k, pi, None, None
         w_out = w_out / z[:, :, None]
         # in the span the outside means are explicit; in the complement their posterior mean is along x_comp
         with np.errstate(divide="ignore", invalid="ignore"):
             k = np.where(comp > 0, -omega * np.einsum("gbn,gbn->gb", w_out, comp_overlap) / comp ** 2, 0.0)
-        return m - omega * np.einsum("gbn,gbnk->gbk", w_out, outside.span), k, pi, w_out
+        return m - omega * np.einsum("gbn,gbnk->gbk", w_out, outside.span), k, pi, w_out, None
 
-    posterior = []
+    posterior, stage = [], {}
+
+    def second_stage(c, rest, t):  # Heun's second stage, keeping its coefficients for the tracked q
+        m, k, _, _, stage["beta"] = estimate(c, rest, t)
+        return m, k
+
     for t, t_next in zip(grid[:-1], grid[1:]):
         t, t_next = float(t), float(t_next)
-        m, k, pi, w_out = estimate(c, rest, t)
+        m, k, pi, w_out, beta = estimate(c, rest, t)
         posterior.append(pi.mean(axis=1))
         noise = None
-        if kind == "sde":  # the complement has d - K dimensions: none when the span fills the space
+        if kind == "sde":  # the complement has d - D dimensions: none when the means fill the space
             xi = rng.standard_normal(c.shape)
-            chi = rng.chisquare(d - K - 1, rest.shape) if d > K + 1 else 0.0
-            noise = (xi, rng.standard_normal(rest.shape) if d > K else 0.0, chi)
-        c, rest, f, coef = step(model, kind, t, t_next, c, rest, (m, k), lambda *s: estimate(*s)[:2], noise)
+            chi = rng.chisquare(d - D - 1, rest.shape) if d > D + 1 else 0.0
+            noise = (xi, rng.standard_normal(rest.shape) if d > D else 0.0, chi)
+        stage.clear()
+        c, rest, f, coef = step(model, kind, t, t_next, c, rest, (m, k), second_stage, noise)
+        if track:
+            q = _tracked(model, kind, t, t_next, q, beta, stage.get("beta"), f, coef)
         if pushed is not None:  # self-avoidance (eq. 60, self term): the push along -mu_j, orthogonal to x
             pushed = pushed * f[:, :, None] + (coef * weight_at(model.omega, t)) * w_out * outside.sq_perp
     posterior.append(estimate(c, rest, float(grid[-1]))[2].mean(axis=1))
@@ -145,12 +167,69 @@ def span_run(model, kind, grid, L, targets, size, rng, outside=None):
     u = centre / norm[:, None]
     y = np.einsum("gbk,gk->gb", c, u)
     perp = c - y[:, :, None] * u[:, None, :]
-    perp -= perp.mean(axis=1, keepdims=True)  # the complement has mean zero by isotropy
+    half = size // 2  # eq. 104: the complement has mean zero by isotropy, so the span's halves carry m_perp
+    shared = np.einsum("gk,gk->g", perp[:, :half].mean(axis=1), perp[:, half:].mean(axis=1)) / (d - 1)
+    perp -= perp.mean(axis=1, keepdims=True)
     crossings = [crossing_time(grid, curve) for curve in np.array(posterior).T]
-    return dict(mean_ratio=y.mean(axis=1) / norm, var_par=y.var(axis=1, ddof=1),
-                var_perp=((perp ** 2).sum(axis=(1, 2)) / (size - 1) + rest.mean(axis=1)) / (d - 1),
-                rho=norm ** 2 / d, t_c=np.array([np.nan if v is None else v for v in crossings]),
-                mode=target_logits.argmax(axis=2), posterior=np.array(posterior))
+    run = dict(mean_ratio=y.mean(axis=1) / norm, var_par=y.var(axis=1, ddof=1),
+               var_perp=((perp ** 2).sum(axis=(1, 2)) / (size - 1) + rest.mean(axis=1)) / (d - 1),
+               rho=norm ** 2 / d, t_c=np.array([np.nan if v is None else v for v in crossings]),
+               mode=target_logits.argmax(axis=2), posterior=np.array(posterior), shared_mean=shared)
+    if track:
+        run.update(coefficients=q, positions=c)
+    return run
+
+
+def _tracked(model, kind, t, t_next, q, beta, beta_next, f, coef):
+    """One step of the displacement q (draws, size, K) along the means (eq. 105's q): the step of x with the
+    estimate's coefficients ``beta`` on the means (at the predictor ``beta_next`` for Heun) and no noise.
+    Without outside leaves the estimate has no part along x, so the linear factor is the process's alone."""
+    if kind == "sde":
+        return f * q + coef * beta
+    h = t_next - t
+    A, B = model.process.ode_coefficients(t, model.class_var)
+    predictor = q + h * (A * q + B * beta)
+    if beta_next is None:  # Euler into zero noise, as the sampler
+        return predictor
+    A2, B2 = model.process.ode_coefficients(t_next, model.class_var)
+    return q + 0.5 * h * (A * q + B * beta + A2 * predictor + B2 * beta_next)
+
+
+def draw_coordinates(d, K, target, mean_var, draws, rng):
+    r"""(draws, K, D) coordinates of K means for :func:`span_run`: mean 0 is the target,
+    :math:`|\mu_c| =` ``target`` along the first axis, the others i.i.d. :math:`\mathcal N(0, \sigma_\mu^2 I_d)`.
+    With K <= d, D = K, in the orthonormal basis of their span (Bartlett: the Cholesky factor of the Gram
+    matrix, row k's diagonal a :math:`\chi_{d-k}`); with K > d, D = d, in the original axes."""
+    s = math.sqrt(mean_var)
+    if K > d:
+        L = s * rng.standard_normal((draws, K, d))
+        L[:, 0] = 0.0
+        L[:, 0, 0] = target
+        return L
+    L = np.zeros((draws, K, K))
+    L[:, 0, 0] = target
+    for i in range(1, K):
+        L[:, i, :i] = s * rng.standard_normal((draws, i))
+        L[:, i, i] = s * np.sqrt(rng.chisquare(d - i, draws))
+    return L
+
+
+def shared_mean_terms(L, coefficients, d):
+    r"""The draw's shared mean S of eq. (104) split as :math:`m_\perp = \sum_k b_k\mu_{k\perp}` (eq. 105), per
+    draw: (S, diagonal, cross), each (draws,), with S = diagonal + cross and
+    :math:`\text{diagonal} = \sum_k b_k^2|\mu_{k\perp}|^2/(d-1)`,
+    :math:`\text{cross} = \sum_{k\ne l} b_kb_l\,\mu_{k\perp}\cdot\mu_{l\perp}/(d-1)` (eq. 108), where eq. (105)
+    takes the cross terms to average out over draws. ``L`` (draws, K, D) as for :func:`span_run` with the
+    target mean 0 along the first axis; ``coefficients`` (draws, size, K) from :func:`span_run` with ``track``.
+    The squares are unbiased: products of the b of the two halves of the draw's particles."""
+    size = coefficients.shape[1]
+    perp = L.copy()
+    perp[:, :, 0] = 0.0
+    b1, b2 = coefficients[:, :size // 2].mean(axis=1), coefficients[:, size // 2:].mean(axis=1)
+    m1, m2 = np.einsum("gk,gkj->gj", b1, perp), np.einsum("gk,gkj->gj", b2, perp)
+    total = np.einsum("gj,gj->g", m1, m2) / (d - 1)
+    diagonal = np.einsum("gk,gk,gkj,gkj->g", b1, b2, perp, perp) / (d - 1)
+    return total, diagonal, total - diagonal
 
 
 def over_draws(values):
