@@ -7,7 +7,7 @@ S = diagonal + cross (eq. 108); and the diagonal with each class's b replaced by
 (C, R) cell, which is what the population's b(C, R) estimates. Against them, the finite-d population's S (eqs. 105,
 107), which has the diagonal only. Every run at the target norm rho = 1 (sigma_mu^2 = 1, s^2 = 0.25, OU, 200 steps, t_max as the simulator's).
 
-    python -m benchmarks.shared_mean_terms            # every cell (about 25 minutes on 2 cores)
+    python -m benchmarks.shared_mean_terms            # every cell (about 30 minutes, one process)
     python -m benchmarks.shared_mean_terms --cells 1  # the first cell only
 
 Writes data/validation/shared_mean_terms.json and prints a markdown table (value +- standard error over draws).
