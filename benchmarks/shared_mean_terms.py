@@ -45,12 +45,17 @@ CELLS = [
 POPULATION = 24000  # particles of the population whose S is compared
 
 
+def _setting(K, d, omega):
+    """The grid (200 steps, the simulator's default t_max) and the model (rho = 1, sigma_mu^2 = 1, s^2 = 0.25, OU)."""
+    process = get_process("ou")
+    grid = time_grid(process, 200, default_t_max(process, d * 1.25), 0.0, class_var=0.25)
+    return grid, finite_d._Model(d, K, 1.0, 1.0, 0.25, process, omega)
+
+
 def exact(K, d, kind, omega, seeds, draws, size):
     """Per draw: S measured from the positions, S from the tracked q, its diagonal and cross terms, var_perp; and
     the diagonal of b's conditional means given the class's (C, R) cell of eq. 107, (value, its error)."""
-    process = get_process("ou")
-    grid = time_grid(process, 200, default_t_max(process, d * 1.25), 0.0, class_var=0.25)
-    model = finite_d._Model(d, K, 1.0, 1.0, 0.25, process, omega)
+    grid, model = _setting(K, d, omega)
     columns = {key: [] for key in ("measured", "total", "diagonal", "cross", "var_perp")}
     classes = []  # per class of every draw: C, R (units of sigma_mu) and b from the two halves of the particles
     for seed in range(1, seeds + 1):
@@ -62,7 +67,7 @@ def exact(K, d, kind, omega, seeds, draws, size):
             columns[key].append(value)
         q = run["coefficients"][:, :, 1:]
         classes.append(np.stack([L[:, 1:, 0], (L[:, 1:, 1:] ** 2).sum(axis=2), q[:, :size // 2].mean(axis=1),
-                                 q[:, size // 2:].mean(axis=1)], axis=-1).reshape(-1, 4) )
+                                 q[:, size // 2:].mean(axis=1)], axis=-1).reshape(-1, 4))
     return {key: np.concatenate(value) for key, value in columns.items()}, conditional_diagonal(
         np.concatenate(classes), K, d)
 
@@ -95,9 +100,7 @@ def population(K, d, kind, omega):
         pred = cp.predict(cp.Model(d=d, classes=K), omega, d=d, sampler=kind, target_norm=1.0,
                           particles=POPULATION, seed=1)
         return pred.shared_mean, pred.shared_mean_stderr
-    process = get_process("ou")
-    grid = time_grid(process, 200, default_t_max(process, d * 1.25), 0.0, class_var=0.25)
-    model = finite_d._Model(d, K, 1.0, 1.0, 0.25, process, omega)
+    grid, model = _setting(K, d, omega)
     run = finite_d._population_run(model, kind, grid, POPULATION, np.random.default_rng(1), True, -1.0)
     return run["shared_mean"], run["shared_mean_se"]
 
