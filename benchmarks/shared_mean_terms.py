@@ -28,7 +28,7 @@ import cfgphase as cp
 from cfgphase.physics.processes import get_process
 from cfgphase.solvers.sampling.timegrid import default_t_max, time_grid
 from cfgphase.solvers.theory import finite_d
-from cfgphase.solvers.theory.reduction import draw_coordinates, shared_mean_terms, span_run
+from cfgphase.solvers.theory.reduction import draw_coordinates, half_means, shared_mean_terms, span_run
 from cfgphase.solvers.theory.shared_mean import POOL_C_NODES, R_NODES, node_cells
 
 OUT = Path(__file__).resolve().parents[1] / "data" / "validation" / "shared_mean_terms.json"
@@ -65,9 +65,8 @@ def exact(K, d, kind, omega, seeds, draws, size):
         total, diagonal, cross = shared_mean_terms(L, run["coefficients"], d)
         for key, value in zip(columns, (run["shared_mean"], total, diagonal, cross, run["var_perp"])):
             columns[key].append(value)
-        q = run["coefficients"][:, :, 1:]
-        classes.append(np.stack([L[:, 1:, 0], (L[:, 1:, 1:] ** 2).sum(axis=2), q[:, :size // 2].mean(axis=1),
-                                 q[:, size // 2:].mean(axis=1)], axis=-1).reshape(-1, 4))
+        b1, b2 = half_means(run["coefficients"][:, :, 1:])
+        classes.append(np.stack([L[:, 1:, 0], (L[:, 1:, 1:] ** 2).sum(axis=2), b1, b2], axis=-1).reshape(-1, 4))
     return {key: np.concatenate(value) for key, value in columns.items()}, conditional_diagonal(
         np.concatenate(classes), K, d)
 

@@ -167,8 +167,8 @@ def span_run(model, kind, grid, L, targets, size, rng, outside=None, track=False
     u = centre / norm[:, None]
     y = np.einsum("gbk,gk->gb", c, u)
     perp = c - y[:, :, None] * u[:, None, :]
-    half = size // 2  # eq. 104: the complement has mean zero by isotropy, so the span's halves carry m_perp
-    shared = np.einsum("gk,gk->g", perp[:, :half].mean(axis=1), perp[:, half:].mean(axis=1)) / (d - 1)
+    # eq. 104: the complement has mean zero by isotropy, so the span's halves carry m_perp
+    shared = np.einsum("gk,gk->g", *half_means(perp)) / (d - 1)
     perp -= perp.mean(axis=1, keepdims=True)
     crossings = [crossing_time(grid, curve) for curve in np.array(posterior).T]
     run = dict(mean_ratio=y.mean(axis=1) / norm, var_par=y.var(axis=1, ddof=1),
@@ -193,6 +193,13 @@ def _tracked(model, kind, t, t_next, q, beta, beta_next, f, coef):
         return predictor
     A2, B2 = model.process.ode_coefficients(t_next, model.class_var)
     return q + 0.5 * h * (A * q + B * beta + A2 * predictor + B2 * beta_next)
+
+
+def half_means(values):
+    """The means over the first and the second half of the particles (axis 1) of ``values`` (draws, size, ...): the
+    product of the two is unbiased for the square of the draw's mean."""
+    half = values.shape[1] // 2
+    return values[:, :half].mean(axis=1), values[:, half:].mean(axis=1)
 
 
 def draw_coordinates(d, K, target, mean_var, draws, rng):
@@ -222,10 +229,9 @@ def shared_mean_terms(L, coefficients, d):
     takes the cross terms to average out over draws. ``L`` (draws, K, D) as for :func:`span_run` with the
     target mean 0 along the first axis; ``coefficients`` (draws, size, K) from :func:`span_run` with ``track``.
     The squares are unbiased: products of the b of the two halves of the draw's particles."""
-    size = coefficients.shape[1]
     perp = L.copy()
     perp[:, :, 0] = 0.0
-    b1, b2 = coefficients[:, :size // 2].mean(axis=1), coefficients[:, size // 2:].mean(axis=1)
+    b1, b2 = half_means(coefficients)
     m1, m2 = np.einsum("gk,gkj->gj", b1, perp), np.einsum("gk,gkj->gj", b2, perp)
     total = np.einsum("gj,gj->g", m1, m2) / (d - 1)
     diagonal = np.einsum("gk,gk,gkj,gkj->g", b1, b2, perp, perp) / (d - 1)
