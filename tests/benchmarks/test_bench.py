@@ -175,3 +175,19 @@ def test_replicate_appends_fresh_draws_and_refuses_bad_input(tmp_path, monkeypat
             fs.main(["--replicate", *bad])
         assert stop.value.code == 2 and "--replicate" in capsys.readouterr().err
     assert not (tmp_path / "other.csv").exists()
+
+
+def test_simulate_profile_times_the_kernel_calls_of_a_fresh_command():
+    """benchmarks.simulate_profile runs `cfgphase simulate` in a fresh interpreter and counts the streaming kernel's
+    calls (two per Heun step and the final evaluation); its parts nest (kernel <= command <= wall); a run that never
+    calls the streaming kernel (at most 64 classes: the NumPy kernel) is refused by name."""
+    from benchmarks import simulate_profile as sp
+
+    arguments = ["--d", "8", "--classes", "100", "--particles", "64", "--steps", "5"]
+    record = sp.run_once(arguments)
+    assert record["status"] == 0 and record["kernel_calls"] == 11
+    assert 0 < record["first_call_s"] <= record["kernel_s"] <= record["command_s"] <= record["wall_s"]
+    summary = sp.summarise([record])
+    assert 0 < summary["kernel_share"] <= 1 and summary["start_s"] > 0
+    with pytest.raises(ValueError, match="more classes"):
+        sp.run_once(["--d", "8", "--classes", "4", "--particles", "16", "--steps", "2"])
