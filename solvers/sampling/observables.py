@@ -55,12 +55,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cfgphase.physics.mixture import denoiser_from_mean, score_from_mean
+from cfgphase.physics.mixture import denoiser_from_mean
 
 #: Largest number of guided and exact samples entering the energy distance (O(n^2) pairs).
 REFERENCE_SAMPLES = 2048
 #: Levels of the quantiles of p(c | x).
 QUANTILES = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9)
+
+
+def _row_norms(v):
+    """(B,) Euclidean norms of the rows of ``v`` (B, d), without the (B, d) squares of ``np.linalg.norm``."""
+    return np.sqrt(np.einsum("bd,bd->b", v, v))
 
 
 @dataclass(frozen=True)
@@ -76,7 +81,7 @@ class State:
     @functools.cached_property
     def guided_denoised_norm(self):
         r"""(B,) :math:`|D_\omega|`, the norm of the guided denoiser (``denoised_norm`` and its ratio)."""
-        return np.linalg.norm(_denoised(self, self.guided), axis=1)
+        return _row_norms(_denoised(self, self.guided))
 
 
 def overlap(s):
@@ -88,7 +93,7 @@ def sq_norm(s):
 
 
 def norm(s):
-    return np.sqrt(np.einsum("bd,bd->b", s.x, s.x))
+    return _row_norms(s.x)
 
 
 def target_posterior(s):
@@ -125,11 +130,14 @@ def _not_stepped(s):
 
 
 def guidance_norm(s):
+    r""":math:`|s_\omega - s_c|`: with the scores of eq. (6) from the same x, :math:`a_t|\hat m_\omega - \hat m_c|/\Gamma_t`
+    (per coordinate when the reference variance is a (d,) array), x's terms cancelling exactly."""
     if s.guided is None:
         return _not_stepped(s)
     process, nu = s.field.process, s.field.reference_var
-    return np.linalg.norm(score_from_mean(s.x, s.guided, s.t, process, nu)
-                          - score_from_mean(s.x, np.broadcast_to(s.ev.cond, s.x.shape), s.t, process, nu), axis=1)
+    gap = s.guided - s.ev.cond
+    gap *= float(process.a(s.t)) / process.class_var(s.t, nu)
+    return _row_norms(gap)
 
 
 def _denoised(s, m):
@@ -143,7 +151,7 @@ def denoised_norm(s):
 def denoised_norm_ratio(s):
     if s.guided is None:
         return _not_stepped(s)
-    return s.guided_denoised_norm / np.linalg.norm(_denoised(s, s.ev.cond), axis=1)
+    return s.guided_denoised_norm / _row_norms(_denoised(s, s.ev.cond))
 
 
 TRAJECTORY = {

@@ -217,3 +217,20 @@ def test_the_two_weight_conventions_agree(name):
 def test_bad_rule_parameters_name_the_parameter(build, key):
     with pytest.raises(ValueError, match=key):
         build()
+
+
+@pytest.mark.parametrize("dtype, omega", [(np.float64, 1.5), (np.float32, 1.5), (np.float32, np.float64(-0.5)),
+                                          (np.float64, 3)])
+def test_cfg_guided_mean_in_place_is_eq_10_written_out(dtype, omega):
+    """The in-place CFG mean (physics.weights.guided_mean) is m_c + omega (m_c - m_u) evaluated as written: the same
+    bits and dtype, a (d,) target mean broadcast over the rows, and the inputs left untouched."""
+    rng = np.random.default_rng(4)
+    m_c, m_u = rng.normal(size=D).astype(dtype), rng.normal(size=(5, D)).astype(dtype)
+    kept = m_c.copy(), m_u.copy()
+    out = CFG().guided_mean(GuidanceContext(None, 0.5, 0.4, omega, m_c, m_u, OU(), 1.0))
+    expected = m_c + omega * (m_c - m_u)
+    assert out.dtype == expected.dtype and out.shape == expected.shape
+    np.testing.assert_array_equal(out, expected)
+    np.testing.assert_array_equal(m_c, kept[0])
+    np.testing.assert_array_equal(m_u, kept[1])
+    assert cp.physics.weights.guided_mean(0.5, 0.25, 2.0) == 0.5 + 2.0 * (0.5 - 0.25)
