@@ -10,7 +10,9 @@ S = diagonal + cross (eq. 108); and the diagonal with each class's b replaced by
     python -m benchmarks.shared_mean_terms            # every cell (about 30 minutes, one process)
     python -m benchmarks.shared_mean_terms --cells 1  # the first cell only
 
-Writes data/validation/shared_mean_terms.json and prints a markdown table (value +- standard error over draws).
+Writes data/validation/shared_mean_terms.json and prints two markdown tables (value +- standard error over draws):
+the terms, and the cross terms split around each class's (C, R) cell mean b (eq. 109: the response of a class's b
+to the field of the others' displacements carries them).
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ import cfgphase as cp
 from cfgphase.physics.processes import get_process
 from cfgphase.solvers.sampling.timegrid import default_t_max, time_grid
 from cfgphase.solvers.theory import finite_d
-from cfgphase.solvers.theory.reduction import draw_coordinates, half_means, shared_mean_terms, span_run
+from cfgphase.solvers.theory.reduction import cross_term_split, draw_coordinates, half_means, shared_mean_terms, \
+    span_run
 from cfgphase.solvers.theory.shared_mean import POOL_C_NODES, R_NODES, node_cells
 
 OUT = Path(__file__).resolve().parents[1] / "data" / "validation" / "shared_mean_terms.json"
@@ -58,6 +61,7 @@ def exact(K, d, kind, omega, seeds, draws, size):
     grid, model = _setting(K, d, omega)
     columns = {key: [] for key in ("measured", "total", "diagonal", "cross", "var_perp")}
     classes = []  # per class of every draw: C, R (units of sigma_mu) and b from the two halves of the particles
+    runs = []  # (L, coefficients) per seed, for the split of eq. 109
     for seed in range(1, seeds + 1):
         rng = np.random.default_rng(seed)
         L = draw_coordinates(d, K, model.target, model.mean_var, draws, rng)
@@ -67,8 +71,28 @@ def exact(K, d, kind, omega, seeds, draws, size):
             columns[key].append(value)
         b1, b2 = half_means(run["coefficients"][:, :, 1:])
         classes.append(np.stack([L[:, 1:, 0], (L[:, 1:, 1:] ** 2).sum(axis=2), b1, b2], axis=-1).reshape(-1, 4))
-    return {key: np.concatenate(value) for key, value in columns.items()}, conditional_diagonal(
-        np.concatenate(classes), K, d)
+        runs.append((L, run["coefficients"]))
+    classes = np.concatenate(classes)
+    columns.update(split(runs, classes, d))
+    return {key: np.concatenate(value) for key, value in columns.items()}, conditional_diagonal(classes, K, d)
+
+
+def split(runs, classes, d):
+    """Per draw, the cross terms split around each class's cell mean b (eq. 109): A (mean zero), the response 2B,
+    C, and 2B + C, the estimate of the cross terms without A's variance."""
+    cell = node_cells(d, POOL_C_NODES, R_NODES)(classes[:, 0], classes[:, 1])[0]
+    b = 0.5 * (classes[:, 2] + classes[:, 3])
+    cell_mean = np.bincount(cell, weights=b) / np.maximum(np.bincount(cell), 1)
+    out, start = {key: [] for key in ("cross_A", "response", "cross_C", "cross_without_A")}, 0
+    for L, coefficients in runs:
+        draws, K = L.shape[:2]
+        reference = np.zeros((draws, K))  # the target's column is zero and has no perpendicular part
+        reference[:, 1:] = cell_mean[cell[start:start + draws * (K - 1)]].reshape(draws, K - 1)
+        start += draws * (K - 1)
+        A, B, C = cross_term_split(L, coefficients, d, reference)
+        for key, value in zip(out, (A, 2 * B, C, 2 * B + C)):
+            out[key].append(value)
+    return out
 
 
 def conditional_diagonal(classes, K, d):
@@ -132,6 +156,12 @@ def main(argv=None):
         gap_se = math.hypot(pop_se, total_se)
         print(f"| {K}, {d}, {kind}, {omega:g} | {seeds * draws} x {size} | {cells} | {pop:.5f} ± {pop_se:.5f} | "
               f"{pop - total:+.5f} ± {gap_se:.5f} ({(pop - total) / gap_se:+.1f}) |", flush=True)
+    print("\nThe cross terms split around each class's (C, R) cell mean b (eq. 109; A has mean zero):\n\n"
+          "| K, d, sampler, omega | cross | A | response 2B | C | 2B + C |\n" + "|---" * 6 + "|")
+    for r in records:
+        print(f"| {r['K']}, {r['d']}, {r['sampler']}, {r['omega']:g} | " + " | ".join(
+            f"{r[k][0]:+.5f} ± {r[k][1]:.5f}" for k in ("cross", "cross_A", "response", "cross_C", "cross_without_A"))
+            + " |")
     OUT.write_text(json.dumps(dict(machine=platform.processor() or platform.machine(), cfgphase=cp.__version__,
                                    date=time.strftime("%Y-%m-%d"), cells=records), indent=1) + "\n")
     print(f"wrote {OUT}")

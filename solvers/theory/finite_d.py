@@ -301,10 +301,11 @@ class _Population:
         return y_new, np.maximum(p + y * y - y_new * y_new, 0.0)
 
 
-def _population_run(model, kind, grid, n, rng, quenched, t_cv, exact_pulls=False):
+def _population_run(model, kind, grid, n, rng, quenched, t_cv, exact_pulls=False, field=None):
     r"""Integrate the population on ``grid`` (eqs. 53-54). Control variate: the same particles and
     noise driven by the annealed linear dynamics with guidance on only before t_cv (the leading
-    order's t*), whose exact moments follow from the same step applied to probe values."""
+    order's t*), whose exact moments follow from the same step applied to probe values. ``field``: the
+    test classes' field of eq. (110) (quenched only); the run's ``test_classes`` are returned with it."""
     # the noise renews the dominant classes whatever the weight's sign (eq. 106); without noise only
     # negative guidance moves them (eqs. 100-102)
     dynamic = quenched and (kind == "sde" or _negative_somewhere(model.omega, grid))
@@ -320,7 +321,7 @@ def _population_run(model, kind, grid, n, rng, quenched, t_cv, exact_pulls=False
     competition = Competition(model, pop, rng, vectors=exact_pulls) if dynamic else None
     # the draw's shared mean (eqs. 105, 107), with its own random numbers: the population's are unchanged; annealed
     # others are no draw, so they share none
-    tests = TestClasses(model, n, _spawn(rng)) if quenched else None
+    tests = TestClasses(model, n, _spawn(rng), field=field) if quenched else None
     for t, t_next in zip(grid[:-1], grid[1:]):
         t, t_next = float(t), float(t_next)
         if quenched and not pop.active and len(posterior) % 2 == 0:
@@ -380,7 +381,8 @@ def _population_run(model, kind, grid, n, rng, quenched, t_cv, exact_pulls=False
     end, end_se = pooled(posterior[-1] / counts, counts)
     return dict(mean_y=mean_y, mean_y_se=mean_y_se, var_y=(mean_y2 - mean_y ** 2) * n / (n - 1), mean_p=mean_p,
                 mean_p_se=mean_p_se, t_c=t_c, t_c_se=t_c_se, posterior=float(end), posterior_se=float(end_se),
-                quenched_active=pop.active, shared_mean=shared, shared_mean_se=shared_se)
+                quenched_active=pop.active, shared_mean=shared, shared_mean_se=shared_se,
+                test_classes=tests if field is not None else None)
 
 
 def _spawn(rng):

@@ -238,6 +238,29 @@ def shared_mean_terms(L, coefficients, d):
     return total, diagonal, total - diagonal
 
 
+def cross_term_split(L, coefficients, d, reference):
+    r"""The cross terms of eq. (108) split around a reference b per class (eq. 109), per draw: (A, B, C), each
+    (draws,), with cross = A + 2B + C exactly. With :math:`G_{kl} = \mu_{k\perp}\cdot\mu_{l\perp}/(d-1)` for
+    k != l, :math:`b_k = r_k + \delta_k` (``reference`` r, (draws, K), e.g. the mean b of the classes of k's (C, R)
+    cell) and :math:`h_k = \sum_{l\ne k} r_l G_{kl}`, the field of the others' reference displacements along
+    :math:`\mu_k`: :math:`A = \sum_{k\ne l} r_kr_lG_{kl}`, :math:`B = \sum_k\delta_kh_k`,
+    :math:`C = \sum_{k\ne l}\delta_k\delta_lG_{kl}`. A reference that is a function of each class's own
+    (C, R) gives E[A] = 0 over draws (the directions orthogonal to :math:`\mu_c` are isotropic and
+    independent of C and R), so 2B + C estimates the mean cross terms without A's variance. ``L`` and
+    ``coefficients`` as for :func:`shared_mean_terms`; products of the two halves' b, unbiased."""
+    perp = L.copy()
+    perp[:, :, 0] = 0.0
+    sq = np.einsum("gkj,gkj->gk", perp, perp)
+
+    def form(u, v):  # sum_{k != l} u_k v_l G_kl, per draw
+        return (np.einsum("gj,gj->g", np.einsum("gk,gkj->gj", u, perp), np.einsum("gk,gkj->gj", v, perp))
+                - np.einsum("gk,gk,gk->g", u, v, sq)) / (d - 1)
+
+    b1, b2 = half_means(coefficients)
+    d1, d2 = b1 - reference, b2 - reference
+    return form(reference, reference), 0.5 * (form(d1, reference) + form(d2, reference)), form(d1, d2)
+
+
 def over_draws(values):
     """Mean over draws and its standard error; (None, None) when a value is missing (NaN)."""
     values = np.asarray(values, dtype=float)

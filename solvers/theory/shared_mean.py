@@ -26,6 +26,11 @@ particle's other classes do not answer. Where the population keeps its dominant 
 threshold they carry the displacement (each slot its own q, kept with a per-cell sum when the class
 leaves) and a test class adds to its q only below it; every increment is counted once.
 
+The cross terms (eqs. 108-110). The classes' displacements add up with cross terms that the diagonal S above leaves
+out; they are each class's response to the others' shared displacement along it. A ``field`` on the test classes
+shifts their energies by it, so that runs at two field strengths give that response (benchmarks/shared_mean_response.py;
+not yet in the predictions).
+
 Conventions: forward time t, sampling runs down; arrays over particles (n,) and test classes (n, M).
 """
 
@@ -91,8 +96,12 @@ class TestClasses:
     carrying the displacement above it, and :meth:`absorb` takes the displacements of the explicit
     classes that leave the pool, which then decay with the particle's linear factor, per (C, R) cell."""
 
-    def __init__(self, model, n, rng, c_nodes=C_NODES, r_nodes=R_NODES):
+    def __init__(self, model, n, rng, c_nodes=C_NODES, r_nodes=R_NODES, field=None):
         self.model, self.rng = model, rng
+        #: eq. 110: None, or a function of t (a number, or (M,) per node) added to every test class's overlap o in
+        #: its energy (units of sigma_mu), the shared displacement of the others along the class; with it every
+        #: completed step's mean q per node goes to ``profile`` as (t, (M,))
+        self.field, self.profile = field, []
         self.C, self.R, self.W = class_nodes(model.d, c_nodes, r_nodes)
         # eq. 107: the explicit classes' cells, finer in C, and the test node of each (the cell holding its node)
         self.fine = class_nodes(model.d, POOL_C_NODES, r_nodes)
@@ -118,6 +127,8 @@ class TestClasses:
         q = y * y + p
         log_target = -(q - 2 * a * m.target * y + a * a * m.target ** 2) / (2 * gamma) + q / (2 * gamma)
         log_all = log_target - np.log(np.maximum(pi, 1e-300))
+        if self.field is not None:
+            o = o + self.field(t)
         eps = beta * (y[:, None] * self.C + o) - 0.5 * c * (self.C ** 2 + self.R)
         return 0.5 * (1.0 + np.tanh(0.5 * (eps - log_all[:, None]))), eps
 
@@ -146,6 +157,7 @@ class TestClasses:
             self.q = f * self.q + coef * src_q
             self.o = f * self.o + coef * self.sigma * self.R * src + noise
             self.growth = self.growth * f[:, 0]
+            self._record(t_next)
             return
         h = t_next - t
         A, B = m.process.ode_coefficients(t, m.class_var)
@@ -155,6 +167,7 @@ class TestClasses:
         if float(m.process.var(t_next)) == 0.0:  # the last step into zero noise is Euler's, as the sampler's
             self.q, self.o = predictors
             self.growth = self.growth * (1.0 + h * c1[:, 0])
+            self._record(t_next)
         else:
             self.pending = (t_next, h, c1[:, 0], vq, vo, predictors)
 
@@ -173,9 +186,14 @@ class TestClasses:
         self.o = self.o + 0.5 * h * (vo + c2 * o_pred + B * self.sigma * self.R * src)
         self.growth = self.growth * (1.0 + 0.5 * h * (c1 + c2[:, 0] * (1.0 + h * c1)))  # Heun's, without source
         self.pending = None
+        self._record(t)
         for particle, cell, q in self.incoming:
             self._add(particle, cell, q)
         self.incoming = []
+
+    def _record(self, t):
+        if self.field is not None:
+            self.profile.append((t, self.q.mean(axis=0)))
 
     def _add(self, particle, cell, q):
         np.add.at(self.departed, (particle, cell), q / self.growth[particle])

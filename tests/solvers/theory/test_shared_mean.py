@@ -235,3 +235,49 @@ def test_shared_mean_terms_add_up_to_the_measured_shared_mean():
     difference = run["shared_mean"] - total
     assert abs(difference.mean()) < 3 * difference.std(ddof=1) / math.sqrt(difference.size)
     assert cross.mean() < -3 * cross.std(ddof=1) / math.sqrt(cross.size), (cross.mean(), cross.std(ddof=1))
+
+
+def test_the_cross_terms_split_around_a_reference_b():
+    """Eq. (109): cross = A + 2B + C to rounding for any reference b, here on a tracked run (K > d and K < d); and a
+    planted linear response, every particle's q of class k equal to r_k + chi h_k (h_k = sum_l r_l G_kl), gives
+    B = chi |h|^2 and C = chi^2 h.G.h, the forms computed directly from G."""
+    for K, d in ((12, 6), (5, 9)):
+        L, run = _tracked_run("sde", -0.5, K, d, draws=5)
+        _, _, cross = reduction.shared_mean_terms(L, run["coefficients"], d)
+        reference = np.random.default_rng(2).normal(size=(5, K)) * 0.1
+        A, B, C = reduction.cross_term_split(L, run["coefficients"], d, reference)
+        np.testing.assert_allclose(A + 2 * B + C, cross, rtol=1e-10, atol=1e-14)
+    rng, K, d, chi = np.random.default_rng(5), 7, 11, -0.3
+    L = reduction.draw_coordinates(d, K, 2.0, 1.0, 3, rng)
+    perp = L.copy()
+    perp[:, :, 0] = 0.0
+    G = perp @ perp.transpose(0, 2, 1) / (d - 1)
+    G[:, np.arange(K), np.arange(K)] = 0.0
+    reference = rng.normal(size=(3, K))
+    h = np.einsum("gkl,gl->gk", G, reference)
+    coefficients = np.repeat((reference + chi * h)[:, None, :], 4, axis=1)
+    A, B, C = reduction.cross_term_split(L, coefficients, d, reference)
+    np.testing.assert_allclose(A, np.einsum("gk,gkl,gl->g", reference, G, reference), rtol=1e-12)
+    np.testing.assert_allclose(B, chi * np.einsum("gk,gk->g", h, h), rtol=1e-12)
+    np.testing.assert_allclose(C, chi ** 2 * np.einsum("gk,gkl,gl->g", h, G, h), rtol=1e-12)
+
+
+@pytest.mark.parametrize("omega", [-0.7, 2.0])
+def test_the_field_of_eq_110_is_a_shared_displacement_along_the_class(omega):
+    """Eq. (110): a field Delta added to a test class's overlap is the class's posterior of particles displaced by a
+    vector v orthogonal to mu_c with v . mu_k_perp / sigma_mu = Delta (here v along mu_k_perp), computed directly in
+    d dimensions; and a run with a field records the mean q of every completed step (Heun's at the step's end)."""
+    model, mu_c, mu_k, x, tests = _one_other_class(omega)
+    sigma, ones, t, delta = math.sqrt(model.mean_var), np.ones(x.shape[0]), 0.5, 0.7
+    perp = mu_k.copy()
+    perp[0] = 0.0
+    shifted = x + delta * sigma * perp / (perp @ perp)
+    _, direct = _guided(model, mu_c, mu_k, shifted, t)
+    tests.field = lambda time: delta
+    y, p = _reduced(x, mu_c)
+    np.testing.assert_allclose(tests._posterior(y, p, t, ones, tests.o)[0][:, 0], direct, rtol=1e-12)
+    tests.step("ode", t, 0.45, y, p, ones, 0.0 * ones)
+    assert tests.profile == []
+    tests.finish(y, p, 0.45, ones, 0.0 * ones)
+    assert len(tests.profile) == 1 and tests.profile[0][0] == 0.45
+    np.testing.assert_array_equal(tests.profile[0][1], tests.q.mean(axis=0))
