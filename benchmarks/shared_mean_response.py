@@ -7,7 +7,11 @@ energy shifted by +-eta g(t) (paired random numbers), giving chi(C, R) = db/deta
 2B = 2 (K - 1) sigma_mu S_diag E[chi R] / (d - 1). Cells where the population has no explicit classes (the
 probability flow under positive guidance); rho = 1, sigma_mu^2 = 1, s^2 = 0.25, OU, 200 steps.
 
-    python -m benchmarks.shared_mean_response     # three cells, about 10 minutes
+The population's test classes carry the particle's linear factor k on q (eq. 105): the reaction of the particle's
+other classes, which the exact split puts in the cross terms. With ``own_pull`` they carry the class's own pull alone,
+the exact diagonal; own pull + 2B and the population's S are two estimates of the same S.
+
+    python -m benchmarks.shared_mean_response     # three cells, about 12 minutes
 
 Writes data/validation/shared_mean_response.json and prints a markdown table.
 """
@@ -54,21 +58,30 @@ def response(K, d, omega, n=POPULATION, eta=ETA, seed=1):
     return s_diag, 2 * (K - 1) * sigma * s_diag * float(np.sum(W * chi * R)) / (d - 1), chi, (C, R, W)
 
 
+def own_pull_diagonal(K, d, omega, n=POPULATION, seed=1):
+    """The population's diagonal of S with the test classes' own pull alone (eq. 110)."""
+    grid, model = _setting(K, d, omega)
+    return finite_d._population_run(model, "ode", grid, n, np.random.default_rng(seed), True, -1.0,
+                                    own_pull=True)["shared_mean"]
+
+
 def main():
     records = []
-    print("| K, d, omega | exact: diagonal | cross | response 2B | population: S_diag | 2B (eq. 110) | ratio |\n"
-          + "|---" * 7 + "|")
+    print("| K, d, omega | exact: diagonal | response 2B | S = diagonal + 2B + C | population: S (eq. 105) | "
+          "own pull | 2B (eq. 110) | own pull + 2B |\n" + "|---" * 8 + "|")
     for K, d, omega, seeds, draws, size in CELLS:
         start = time.perf_counter()
         run, _ = exact(K, d, "ode", omega, seeds, draws, size)
-        stats = {key: _mean(run[key]) for key in ("diagonal", "cross", "response")}
+        run["split_total"] = run["diagonal"] + run["cross_without_A"]
+        stats = {key: _mean(run[key]) for key in ("diagonal", "cross", "response", "split_total")}
         s_diag, two_b, _, _ = response(K, d, omega)
+        own = own_pull_diagonal(K, d, omega)
         records.append(dict(K=K, d=d, sampler="ode", omega=omega, draws=seeds * draws, particles=size,
                             population=POPULATION, eta=ETA, population_diagonal=s_diag, population_response=two_b,
-                            seconds=time.perf_counter() - start, **stats))
-        (dg, dg_e), (cr, cr_e), (rs, rs_e) = (stats[k] for k in ("diagonal", "cross", "response"))
-        print(f"| {K}, {d}, {omega:g} | {dg:.5f} ± {dg_e:.5f} | {cr:+.5f} ± {cr_e:.5f} | {rs:+.5f} ± {rs_e:.5f} | "
-              f"{s_diag:.5f} | {two_b:+.5f} | {two_b / rs:.2f} |", flush=True)
+                            own_pull_diagonal=own, seconds=time.perf_counter() - start, **stats))
+        (dg, dg_e), (rs, rs_e), (tot, tot_e) = (stats[k] for k in ("diagonal", "response", "split_total"))
+        print(f"| {K}, {d}, {omega:g} | {dg:.5f} ± {dg_e:.5f} | {rs:+.5f} ± {rs_e:.5f} | {tot:.5f} ± {tot_e:.5f} | "
+              f"{s_diag:.5f} | {own:.5f} | {two_b:+.5f} | {own + two_b:.5f} |", flush=True)
     OUT.write_text(json.dumps(dict(machine=platform.processor() or platform.machine(), cfgphase=cp.__version__,
                                    date=time.strftime("%Y-%m-%d"), cells=records), indent=1) + "\n")
     print(f"wrote {OUT}")

@@ -301,11 +301,12 @@ class _Population:
         return y_new, np.maximum(p + y * y - y_new * y_new, 0.0)
 
 
-def _population_run(model, kind, grid, n, rng, quenched, t_cv, exact_pulls=False, field=None):
+def _population_run(model, kind, grid, n, rng, quenched, t_cv, exact_pulls=False, field=None, own_pull=False):
     r"""Integrate the population on ``grid`` (eqs. 53-54). Control variate: the same particles and
     noise driven by the annealed linear dynamics with guidance on only before t_cv (the leading
-    order's t*), whose exact moments follow from the same step applied to probe values. ``field``: the
-    test classes' field of eq. (110) (quenched only); the run's ``test_classes`` are returned with it."""
+    order's t*), whose exact moments follow from the same step applied to probe values. ``field`` and
+    ``own_pull``: the test classes' field and own-pull displacement of eq. (110) (quenched only); the run's
+    ``test_classes`` are returned with a field."""
     # the noise renews the dominant classes whatever the weight's sign (eq. 106); without noise only
     # negative guidance moves them (eqs. 100-102)
     dynamic = quenched and (kind == "sde" or _negative_somewhere(model.omega, grid))
@@ -321,7 +322,7 @@ def _population_run(model, kind, grid, n, rng, quenched, t_cv, exact_pulls=False
     competition = Competition(model, pop, rng, vectors=exact_pulls) if dynamic else None
     # the draw's shared mean (eqs. 105, 107), with its own random numbers: the population's are unchanged; annealed
     # others are no draw, so they share none
-    tests = TestClasses(model, n, _spawn(rng), field=field) if quenched else None
+    tests = TestClasses(model, n, _spawn(rng), field=field, own_pull=own_pull) if quenched else None
     for t, t_next in zip(grid[:-1], grid[1:]):
         t, t_next = float(t), float(t_next)
         if quenched and not pop.active and len(posterior) % 2 == 0:

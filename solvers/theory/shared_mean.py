@@ -26,10 +26,10 @@ particle's other classes do not answer. Where the population keeps its dominant 
 threshold they carry the displacement (each slot its own q, kept with a per-cell sum when the class
 leaves) and a test class adds to its q only below it; every increment is counted once.
 
-The cross terms (eqs. 108-110). The classes' displacements add up with cross terms that the diagonal S above leaves
-out; they are each class's response to the others' shared displacement along it. A ``field`` on the test classes
-shifts their energies by it, so that runs at two field strengths give that response (benchmarks/shared_mean_response.py;
-not yet in the predictions).
+The cross terms (eqs. 108-110). The classes' displacements add up with cross terms: each class's response to the
+others' shared displacement along it. The test classes hold them already, through the particle's linear factor on q
+(the other classes' reaction). A ``field`` on the test classes, with ``own_pull`` (q without that factor), computes
+them a second way (benchmarks/shared_mean_response.py); the predictions do not use either option.
 
 Conventions: forward time t, sampling runs down; arrays over particles (n,) and test classes (n, M).
 """
@@ -96,8 +96,11 @@ class TestClasses:
     carrying the displacement above it, and :meth:`absorb` takes the displacements of the explicit
     classes that leave the pool, which then decay with the particle's linear factor, per (C, R) cell."""
 
-    def __init__(self, model, n, rng, c_nodes=C_NODES, r_nodes=R_NODES, field=None):
+    def __init__(self, model, n, rng, c_nodes=C_NODES, r_nodes=R_NODES, field=None, own_pull=False):
         self.model, self.rng = model, rng
+        #: eq. 110: q without the particle's linear factor k (its other classes' reaction to x_perp): the class's own
+        #: pull alone, the diagonal of eq. 108's exact split; o is unchanged (without explicit classes only)
+        self.own_pull = own_pull
         #: eq. 110: None, or a function of t (a number, or (M,) per node) added to every test class's overlap o in
         #: its energy (units of sigma_mu), the shared displacement of the others along the class; with it every
         #: completed step's mean q per node goes to ``profile`` as (t, (M,))
@@ -154,7 +157,7 @@ class TestClasses:
             r, coef, V = m.process.reverse_transition(t, t_next, m.class_var)
             f = (r + coef * k)[:, None]
             noise = np.sqrt(V * self.R) * self.rng.standard_normal(self.q.shape)
-            self.q = f * self.q + coef * src_q
+            self.q = (r if self.own_pull else f) * self.q + coef * src_q
             self.o = f * self.o + coef * self.sigma * self.R * src + noise
             self.growth = self.growth * f[:, 0]
             self._record(t_next)
@@ -162,7 +165,7 @@ class TestClasses:
         h = t_next - t
         A, B = m.process.ode_coefficients(t, m.class_var)
         c1 = (A + B * k)[:, None]
-        vq, vo = c1 * self.q + B * src_q, c1 * self.o + B * self.sigma * self.R * src
+        vq, vo = (A if self.own_pull else c1) * self.q + B * src_q, c1 * self.o + B * self.sigma * self.R * src
         predictors = (self.q + h * vq, self.o + h * vo)
         if float(m.process.var(t_next)) == 0.0:  # the last step into zero noise is Euler's, as the sampler's
             self.q, self.o = predictors
@@ -182,7 +185,7 @@ class TestClasses:
         A, B = m.process.ode_coefficients(t, m.class_var)
         c2 = (A + B * k)[:, None]
         src, src_q = self._source(y, p, t, pi, o_pred, threshold)
-        self.q = self.q + 0.5 * h * (vq + c2 * q_pred + B * src_q)
+        self.q = self.q + 0.5 * h * (vq + (A if self.own_pull else c2) * q_pred + B * src_q)
         self.o = self.o + 0.5 * h * (vo + c2 * o_pred + B * self.sigma * self.R * src)
         self.growth = self.growth * (1.0 + 0.5 * h * (c1 + c2[:, 0] * (1.0 + h * c1)))  # Heun's, without source
         self.pending = None

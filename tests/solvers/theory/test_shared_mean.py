@@ -281,3 +281,21 @@ def test_the_field_of_eq_110_is_a_shared_displacement_along_the_class(omega):
     tests.finish(y, p, 0.45, ones, 0.0 * ones)
     assert len(tests.profile) == 1 and tests.profile[0][0] == 0.45
     np.testing.assert_array_equal(tests.profile[0][1], tests.q.mean(axis=0))
+
+
+def test_the_own_pull_leaves_out_the_linear_factor_on_q_only():
+    """Eq. (110): with ``own_pull`` a test class's q advances with the process's linear part and its own pull, as
+    the exact split's diagonal counts it, without the particle's linear factor k (its other classes' reaction),
+    while o keeps k: over an SDE step q is the q of k = 0 and o the o of the given k, to rounding."""
+    runs = {}
+    for own_pull, k in ((False, 0.0), (False, 0.4), (True, 0.4)):
+        model, mu_c, mu_k, x, tests = _one_other_class(-0.7)
+        tests.own_pull, tests.q = own_pull, np.full_like(tests.q, 0.2)  # a displacement for k to act on
+        tests.rng = SimpleNamespace(standard_normal=lambda shape: np.zeros(shape))
+        y, p = _reduced(x, mu_c)
+        ones = np.ones(x.shape[0])
+        tests.step("sde", 0.4, 0.37, y, p, ones, k * ones)
+        runs[own_pull, k] = tests.q.copy(), tests.o.copy()
+    np.testing.assert_allclose(runs[True, 0.4][0], runs[False, 0.0][0], rtol=1e-14)
+    np.testing.assert_allclose(runs[True, 0.4][1], runs[False, 0.4][1], rtol=1e-14)
+    assert np.abs(runs[False, 0.4][0] - runs[False, 0.0][0]).max() > 1e-6
