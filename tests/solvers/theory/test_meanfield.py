@@ -179,9 +179,10 @@ NEGATIVE_GUIDANCE_SHARED_MEAN = (
     "measured with 16 draws: alpha = 0.4, omega = -0.5, SDE, d = 16 (K = 602): the draw's shared mean S is "
     "overstated, -0.00022 +- 0.00007 (-3.1 SE; 0.00058 predicted, 0.00035 measured), while mean_ratio +1.1, var_par "
     "+0.9, var_perp -0.5 and the final target posterior -0.2 SE. Exact runs with every class's displacement tracked "
-    "(docs/theory.md eq. 108, rho = 1) put S at 0.00043 +- 0.00002: a diagonal 0.00068 and cross terms -0.00025 "
-    "(the classes compete for the particles), which eq. 105 drops; the population's S is its diagonal, 0.00056, with "
-    "b 4-9 % low")
+    "(docs/theory.md eq. 108, rho = 1) put S at 0.00043 +- 0.00002: a diagonal 0.00068 and cross terms -0.00025, "
+    "each class's response to the others' displacement (eq. 109), against the population's 0.00056. Without explicit "
+    "classes the population's S holds those cross terms through the particle's linear factor and matches the exact "
+    "one (eq. 110); what is missing is the explicit classes' reaction to one another")
 
 
 PROBABILITY_FLOW_AT_K_122 = (
