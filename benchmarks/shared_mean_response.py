@@ -37,7 +37,7 @@ POPULATION, ETA = 8000, 0.2
 
 
 def response(K, d, omega, n=POPULATION, eta=ETA, seed=1):
-    """The population's (S_diag, 2B, chi (M,), its nodes' (C, R, W)) of eq. 110 for the probability flow."""
+    """The population's (S, 2B) of eq. 110 for the probability flow: its test classes' S and their response."""
     grid, model = _setting(K, d, omega)
 
     def run(field):
@@ -46,7 +46,7 @@ def response(K, d, omega, n=POPULATION, eta=ETA, seed=1):
         return out["test_classes"]
 
     tests = run(lambda t: 0.0)
-    C, R, W, b = tests.C, tests.R, tests.W, tests.q.mean(axis=0)
+    R, W, b = tests.R, tests.W, tests.q.mean(axis=0)
     times = np.array([t for t, _ in tests.profile])
     profile = np.array([q for _, q in tests.profile]) @ (W * R * b) / np.sum(W * R * b * b)
     order = np.argsort(times)
@@ -55,7 +55,7 @@ def response(K, d, omega, n=POPULATION, eta=ETA, seed=1):
     chi = (up.q.mean(axis=0) - down.q.mean(axis=0)) / (2 * eta)
     sigma = math.sqrt(model.mean_var)
     s_diag = (K - 1) * model.mean_var * float(np.sum(W * R * b * b)) / (d - 1)
-    return s_diag, 2 * (K - 1) * sigma * s_diag * float(np.sum(W * chi * R)) / (d - 1), chi, (C, R, W)
+    return s_diag, 2 * (K - 1) * sigma * s_diag * float(np.sum(W * chi * R)) / (d - 1)
 
 
 def own_pull_diagonal(K, d, omega, n=POPULATION, seed=1):
@@ -74,7 +74,7 @@ def main():
         run, _ = exact(K, d, "ode", omega, seeds, draws, size)
         run["split_total"] = run["diagonal"] + run["cross_without_A"]
         stats = {key: _mean(run[key]) for key in ("diagonal", "cross", "response", "split_total")}
-        s_diag, two_b, _, _ = response(K, d, omega)
+        s_diag, two_b = response(K, d, omega)
         own = own_pull_diagonal(K, d, omega)
         records.append(dict(K=K, d=d, sampler="ode", omega=omega, draws=seeds * draws, particles=size,
                             population=POPULATION, eta=ETA, population_diagonal=s_diag, population_response=two_b,

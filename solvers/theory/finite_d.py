@@ -310,6 +310,9 @@ def _population_run(model, kind, grid, n, rng, quenched, t_cv, exact_pulls=False
     # the noise renews the dominant classes whatever the weight's sign (eq. 106); without noise only
     # negative guidance moves them (eqs. 100-102)
     dynamic = quenched and (kind == "sde" or _negative_somewhere(model.omega, grid))
+    if own_pull and dynamic:
+        raise ValueError("own_pull: the test classes' own pull is defined without explicit classes (the probability "
+                         "flow under positive guidance)")
     # with the explicit classes of eqs. 95-102 their pull replaces the self-avoidance of eq. 60 (eq. 102)
     pop = _Population(model, n, rng, quenched, self_avoiding=kind == "ode" and not dynamic)
     a0, gamma0, Q0 = model.at(grid[0])

@@ -229,13 +229,21 @@ def shared_mean_terms(L, coefficients, d):
     takes the cross terms to average out over draws. ``L`` (draws, K, D) as for :func:`span_run` with the
     target mean 0 along the first axis; ``coefficients`` (draws, size, K) from :func:`span_run` with ``track``.
     The squares are unbiased: products of the b of the two halves of the draw's particles."""
+    total, diagonal = _pair_sums(*half_means(coefficients), _perpendicular(L), d)
+    return total, diagonal, total - diagonal
+
+
+def _perpendicular(L):
+    """The means' parts orthogonal to mu_c (the first axis), (draws, K, D)."""
     perp = L.copy()
     perp[:, :, 0] = 0.0
-    b1, b2 = half_means(coefficients)
-    m1, m2 = np.einsum("gk,gkj->gj", b1, perp), np.einsum("gk,gkj->gj", b2, perp)
-    total = np.einsum("gj,gj->g", m1, m2) / (d - 1)
-    diagonal = np.einsum("gk,gk,gkj,gkj->g", b1, b2, perp, perp) / (d - 1)
-    return total, diagonal, total - diagonal
+    return perp
+
+
+def _pair_sums(u, v, perp, d):
+    """Per draw, (sum_k u_k mu_k_perp) . (sum_l v_l mu_l_perp) / (d - 1) and its diagonal, the terms k = l."""
+    total = np.einsum("gj,gj->g", np.einsum("gk,gkj->gj", u, perp), np.einsum("gk,gkj->gj", v, perp)) / (d - 1)
+    return total, np.einsum("gk,gk,gkj,gkj->g", u, v, perp, perp) / (d - 1)
 
 
 def cross_term_split(L, coefficients, d, reference):
@@ -248,13 +256,11 @@ def cross_term_split(L, coefficients, d, reference):
     (C, R) gives E[A] = 0 over draws (the directions orthogonal to :math:`\mu_c` are isotropic and
     independent of C and R), so 2B + C estimates the mean cross terms without A's variance. ``L`` and
     ``coefficients`` as for :func:`shared_mean_terms`; products of the two halves' b, unbiased."""
-    perp = L.copy()
-    perp[:, :, 0] = 0.0
-    sq = np.einsum("gkj,gkj->gk", perp, perp)
+    perp = _perpendicular(L)
 
     def form(u, v):  # sum_{k != l} u_k v_l G_kl, per draw
-        return (np.einsum("gj,gj->g", np.einsum("gk,gkj->gj", u, perp), np.einsum("gk,gkj->gj", v, perp))
-                - np.einsum("gk,gk,gk->g", u, v, sq)) / (d - 1)
+        total, diagonal = _pair_sums(u, v, perp, d)
+        return total - diagonal
 
     b1, b2 = half_means(coefficients)
     d1, d2 = b1 - reference, b2 - reference

@@ -299,3 +299,14 @@ def test_the_own_pull_leaves_out_the_linear_factor_on_q_only():
     np.testing.assert_allclose(runs[True, 0.4][0], runs[False, 0.0][0], rtol=1e-14)
     np.testing.assert_allclose(runs[True, 0.4][1], runs[False, 0.4][1], rtol=1e-14)
     assert np.abs(runs[False, 0.4][0] - runs[False, 0.0][0]).max() > 1e-6
+
+
+def test_the_own_pull_is_refused_under_explicit_classes():
+    """``own_pull`` is defined where the test classes carry the whole displacement: the SDE (explicit classes at
+    every weight) and the probability flow under negative guidance refuse it, naming the parameter."""
+    process = get_process("ou")
+    grid = time_grid(process, 10, default_t_max(process, 20.0), 0.0, class_var=0.25)
+    for kind, omega in (("sde", 1.0), ("ode", -0.5)):
+        model = finite_d._Model(16, 25, 1.0, 1.0, 0.25, process, omega)
+        with pytest.raises(ValueError, match="own_pull"):
+            finite_d._population_run(model, kind, grid, 100, np.random.default_rng(0), True, -1.0, own_pull=True)
