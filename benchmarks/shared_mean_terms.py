@@ -9,10 +9,12 @@ S = diagonal + cross (eq. 108); and the diagonal with each class's b replaced by
 
     python -m benchmarks.shared_mean_terms            # every cell (about 30 minutes, one process)
     python -m benchmarks.shared_mean_terms --cells 1  # the first cell only
+    python -m benchmarks.shared_mean_terms --split-only  # the exact runs alone: add eq. 111's split (about 20 minutes)
 
 Writes data/validation/shared_mean_terms.json and prints two markdown tables (value +- standard error over draws):
 the terms, and the cross terms split around each class's (C, R) cell mean b (eq. 109: the response of a class's b
-to the field of the others' displacements carries them).
+to the field of the others' displacements carries them), with that response split per particle into the part of
+the overlaps along the particle's own direction and the rest (eq. 111).
 """
 
 from __future__ import annotations
@@ -30,8 +32,8 @@ import cfgphase as cp
 from cfgphase.physics.processes import get_process
 from cfgphase.solvers.sampling.timegrid import default_t_max, time_grid
 from cfgphase.solvers.theory import finite_d
-from cfgphase.solvers.theory.reduction import cross_term_split, draw_coordinates, half_means, shared_mean_terms, \
-    span_run
+from cfgphase.solvers.theory.reduction import cross_term_split, draw_coordinates, half_means, \
+    response_along_particles, shared_mean_terms, span_run
 from cfgphase.solvers.theory.shared_mean import POOL_C_NODES, R_NODES, node_cells
 
 OUT = Path(__file__).resolve().parents[1] / "data" / "validation" / "shared_mean_terms.json"
@@ -71,7 +73,7 @@ def exact(K, d, kind, omega, seeds, draws, size):
             columns[key].append(value)
         b1, b2 = half_means(run["coefficients"][:, :, 1:])
         classes.append(np.stack([L[:, 1:, 0], (L[:, 1:, 1:] ** 2).sum(axis=2), b1, b2], axis=-1).reshape(-1, 4))
-        runs.append((L, run["coefficients"]))
+        runs.append((L, run["coefficients"], run["positions"]))
     classes = np.concatenate(classes)
     columns.update(split(runs, classes, d))
     return {key: np.concatenate(value) for key, value in columns.items()}, conditional_diagonal(classes, K, d)
@@ -79,18 +81,21 @@ def exact(K, d, kind, omega, seeds, draws, size):
 
 def split(runs, classes, d):
     """Per draw, the cross terms split around each class's cell mean b (eq. 109): A (mean zero), the response 2B,
-    C, and 2B + C, the estimate of the cross terms without A's variance."""
+    C, and 2B + C, the estimate of the cross terms without A's variance; and 2B split per particle into the part of
+    the overlaps along its own direction and the rest (eq. 111)."""
     cell = node_cells(d, POOL_C_NODES, R_NODES)(classes[:, 0], classes[:, 1])[0]
     b = 0.5 * (classes[:, 2] + classes[:, 3])
     cell_mean = np.bincount(cell, weights=b) / np.maximum(np.bincount(cell), 1)
-    out, start = {key: [] for key in ("cross_A", "response", "cross_C", "cross_without_A")}, 0
-    for L, coefficients in runs:
+    out, start = {key: [] for key in ("cross_A", "response", "cross_C", "cross_without_A", "response_along",
+                                      "response_across")}, 0
+    for L, coefficients, positions in runs:
         draws, K = L.shape[:2]
         reference = np.zeros((draws, K))  # the target's column is zero and has no perpendicular part
         reference[:, 1:] = cell_mean[cell[start:start + draws * (K - 1)]].reshape(draws, K - 1)
         start += draws * (K - 1)
         A, B, C = cross_term_split(L, coefficients, d, reference)
-        for key, value in zip(out, (A, 2 * B, C, 2 * B + C)):
+        along, across = response_along_particles(L, coefficients, positions, d, reference)
+        for key, value in zip(out, (A, 2 * B, C, 2 * B + C, along, across)):
             out[key].append(value)
     return out
 
@@ -132,12 +137,37 @@ def _mean(values):
     return float(values.mean()), float(values.std(ddof=1) / math.sqrt(values.size))
 
 
+def split_only(cells):
+    """Rerun the exact runs of ``cells`` (the same seeds), check that the stored S from q comes back bit for bit and
+    the response 2B to rounding, and store the per-particle split of eq. 111 with it."""
+    stored = json.loads(OUT.read_text())
+    index = {(c["K"], c["d"], c["sampler"], c["omega"]): c for c in stored["cells"]}
+    print("| K, d, sampler, omega | response 2B | along each particle | across |\n" + "|---" * 4 + "|")
+    for K, d, kind, omega, seeds, draws, size in cells:
+        run, _ = exact(K, d, kind, omega, seeds, draws, size)
+        record = index[K, d, kind, omega]
+        # the runs come back bit for bit; the split's sums to rounding (their order changed since the record)
+        if _mean(run["total"]) != tuple(record["total"]) or not np.allclose(_mean(run["response"]),
+                                                                            record["response"], rtol=1e-12, atol=0):
+            raise SystemExit(f"K = {K}, d = {d}, {kind}, omega = {omega}: the exact runs do not reproduce the stored 2B")
+        record.update(response_along=_mean(run["response_along"]), response_across=_mean(run["response_across"]))
+        print(f"| {K}, {d}, {kind}, {omega:g} | " + " | ".join(
+            f"{record[k][0]:+.5f} ± {record[k][1]:.5f}" for k in ("response", "response_along", "response_across"))
+            + " |", flush=True)
+    OUT.write_text(json.dumps(stored, indent=1) + "\n")
+    print(f"wrote {OUT}")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cells", type=int, default=len(CELLS), help="run the first CELLS cells")
+    parser.add_argument("--split-only", action="store_true",
+                        help="rerun the exact runs alone and add the per-particle split of eq. 111 to the stored record")
     args = parser.parse_args(argv)
     if not 1 <= args.cells <= len(CELLS):
         parser.error(f"--cells must be between 1 and {len(CELLS)}, got {args.cells}")
+    if args.split_only:
+        return split_only(CELLS[:args.cells])
     records = []
     print("| K, d, sampler, omega | draws x particles | S measured | S from q | diagonal | cross | diagonal of "
           "b(C, R) | population S (eq. 107) | population - S from q |\n" + "|---" * 9 + "|")
@@ -157,11 +187,12 @@ def main(argv=None):
         print(f"| {K}, {d}, {kind}, {omega:g} | {seeds * draws} x {size} | {cells} | {pop:.5f} ± {pop_se:.5f} | "
               f"{pop - total:+.5f} ± {gap_se:.5f} ({(pop - total) / gap_se:+.1f}) |", flush=True)
     print("\nThe cross terms split around each class's (C, R) cell mean b (eq. 109; A has mean zero):\n\n"
-          "| K, d, sampler, omega | cross | A | response 2B | C | 2B + C |\n" + "|---" * 6 + "|")
+          "| K, d, sampler, omega | cross | A | response 2B | C | 2B + C | 2B along each particle | across |\n"
+          + "|---" * 8 + "|")
     for r in records:
         print(f"| {r['K']}, {r['d']}, {r['sampler']}, {r['omega']:g} | " + " | ".join(
-            f"{r[k][0]:+.5f} ± {r[k][1]:.5f}" for k in ("cross", "cross_A", "response", "cross_C", "cross_without_A"))
-            + " |")
+            f"{r[k][0]:+.5f} ± {r[k][1]:.5f}" for k in ("cross", "cross_A", "response", "cross_C", "cross_without_A",
+                                                        "response_along", "response_across")) + " |")
     OUT.write_text(json.dumps(dict(machine=platform.processor() or platform.machine(), cfgphase=cp.__version__,
                                    date=time.strftime("%Y-%m-%d"), cells=records), indent=1) + "\n")
     print(f"wrote {OUT}")

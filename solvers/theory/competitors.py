@@ -23,6 +23,8 @@ dynamics (eq. 98), those that fall below it leave. The SDE moves them with its e
 the rotation of the particle's perpendicular direction by its pulls toward its explicit classes.
 With ``vectors`` (eq. 103) each explicit class is kept as a vector in the complement of u and the
 particle's perpendicular part too, so that the pull directions need not be orthogonal (A6).
+A ``probe`` (eq. 111) gives each explicit class a random sign at entry and adds that sign times a field to its
+overlap: the linear response of the classes' displacements to the shared mean, measured by the signed displacement.
 
 Conventions: arrays over particles have a leading axis n; over a particle's explicit classes a
 trailing axis of length ``CAPACITY``; ``alive`` marks the occupied slots.
@@ -138,12 +140,16 @@ class CompetitorPool:
     its class's part orthogonal to u, per unit of it (eq. 107; passive: nothing else depends on it), and
     the classes that leave are kept in ``departed`` as (particle, C, n, q) until collected."""
 
-    def __init__(self, n, d, others, rng, vectors=False):
+    def __init__(self, n, d, others, rng, vectors=False, probe=None):
         self.n, self.d, self.others, self.rng = n, d, others, rng
         shape = (n, CAPACITY)
         self.C, self.w, self.norm2, self.q = np.zeros(shape), np.zeros(shape), np.zeros(shape), np.zeros(shape)
         self.alive = np.zeros(shape, dtype=bool)
-        self.departed = []  # (particle, C, norm2, q) arrays of the classes that left, since the last collect()
+        #: eq. 111: with a generator ``probe`` each class draws a sign s = +-1 at entry and its energy takes
+        #: beta s ``shift`` (a random field on its overlap, ``shift`` set per time by the Competition); else None
+        self.probe, self.shift = probe, 0.0
+        self.sign = np.zeros(shape) if probe is not None else None
+        self.departed = []  # (particle, C, norm2, q, sign) arrays of the classes that left, since the last collect()
         self.previous = None  # (beta, c, y, p, threshold) at the last renewal
         #: with ``vectors``, each class's part orthogonal to u in units of sigma_mu, (n, CAPACITY, d - 1),
         #: in fixed coordinates of the complement of u (eq. 103); w is then its overlap with x_perp/|x_perp|
@@ -157,6 +163,8 @@ class CompetitorPool:
     def energies(self, beta, c, y, p):
         r""":math:`\varepsilon_k = \beta(yC_k + \sqrt p\,w_k) - \tfrac c2 n_k` (eq. 95), -inf in empty slots."""
         e = beta * (y[:, None] * self.C + np.sqrt(p)[:, None] * self.w) - 0.5 * c * self.norm2
+        if self.sign is not None:
+            e = e + beta * self.shift * self.sign
         return np.where(self.alive, e, -np.inf)
 
     def advance(self, p_new, along, pull, noise_var=0.0, eta=0.0):
@@ -212,23 +220,29 @@ class CompetitorPool:
             e -= np.einsum("nd,nd->n", e, along)[:, None] * along
             e /= np.linalg.norm(e, axis=1)[:, None]
             Z = w[:, None] * along + np.sqrt(orthogonal_norm2(norm2, C, w))[:, None] * e
-        self._insert(owner, C, w, norm2, beta * (y[owner] * C + np.sqrt(p[owner]) * w) - 0.5 * c * norm2,
-                     self.energies(beta, c, y, p), Z)
+        energy = beta * (y[owner] * C + np.sqrt(p[owner]) * w) - 0.5 * c * norm2
+        sign = None
+        if self.probe is not None:  # eq. 111: entrants are drawn without the field, and carry it from now on
+            sign = self.probe.choice([-1.0, 1.0], owner.size)
+            energy = energy + beta * self.shift * sign
+        self._insert(owner, C, w, norm2, energy, self.energies(beta, c, y, p), Z, sign)
 
     def _depart(self, leaving):
         """Record the classes of the slots in the mask ``leaving`` (n, slots) as departed."""
         owner, slot = np.nonzero(leaving)
         if owner.size:
-            self.departed.append((owner, self.C[owner, slot], self.norm2[owner, slot], self.q[owner, slot]))
+            sign = np.zeros(owner.size) if self.sign is None else self.sign[owner, slot]
+            self.departed.append((owner, self.C[owner, slot], self.norm2[owner, slot], self.q[owner, slot], sign))
 
     def collect(self):
-        """The classes that left since the last call: (particle, C, norm2, q), each (m,)."""
+        """The classes that left since the last call: (particle, C, norm2, q, sign), each (m,); sign 0 without
+        a probe (eq. 111)."""
         parts, self.departed = self.departed, []
         if not parts:
-            return np.zeros(0, dtype=int), np.zeros(0), np.zeros(0), np.zeros(0)
+            return np.zeros(0, dtype=int), np.zeros(0), np.zeros(0), np.zeros(0), np.zeros(0)
         return tuple(np.concatenate(column) for column in zip(*parts))
 
-    def _insert(self, owner, C, w, norm2, energy, current, Z=None):
+    def _insert(self, owner, C, w, norm2, energy, current, Z=None, sign=None):
         """Put new classes into free slots (q = 0: no displacement yet); where a particle runs out, keep
         its highest energies (the others depart)."""
         if owner.size == 0:
@@ -250,6 +264,10 @@ class CompetitorPool:
         kept = np.zeros(all_e.shape, dtype=bool)
         np.put_along_axis(kept, keep, True, axis=1)
         self._depart((np.isfinite(all_e) & ~kept)[:, :CAPACITY])  # entrants that do not fit have no q yet
+        if self.sign is not None:
+            new_sign = np.zeros((self.n, width))
+            new_sign[owner, rank] = sign[order]
+            self.sign = np.take_along_axis(np.concatenate([self.sign, new_sign], axis=1), keep, axis=1)
         self.C, self.w, self.norm2, self.q, energies = (np.take_along_axis(arr, keep, axis=1)
                                                         for arr in (all_C, all_w, all_n, all_q, all_e))
         self.alive = np.isfinite(energies)
@@ -298,9 +316,15 @@ class Competition:
     SDE transition of eq. (12) (:math:`\hat m` frozen), ``heun_step`` with the probability flow's Heun
     step (eqs. 100-102), and both renew the pool at the new time."""
 
-    def __init__(self, model, population, rng, vectors=False):
+    def __init__(self, model, population, rng, vectors=False, own_pull=False, field=None, probe=None):
         self.model, self.population, self.rng = model, population, rng
-        self.pool = CompetitorPool(population.n, model.d, population.others, rng, vectors)
+        #: eq. 110: the explicit classes' q without the rest's tilt in its linear factor (their own pull alone)
+        self.own_pull = own_pull
+        #: eq. 111: None, or a function of t giving the random field's size on the explicit classes' overlaps
+        #: (units of sigma_mu; each class takes it with its own sign, drawn from the generator ``probe``)
+        self.field = field
+        self.pool = CompetitorPool(population.n, model.d, population.others, rng, vectors,
+                                   probe if field is not None else None)
         self.started, self.environment = False, (None, None)  # the environment: (t, environment(...) at t)
         self.xperp = None  # with vectors: x_perp (n, d - 1) in the pool's coordinates (eq. 103)
 
@@ -312,6 +336,7 @@ class Competition:
     def start(self, y, p, t):
         """Fill the pool with the classes above the threshold at t (eq. 98)."""
         self.started = True
+        self._field_at(t)
         self.environment = (t, environment(self.population, t, np.sqrt(y * y + p)))
         beta, c, threshold, _, _, sampler = self.environment[1]
         direction = None
@@ -329,6 +354,7 @@ class Competition:
         a, gamma, _ = m.at(t)
         q = y * y + p
         x_norm = np.sqrt(q)
+        self._field_at(t)
         if self.environment[0] != t:  # computed at the renewal of the pool at t, for the same (y, p)
             self.environment = (t, environment(self.population, t, x_norm))
         beta, c, _, log_rest, rest_zeta, _ = self.environment[1]
@@ -344,6 +370,15 @@ class Competition:
         along_u = (weights * self.pool.C).sum(axis=1) + rest * rest_zeta * y / x_norm
         along_perp = (weights * self.pool.w).sum(axis=1) + rest * rest_zeta * np.sqrt(p) / x_norm
         return pi, g, weights, along_u, along_perp, rest * rest_zeta / x_norm
+
+    def _field_at(self, t):
+        """Set the probe's field on the explicit classes' overlaps to its value at t (eq. 111)."""
+        if self.field is not None:
+            self.pool.shift = float(self.field(t))
+
+    def _q_tilt(self, tilt):
+        """The rest's tilt in the explicit classes' q (eq. 107), zero with ``own_pull`` (eq. 110)."""
+        return np.zeros_like(tilt) if self.own_pull else tilt
 
     def _others_perp(self, weights, tilt, xperp):
         """The others' mean orthogonal to u in units of sigma_mu, (n, d - 1): the explicit classes' vectors
@@ -370,7 +405,7 @@ class Competition:
         pi, g, weights, along_u, along_perp, tilt = self.state(y, p, t)
         r, coef, V = m.process.reverse_transition(t, t_next, m.class_var)
         # eq. 107: each class's displacement, the linear factor of the rest's tilt and its own pull
-        pool.q = np.where(pool.alive, _pulled(pool.q, r, coef, g, s, tilt, weights), 0.0)
+        pool.q = np.where(pool.alive, _pulled(pool.q, r, coef, g, s, self._q_tilt(tilt), weights), 0.0)
         xi1, xi2, chi = noise
         m_par = (1 + g) * m.target - g * s * along_u
         y_new = r * y + coef * m_par + math.sqrt(V) * xi1
@@ -397,6 +432,7 @@ class Competition:
 
     def _renew(self, t_next, y_new, p_new, along, direction=None):
         """The environment at the end of a step and the renewal of the pool there (eq. 98)."""
+        self._field_at(t_next)
         self.environment = (t_next, environment(self.population, t_next, np.sqrt(y_new ** 2 + p_new)))
         beta, c, threshold, _, _, sampler = self.environment[1]
         self.pool.renew(beta, c, y_new, p_new, threshold, sampler, along / np.sqrt(p_new), direction)
@@ -416,7 +452,7 @@ class Competition:
         pi, g, weights, along_u, along_perp, tilt = self.state(y, p, t)
         A, B = m.process.ode_coefficients(t, m.class_var)
         root = np.sqrt(p)
-        vq1 = _pulled(pool.q, A, B, g, s, tilt, weights)  # eq. 107
+        vq1 = _pulled(pool.q, A, B, g, s, self._q_tilt(tilt), weights)  # eq. 107
         q_pred = pool.q + h * vq1
         r_orth = np.where(pool.alive, orthogonal_norm2(pool.norm2, pool.C, pool.w), 0.0)
         vy1 = A * y + B * ((1 + g) * M - g * s * along_u)
@@ -441,7 +477,7 @@ class Competition:
             y_new = y + 0.5 * h * (vy1 + vy2)
             along = root + 0.5 * h * (vperp1 + vperp2)
             kappa = 0.5 * h * (kappa1 + kappa2)
-            pool.q = pool.q + 0.5 * h * (vq1 + _pulled(q_pred, A2, B2, g2, s, tilt2, weights2))
+            pool.q = pool.q + 0.5 * h * (vq1 + _pulled(q_pred, A2, B2, g2, s, self._q_tilt(tilt2), weights2))
         pool.q = np.where(pool.alive, pool.q, 0.0)
         p_new = along ** 2 + (kappa ** 2 * r_orth).sum(axis=1)
         pool.advance(p_new, along, kappa)
@@ -458,7 +494,7 @@ class Competition:
         vy1 = A * y + B * ((1 + g) * M - g * s * along_u)
         v1 = A * self.xperp - (B * g * s)[:, None] * self._others_perp(weights, tilt, self.xperp)
         y_new, xperp_new = y + h * vy1, self.xperp + h * v1
-        vq1 = _pulled(pool.q, A, B, g, s, tilt, weights)  # eq. 107
+        vq1 = _pulled(pool.q, A, B, g, s, self._q_tilt(tilt), weights)  # eq. 107
         q_new = pool.q + h * vq1
         if float(m.process.var(t_next)) != 0.0:
             p_pred = (xperp_new * xperp_new).sum(axis=1)
@@ -470,6 +506,6 @@ class Competition:
             vy2 = A2 * y_new + B2 * ((1 + g2) * M - g2 * s * along_u2)
             v2 = A2 * xperp_new - (B2 * g2 * s)[:, None] * self._others_perp(weights2, tilt2, xperp_new)
             y_new, xperp_new = y + 0.5 * h * (vy1 + vy2), self.xperp + 0.5 * h * (v1 + v2)
-            q_new = pool.q + 0.5 * h * (vq1 + _pulled(q_new, A2, B2, g2, s, tilt2, weights2))
+            q_new = pool.q + 0.5 * h * (vq1 + _pulled(q_new, A2, B2, g2, s, self._q_tilt(tilt2), weights2))
         pool.q = np.where(pool.alive, q_new, 0.0)
         return y_new, self._renew_vectors(t_next, y_new, xperp_new), pi

@@ -301,18 +301,20 @@ class _Population:
         return y_new, np.maximum(p + y * y - y_new * y_new, 0.0)
 
 
-def _population_run(model, kind, grid, n, rng, quenched, t_cv, exact_pulls=False, field=None, own_pull=False):
+def _population_run(model, kind, grid, n, rng, quenched, t_cv, exact_pulls=False, field=None, own_pull=False,
+                    probe=False):
     r"""Integrate the population on ``grid`` (eqs. 53-54). Control variate: the same particles and
     noise driven by the annealed linear dynamics with guidance on only before t_cv (the leading
     order's t*), whose exact moments follow from the same step applied to probe values. ``field`` and
-    ``own_pull``: the test classes' field and own-pull displacement of eq. (110) (quenched only); the run's
-    ``test_classes`` are returned with a field."""
+    ``own_pull``: the test classes' field and own-pull displacement of eq. (110) (quenched only), the explicit
+    classes' too (their field with a random sign per class, eq. 111, with ``probe``); the run's ``test_classes``
+    are returned with a field, with the fine cells' mean displacement per step under the explicit classes in their
+    ``fine_profile``, and the explicit classes' ``pool`` at the end; with ``probe`` the signed displacement of
+    eq. 111 as ``signed``. Under explicit classes ``response_along`` is eq. 111's response along the particles'
+    directions (value, error; measured, not in the prediction), else (None, None)."""
     # the noise renews the dominant classes whatever the weight's sign (eq. 106); without noise only
     # negative guidance moves them (eqs. 100-102)
     dynamic = quenched and (kind == "sde" or _negative_somewhere(model.omega, grid))
-    if own_pull and dynamic:
-        raise ValueError("own_pull: the test classes' own pull is defined without explicit classes (the probability "
-                         "flow under positive guidance)")
     # with the explicit classes of eqs. 95-102 their pull replaces the self-avoidance of eq. 60 (eq. 102)
     pop = _Population(model, n, rng, quenched, self_avoiding=kind == "ode" and not dynamic)
     a0, gamma0, Q0 = model.at(grid[0])
@@ -322,10 +324,11 @@ def _population_run(model, kind, grid, n, rng, quenched, t_cv, exact_pulls=False
     moments = np.array([0.0, Q0, Q0 * (model.d - 1)])  # exact E y, E y^2, E p of the control variate
     labels = np.arange(n) % GROUPS
     posterior = []
-    competition = Competition(model, pop, rng, vectors=exact_pulls) if dynamic else None
     # the draw's shared mean (eqs. 105, 107), with its own random numbers: the population's are unchanged; annealed
     # others are no draw, so they share none
-    tests = TestClasses(model, n, _spawn(rng), field=field, own_pull=own_pull) if quenched else None
+    tests = TestClasses(model, n, _spawn(rng), field=field, own_pull=own_pull, signed=probe) if quenched else None
+    competition = Competition(model, pop, rng, vectors=exact_pulls, own_pull=own_pull, field=field if probe else None,
+                              probe=_spawn(rng) if probe else None) if dynamic else None
     for t, t_next in zip(grid[:-1], grid[1:]):
         t, t_next = float(t), float(t_next)
         if quenched and not pop.active and len(posterior) % 2 == 0:
@@ -338,6 +341,8 @@ def _population_run(model, kind, grid, n, rng, quenched, t_cv, exact_pulls=False
             y, p, pi = competition.heun_step(t, t_next, y, p) if kind == "ode" else \
                 competition.step(t, t_next, y, p, noise)
             tests.absorb(*competition.pool.collect())
+            if field is not None:
+                tests.fine_profile.append((t_next, tests.displacement(competition.pool)[0].mean(axis=0)))
             posterior.append(np.bincount(labels, pi, minlength=GROUPS))
         else:
             m_par, k_perp, pi, g, weights, chi2 = pop.evaluate(y, p, t)
@@ -368,9 +373,12 @@ def _population_run(model, kind, grid, n, rng, quenched, t_cv, exact_pulls=False
     else:
         _, k_final, final, _, _, _ = pop.evaluate(y, p, float(grid[-1]))
     shared = shared_se = None
+    along = (None, None)
     if tests is not None:
         tests.finish(y, p, float(grid[-1]), final, k_final, None if pool is None else competition.threshold)
         shared, shared_se = tests.shared_mean(labels, GROUPS, pool)
+        if pool is not None:  # eq. 111, measured: not in the prediction
+            along = tests.response_along(pool, labels, GROUPS)
     posterior.append(np.bincount(labels, final, minlength=GROUPS))
 
     def controlled(values, control, exact):
@@ -385,8 +393,9 @@ def _population_run(model, kind, grid, n, rng, quenched, t_cv, exact_pulls=False
     end, end_se = pooled(posterior[-1] / counts, counts)
     return dict(mean_y=mean_y, mean_y_se=mean_y_se, var_y=(mean_y2 - mean_y ** 2) * n / (n - 1), mean_p=mean_p,
                 mean_p_se=mean_p_se, t_c=t_c, t_c_se=t_c_se, posterior=float(end), posterior_se=float(end_se),
-                quenched_active=pop.active, shared_mean=shared, shared_mean_se=shared_se,
-                test_classes=tests if field is not None else None)
+                quenched_active=pop.active, shared_mean=shared, shared_mean_se=shared_se, response_along=along,
+                test_classes=tests if field is not None else None, pool=pool if field is not None else None,
+                signed=tests.signed_displacement(pool) if probe and pool is not None else None)
 
 
 def _spawn(rng):

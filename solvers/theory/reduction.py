@@ -267,6 +267,28 @@ def cross_term_split(L, coefficients, d, reference):
     return form(reference, reference), 0.5 * (form(d1, reference) + form(d2, reference)), form(d1, d2)
 
 
+def response_along_particles(L, coefficients, positions, d, reference):
+    r"""Eq. (109)'s response 2B split per particle (eq. 111), per draw: (the part of the overlaps along each particle's
+    own direction, the rest), each (draws,), summing to the 2B of :func:`cross_term_split` to rounding. Particle i
+    sees :math:`G_{kl} = G^w_{kl}(i) + G^e_{kl}(i)` with :math:`G^w_{kl}(i) = (\mu_{k\perp}\cdot\hat x_{i\perp})
+    (\mu_{l\perp}\cdot\hat x_{i\perp})/(d-1)`, and :math:`B = n^{-1}\sum_i\sum_{k
+e l} r_l G_{kl}(q_{ik} - r_k)`.
+    ``positions`` (draws, n, D) from :func:`span_run` with ``track``, in the whole space (D = d: K >= d, since x's
+    part outside a smaller span is not followed); the rest as for :func:`cross_term_split`."""
+    if L.shape[2] != d:
+        raise ValueError(f"positions: the split needs x in the whole space (D = d = {d}), got D = {L.shape[2]} (K < d)")
+    perp = _perpendicular(L)
+    x = positions.copy()
+    x[:, :, 0] = 0.0
+    x /= np.linalg.norm(x, axis=2, keepdims=True)
+    w = np.einsum("gkj,gnj->gnk", perp, x)  # mu_k_perp . x_hat_i_perp, (draws, n, K)
+    delta = coefficients - reference[:, None, :]
+    along = (np.einsum("gnk,gnk->gn", delta, w) * np.einsum("gnl,gl->gn", w, reference)
+             - np.einsum("gnk,gnk,gk->gn", delta, w * w, reference)).mean(axis=1) / (d - 1)
+    total, diagonal = _pair_sums(delta.mean(axis=1), reference, perp, d)
+    return 2.0 * along, 2.0 * (total - diagonal - along)
+
+
 def over_draws(values):
     """Mean over draws and its standard error; (None, None) when a value is missing (NaN)."""
     values = np.asarray(values, dtype=float)

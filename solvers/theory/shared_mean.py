@@ -29,7 +29,9 @@ leaves) and a test class adds to its q only below it; every increment is counted
 The cross terms (eqs. 108-110). The classes' displacements add up with cross terms: each class's response to the
 others' shared displacement along it. The test classes hold them already, through the particle's linear factor on q
 (the other classes' reaction). A ``field`` on the test classes, with ``own_pull`` (q without that factor), computes
-them a second way (benchmarks/shared_mean_response.py); the predictions do not use either option.
+them a second way (benchmarks/shared_mean_response.py); the predictions do not use either option. Under the explicit
+classes ``own_pull`` drops the rest's tilt from their q too, and ``signed`` keeps the departed classes' q times their
+probe signs (eq. 111).
 
 Conventions: forward time t, sampling runs down; arrays over particles (n,) and test classes (n, M).
 """
@@ -41,7 +43,8 @@ import math
 import numpy as np
 from numpy.polynomial.hermite_e import hermegauss
 from scipy.linalg import eigh_tridiagonal
-from scipy.special import chdtr, ndtr
+from scipy.special import betainc, chdtr, ndtr
+from scipy.special import beta as beta_function
 
 from cfgphase.physics.weights import weight_at
 
@@ -82,6 +85,20 @@ def node_cells(d, c_nodes=C_NODES, r_nodes=R_NODES):
     return lambda C, R: (np.searchsorted(c_mid, C) * r_nodes + np.searchsorted(r_mid, R), mass)
 
 
+def below_threshold_overlap(d, R, level):
+    r"""(:math:`E[w\,1\{w < \text{level}\}]`, :math:`P(w < \text{level})`) for a class's overlap
+    :math:`w = \sqrt R\cos\theta` with the particle's direction orthogonal to u, :math:`\theta` uniform on the sphere
+    of the d - 1 dimensions orthogonal to u (eq. 111): the density of :math:`\cos\theta` is
+    :math:`(1-v^2)^{(d-4)/2}/B(\tfrac12, \tfrac{d-2}2)`, so the first is
+    :math:`-\sqrt R\,(1-a^2)^{(d-2)/2}/((d-2)B(\tfrac12, \tfrac{d-2}2))` with :math:`a = \text{level}/\sqrt R` clipped
+    to [-1, 1]. Elementwise in R and level (broadcast)."""
+    m = d - 1
+    a = np.clip(level / np.sqrt(R), -1.0, 1.0)
+    below = 0.5 + 0.5 * np.sign(a) * betainc(0.5, 0.5 * (m - 1), a * a)
+    first = -np.sqrt(R) * (1.0 - a * a) ** (0.5 * (m - 1)) / ((m - 1) * beta_function(0.5, 0.5 * (m - 1)))
+    return first, below
+
+
 class TestClasses:
     r"""Passive test classes carried by n particles of a finite-d population (eqs. 105, 107).
 
@@ -96,7 +113,7 @@ class TestClasses:
     carrying the displacement above it, and :meth:`absorb` takes the displacements of the explicit
     classes that leave the pool, which then decay with the particle's linear factor, per (C, R) cell."""
 
-    def __init__(self, model, n, rng, c_nodes=C_NODES, r_nodes=R_NODES, field=None, own_pull=False):
+    def __init__(self, model, n, rng, c_nodes=C_NODES, r_nodes=R_NODES, field=None, own_pull=False, signed=False):
         self.model, self.rng = model, rng
         #: eq. 110: q without the particle's linear factor k (its other classes' reaction to x_perp): the class's own
         #: pull alone, the diagonal of eq. 108's exact split; o is unchanged (without explicit classes only)
@@ -105,6 +122,9 @@ class TestClasses:
         #: its energy (units of sigma_mu), the shared displacement of the others along the class; with it every
         #: completed step's mean q per node goes to ``profile`` as (t, (M,))
         self.field, self.profile = field, []
+        #: under the explicit classes (eq. 111), the mean displacement per fine cell of :meth:`displacement` at each
+        #: completed step, as (t, (fine cells,)), appended by the population's run when it has a field
+        self.fine_profile = []
         self.C, self.R, self.W = class_nodes(model.d, c_nodes, r_nodes)
         # eq. 107: the explicit classes' cells, finer in C, and the test node of each (the cell holding its node)
         self.fine = class_nodes(model.d, POOL_C_NODES, r_nodes)
@@ -117,8 +137,10 @@ class TestClasses:
         # eq. 107: the summed q of the explicit classes that left, per particle and cell, in units of the particle's
         # linear factor accumulated since t_max (``growth``), so that their decay costs nothing per step
         self.departed = np.zeros((n, self.fine[0].size))
+        #: eq. 111: with ``signed``, the same sums of q times each departed class's probe sign
+        self.departed_signed = np.zeros((n, self.fine[0].size)) if signed else None
         self.growth = np.ones(n)
-        self.incoming = []  # (particle, cell, q) that left during a pending Heun step, added at its end
+        self.incoming = []  # (particle, cell, q, sign) that left during a pending Heun step, added at its end
 
     def _posterior(self, y, p, t, pi, o):
         r"""(P(k | x), :math:`\varepsilon`) of every test class (eq. 105):
@@ -159,7 +181,7 @@ class TestClasses:
             noise = np.sqrt(V * self.R) * self.rng.standard_normal(self.q.shape)
             self.q = (r if self.own_pull else f) * self.q + coef * src_q
             self.o = f * self.o + coef * self.sigma * self.R * src + noise
-            self.growth = self.growth * f[:, 0]
+            self.growth = self.growth * (r if self.own_pull else f[:, 0])
             self._record(t_next)
             return
         h = t_next - t
@@ -167,6 +189,8 @@ class TestClasses:
         c1 = (A + B * k)[:, None]
         vq, vo = (A if self.own_pull else c1) * self.q + B * src_q, c1 * self.o + B * self.sigma * self.R * src
         predictors = (self.q + h * vq, self.o + h * vo)
+        if self.own_pull:  # q's factor, which the departed sums follow, is the process's alone
+            c1 = np.full_like(c1, A)
         if float(m.process.var(t_next)) == 0.0:  # the last step into zero noise is Euler's, as the sampler's
             self.q, self.o = predictors
             self.growth = self.growth * (1.0 + h * c1[:, 0])
@@ -184,31 +208,36 @@ class TestClasses:
         m = self.model
         A, B = m.process.ode_coefficients(t, m.class_var)
         c2 = (A + B * k)[:, None]
+        f2 = np.full_like(c2, A) if self.own_pull else c2
         src, src_q = self._source(y, p, t, pi, o_pred, threshold)
         self.q = self.q + 0.5 * h * (vq + (A if self.own_pull else c2) * q_pred + B * src_q)
         self.o = self.o + 0.5 * h * (vo + c2 * o_pred + B * self.sigma * self.R * src)
-        self.growth = self.growth * (1.0 + 0.5 * h * (c1 + c2[:, 0] * (1.0 + h * c1)))  # Heun's, without source
+        self.growth = self.growth * (1.0 + 0.5 * h * (c1 + f2[:, 0] * (1.0 + h * c1)))  # Heun's, without source
         self.pending = None
         self._record(t)
-        for particle, cell, q in self.incoming:
-            self._add(particle, cell, q)
+        for particle, cell, q, sign in self.incoming:
+            self._add(particle, cell, q, sign)
         self.incoming = []
 
     def _record(self, t):
         if self.field is not None:
             self.profile.append((t, self.q.mean(axis=0)))
 
-    def _add(self, particle, cell, q):
+    def _add(self, particle, cell, q, sign):
         np.add.at(self.departed, (particle, cell), q / self.growth[particle])
+        if self.departed_signed is not None:
+            np.add.at(self.departed_signed, (particle, cell), sign * q / self.growth[particle])
 
-    def absorb(self, particle, C, norm2, q):
+    def absorb(self, particle, C, norm2, q, sign=None):
         """The explicit classes that left the pool at the end of the current step (eq. 107): their
-        displacements q, by particle and (C, R) cell (R = norm2 - C^2), each (m,)."""
+        displacements q, by particle and (C, R) cell (R = norm2 - C^2), each (m,), and their probe signs
+        (eq. 111; None: none)."""
         cell = self.cells(C, norm2 - C * C)[0]
+        sign = np.zeros_like(q) if sign is None else sign
         if self.pending is None:
-            self._add(particle, cell, q)
+            self._add(particle, cell, q, sign)
         else:
-            self.incoming.append((particle, cell, q))
+            self.incoming.append((particle, cell, q, sign))
 
     def departed_sums(self):
         """(n, cells): the summed q of the explicit classes that left, per particle and cell, now (eq. 107)."""
@@ -218,22 +247,65 @@ class TestClasses:
         """Complete the last step at the end of sampling."""
         self._complete(y, p, t, pi, k, threshold)
 
+    def _per_class(self, pool, sums, signed):
+        """(n, fine cells): ``sums`` of the departed plus the explicit classes' q (times their probe signs if
+        ``signed``) per class of the cell."""
+        particle, slot = np.nonzero(pool.alive)
+        C, norm2 = pool.C[particle, slot], pool.norm2[particle, slot]
+        cell, mass = self.cells(C, norm2 - C * C)
+        q = pool.q[particle, slot]
+        np.add.at(sums, (particle, cell), q * pool.sign[particle, slot] if signed else q)
+        return np.divide(sums, (self.model.K - 1) * mass, out=np.zeros_like(sums), where=mass > 0)
+
+    def displacement(self, pool=None):
+        """(q per particle and node (n, M), the nodes' W and R): the test classes' q, and with the explicit
+        classes' ``pool`` (eq. 107) on the fine cells, the test class of the coarse cell holding each plus the
+        explicit classes' displacements, present and departed, per class of the cell."""
+        if pool is None:
+            return self.q, self.W, self.R
+        _, R, W = self.fine
+        return self.q[:, self.test_node] + self._per_class(pool, self.departed_sums(), False), W, R
+
+    def signed_displacement(self, pool):
+        """(fine cells,): the mean over particles of the explicit classes' q times their probe signs, per class
+        of the cell (eq. 111; the pool and the test classes built with a probe)."""
+        sums = self.departed_signed * self.growth[:, None]
+        return self._per_class(pool, sums, True).mean(axis=0)
+
+    def response_along(self, pool, labels, groups):
+        r"""(2B along the particles' directions, its standard error) of eq. (111) at the end of sampling: per particle
+        :math:`\tfrac{2\sigma_\mu^2}{d-1}\sum_{k\ne l} w_k(q_k - r_k)\,r_lw_l` over its classes, w a class's overlap with
+        the particle's direction orthogonal to u (units of :math:`\sigma_\mu`) and r the population's b of its fine
+        cell: the explicit classes with their w and q, the rest, below the pool's threshold, with q = 0 and w from
+        the prior truncated there (:func:`below_threshold_overlap`), their sums in expectation over the K - 1
+        independent classes. The error from the
+        means of ``groups`` groups of particles (``labels`` (n,)). Uses the pool's state at its last renewal, the end
+        of sampling."""
+        m = self.model
+        beta, c, y, p, threshold = pool.previous
+        C, R, W = self.fine
+        b = self.displacement(pool)[0].mean(axis=0)
+        alive = pool.alive
+        cell = np.where(alive, self.cells(pool.C, pool.norm2 - pool.C * pool.C)[0], 0)
+        r, q, w = (np.where(alive, v, 0.0) for v in (b[cell], pool.q, pool.w))
+        level = (threshold[:, None] + 0.5 * c * (C * C + R) - beta * y[:, None] * C) / (beta * np.sqrt(p)[:, None])
+        first, below = below_threshold_overlap(m.d, R, level)
+        # the K - 1 classes are independent: the sum of r w over those below the threshold has mean `rest`, and the
+        # ordered pairs of distinct ones (K - 1)(K - 2) times the square of one's mean
+        rest = (m.K - 1) * np.sum(W * b * first, axis=1)
+        explicit_a, explicit = (w * (q - r)).sum(axis=1), (r * w).sum(axis=1)
+        pairs = (explicit_a - rest) * (explicit + rest) - (r * w * w * (q - r)).sum(axis=1) + rest * rest / (m.K - 1)
+        per_particle = 2.0 * m.mean_var / (m.d - 1) * pairs
+        means = np.array([per_particle[labels == j].mean() for j in range(groups)])
+        return float(per_particle.mean()), float(means.std(ddof=1) / math.sqrt(groups))
+
     def shared_mean(self, labels, groups, pool=None):
         r"""(S, its standard error) of eq. (105): :math:`b^2` per node unbiased from the means of ``groups``
         groups of particles (``labels`` (n,)), the error by the jackknife over the groups. With the
         explicit classes' ``pool`` (eq. 107) b is the test class's plus the explicit classes' displacements,
         present and departed, of its (C, R) bin per class of the bin."""
         m = self.model
-        displacement, W, R = self.q, self.W, self.R
-        if pool is not None:
-            sums = self.departed_sums()
-            particle, slot = np.nonzero(pool.alive)
-            C, norm2 = pool.C[particle, slot], pool.norm2[particle, slot]
-            cell, mass = self.cells(C, norm2 - C * C)
-            np.add.at(sums, (particle, cell), pool.q[particle, slot])
-            per_class = np.divide(sums, (m.K - 1) * mass, out=np.zeros_like(sums), where=mass > 0)
-            _, R, W = self.fine  # on the fine cells, the test class of the coarse cell holding each
-            displacement = self.q[:, self.test_node] + per_class
+        displacement, W, R = self.displacement(pool)
         means = np.stack([displacement[labels == j].mean(axis=0) for j in range(groups)])  # (G, M)
         scale = (m.K - 1) * m.mean_var / (m.d - 1)
 

@@ -386,7 +386,7 @@ def test_the_pool_carries_each_class_displacement_and_hands_over_those_that_leav
     before = {(i, n): q for i, n, q in zip(*np.nonzero(pool.alive)[:1], pool.norm2[pool.alive], pool.q[pool.alive])}
     beta, c, threshold, _, _, sampler = environment(population, 0.45, np.sqrt(y * y + p))
     pool.renew(beta, c, y, p, threshold + 1.0, sampler, np.full(y.size, 0.99))  # a raised threshold: many leave
-    particle, C, norm2, q = pool.collect()
+    particle, C, norm2, q, _ = pool.collect()
     assert particle.size > 0 and pool.collect()[0].size == 0  # handed over once
     after = {(i, n): q for i, n, q in zip(*np.nonzero(pool.alive)[:1], pool.norm2[pool.alive], pool.q[pool.alive])}
     for key, value in after.items():
@@ -394,3 +394,43 @@ def test_the_pool_carries_each_class_displacement_and_hands_over_those_that_leav
     left = {(i, n): value for i, n, value in zip(particle, norm2, q)}
     assert set(left) | {key for key in after if key in before} == set(before)  # nothing lost, nothing twice
     assert all(left[key] == before[key] for key in left)
+
+
+def test_the_probe_gives_each_explicit_class_its_own_sign_of_the_field_and_keeps_it_with_the_class():
+    """Eq. (111) bookkeeping: with a probe every explicit class carries a sign s = +-1 drawn at entry, its energy is
+    the natural one plus beta s times the field, the sign stays with its class through the renewal's reordering
+    (classes told apart by their squared norms) and a class that leaves is handed over with it."""
+    model, population, competition, y, p = _started_competition(16, 602, 0.5, vectors=False)
+    rng = np.random.default_rng(3)
+    probed = Competition(model, population, rng, field=lambda t: 0.7, probe=np.random.default_rng(5))
+    probed.start(y, p, 0.5)
+    pool = probed.pool
+    assert set(np.unique(pool.sign[pool.alive])) == {-1.0, 1.0} and np.all(pool.sign[~pool.alive] == 0.0)
+    beta, c, threshold, _, _, sampler = environment(population, 0.5, np.sqrt(y * y + p))
+    shifted = pool.energies(beta, c, y, p)
+    pool.shift = 0.0
+    natural = pool.energies(beta, c, y, p)
+    np.testing.assert_allclose(shifted[pool.alive] - natural[pool.alive], beta * 0.7 * pool.sign[pool.alive], rtol=1e-12)
+    before = dict(zip(pool.norm2[pool.alive], pool.sign[pool.alive]))
+    pool.shift = 0.7
+    pool.renew(beta, c, y, p, threshold + 1.0, sampler, np.full(y.size, 0.99))  # a raised threshold: many leave
+    _, _, norm2, _, sign = pool.collect()
+    assert norm2.size > 0 and all(before[n] == s for n, s in zip(norm2, sign))
+    for n, s in zip(pool.norm2[pool.alive], pool.sign[pool.alive]):
+        assert s == before.get(n, s) and s in (-1.0, 1.0)
+
+
+def test_a_zero_probe_field_changes_nothing():
+    """Eq. (111): the probe draws its signs from its own generator, so with a zero field the population, its
+    test classes and its shared mean are those of the run without a probe, bit for bit; the signed displacement
+    is returned (and is finite)."""
+    process = get_process("ou")
+    grid = time_grid(process, 40, default_t_max(process, 20.0), 0.0, class_var=0.25)
+    model = finite_d._Model(16, 25, 1.0, 1.0, 0.25, process, -0.5)
+    plain = finite_d._population_run(model, "ode", grid, 400, np.random.default_rng(2), True, -1.0)
+    probed = finite_d._population_run(model, "ode", grid, 400, np.random.default_rng(2), True, -1.0,
+                                      field=lambda t: 0.0, probe=True)
+    for key in ("mean_y", "mean_p", "var_y", "t_c", "shared_mean"):
+        assert probed[key] == plain[key], key
+    assert probed["signed"] is not None and np.all(np.isfinite(probed["signed"]))
+    assert len(probed["test_classes"].fine_profile) > 0
