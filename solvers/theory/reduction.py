@@ -271,8 +271,7 @@ def response_along_particles(L, coefficients, positions, d, reference):
     r"""Eq. (109)'s response 2B split per particle (eq. 111), per draw: (the part of the overlaps along each particle's
     own direction, the rest), each (draws,), summing to the 2B of :func:`cross_term_split` to rounding. Particle i
     sees :math:`G_{kl} = G^w_{kl}(i) + G^e_{kl}(i)` with :math:`G^w_{kl}(i) = (\mu_{k\perp}\cdot\hat x_{i\perp})
-    (\mu_{l\perp}\cdot\hat x_{i\perp})/(d-1)`, and :math:`B = n^{-1}\sum_i\sum_{k
-e l} r_l G_{kl}(q_{ik} - r_k)`.
+    (\mu_{l\perp}\cdot\hat x_{i\perp})/(d-1)`, and :math:`B = n^{-1}\sum_i\sum_{k\ne l} r_l G_{kl}(q_{ik} - r_k)`.
     ``positions`` (draws, n, D) from :func:`span_run` with ``track``, in the whole space (D = d: K >= d, since x's
     part outside a smaller span is not followed); the rest as for :func:`cross_term_split`."""
     if L.shape[2] != d:
