@@ -97,7 +97,7 @@ def explicit_response(K, d, kind, omega, n=POPULATION, eta=ETA, seed=1):
     own = run(None, own_pull=True)["shared_mean"]
     s_diag = base["shared_mean"]
     return s_diag, own, 2 * (K - 1) * math.sqrt(model.mean_var) * s_diag * float(np.sum(W * chi * R)) / (d - 1), \
-        base["response_along"]
+        base["test_classes"].response_along(base["pool"], np.arange(n) % finite_d.GROUPS, finite_d.GROUPS)
 
 
 def pair_channel(K, d, kind, omega, n=POPULATION, seed=1):
@@ -109,11 +109,8 @@ def pair_channel(K, d, kind, omega, n=POPULATION, seed=1):
     out = finite_d._population_run(model, kind, grid, n, np.random.default_rng(seed), True, -1.0, exact_pulls=True,
                                    field=lambda t: 0.0)
     tests, pool = out["test_classes"], out["pool"]
-    b = tests.displacement(pool)[0].mean(axis=0)
-    alive = pool.alive
-    cell = np.where(alive, tests.cells(pool.C, pool.norm2 - pool.C ** 2)[0], 0)
-    r, q, w = (np.where(alive, v, 0.0) for v in (b[cell], pool.q, pool.w))
-    Z = np.where(alive[:, :, None], pool.Z, 0.0)
+    _, r, q, w = tests.explicit_classes(pool)
+    Z = np.where(pool.alive[:, :, None], pool.Z, 0.0)
     G = (np.einsum("nkd,nld->nkl", Z, Z) - w[:, :, None] * w[:, None, :]) * model.mean_var / (d - 1)
     G[:, np.arange(G.shape[1]), np.arange(G.shape[1])] = 0.0
     per_particle = 2.0 * np.einsum("nk,nkl,nl->n", q, G, r)

@@ -323,8 +323,7 @@ class Competition:
         #: eq. 111: None, or a function of t giving the random field's size on the explicit classes' overlaps
         #: (units of sigma_mu; each class takes it with its own sign, drawn from the generator ``probe``)
         self.field = field
-        self.pool = CompetitorPool(population.n, model.d, population.others, rng, vectors,
-                                   probe if field is not None else None)
+        self.pool = CompetitorPool(population.n, model.d, population.others, rng, vectors, probe)
         self.started, self.environment = False, (None, None)  # the environment: (t, environment(...) at t)
         self.xperp = None  # with vectors: x_perp (n, d - 1) in the pool's coordinates (eq. 103)
 

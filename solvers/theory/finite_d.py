@@ -310,8 +310,7 @@ def _population_run(model, kind, grid, n, rng, quenched, t_cv, exact_pulls=False
     classes' too (their field with a random sign per class, eq. 111, with ``probe``); the run's ``test_classes``
     are returned with a field, with the fine cells' mean displacement per step under the explicit classes in their
     ``fine_profile``, and the explicit classes' ``pool`` at the end; with ``probe`` the signed displacement of
-    eq. 111 as ``signed``. Under explicit classes ``response_along`` is eq. 111's response along the particles'
-    directions (value, error; measured, not in the prediction), else (None, None)."""
+    eq. 111 as ``signed``."""
     # the noise renews the dominant classes whatever the weight's sign (eq. 106); without noise only
     # negative guidance moves them (eqs. 100-102)
     dynamic = quenched and (kind == "sde" or _negative_somewhere(model.omega, grid))
@@ -373,12 +372,9 @@ def _population_run(model, kind, grid, n, rng, quenched, t_cv, exact_pulls=False
     else:
         _, k_final, final, _, _, _ = pop.evaluate(y, p, float(grid[-1]))
     shared = shared_se = None
-    along = (None, None)
     if tests is not None:
         tests.finish(y, p, float(grid[-1]), final, k_final, None if pool is None else competition.threshold)
         shared, shared_se = tests.shared_mean(labels, GROUPS, pool)
-        if pool is not None:  # eq. 111, measured: not in the prediction
-            along = tests.response_along(pool, labels, GROUPS)
     posterior.append(np.bincount(labels, final, minlength=GROUPS))
 
     def controlled(values, control, exact):
@@ -393,7 +389,7 @@ def _population_run(model, kind, grid, n, rng, quenched, t_cv, exact_pulls=False
     end, end_se = pooled(posterior[-1] / counts, counts)
     return dict(mean_y=mean_y, mean_y_se=mean_y_se, var_y=(mean_y2 - mean_y ** 2) * n / (n - 1), mean_p=mean_p,
                 mean_p_se=mean_p_se, t_c=t_c, t_c_se=t_c_se, posterior=float(end), posterior_se=float(end_se),
-                quenched_active=pop.active, shared_mean=shared, shared_mean_se=shared_se, response_along=along,
+                quenched_active=pop.active, shared_mean=shared, shared_mean_se=shared_se,
                 test_classes=tests if field is not None else None, pool=pool if field is not None else None,
                 signed=tests.signed_displacement(pool) if probe and pool is not None else None)
 

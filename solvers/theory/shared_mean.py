@@ -272,6 +272,15 @@ class TestClasses:
         sums = self.departed_signed * self.growth[:, None]
         return self._per_class(pool, sums, True).mean(axis=0)
 
+    def explicit_classes(self, pool):
+        """(b per fine cell (cells,), and per slot of the ``pool`` (n, slots), zero in empty slots: the b of the
+        class's fine cell, its q, its w): the population's mean displacement per class (eq. 107) and the explicit
+        classes' terms of eq. 111."""
+        b = self.displacement(pool)[0].mean(axis=0)
+        alive = pool.alive
+        cell = np.where(alive, self.cells(pool.C, pool.norm2 - pool.C * pool.C)[0], 0)
+        return (b,) + tuple(np.where(alive, v, 0.0) for v in (b[cell], pool.q, pool.w))
+
     def response_along(self, pool, labels, groups):
         r"""(2B along the particles' directions, its standard error) of eq. (111) at the end of sampling: per particle
         :math:`\tfrac{2\sigma_\mu^2}{d-1}\sum_{k\ne l} w_k(q_k - r_k)\,r_lw_l` over its classes, w a class's overlap with
@@ -284,10 +293,7 @@ class TestClasses:
         m = self.model
         beta, c, y, p, threshold = pool.previous
         C, R, W = self.fine
-        b = self.displacement(pool)[0].mean(axis=0)
-        alive = pool.alive
-        cell = np.where(alive, self.cells(pool.C, pool.norm2 - pool.C * pool.C)[0], 0)
-        r, q, w = (np.where(alive, v, 0.0) for v in (b[cell], pool.q, pool.w))
+        b, r, q, w = self.explicit_classes(pool)
         level = (threshold[:, None] + 0.5 * c * (C * C + R) - beta * y[:, None] * C) / (beta * np.sqrt(p)[:, None])
         first, below = below_threshold_overlap(m.d, R, level)
         # the K - 1 classes are independent: the sum of r w over those below the threshold has mean `rest`, and the
