@@ -83,7 +83,7 @@ def explicit_response(K, d, kind, omega, n=POPULATION, eta=ETA, seed=1):
 
     base = run(lambda t: 0.0, probe=True)
     tests = base["test_classes"]
-    _, R, W = tests.fine
+    W, R = tests.fine_moments
     times = np.array([t for t, _ in tests.fine_profile])
     series = np.array([b for _, b in tests.fine_profile])
     final = series[np.argmin(times)]
@@ -94,8 +94,7 @@ def explicit_response(K, d, kind, omega, n=POPULATION, eta=ETA, seed=1):
     node = tests.test_node
     chi = ((up["test_classes"].q.mean(axis=0) - down["test_classes"].q.mean(axis=0))[node]
            + up["signed"] - down["signed"]) / (2 * eta)
-    own = run(None, own_pull=True)["shared_mean"]
-    s_diag = base["shared_mean"]
+    own, s_diag = _diagonal(run(lambda t: 0.0, own_pull=True), n), _diagonal(base, n)
     return s_diag, own, 2 * (K - 1) * math.sqrt(model.mean_var) * s_diag * float(np.sum(W * chi * R)) / (d - 1), \
         base["test_classes"].response_along(base["pool"], np.arange(n) % finite_d.GROUPS, finite_d.GROUPS)
 
@@ -115,7 +114,13 @@ def pair_channel(K, d, kind, omega, n=POPULATION, seed=1):
     G[:, np.arange(G.shape[1]), np.arange(G.shape[1])] = 0.0
     per_particle = 2.0 * np.einsum("nk,nkl,nl->n", q, G, r)
     groups = np.array([per_particle[j::finite_d.GROUPS].mean() for j in range(finite_d.GROUPS)])
-    return float(per_particle.mean()), float(groups.std(ddof=1) / math.sqrt(groups.size)), out["shared_mean"]
+    return float(per_particle.mean()), float(groups.std(ddof=1) / math.sqrt(groups.size)), _diagonal(out, n)
+
+
+def _diagonal(run, n):
+    """The population's S without the cross terms along the particles (eq. 107 alone, as before eq. 112) from a run
+    with its test classes and pool."""
+    return run["test_classes"].shared_mean(np.arange(n) % finite_d.GROUPS, finite_d.GROUPS, run["pool"])[0]
 
 
 def explicit_cells():

@@ -374,7 +374,7 @@ def _population_run(model, kind, grid, n, rng, quenched, t_cv, exact_pulls=False
     shared = shared_se = None
     if tests is not None:
         tests.finish(y, p, float(grid[-1]), final, k_final, None if pool is None else competition.threshold)
-        shared, shared_se = tests.shared_mean(labels, GROUPS, pool)
+        shared, shared_se = tests.shared_mean(labels, GROUPS, pool, along=True)
     posterior.append(np.bincount(labels, final, minlength=GROUPS))
 
     def controlled(values, control, exact):

@@ -71,18 +71,36 @@ def class_nodes(d, c_nodes=C_NODES, r_nodes=R_NODES):
     return C, R, np.repeat(wc / wc.sum(), r_nodes) * np.tile(wx / wx.sum(), c_nodes)
 
 
-def node_cells(d, c_nodes=C_NODES, r_nodes=R_NODES):
-    """The cells of the quadrature nodes of :func:`class_nodes` (eq. 107), bounded by the midpoints between
-    successive nodes in C (N(0, 1)) and in R (chi^2_{d-1}) and indexed as the nodes: a function of (C, R),
-    elementwise, giving (the cell of each, the prior mass of every cell (c_nodes * r_nodes,))."""
+def _cell_bounds(d, c_nodes, r_nodes):
+    """The midpoints between successive nodes of :func:`class_nodes` in C and in R, and the prior masses of the
+    intervals they bound, (c_mid, r_mid, c_mass (c_nodes,), r_mass (r_nodes,))."""
     nodes_C, nodes_R, _ = class_nodes(d, c_nodes, r_nodes)
     c_mid = 0.5 * (np.unique(nodes_C)[1:] + np.unique(nodes_C)[:-1])
     r_mid = 0.5 * (np.unique(nodes_R)[1:] + np.unique(nodes_R)[:-1])
     lo, hi = np.concatenate([[-np.inf], c_mid]), np.concatenate([c_mid, [np.inf]])
     c_mass = np.where(lo > 0, ndtr(-lo) - ndtr(-hi), ndtr(hi) - ndtr(lo))  # from the nearer tail: no underflow
     r_mass = np.diff(np.concatenate([[0.0], chdtr(d - 1, r_mid), [1.0]]))
+    return c_mid, r_mid, c_mass, r_mass
+
+
+def node_cells(d, c_nodes=C_NODES, r_nodes=R_NODES):
+    """The cells of the quadrature nodes of :func:`class_nodes` (eq. 107), bounded by the midpoints between
+    successive nodes in C (N(0, 1)) and in R (chi^2_{d-1}) and indexed as the nodes: a function of (C, R),
+    elementwise, giving (the cell of each, the prior mass of every cell (c_nodes * r_nodes,))."""
+    c_mid, r_mid, c_mass, r_mass = _cell_bounds(d, c_nodes, r_nodes)
     mass = np.outer(c_mass, r_mass).ravel()
     return lambda C, R: (np.searchsorted(c_mid, C) * r_nodes + np.searchsorted(r_mid, R), mass)
+
+
+def cell_moments(d, c_nodes=C_NODES, r_nodes=R_NODES):
+    r"""(prior mass, mean R) of every cell of :func:`node_cells`, each (c_nodes * r_nodes,): the weights of a sum over
+    classes whose b is a cell average (eq. 107). The mean R of a chi^2_{d-1} interval from
+    :math:`R f_{d-1}(R) = (d-1) f_{d+1}(R)`. A quadrature's weight and node stand for a smooth function at the node,
+    not for an average over the cell: at d = 16 the first of 4 R cells holds 0.259 of the prior with mean R 8.80, its
+    Laguerre node 0.219 at R = 7.68."""
+    _, r_mid, c_mass, r_mass = _cell_bounds(d, c_nodes, r_nodes)
+    r_first = (d - 1) * np.diff(np.concatenate([[0.0], chdtr(d + 1, r_mid), [1.0]]))
+    return np.outer(c_mass, r_mass).ravel(), np.tile(r_first / r_mass, c_mass.size)
 
 
 def below_threshold_overlap(d, R, level):
@@ -129,6 +147,8 @@ class TestClasses:
         # eq. 107: the explicit classes' cells, finer in C, and the test node of each (the cell holding its node)
         self.fine = class_nodes(model.d, POOL_C_NODES, r_nodes)
         self.cells = node_cells(model.d, POOL_C_NODES, r_nodes)
+        #: the fine cells' prior masses and mean R: b there is an average over each cell's classes (eq. 107)
+        self.fine_moments = cell_moments(model.d, POOL_C_NODES, r_nodes)
         self.test_node = node_cells(model.d, c_nodes, r_nodes)(self.fine[0], self.fine[1])[0]
         self.sigma = math.sqrt(model.mean_var)
         self.q = np.zeros((n, self.C.size))  # displacement along mu_k_perp per unit of it
@@ -258,13 +278,14 @@ class TestClasses:
         return np.divide(sums, (self.model.K - 1) * mass, out=np.zeros_like(sums), where=mass > 0)
 
     def displacement(self, pool=None):
-        """(q per particle and node (n, M), the nodes' W and R): the test classes' q, and with the explicit
-        classes' ``pool`` (eq. 107) on the fine cells, the test class of the coarse cell holding each plus the
-        explicit classes' displacements, present and departed, per class of the cell."""
+        """(q per particle and node (n, M), the weights and R of a sum over the nodes): the test classes' q at the
+        quadrature's nodes (weights W), and with the explicit classes' ``pool`` (eq. 107) on the fine cells, the test
+        class of the coarse cell holding each plus the explicit classes' displacements, present and departed, per class
+        of the cell, with the cells' prior masses and mean R (:func:`cell_moments`): an average over a cell's classes."""
         if pool is None:
             return self.q, self.W, self.R
-        _, R, W = self.fine
-        return self.q[:, self.test_node] + self._per_class(pool, self.departed_sums(), False), W, R
+        mass, R = self.fine_moments
+        return self.q[:, self.test_node] + self._per_class(pool, self.departed_sums(), False), mass, R
 
     def signed_displacement(self, pool):
         """(fine cells,): the mean over particles of the explicit classes' q times their probe signs, per class
@@ -281,18 +302,18 @@ class TestClasses:
         cell = np.where(alive, self.cells(pool.C, pool.norm2 - pool.C * pool.C)[0], 0)
         return (b,) + tuple(np.where(alive, v, 0.0) for v in (b[cell], pool.q, pool.w))
 
-    def response_along(self, pool, labels, groups):
-        r"""(2B along the particles' directions, its standard error) of eq. (111) at the end of sampling: per particle
+    def _along(self, pool, labels, groups):
+        r"""(2B along the particles' directions, its standard error, its means over the groups (groups,)) of eq. (111)
+        at the end of sampling: per particle
         :math:`\tfrac{2\sigma_\mu^2}{d-1}\sum_{k\ne l} w_k(q_k - r_k)\,r_lw_l` over its classes, w a class's overlap with
         the particle's direction orthogonal to u (units of :math:`\sigma_\mu`) and r the population's b of its fine
         cell: the explicit classes with their w and q, the rest, below the pool's threshold, with q = 0 and w from
         the prior truncated there (:func:`below_threshold_overlap`), their sums in expectation over the K - 1
-        independent classes. The error from the
-        means of ``groups`` groups of particles (``labels`` (n,)). Uses the pool's state at its last renewal, the end
-        of sampling."""
+        independent classes, each cell's with its prior mass and mean R. The error from the means of ``groups`` groups
+        of particles (``labels`` (n,)). Uses the pool's state at its last renewal, the end of sampling."""
         m = self.model
         beta, c, y, p, threshold = pool.previous
-        C, R, W = self.fine
+        C, (W, R) = self.fine[0], self.fine_moments
         b, r, q, w = self.explicit_classes(pool)
         level = (threshold[:, None] + 0.5 * c * (C * C + R) - beta * y[:, None] * C) / (beta * np.sqrt(p)[:, None])
         first, below = below_threshold_overlap(m.d, R, level)
@@ -303,13 +324,18 @@ class TestClasses:
         pairs = (explicit_a - rest) * (explicit + rest) - (r * w * w * (q - r)).sum(axis=1) + rest * rest / (m.K - 1)
         per_particle = 2.0 * m.mean_var / (m.d - 1) * pairs
         means = np.array([per_particle[labels == j].mean() for j in range(groups)])
-        return float(per_particle.mean()), float(means.std(ddof=1) / math.sqrt(groups))
+        return float(per_particle.mean()), float(means.std(ddof=1) / math.sqrt(groups)), means
 
-    def shared_mean(self, labels, groups, pool=None):
+    def response_along(self, pool, labels, groups):
+        """(2B along the particles' directions, its standard error) of eq. (111): :meth:`_along`."""
+        return self._along(pool, labels, groups)[:2]
+
+    def shared_mean(self, labels, groups, pool=None, along=False):
         r"""(S, its standard error) of eq. (105): :math:`b^2` per node unbiased from the means of ``groups``
         groups of particles (``labels`` (n,)), the error by the jackknife over the groups. With the
         explicit classes' ``pool`` (eq. 107) b is the test class's plus the explicit classes' displacements,
-        present and departed, of its (C, R) bin per class of the bin."""
+        present and departed, of its (C, R) bin per class of the bin; with ``along`` too, S adds the cross terms along
+        each particle's direction (eq. 112, :meth:`_along`), the jackknife taking both from the same groups."""
         m = self.model
         displacement, W, R = self.displacement(pool)
         means = np.stack([displacement[labels == j].mean(axis=0) for j in range(groups)])  # (G, M)
@@ -320,7 +346,11 @@ class TestClasses:
             square = (total * total - (rows * rows).sum(axis=0)) / (g * (g - 1))
             return scale * float(np.sum(W * R * square))
 
-        value = estimate(means)
-        leave_one_out = np.array([estimate(np.delete(means, j, axis=0)) for j in range(groups)])
+        cross = np.zeros(groups)
+        if along and pool is not None:
+            cross = self._along(pool, labels, groups)[2]
+        value = estimate(means) + float(cross.mean())
+        leave_one_out = np.array([estimate(np.delete(means, j, axis=0)) + float(np.delete(cross, j).mean())
+                                  for j in range(groups)])
         spread = math.sqrt((groups - 1) / groups * float(((leave_one_out - leave_one_out.mean()) ** 2).sum()))
         return value, spread

@@ -173,21 +173,7 @@ def test_bad_input():
 
 
 #: The finite-size acceptance (issue 20): live simulations against the finite-d theory (docs/theory.md
-#: section 12). The gaps that remain, measured live with 16 draws of the means (model seeds 0-15; the
-#: stored campaign, docs/finite_size.md, has 4 other draws per d):
-NEGATIVE_GUIDANCE_SHARED_MEAN = (
-    "measured with 16 draws: alpha = 0.4, omega = -0.5, SDE, d = 16 (K = 602): the draw's shared mean S is "
-    "overstated, -0.00022 +- 0.00007 (-3.1 SE; 0.00058 predicted, 0.00035 measured), while mean_ratio +1.1, var_par "
-    "+0.9, var_perp -0.5 and the final target posterior -0.2 SE. Exact runs with every class's displacement tracked "
-    "(docs/theory.md eq. 108, rho = 1) put S at 0.00043 +- 0.00002: a diagonal 0.00068 and cross terms -0.00025, "
-    "each class's response to the others' displacement (eq. 109), against the population's 0.00056. Without explicit "
-    "classes the population's S holds those cross terms through the particle's linear factor and matches the exact "
-    "one (eq. 110). Under explicit classes the population's S is a diagonal, 19 % below the exact one here, with no "
-    "cross terms; the exact cross terms lie mostly along each particle's own direction, which the population computes "
-    "(eq. 111: -0.00021 against the exact part -0.00014 of -0.00023), and the field's linear response has the other "
-    "sign; neither the diagonal's deficit nor the cross terms are in the prediction")
-
-
+#: section 12). The gap that remains, measured live (the stored campaign, docs/finite_size.md, has 4 other draws per d):
 PROBABILITY_FLOW_AT_K_122 = (
     "measured with 96 draws (seeds 100-115, 200-231, 300-347): alpha = 0.1, omega = 1, ODE, d = 48 (K = 122): "
     "mean_ratio -0.0004 +- 0.0002 (-2.1 SE, 0.04 %), var_par +1.2, var_perp +0.8, t_condensation +0.0 SE. The first "
@@ -224,8 +210,10 @@ def _case(alpha, omega, sampler, dims, draws=4, known_failure=None):
     # 16 draws where 4 left a cell outside 2 SE (docs/theory.md section 12.7): within 2 SE with 16, the case
     # passes; outside, it is a strict known failure with its 16-draw size
     # alpha 0.4, omega -0.5, SDE, d 16: the mean_ratio, var_par and posterior gap (+2.7, +3.1, +5.1 SE) was the
-    # entrants' backward step (docs/theory.md eq. 98); what is left is S
-    _case(0.4, -0.5, "sde", (16,), draws=16, known_failure=NEGATIVE_GUIDANCE_SHARED_MEAN),
+    # entrants' backward step (docs/theory.md eq. 98); S was overstated, 0.00058 predicted against 0.00035 +- 0.00007
+    # measured (-3.1 SE), until the explicit classes' cells were weighted by their classes and S took the cross terms
+    # along the particles' directions (eq. 112): 0.00038 predicted (-0.4 SE), every statistic within 1.1 SE
+    _case(0.4, -0.5, "sde", (16,), draws=16),
     # the probability flow under negative guidance, through Heun's two stages (docs/theory.md eqs. 100-102);
     # alpha 0.2, d 32: var_perp -0.0061 +- 0.0025 (-2.4 SE) with 4 draws, -0.0007 +- 0.0014 (-0.5 SE) with 16
     _case(0.4, -0.5, "ode", (16,)),
