@@ -115,7 +115,7 @@ def finite_d_prediction(d, omega=None, *, alpha=None, classes=None, guidance_sca
     Returns a :class:`~cfgphase.solvers.theory.meanfield.MeanFieldPrediction` with the finite-d
     statistics (``inputs['d']`` = d, ``inputs['K']`` = K), their standard errors ``*_stderr`` and no
     bulk trajectory; var_perp is the spread about the draw's own mean, as a simulation's (eq. 13): the
-    population's :math:`E p/(d-1)` less the draw's shared mean ``shared_mean`` (eqs. 105, 107; the reduction
+    population's :math:`E p/(d-1)` less the draw's shared mean ``shared_mean`` (eqs. 105, 107, 112; the reduction
     for K <= d has it inside); ``phase_at_condensation``, ``alpha_condensation`` and
     ``entropy_at_condensation`` are the leading order's at :math:`\alpha = \log K/d`.
     """

@@ -24,14 +24,16 @@ The back-reaction (eq. 107). A test class is a cavity: when it takes a particle,
 particle's other classes do not answer. Where the population keeps its dominant classes explicit
 (cfgphase.solvers.theory.competitors, eqs. 95-103) those classes answer, so above the pool's energy
 threshold they carry the displacement (each slot its own q, kept with a per-cell sum when the class
-leaves) and a test class adds to its q only below it; every increment is counted once.
+leaves) and a test class adds to its q only below it; every increment is counted once. There b is an average over
+a cell's classes, so S sums those cells with their prior masses and mean R (eq. 112), not with the quadrature's.
 
 The cross terms (eqs. 108-110). The classes' displacements add up with cross terms: each class's response to the
 others' shared displacement along it. The test classes hold them already, through the particle's linear factor on q
 (the other classes' reaction). A ``field`` on the test classes, with ``own_pull`` (q without that factor), computes
 them a second way (benchmarks/shared_mean_response.py); the predictions do not use either option. Under the explicit
 classes ``own_pull`` drops the rest's tilt from their q too, and ``signed`` keeps the departed classes' q times their
-probe signs (eq. 111).
+probe signs (eq. 111). Under the explicit classes the cross terms lie along each particle's own direction (eq. 111),
+and the prediction's S adds them to the diagonal (eq. 112, ``shared_mean(..., along=True)``).
 
 Conventions: forward time t, sampling runs down; arrays over particles (n,) and test classes (n, M).
 """

@@ -465,3 +465,23 @@ def test_the_explicit_classes_shared_mean_weighs_each_cell_by_its_classes():
     _, R_node, W = tests.fine
     quadrature = (K - 1) * np.sum(W * R_node * b * b) / (d - 1)
     assert truth - quadrature > 10 * math.hypot(error, truth_error), (quadrature, truth)  # the check can fail
+
+
+def test_the_shared_mean_with_the_part_along_adds_it_to_the_diagonal():
+    """Eq. (112): under the explicit classes S is the diagonal of eq. (107) plus eq. (111)'s cross terms along the
+    particles' directions, both from the same particles (to rounding); without a pool the option changes nothing."""
+    rng = np.random.default_rng(9)
+    d, K, n = 12, 30, 400
+    model = finite_d._Model(d, K, 1.0, 1.0, 0.25, get_process("ou"), -0.5)
+    tests = shared_mean.TestClasses(model, n, rng)
+    tests.q = rng.normal(0.0, 0.01, tests.q.shape)
+    pool = competitors.CompetitorPool(n, d, K - 1, rng)
+    C, R = rng.standard_normal((n, 8)), rng.chisquare(d - 1, (n, 8))
+    pool.C[:, :8], pool.norm2[:, :8], pool.q[:, :8] = C, C * C + R, rng.normal(0.05, 0.03, (n, 8))
+    pool.w[:, :8], pool.alive[:, :8] = rng.normal(1.0, 0.5, (n, 8)), True
+    pool.previous = (1.2, 0.8, rng.normal(1.0, 0.3, n), rng.chisquare(d - 1, n), np.full(n, 1.5))
+    labels = np.arange(n) % 20
+    diagonal, along = tests.shared_mean(labels, 20, pool)[0], tests.response_along(pool, labels, 20)[0]
+    assert abs(along) > 1e-4 * abs(diagonal)  # the check can fail
+    assert tests.shared_mean(labels, 20, pool, along=True)[0] == pytest.approx(diagonal + along, rel=1e-12, abs=1e-15)
+    assert tests.shared_mean(labels, 20, None, along=True) == tests.shared_mean(labels, 20, None)
