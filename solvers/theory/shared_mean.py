@@ -112,11 +112,14 @@ def below_threshold_overlap(d, R, level):
     :math:`(1-v^2)^{(d-4)/2}/B(\tfrac12, \tfrac{d-2}2)`, so the first is
     :math:`-\sqrt R\,(1-a^2)^{(d-2)/2}/((d-2)B(\tfrac12, \tfrac{d-2}2))` with :math:`a = \text{level}/\sqrt R` clipped
     to [-1, 1]. Elementwise in R and level (broadcast)."""
-    m = d - 1
     a = np.clip(level / np.sqrt(R), -1.0, 1.0)
-    below = 0.5 + 0.5 * np.sign(a) * betainc(0.5, 0.5 * (m - 1), a * a)
-    first = -np.sqrt(R) * (1.0 - a * a) ** (0.5 * (m - 1)) / ((m - 1) * beta_function(0.5, 0.5 * (m - 1)))
-    return first, below
+    return _truncated_mean(d, R, a), 0.5 + 0.5 * np.sign(a) * betainc(0.5, 0.5 * (d - 2), a * a)
+
+
+def _truncated_mean(d, R, a):
+    """The first of :func:`below_threshold_overlap` at a = level/sqrt(R) clipped to [-1, 1] (no incomplete beta: eq.
+    111's sum over the rest needs this alone)."""
+    return -np.sqrt(R) * (1.0 - a * a) ** (0.5 * (d - 2)) / ((d - 2) * beta_function(0.5, 0.5 * (d - 2)))
 
 
 class TestClasses:
@@ -295,16 +298,17 @@ class TestClasses:
         sums = self.departed_signed * self.growth[:, None]
         return self._per_class(pool, sums, True).mean(axis=0)
 
-    def explicit_classes(self, pool):
+    def explicit_classes(self, pool, b=None):
         """(b per fine cell (cells,), and per slot of the ``pool`` (n, slots), zero in empty slots: the b of the
-        class's fine cell, its q, its w): the population's mean displacement per class (eq. 107) and the explicit
-        classes' terms of eq. 111."""
-        b = self.displacement(pool)[0].mean(axis=0)
+        class's fine cell, its q, its w): the population's mean displacement per class (eq. 107; given, or from
+        :meth:`displacement`) and the explicit classes' terms of eq. 111."""
+        if b is None:
+            b = self.displacement(pool)[0].mean(axis=0)
         alive = pool.alive
         cell = np.where(alive, self.cells(pool.C, pool.norm2 - pool.C * pool.C)[0], 0)
         return (b,) + tuple(np.where(alive, v, 0.0) for v in (b[cell], pool.q, pool.w))
 
-    def _along(self, pool, labels, groups):
+    def _along(self, pool, labels, groups, b=None):
         r"""(2B along the particles' directions, its standard error, its means over the groups (groups,)) of eq. (111)
         at the end of sampling: per particle
         :math:`\tfrac{2\sigma_\mu^2}{d-1}\sum_{k\ne l} w_k(q_k - r_k)\,r_lw_l` over its classes, w a class's overlap with
@@ -312,13 +316,14 @@ class TestClasses:
         cell: the explicit classes with their w and q, the rest, below the pool's threshold, with q = 0 and w from
         the prior truncated there (:func:`below_threshold_overlap`), their sums in expectation over the K - 1
         independent classes, each cell's with its prior mass and mean R. The error from the means of ``groups`` groups
-        of particles (``labels`` (n,)). Uses the pool's state at its last renewal, the end of sampling."""
+        of particles (``labels`` (n,)); ``b`` the fine cells' b if already computed. Uses the pool's state at its last
+        renewal, the end of sampling."""
         m = self.model
         beta, c, y, p, threshold = pool.previous
         C, (W, R) = self.fine[0], self.fine_moments
-        b, r, q, w = self.explicit_classes(pool)
+        b, r, q, w = self.explicit_classes(pool, b)
         level = (threshold[:, None] + 0.5 * c * (C * C + R) - beta * y[:, None] * C) / (beta * np.sqrt(p)[:, None])
-        first, below = below_threshold_overlap(m.d, R, level)
+        first = _truncated_mean(m.d, R, np.clip(level / np.sqrt(R), -1.0, 1.0))
         # the K - 1 classes are independent: the sum of r w over those below the threshold has mean `rest`, and the
         # ordered pairs of distinct ones (K - 1)(K - 2) times the square of one's mean
         rest = (m.K - 1) * np.sum(W * b * first, axis=1)
@@ -350,7 +355,7 @@ class TestClasses:
 
         cross = np.zeros(groups)
         if along and pool is not None:
-            cross = self._along(pool, labels, groups)[2]
+            cross = self._along(pool, labels, groups, displacement.mean(axis=0))[2]
         value = estimate(means) + float(cross.mean())
         leave_one_out = np.array([estimate(np.delete(means, j, axis=0)) + float(np.delete(cross, j).mean())
                                   for j in range(groups)])
