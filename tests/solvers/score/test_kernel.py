@@ -354,3 +354,33 @@ def test_a_small_simulation_needs_neither_numba_nor_scipy():
             "print(status, sorted(m for m in ('numba', 'scipy') if m in sys.modules))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "0 []"
+
+
+def test_weights_below_the_floor_are_zero_and_above_it_exact():
+    """Weights under 2**-96 (float32) / 2**-992 (float64) are 0, so no subnormal reaches the second GEMM
+    (kernel.WEIGHT_FLOOR32); above the floor the weight is the fast exponential itself, bit for bit."""
+    import numba as nb
+
+    from cfgphase.solvers.score.kernel import WEIGHT_FLOOR32, WEIGHT_FLOOR64, _exp_nonpositive32, _exp_weight
+
+    weight = nb.njit(lambda z: _exp_weight(z))
+    for floor, exp, dt in ((WEIGHT_FLOOR32, _exp_nonpositive32, np.float32), (WEIGHT_FLOOR64, _exp_nonpositive, np.float64)):
+        below = np.array([np.nextafter(dt(floor), dt(-np.inf)), dt(floor) - 1, dt(-87), dt(-1e4)], dtype=dt)
+        assert all(weight(v) == 0 for v in below if v < floor)
+        above = np.array([dt(floor), dt(floor) + 1, dt(-10), dt(0)], dtype=dt)
+        for v in above:
+            assert weight(v) == exp(v) > np.finfo(dt).tiny * 2.0**29  # a normal product with any |mu| > 2**-30
+
+
+def test_condensed_float32_posterior_matches_dense():
+    """Most logits far below the maximum (weights floored to 0): float32 agrees with the float64 dense posterior
+    to single precision, log-partition included."""
+    rng = np.random.default_rng(8)
+    means = rng.standard_normal((2000, 16))
+    x = means[rng.integers(0, 2000, 64)] + 0.01 * rng.standard_normal((64, 16))
+    scale, bias = 50.0, -25.0 * np.sum(means**2, axis=1)
+    ref = dense(x, means, scale, bias)
+    res = posterior_moments(x.astype(np.float32), means.astype(np.float32), scale, bias, chunk=128)
+    np.testing.assert_allclose(res.mean, ref[0], rtol=0, atol=1e-4)  # float32 logits of order 1e3: error ~1e-4 each
+    np.testing.assert_allclose(res.log_partition, ref[1], rtol=1e-5)
+    assert np.all(res.argmax == ref[3])
