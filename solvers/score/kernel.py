@@ -146,13 +146,13 @@ def _exp_nonpositive32(z):
     return p * _int32_bits_as_float32((np.int32(n) + np.int32(127)) << np.int32(23))
 
 
-#: Softmax weights exp(z) below 2**-96 (float32) and 2**-992 (float64) are set to 0. Near the smallest normal
-#: number (2**-126, 2**-1022) a weight times a mean entry is subnormal, and on Intel CPUs every subnormal
-#: product in the second GEMM takes a microcode assist: a condensed float32 posterior (most logits more than
-#: 87 below the maximum, clamped to about 2**-126) ran 3-4 times slower than float64 on a Sapphire Rapids
-#: VM. Above the floor, a product is normal for any mean entry above 2**-30. What is dropped is negligible:
-#: each row's weights sum to at least 1 (its largest is exp(0)), so K < 2**40 dropped weights add less
-#: than 2**-56 (2**-952) to it, far below the rounding of its float32 (float64) sums.
+#: Softmax weights exp(z) below 2**-96 (float32) and 2**-992 (float64) are set to 0 (docs/theory.md, after eq. 30).
+#: Near the smallest normal number (2**-126, 2**-1022) a weight times a mean entry is subnormal, and on Intel CPUs
+#: every subnormal product in the second GEMM takes a microcode assist: a condensed float32 posterior (most logits
+#: more than 87 below the maximum, clamped to about 2**-126) ran 3-4 times slower than float64 on a Sapphire Rapids
+#: VM. Above the floor, a product is normal for any mean entry above 2**-30. What is dropped is negligible: each
+#: row's weights sum to at least 1 (its largest is exp(0)), so K < 2**40 dropped weights add less than 2**-56
+#: (2**-952) to it, far below the rounding of its float32 (float64) sums.
 WEIGHT_FLOOR32 = np.float32(-96 * math.log(2.0))
 WEIGHT_FLOOR64 = -992 * math.log(2.0)
 
