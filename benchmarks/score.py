@@ -5,7 +5,7 @@ of eq. (6) for B particles, K classes and dimension d; the score and the guided 
 it in O(B d). Methods:
 
 =============  ================================================================================
-``gemm``       (a) the two bare GEMMs :math:`XM^\top` and :math:`PM` with NumPy's BLAS: the lower bound
+``gemm``       (a) the two bare GEMMs :math:`XM^\top` and :math:`PM` with NumPy's BLAS
 ``broadcast``  (b) squared distances by broadcasting a (B, K, d) array, softmax, :math:`PM`
 ``softmax``    (c) one GEMM for the logits, a full (B, K) softmax in NumPy, :math:`PM`
 ``torch``      (d) ``torch.nn.functional.scaled_dot_product_attention`` with a float mask (if installed)
@@ -168,10 +168,14 @@ class _Estimator:
 
     def _blocked(self, x):
         """The kernel's GEMM work alone: its row blocks and chunk length (kernel.block_layout) on its
-        threads (kernel._lanes), each thread taking the next block, single-threaded BLAS."""
+        threads (kernel._lanes), each thread taking the next block, with the kernel's GEMM library
+        (kernel.gemm_library), single-threaded."""
         (B, d), K = x.shape, self.means.shape[0]
         rows, chunk, lanes = kernel.block_layout(B, K, x.dtype.itemsize)
         out, tasks = np.empty_like(x), iter(range(0, B, rows))
+
+        library = kernel.gemm_library()
+        gemm = library.sgemm if x.dtype == np.float32 else library.dgemm
 
         def lane(_):
             buffer = np.empty(rows * chunk, dtype=x.dtype)
@@ -181,8 +185,8 @@ class _Estimator:
                 for j in range(0, K, chunk):
                     Mc = self.means[j:j + chunk]
                     S = buffer[:n * Mc.shape[0]].reshape(n, Mc.shape[0])
-                    np.dot(xb, Mc.T, out=S)
-                    np.dot(S, Mc, out=out[i:i + n])
+                    kernel._gemm_logits(gemm, xb, Mc, S)
+                    kernel._gemm_weighted(gemm, S, Mc, out[i:i + n])
 
         with kernel.single_threaded_blas():
             if lanes == 1:
@@ -245,16 +249,17 @@ def kernel_warnings(cpu, blas):
 
 
 def peak_gflops(dtype, n=2048, repeats=5):
-    """The machine's GEMM throughput: a square n x n x n GEMM with all threads (NumPy's BLAS), the
-    best of ``repeats`` runs, in GFLOP/s (2 n^3 per product). Every method is reported as a fraction
-    of it (4 B K d flops per score evaluation)."""
-    gemm = _square_gemm(dtype, n)
-    gemm()  # warm up: threads started, pages touched
+    """The machine's GEMM throughput: a square n x n x n GEMM with all threads, NumPy's BLAS or the
+    kernel's GEMM library (whichever is faster), the best of ``repeats`` runs, in GFLOP/s (2 n^3 per
+    product). Every method is reported as a fraction of it (4 B K d flops per score evaluation)."""
     runs = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        gemm()
-        runs.append(time.perf_counter() - start)
+    for square in (_square_gemm, _square_gemm_kernel):
+        gemm = square(dtype, n)
+        gemm()  # warm up: threads started, pages touched
+        for _ in range(repeats):
+            start = time.perf_counter()
+            gemm()
+            runs.append(time.perf_counter() - start)
     return 2.0 * n**3 / min(runs) / 1e9
 
 
@@ -266,17 +271,38 @@ def _square_gemm(dtype, n):
     return lambda: np.matmul(a, b, out=out)
 
 
+def _square_gemm_kernel(dtype, n):
+    """A zero-argument callable: one n x n x n GEMM with the kernel's GEMM library (kernel.gemm_library), its rows
+    shared out to the kernel's threads (kernel._lanes), each single-threaded as in the kernel, 2 n^3 flops."""
+    library = kernel.gemm_library()
+    gemm = library.sgemm if dtype == np.float32 else library.dgemm
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal((n, n)).astype(dtype) for _ in range(2))
+    out = np.empty((n, n), dtype=dtype)
+    lanes = usable_cores()
+    parts = [slice(n * i // lanes, n * (i + 1) // lanes) for i in range(lanes)]
+
+    def call():
+        with kernel.single_threaded_blas():
+            list(kernel._lanes(os.getpid(), lanes).map(lambda rows: kernel._gemm_weighted(gemm, a[rows], b, out[rows]),
+                                                        parts))
+
+    return call
+
+
 def environment():
     """Machine, libraries and thread settings behind a benchmark run."""
     import numba
 
     torch = _torch()
+    library = kernel.gemm_library()  # loaded before the BLAS libraries are listed
     cpu, blas = cpu_info(), _blas_info()
     return dict(host=platform.node(), cpu=cpu["model"], vector_extensions=cpu["vector_extensions"],
                 cores=os.cpu_count(), usable_cores=usable_cores(), numpy=np.__version__, numba=numba.__version__,
                 torch=None if torch is None else torch.__version__,
                 torch_threads=None if torch is None else torch.get_num_threads(), blas=blas,
                 openblas_coretype=os.environ.get("OPENBLAS_CORETYPE"), kernel_warnings=kernel_warnings(cpu, blas),
+                kernel_gemm=dict(library=library.name, version=library.version, filepath=library.path),
                 kernel="one nogil Numba stream (single-threaded BLAS GEMMs + softmax pass) per row block, "
                        f"{usable_cores()} threads; BLAS limited to 1 thread inside the kernel")
 
@@ -408,21 +434,23 @@ def _measure_case(methods, model, process, t, dtype, B, operation, repeats, can_
     ``repeats`` and about a second in all (short cases are noisy). The remaining runs alternate
     between the methods in ROUNDS blocks, so that load from elsewhere on a shared machine slows
     every method of a case alike and their ratios stay meaningful; the median of all timed runs
-    is reported. A square GEMM of side ``peak_size`` takes part in the same rounds: its median rate
+    is reported. A square GEMM of side ``peak_size`` takes part in the same rounds, once with NumPy's
+    BLAS and once with the kernel's GEMM library on the kernel's threads: the faster median rate
     is the peak that the case's fractions refer to (a peak measured once at the start of a run is
     no reference on a machine whose speed drifts: on a shared VM it moved by 2x within one run,
     and fractions of it exceeded 100 %).
     """
     calls, results, times, remaining = {}, {}, {}, {}
     if methods:
-        gemm = _square_gemm(np.dtype(dtype), peak_size)
-        gemm()
-        calls["peak"] = (gemm, None, None)
-        start = time.perf_counter()
-        gemm()
-        first = time.perf_counter() - start
-        times["peak"] = [first]
-        remaining["peak"] = max(repeats, min(50, math.ceil(1.0 / max(first, 1e-6)))) - 1
+        for name, square in (("peak", _square_gemm), ("peak_kernel", _square_gemm_kernel)):
+            gemm = square(np.dtype(dtype), peak_size)
+            gemm()
+            calls[name] = (gemm, None, None)
+            start = time.perf_counter()
+            gemm()
+            first = time.perf_counter() - start
+            times[name] = [first]
+            remaining[name] = max(repeats, min(50, math.ceil(1.0 / max(first, 1e-6)))) - 1
     for method in methods:
         if announce is not None:
             announce(method)
@@ -454,7 +482,9 @@ def _measure_case(methods, model, process, t, dtype, B, operation, repeats, can_
             _, est, x = calls[method]
             res = posterior_moments(x.astype(dtype), est.means, est.scale, est.bias, hint=0)
             results[method].update(skipped_chunks=res.skipped, mean_entropy=float(res.entropy.mean()))
-    peak = 2.0 * peak_size**3 / statistics.median(times["peak"]) / 1e9 if methods else math.nan
+    # the faster of NumPy's BLAS and the kernel's GEMM library (they differ when the kernel runs MKL)
+    peak = 2.0 * peak_size**3 / min(statistics.median(times[n]) for n in ("peak", "peak_kernel")) / 1e9 \
+        if methods else math.nan
     return results, peak
 
 
@@ -489,7 +519,8 @@ def report(rec):
     env = rec["environment"]
     blas = ", ".join(f"{b['library']} {b['version']} ({b['threads']} threads, {b['architecture']})" for b in env["blas"])
     lines = [f"cfgphase bench: {env['cpu']} ({', '.join(env.get('vector_extensions', []))}), "
-             f"{env['usable_cores']} usable cores; BLAS: {blas}; numba {env['numba']}; "
+             f"{env['usable_cores']} usable cores; BLAS: {blas}; kernel's GEMMs: "
+             f"{env.get('kernel_gemm', {}).get('library', 'openblas')}; numba {env['numba']}; "
              f"torch {env['torch'] or 'not installed'}"]
     lines += [f"  WARNING: {w}" for w in env.get("kernel_warnings", [])]
     lines.append(f"  {'B':>5}{'K':>9}{'d':>5} {'dtype':<8}{'regime':<10}{'op':<6}{'method':<10}{'time [s]':>10}"

@@ -33,7 +33,7 @@ import numpy as np
 
 SCHEMA_VERSION = 2
 LIBRARIES = ("numpy", "numba", "scipy", "h5py", "h5netcdf", "xarray", "mpmath", "matplotlib", "tqdm",
-             "threadpoolctl")
+             "threadpoolctl", "mkl")
 SUFFIXES = (".h5", ".hdf5", ".nc")
 
 

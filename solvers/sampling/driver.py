@@ -114,9 +114,9 @@ def check_simulation(model, guidance=None, *, sampler="ode", steps=None, t_max=N
 
 def simulation_record(model, field, dtype, threads):
     """The inputs a simulation of ``model`` records beyond the run's own: the model's, the precision,
-    the kernel threads and how the means reached the kernel."""
+    the kernel threads, how the means reached the kernel and its GEMM library (None without the kernel)."""
     return dict(model.record(), dtype=str(np.dtype(dtype)), threads=threads,
-                means=getattr(field, "means_mode", None))
+                means=getattr(field, "means_mode", None), blas=getattr(field, "blas", None))
 
 
 def _check_run(guidance, sampler, particles, seed, time_limit, d):

@@ -20,7 +20,7 @@ from cfgphase.solvers.sampling import observables as obs
 
 #: Keys of the command line's ``--json`` record, in order (the statistics follow).
 SUMMARY_KEYS = ("d", "K", "alpha", "omega", "guidance_scale", "mean_var", "class_var", "process", "sampler",
-                "method", "schedule", "rule", "steps", "particles", "seed", "model_seed", "dtype", "means",
+                "method", "schedule", "rule", "steps", "particles", "seed", "model_seed", "dtype", "means", "blas",
                 "disorder", "components", "target", "target_label")
 
 

@@ -1,4 +1,5 @@
-"""Threads and BLAS: the default thread count and a context that pins every loaded BLAS to one thread.
+"""Threads and BLAS: the default thread count, a context that pins every loaded BLAS to one thread, and
+the GEMM library the streaming kernel calls.
 
 Light on purpose (NumPy and, when first used, threadpoolctl): the sampler and the dense kernel use it
 without loading Numba or SciPy.
@@ -6,9 +7,11 @@ without loading Numba or SciPy.
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import os
 import sys
+from typing import NamedTuple
 
 
 def usable_cores():
@@ -16,8 +19,105 @@ def usable_cores():
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-#: Modules that load a BLAS library of their own (SciPy's OpenBLAS is the one the streaming kernel calls).
+#: Modules that load a BLAS library of their own (SciPy's OpenBLAS is one the streaming kernel may call).
 _BLAS_MODULES = ("scipy.linalg.cython_blas", "torch")
+
+#: GEMM libraries the streaming kernel can call, by name (:func:`gemm_library`).
+GEMM_LIBRARIES = ("openblas", "mkl")
+
+
+class GemmLibrary(NamedTuple):
+    """A BLAS library's Fortran ``sgemm`` and ``dgemm`` as addresses the kernel calls (column-major, all
+    arguments by reference), with its name and version for the records."""
+
+    name: str
+    sgemm: int
+    dgemm: int
+    version: str
+    path: str
+
+
+@functools.cache
+def _intel_cpu():
+    try:
+        with open("/proc/cpuinfo") as f:
+            return any(line.startswith("vendor_id") and "GenuineIntel" in line for line in f)
+    except OSError:
+        return False
+
+
+@functools.cache
+def _mkl_path():
+    """Path of the Intel MKL runtime library of the ``mkl`` wheel, or None when it is not installed (looked up
+    once per process: reading the package's file list takes about 0.3 ms)."""
+    from importlib import metadata
+
+    try:
+        files = metadata.distribution("mkl").files or ()
+    except metadata.PackageNotFoundError:
+        return None
+    for file in files:
+        if file.name.startswith("libmkl_rt.so"):
+            path = os.path.realpath(file.locate())
+            return path if os.path.exists(path) else None
+    return None
+
+
+@functools.cache
+def _load_mkl(path):
+    try:  # already loaded by someone else: its threading layer is theirs (single_threaded_blas limits it)
+        handle = ctypes.CDLL(path, mode=os.RTLD_NOLOAD)
+    except OSError:
+        handle = ctypes.CDLL(path)
+        # MKL_THREADING_SEQUENTIAL before any other MKL call: no OpenMP runtime, no threads (fork-safe); the
+        # kernel's own threads are its parallelism
+        handle.MKL_Set_Threading_Layer(1)
+    buffer = ctypes.create_string_buffer(256)
+    handle.mkl_get_version_string(buffer, len(buffer))
+    sgemm, dgemm = (ctypes.cast(getattr(handle, name), ctypes.c_void_p).value for name in ("sgemm_", "dgemm_"))
+    return GemmLibrary("mkl", sgemm, dgemm, buffer.value.decode().strip(), path)
+
+
+@functools.cache
+def _load_openblas():
+    import scipy.linalg.cython_blas  # noqa: F401  (loaded before the BLAS controller looks)
+    from numba.extending import get_cython_function_address
+    from threadpoolctl import threadpool_info
+
+    info = next((i for i in threadpool_info() if "scipy" in i["filepath"] and i["user_api"] == "blas"), {})
+    address = functools.partial(get_cython_function_address, "scipy.linalg.cython_blas")
+    return GemmLibrary("openblas", address("sgemm"), address("dgemm"), info.get("version") or "unknown",
+                       info.get("filepath", ""))
+
+
+def gemm_library(name=None):
+    """The GEMM library of the streaming kernel (:class:`GemmLibrary`), loaded on first use.
+
+    ``name`` is one of :data:`GEMM_LIBRARIES` or None (automatic): Intel MKL (the optional ``mkl`` wheel,
+    ``pip install cfgphase[mkl]``) on an Intel CPU when it is installed, otherwise SciPy's OpenBLAS. MKL's
+    GEMMs at the kernel's shapes (inner dimension d = 32-64) run at 89-101 % of its square-GEMM rate on an
+    AVX-512 Intel CPU, OpenBLAS's at 66-81 % of its own (benchmarks/gemm_libraries.py); its speed on other
+    CPUs is not measured here, so it is used there only when asked for. MKL is loaded with its
+    sequential threading layer (no threads of its own) unless the process had loaded it already.
+    The environment variable ``CFGPHASE_BLAS`` (read at each call) names the library when ``name`` is None,
+    so that a whole run (simulations, sweeps, their workers) can be switched. ValueError naming ``blas`` (or
+    ``CFGPHASE_BLAS``) for an unknown name or an MKL that is not installed.
+    """
+    if name is None and os.environ.get("CFGPHASE_BLAS"):
+        name = os.environ["CFGPHASE_BLAS"]
+        if name not in GEMM_LIBRARIES:
+            raise ValueError(f"CFGPHASE_BLAS must be one of {', '.join(GEMM_LIBRARIES)}, got {name!r}")
+    if name is None:
+        path = _mkl_path() if _intel_cpu() else None
+        return _load_mkl(path) if path else _load_openblas()
+    if name == "openblas":
+        return _load_openblas()
+    if name == "mkl":
+        path = _mkl_path()
+        if path is None:
+            raise ValueError("blas: 'mkl' needs the mkl package (pip install cfgphase[mkl])")
+        return _load_mkl(path)
+    raise ValueError(f"blas must be one of {', '.join(GEMM_LIBRARIES)} or None, got {name!r}")
 
 
 @functools.cache
@@ -40,5 +140,5 @@ def single_threaded_blas():
     cores slowed the next kernel call by up to 1.5x. Callers that mix their own BLAS calls with
     the kernel (fields, the simulator) wrap them in this context too.
     """
-    loaded = tuple(name in sys.modules for name in _BLAS_MODULES)
+    loaded = (*(name in sys.modules for name in _BLAS_MODULES), _load_mkl.cache_info().currsize)
     return _blas_controller(loaded).limit(limits=1, user_api="blas")

@@ -116,6 +116,16 @@ class MixtureField:
     d = property(lambda self: self.model.d)
 
     @property
+    def blas(self):
+        """The streaming kernel's GEMM library ('openblas' or 'mkl', cfgphase.solvers.score.blas.gemm_library)
+        if this field's posteriors go through it (generated means, or more than DENSE_COMPONENTS), else None."""
+        if isinstance(self.means, np.ndarray) and self.means.shape[0] <= DENSE_COMPONENTS:
+            return None
+        from cfgphase.solvers.score.blas import gemm_library
+
+        return gemm_library().name
+
+    @property
     def signal_var(self):
         """Second moment E|x_0|^2 of the data the sampler starts from (it sets the default t_max)."""
         return max(self.model.signal_var, 0.0 if self.unconditional is None else self.unconditional.signal_var)

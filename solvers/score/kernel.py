@@ -19,8 +19,10 @@ hinted class. In float32 the GEMMs, logits and exponentials are single precision
 across chunks float64 (eq. 31).
 
 Parallelism is over row blocks: each of ``threads`` Python threads streams all K chunks for its
-blocks of particles inside one ``nogil`` Numba function, which calls BLAS for both GEMMs of a
-chunk (``np.dot``, single-threaded) and runs the softmax pass row by row while the row is in L1.
+blocks of particles inside one ``nogil`` Numba function, which calls a single-threaded BLAS GEMM for
+both GEMMs of a chunk (the Fortran ?gemm of :func:`gemm_library`: Intel MKL on Intel CPUs when
+installed, whole calls in 0.79-0.86 of OpenBLAS's time on an AVX-512 Xeon, benchmarks/gemm_libraries.py;
+else SciPy's OpenBLAS) and runs the softmax pass row by row while the row is in L1.
 Nothing returns to Python (or takes the GIL) between chunks, and no two thread pools ever
 alternate: with multithreaded BLAS followed by a ``prange`` pass, OpenBLAS's and Numba's idle
 threads spun against each other and the kernel ran 2.5-4x slower than the two bare GEMMs on 2
@@ -41,11 +43,10 @@ import numpy as np
 from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic, overload
-import scipy.linalg.cython_blas  # noqa: F401  (the BLAS Numba's np.dot calls: loaded before the controller looks)
 
 from cfgphase.physics.disorder import NormBias, RandomMeans
 from cfgphase.physics.disorder_jit import bitcast, class_scratch, fill_class_range, int64_bits_as_float64
-from cfgphase.solvers.score.blas import single_threaded_blas, usable_cores  # noqa: F401  (part of this API)
+from cfgphase.solvers.score.blas import gemm_library, single_threaded_blas, usable_cores  # noqa: F401  (this API)
 from cfgphase.solvers.score.dense import PosteriorMoments
 
 #: Target size in bytes of each thread's (B_block, chunk) logit buffer: half an L2 cache, so that
@@ -82,6 +83,61 @@ def _fmax(typingctx, a, b):
         return builder.call(fn, args, fastmath=("fast",))
 
     return sig, codegen
+
+
+@intrinsic
+def _fortran_gemm(typingctx, address, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc):
+    """C := op(A) op(B) in column-major storage (alpha 1, beta 0) by the Fortran ?gemm at ``address``.
+
+    ``trans_a``, ``trans_b`` are character codes (ord("N"), ord("T")); m, n, k and the leading
+    dimensions are passed as 32-bit integers; a, b and c are arrays of one float type, of which only the
+    data pointers are used, so their layout must match the leading dimensions given. The address is a
+    run-time argument (:func:`gemm_library`), so the compiled code is cached whichever library runs.
+    """
+    if not all(isinstance(t, types.Array) for t in (a, b, c)) or not (a.dtype == b.dtype == c.dtype):
+        return None
+    sig = types.void(address, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc)
+
+    def codegen(context, builder, signature, args):
+        address, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc = args
+        real = context.get_value_type(signature.args[6].dtype)
+        char, int32 = ir.IntType(8), ir.IntType(32)
+        char_p, int_p, real_p = char.as_pointer(), int32.as_pointer(), real.as_pointer()
+        # transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc
+        fnty = ir.FunctionType(ir.VoidType(), [char_p, char_p, int_p, int_p, int_p, real_p, real_p, int_p, real_p,
+                                               int_p, real_p, real_p, int_p])
+        fn = builder.inttoptr(address, fnty.as_pointer())
+
+        def ref(value, ty):
+            return cgutils.alloca_once_value(builder, builder.trunc(value, ty))
+
+        def data(i, value):
+            return context.make_array(signature.args[i])(context, builder, value).data
+
+        one, zero = (cgutils.alloca_once_value(builder, ir.Constant(real, v)) for v in (1.0, 0.0))
+        builder.call(fn, [ref(trans_a, char), ref(trans_b, char), ref(m, int32), ref(n, int32), ref(k, int32),
+                          one, data(6, a), ref(lda, int32), data(8, b), ref(ldb, int32), zero, data(10, c),
+                          ref(ldc, int32)])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+_N, _T = ord("N"), ord("T")
+
+
+@nb.njit(nogil=True, cache=True)
+def _gemm_logits(gemm, x, means, S):
+    """S (B, kc) = x (B, d) means (kc, d)^T, row-major and contiguous, by the ?gemm at address ``gemm``."""
+    (B, d), kc = x.shape, means.shape[0]
+    _fortran_gemm(gemm, _T, _N, kc, B, d, means, d, x, d, S, kc)
+
+
+@nb.njit(nogil=True, cache=True)
+def _gemm_weighted(gemm, S, means, T):
+    """T (B, d) = S (B, kc) means (kc, d), row-major and contiguous, by the ?gemm at address ``gemm``."""
+    (B, kc), d = S.shape, means.shape[1]
+    _fortran_gemm(gemm, _N, _N, d, B, kc, means, d, S, kc, T, d)
 
 
 _LOG2E = 1.4426950408889634
@@ -265,14 +321,14 @@ def _generate_span(generator, start, means, sq_norms, bias, scratch):
 
 
 @nb.njit(nogil=True, fastmath=True, cache=True, error_model="numpy")
-def _stream_rows(x, means, bias, k_offset, scale, chunk, threshold, run_max, run_arg, buffer, state, finish, Y,
-                 log_partition, entropy):
+def _stream_rows(gemm, x, means, bias, k_offset, scale, chunk, threshold, run_max, run_arg, buffer, state, finish,
+                 Y, log_partition, entropy):
     """Stream classes k_offset .. k_offset + len(means) - 1 in chunks for one block of rows, without the
     GIL: all K of them for stored means, one span for generated ones. ``state`` = (run_sum, run_w, acc,
     T, pending) carries the online softmax between spans; with ``finish`` it is turned into Y,
     log_partition and entropy; run_max and run_arg (block views) are updated in place.
 
-    Both GEMMs of a chunk are ``np.dot`` calls, which Numba hands to BLAS (SciPy's, single
+    Both GEMMs of a chunk call the Fortran ?gemm at address ``gemm`` (:func:`gemm_library`; single
     threaded under :func:`posterior_moments`); ``buffer`` holds at least B x chunk elements.
     Returns the number of (row, chunk) pairs skipped (eq. 30): after the first GEMM of a chunk,
     a row whose largest logit there is below its running maximum by more than ``-threshold`` =
@@ -290,12 +346,12 @@ def _stream_rows(x, means, bias, k_offset, scale, chunk, threshold, run_max, run
         kc = min(chunk, n - j0)
         Mc = means[j0 : j0 + kc]
         S = buffer[: B * kc].reshape((B, kc))
-        np.dot(x, Mc.T, S)
+        _gemm_logits(gemm, x, Mc, S)
         n_active = _chunk_pass(S, bias[j0 : j0 + kc], scale, threshold, k_offset + j0, run_max, run_sum, run_w,
                                run_arg, acc, T, pending, active)
         skipped += B - n_active
         if n_active >= SUBSET * B:
-            np.dot(S, Mc, T)  # skipped rows of S are zero
+            _gemm_weighted(gemm, S, Mc, T)  # skipped rows of S are zero
             pending = True
             continue
         pending = False
@@ -303,7 +359,8 @@ def _stream_rows(x, means, bias, k_offset, scale, chunk, threshold, run_max, run
             rows_S = np.empty((n_active, kc), dtype=x.dtype)
             for i in range(n_active):
                 rows_S[i] = S[active[i]]
-            product = np.dot(rows_S, Mc)
+            product = np.empty((n_active, d), dtype=x.dtype)
+            _gemm_weighted(gemm, rows_S, Mc, product)
             for i in range(n_active):
                 for l in range(d):
                     acc[active[i], l] += product[i, l]
@@ -387,7 +444,7 @@ def block_layout(B, K, itemsize, threads=None, chunk=None):
     return rows, min(chunk, K), min(threads, -(-B // rows))
 
 
-def posterior_moments(x, means, scale, bias, chunk=None, threads=None, hint=None, skip=True):
+def posterior_moments(x, means, scale, bias, chunk=None, threads=None, hint=None, skip=True, blas=None):
     r"""Softmax-weighted class means and posterior statistics, streamed over K (eqs. 5-7, 30, 50).
 
     Parameters
@@ -414,6 +471,9 @@ def posterior_moments(x, means, scale, bias, chunk=None, threads=None, hint=None
         seeds the running maximum, so that chunks can be skipped from the start.
     skip : bool
         Skip chunks whose weight is below ``SKIP_WEIGHT`` of every row's posterior (eq. 30).
+    blas : {None, "openblas", "mkl"}
+        GEMM library of both GEMMs (:func:`gemm_library`; None: MKL on an Intel CPU when installed,
+        else SciPy's OpenBLAS). Libraries round the GEMMs differently; nothing else changes.
 
     Returns
     -------
@@ -443,6 +503,8 @@ def posterior_moments(x, means, scale, bias, chunk=None, threads=None, hint=None
             raise ValueError(f"hint must hold class indices in [0, {K - 1}]")
         hint = hint if hint.ndim == 0 else np.broadcast_to(hint, (B,))
     rows, chunk, lanes = block_layout(B, K, x.dtype.itemsize, threads, chunk)
+    library = gemm_library(blas)
+    gemm = library.sgemm if x.dtype == np.float32 else library.dgemm
     out = (np.empty((B, d), dtype=x.dtype), np.empty(B), np.empty(B), np.zeros(B, dtype=np.int64))
     if hint is None:
         run_max = np.full(B, -np.inf, dtype=x.dtype)
@@ -507,8 +569,8 @@ def posterior_moments(x, means, scale, bias, chunk=None, threads=None, hint=None
 
         def lane(buffer):
             buffer = _work_array("logits", (rows * chunk,), x.dtype) if buffer is None else buffer
-            return sum(_stream_rows(x[b], span_m, span_b, start, x.dtype.type(scale), chunk, threshold, run_max[b],
-                                    out[3][b], buffer, state or _block_state(b.stop - b.start, d, x.dtype),
+            return sum(_stream_rows(gemm, x[b], span_m, span_b, start, x.dtype.type(scale), chunk, threshold,
+                                    run_max[b], out[3][b], buffer, state or _block_state(b.stop - b.start, d, x.dtype),
                                     stop == K, out[0][b], out[1][b], out[2][b])
                        for b, state in tasks)
 

@@ -8,7 +8,13 @@ from scipy.special import logsumexp, softmax
 
 from cfgphase.physics.mixture import GaussianMixture
 from cfgphase.physics.processes import OU
+from cfgphase.solvers.score import blas as blas_module
 from cfgphase.solvers.score.kernel import _exp_nonpositive, posterior_moments
+
+#: Both GEMM libraries the kernel can call; MKL (the optional mkl wheel, in the test extra on x86-64 Linux) only
+#: where it is installed.
+LIBRARIES = ["openblas", pytest.param("mkl", marks=pytest.mark.skipif(blas_module._mkl_path() is None,
+                                                                      reason="the mkl wheel is not installed"))]
 
 
 def dense(x, means, scale, bias):
@@ -25,22 +31,24 @@ def problem():
     return model, x
 
 
+@pytest.mark.parametrize("blas", LIBRARIES)
 @pytest.mark.parametrize("chunk", [1, 5, 64, 500, 777, 10_000])
 @pytest.mark.parametrize("threads", [1, 2, 3])
-def test_chunked_kernel_equals_dense_formula_float64(problem, chunk, threads):
+def test_chunked_kernel_equals_dense_formula_float64(problem, chunk, threads, blas):
     model, x = problem
     for t in (0.02, 0.5, 3.0):  # condensed, intermediate and spread posteriors
         scale, bias = model.logit_coefficients(t, OU())
         ref = dense(x, model.means, scale, bias)
-        res = posterior_moments(x, model.means, scale, bias, chunk=chunk, threads=threads, skip=False)
+        res = posterior_moments(x, model.means, scale, bias, chunk=chunk, threads=threads, skip=False, blas=blas)
         np.testing.assert_allclose(res.mean, ref[0], rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(res.log_partition, ref[1], rtol=1e-13, atol=1e-12)
         np.testing.assert_allclose(res.entropy, ref[2], rtol=1e-10, atol=1e-12)
         np.testing.assert_array_equal(res.argmax, ref[3])
 
 
+@pytest.mark.parametrize("blas", LIBRARIES)
 @pytest.mark.parametrize("skip", [False, True])
-def test_several_row_blocks_per_thread_equal_the_dense_formula(skip):
+def test_several_row_blocks_per_thread_equal_the_dense_formula(skip, blas):
     """B = 1100 rows make five row blocks (4 x 256 and 76, kernel.ROW_BLOCK) on two threads: each thread
     streams several blocks with one buffer. At t = 0.01, 900 rows of the hinted class and 200 others,
     so that a chunk's second GEMM runs on every row, on a gathered subset or not at all (with 512-row
@@ -51,7 +59,8 @@ def test_several_row_blocks_per_thread_equal_the_dense_formula(skip):
     for t in (0.01, 3.0):
         scale, bias = model.logit_coefficients(t, OU())
         ref = dense(x, model.means, scale, bias)
-        res = posterior_moments(x, model.means, scale, bias, chunk=100, threads=2, hint=0 if skip else None, skip=skip)
+        res = posterior_moments(x, model.means, scale, bias, chunk=100, threads=2, hint=0 if skip else None, skip=skip,
+                                blas=blas)
         spread = np.abs(model.means).max() * 2
         np.testing.assert_allclose(res.mean, ref[0], rtol=0, atol=1e-12 * spread + 1e-12)
         np.testing.assert_allclose(res.log_partition, ref[1], rtol=1e-13, atol=1e-12)
@@ -61,8 +70,9 @@ def test_several_row_blocks_per_thread_equal_the_dense_formula(skip):
             assert (0 < res.skipped < 1) if t == 0.01 else res.skipped == 0
 
 
+@pytest.mark.parametrize("blas", LIBRARIES)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_argmax_is_the_first_of_tied_largest_logits(dtype):
+def test_argmax_is_the_first_of_tied_largest_logits(dtype, blas):
     """Tied largest logits: the index returned is the first of them, as np.argmax gives, whichever chunk
     holds them and whether or not the running maximum grows there. Small integers and a scale of 1/2 make
     every logit exact in either precision, whatever the BLAS's order of summation, so ties are exact
@@ -74,18 +84,21 @@ def test_argmax_is_the_first_of_tied_largest_logits(dtype):
     first = (x @ means.T).argmax(1)
     assert np.mean(np.sum(x @ means.T == (x @ means.T).max(1, keepdims=True), axis=1) > 1) == 1.0
     for chunk in (7, 40, 64, 120):
-        res = posterior_moments(x, means, 0.5, np.zeros(len(means), dtype=dtype), chunk=chunk, threads=2, skip=False)
+        res = posterior_moments(x, means, 0.5, np.zeros(len(means), dtype=dtype), chunk=chunk, threads=2, skip=False,
+                                blas=blas)
         np.testing.assert_array_equal(res.argmax, first)
 
 
+@pytest.mark.parametrize("blas", LIBRARIES)
 @pytest.mark.parametrize("chunk", [7, 256, None])
-def test_chunked_kernel_float32_agrees_to_single_precision(problem, chunk):
+def test_chunked_kernel_float32_agrees_to_single_precision(problem, chunk, blas):
     """float32 GEMMs: logits carry a relative error ~1e-7 |x||mu| scale, so the means agree to ~1e-5."""
     model, x = problem
     for t in (0.05, 0.5, 3.0):
         scale, bias = model.logit_coefficients(t, OU())
         ref = dense(x, model.means, scale, bias)
-        res = posterior_moments(x.astype(np.float32), model.means.astype(np.float32), scale, bias, chunk=chunk)
+        res = posterior_moments(x.astype(np.float32), model.means.astype(np.float32), scale, bias, chunk=chunk,
+                                blas=blas)
         assert res.mean.dtype == np.float32
         bound = 1e-6 * scale * np.abs(x).sum(1).max() * np.abs(model.means).max() * 10
         np.testing.assert_allclose(res.mean, ref[0], atol=max(bound, 1e-5) * np.abs(model.means).max())
@@ -384,3 +397,58 @@ def test_condensed_float32_posterior_matches_dense():
     np.testing.assert_allclose(res.mean, ref[0], rtol=0, atol=1e-4)  # float32 logits of order 1e3: error ~1e-4 each
     np.testing.assert_allclose(res.log_partition, ref[1], rtol=1e-5)
     assert np.all(res.argmax == ref[3])
+
+
+def test_gemm_library_choice_and_bad_names(monkeypatch):
+    """None picks MKL only on an Intel CPU with the mkl wheel installed, else SciPy's OpenBLAS; CFGPHASE_BLAS
+    overrides it; an unknown name, or MKL when it is not installed, is a ValueError naming the parameter."""
+    monkeypatch.delenv("CFGPHASE_BLAS", raising=False)
+    assert blas_module.gemm_library("openblas").name == "openblas"
+    monkeypatch.setattr(blas_module, "_intel_cpu", lambda: False)
+    assert blas_module.gemm_library().name == "openblas"
+    if blas_module._mkl_path() is not None:
+        monkeypatch.setattr(blas_module, "_intel_cpu", lambda: True)
+        assert blas_module.gemm_library().name == "mkl"
+        monkeypatch.setenv("CFGPHASE_BLAS", "openblas")
+        assert blas_module.gemm_library().name == "openblas"
+        monkeypatch.delenv("CFGPHASE_BLAS")
+    monkeypatch.setattr(blas_module, "_mkl_path", lambda: None)
+    monkeypatch.setattr(blas_module, "_intel_cpu", lambda: True)
+    assert blas_module.gemm_library().name == "openblas"
+    with pytest.raises(ValueError, match="blas: 'mkl' needs the mkl package"):
+        blas_module.gemm_library("mkl")
+    with pytest.raises(ValueError, match="blas must be one of openblas, mkl"):
+        blas_module.gemm_library("atlas")
+    monkeypatch.setenv("CFGPHASE_BLAS", "atlas")
+    with pytest.raises(ValueError, match="CFGPHASE_BLAS must be one of openblas, mkl"):
+        blas_module.gemm_library()
+    x, m = np.ones((4, 3)), np.ones((5, 3))
+    with pytest.raises(ValueError, match="blas must be one of"):
+        posterior_moments(x, m, 1.0, np.zeros(5), blas="atlas")
+
+
+@pytest.mark.skipif(blas_module._mkl_path() is None, reason="the mkl wheel is not installed")
+def test_mkl_runs_without_threads_of_its_own_and_in_a_forked_child():
+    """MKL is loaded with its sequential layer: no OpenMP runtime in the process and no thread added by a kernel
+    call beyond the kernel's own lanes; a forked child computes the parent's numbers bit for bit. In a fresh
+    process, where nothing else has loaded MKL."""
+    import subprocess
+    import sys
+
+    code = (
+        "import multiprocessing, threading, numpy as np\n"
+        "from cfgphase.solvers.score import kernel\n"
+        "rng = np.random.default_rng(0)\n"
+        "x, m = rng.standard_normal((600, 16)), rng.standard_normal((3000, 16))\n"
+        "def f(_=None):\n"
+        "    return kernel.posterior_moments(x, m, 0.3, np.zeros(3000), threads=2, blas='mkl').mean\n"
+        "here = f()\n"
+        "with open('/proc/self/maps') as maps:\n"
+        "    omp = any(line.rsplit('/', 1)[-1].startswith(('libiomp', 'libgomp', 'libomp')) for line in maps)\n"
+        "with multiprocessing.get_context('fork').Pool(1) as pool:\n"
+        "    there = pool.map_async(f, [0]).get(timeout=60)[0]\n"
+        "print(omp, threading.active_count(), bool(np.array_equal(here, there)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    omp, threads, same = out.stdout.split()
+    assert omp == "False" and int(threads) == 3 and same == "True"  # the main thread and two lanes
