@@ -95,8 +95,8 @@ def gemm_library(name=None):
 
     ``name`` is one of :data:`GEMM_LIBRARIES` or None (automatic): Intel MKL (the optional ``mkl`` wheel,
     ``pip install cfgphase[mkl]``) on an Intel CPU when it is installed, otherwise SciPy's OpenBLAS. MKL's
-    GEMMs at the kernel's shapes (inner dimension d = 32-64) run at 89-101 % of its square-GEMM rate on an
-    AVX-512 Intel CPU, OpenBLAS's at 66-81 % of its own (benchmarks/gemm_libraries.py); its speed on other
+    GEMMs at the kernel's shapes (inner dimension d = 32-64) run at 91-105 % of its square-GEMM rate on an
+    AVX-512 Intel CPU, OpenBLAS's at 69-88 % of its own (benchmarks/gemm_libraries.py); its speed on other
     CPUs is not measured here, so it is used there only when asked for. MKL is loaded with its
     sequential threading layer (no threads of its own) unless the process had loaded it already.
     The environment variable ``CFGPHASE_BLAS`` (read at each call) names the library when ``name`` is None,

@@ -452,3 +452,25 @@ def test_mkl_runs_without_threads_of_its_own_and_in_a_forked_child():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     omp, threads, same = out.stdout.split()
     assert omp == "False" and int(threads) == 3 and same == "True"  # the main thread and two lanes
+
+
+def test_the_softmax_pass_uses_512_bit_vectors_where_the_cpu_has_them(tmp_path):
+    """kernel._prefer_wide_vectors: on an AVX-512 CPU the compiled softmax pass uses zmm registers (LLVM's default
+    there is 256-bit ymm); elsewhere it compiles as before. Guards the llvmlite attribute it relies on. Compiled
+    in a fresh process with an empty Numba cache (a function loaded from the cache has no assembly to show)."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np\n"
+        "from cfgphase.solvers.score import kernel\n"
+        "kernel.posterior_moments(np.ones((4, 3)), np.ones((500, 3)), 1.0, np.zeros(500), threads=1)\n"
+        "asm = ''.join(kernel._chunk_pass.inspect_asm(s) for s in kernel._chunk_pass.signatures)\n"
+        "print(len(asm) > 0, 'zmm' in asm)\n"
+    )
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    with open("/proc/cpuinfo") as f:
+        avx512 = " avx512f" in f.read()
+    assert out.stdout.split() == ["True", str(avx512)]
