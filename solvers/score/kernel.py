@@ -130,14 +130,16 @@ _N, _T = ord("N"), ord("T")
 def _gemm_logits(gemm, x, means, S):
     """S (B, kc) = x (B, d) means (kc, d)^T, row-major and contiguous, by the ?gemm at address ``gemm``."""
     (B, d), kc = x.shape, means.shape[0]
-    _fortran_gemm(gemm, _T, _N, kc, B, d, means, d, x, d, S, kc)
+    ld = max(d, 1)  # BLAS wants leading dimensions >= 1 (d = 0: C := 0, as the empty sum gives)
+    _fortran_gemm(gemm, _T, _N, kc, B, d, means, ld, x, ld, S, kc)
 
 
 @nb.njit(nogil=True, cache=True)
 def _gemm_weighted(gemm, S, means, T):
     """T (B, d) = S (B, kc) means (kc, d), row-major and contiguous, by the ?gemm at address ``gemm``."""
     (B, kc), d = S.shape, means.shape[1]
-    _fortran_gemm(gemm, _N, _N, d, B, kc, means, d, S, kc, T, d)
+    ld = max(d, 1)
+    _fortran_gemm(gemm, _N, _N, d, B, kc, means, ld, S, kc, T, ld)
 
 
 @intrinsic
@@ -148,9 +150,10 @@ def _prefer_wide_vectors(typingctx):
     per-function way to change it; the process-wide one (NUMBA_CPU_FEATURES) would reach every Numba function
     of the process. This sets the function attribute on the calling function alone, where its callees are
     inlined: the softmax pass (_chunk_pass) ran 1.18 (float32) and 1.41 (float64) times faster on a Sapphire
-    Rapids VM, the same weights bit for bit (the row sums regrouped). No effect on CPUs without AVX-512. llvmlite accepts only its list of attribute
-    names, so the string attribute is added to the underlying set (a llvmlite whose attributes are no set
-    leaves LLVM's default); LLVM reads it when it builds the function's subtarget.
+    Rapids VM, the same weights bit for bit (the row sums regrouped). No effect on CPUs without AVX-512.
+    llvmlite accepts only its list of attribute names, so the string attribute is added to the underlying set
+    (a llvmlite whose attributes are no set leaves LLVM's default); LLVM reads it when it builds the
+    function's subtarget.
     """
     def codegen(context, builder, signature, args):
         try:

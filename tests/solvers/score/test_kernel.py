@@ -474,3 +474,17 @@ def test_the_softmax_pass_uses_512_bit_vectors_where_the_cpu_has_them(tmp_path):
     with open("/proc/cpuinfo") as f:
         avx512 = " avx512f" in f.read()
     assert out.stdout.split() == ["True", str(avx512)]
+
+
+@pytest.mark.parametrize("blas", LIBRARIES)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_zero_dimensional_points_give_the_uniform_posterior(blas, dtype, capfd):
+    """d = 0: every logit is its bias, the posterior is softmax(bias), the means are empty; the GEMMs' leading
+    dimensions stay >= 1, so the BLAS neither refuses them (MKL printed an error and left the logits unset) nor
+    prints anything."""
+    bias = np.log(np.arange(1.0, 501.0))
+    res = posterior_moments(np.ones((300, 0), dtype), np.ones((500, 0), dtype), 1.0, bias, chunk=64, blas=blas)
+    assert res.mean.shape == (300, 0)
+    np.testing.assert_allclose(res.log_partition, logsumexp(bias), rtol=1e-6 if dtype == np.float32 else 1e-13)
+    np.testing.assert_array_equal(res.argmax, 499)
+    assert capfd.readouterr().err == ""
