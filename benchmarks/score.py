@@ -236,7 +236,8 @@ def cpu_info():
 
 def kernel_warnings(cpu, blas):
     """Warnings where a BLAS runs kernels older than the CPU supports (e.g. OPENBLAS_CORETYPE=Haswell on
-    an AVX-512 machine): the peak, and every fraction of it, would then understate the machine."""
+    an AVX-512 machine), or may (MKL with MKL_ENABLE_INSTRUCTIONS or MKL_CBWR set): the peak, and every
+    fraction of it, would then understate the machine."""
     out = []
     for lib in blas:
         level = KERNEL_LEVEL.get(str(lib.get("architecture") or "").lower())
@@ -245,7 +246,15 @@ def kernel_warnings(cpu, blas):
                        f"{'AVX-512' if cpu['vector_level'] == 3 else 'AVX2'}"
                        + (f" (OPENBLAS_CORETYPE={os.environ['OPENBLAS_CORETYPE']})"
                           if os.environ.get("OPENBLAS_CORETYPE") else ""))
+        # MKL picks its code path at run time and threadpoolctl reports none; these variables can hold it back
+        for name in MKL_LIMITS if lib.get("library") == "mkl" else ():
+            if os.environ.get(name):
+                out.append(f"mkl may run older kernels than the CPU supports: {name}={os.environ[name]}")
     return out
+
+
+#: Environment variables that restrict MKL's code path (its instruction set; its reproducible branches).
+MKL_LIMITS = ("MKL_ENABLE_INSTRUCTIONS", "MKL_CBWR")
 
 
 def peak_gflops(dtype, n=2048, repeats=5):
@@ -302,6 +311,7 @@ def environment():
                 torch=None if torch is None else torch.__version__,
                 torch_threads=None if torch is None else torch.get_num_threads(), blas=blas,
                 openblas_coretype=os.environ.get("OPENBLAS_CORETYPE"), kernel_warnings=kernel_warnings(cpu, blas),
+                mkl_limits={name: os.environ.get(name) for name in MKL_LIMITS},
                 kernel_gemm=dict(library=library.name, version=library.version, filepath=library.path),
                 kernel="one nogil Numba stream (single-threaded BLAS GEMMs + softmax pass) per row block, "
                        f"{usable_cores()} threads; BLAS limited to 1 thread inside the kernel")

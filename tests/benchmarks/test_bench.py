@@ -108,8 +108,11 @@ def test_the_methods_of_a_case_are_timed_in_alternating_rounds(monkeypatch):
 
 def test_a_blas_running_older_kernels_than_the_cpu_is_flagged(monkeypatch):
     """The GEMM peak decides every fraction: OpenBLAS forced to Haswell kernels on an AVX-512 CPU
-    (OPENBLAS_CORETYPE) roughly halves it, so the record says so."""
+    (OPENBLAS_CORETYPE) roughly halves it, so the record says so; MKL, which reports no kernel set, is flagged
+    when MKL_ENABLE_INSTRUCTIONS or MKL_CBWR may hold it back."""
     monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    for name in bench.MKL_LIMITS:
+        monkeypatch.delenv(name, raising=False)
     avx512, avx2 = dict(vector_level=3), dict(vector_level=2)
     haswell = [dict(library="openblas", architecture="Haswell")]
     assert bench.kernel_warnings(avx512, haswell) == [
@@ -117,6 +120,9 @@ def test_a_blas_running_older_kernels_than_the_cpu_is_flagged(monkeypatch):
     assert bench.kernel_warnings(avx2, haswell) == []
     assert bench.kernel_warnings(avx512, [dict(library="openblas", architecture="SkylakeX")]) == []
     assert bench.kernel_warnings(avx512, [dict(library="mkl", architecture=None)]) == []
+    monkeypatch.setenv("MKL_ENABLE_INSTRUCTIONS", "AVX2")  # MKL reports no kernel set: its limits are flagged
+    assert bench.kernel_warnings(avx512, [dict(library="mkl", architecture=None)]) == [
+        "mkl may run older kernels than the CPU supports: MKL_ENABLE_INSTRUCTIONS=AVX2"]
 
 
 def test_the_finite_size_campaign_rebuilds_its_stored_draws():
