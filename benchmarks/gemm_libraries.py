@@ -15,7 +15,6 @@ Needs the ``mkl`` wheel (``pip install cfgphase[mkl]``). Writes a JSON record wi
 (benchmarks.score.environment) and prints a table. Bad input: one line on stderr, exit status 2.
 """
 
-import argparse
 import json
 import statistics
 import sys
@@ -25,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import score
+from benchmarks.bench_score import _Parser  # one line on stderr and exit status 2 for bad input
 from cfgphase.solvers.score import kernel
 
 DEFAULT_RECORD = Path(__file__).parent / "results" / "gemm_libraries.json"
@@ -99,7 +99,7 @@ def kernel_times(dtype, repeats):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m benchmarks.gemm_libraries", description=__doc__.splitlines()[0])
+    p = _Parser(prog="python -m benchmarks.gemm_libraries", description=__doc__.splitlines()[0])
     p.add_argument("--out", default=str(DEFAULT_RECORD), help=f"JSON record (default {DEFAULT_RECORD})")
     p.add_argument("--repeats", type=int, default=100, help="timed chunk GEMMs per shape and library (default 100)")
     args = p.parse_args(argv)
