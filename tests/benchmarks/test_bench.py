@@ -197,3 +197,19 @@ def test_simulate_profile_times_the_kernel_calls_of_a_fresh_command():
     assert 0 < summary["kernel_share"] <= 1 and summary["start_s"] > 0
     with pytest.raises(ValueError, match="more classes"):
         sp.run_once(["--d", "8", "--classes", "4", "--particles", "16", "--steps", "2"])
+
+
+def test_the_gemm_library_benchmark_refuses_bad_input_in_one_line(capsys, monkeypatch):
+    """benchmarks.gemm_libraries: bad --repeats, or no MKL to compare with, is one line on stderr and exit 2."""
+    from benchmarks import gemm_libraries
+    from cfgphase.solvers.score import blas
+
+    for argv in (["--repeats", "2"], ["--repeats", "x"]):
+        with pytest.raises(SystemExit) as stop:
+            gemm_libraries.main(argv)
+        assert stop.value.code == 2 and len(capsys.readouterr().err.strip().splitlines()) == 1
+    monkeypatch.setattr(blas, "_mkl_path", lambda: None)
+    with pytest.raises(SystemExit) as stop:
+        gemm_libraries.main(["--out", "unused.json"])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "needs the mkl package" in err and len(err.strip().splitlines()) == 1
