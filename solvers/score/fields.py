@@ -19,7 +19,7 @@ import numpy as np
 from cfgphase.physics.mixture import GeneratedMixture, mean_for_reference_var
 from cfgphase.physics.model import GaussianModel, Model
 from cfgphase.physics.processes import get_process
-from cfgphase.solvers.score.blas import single_threaded_blas
+from cfgphase.solvers.score.blas import gemm_library, single_threaded_blas
 from cfgphase.solvers.score.dense import dense_posterior_moments
 
 INITS = ("unconditional", "conditional")
@@ -121,8 +121,6 @@ class MixtureField:
         if this field's posteriors go through it (generated means, or more than DENSE_COMPONENTS), else None."""
         if isinstance(self.means, np.ndarray) and self.means.shape[0] <= DENSE_COMPONENTS:
             return None
-        from cfgphase.solvers.score.blas import gemm_library
-
         return gemm_library().name
 
     @property
