@@ -168,7 +168,7 @@ class _Estimator:
 
     def _blocked(self, x):
         """The kernel's GEMM work alone: its row blocks and chunk length (kernel.block_layout) on its
-        threads (kernel._lanes), each thread taking the next block, with the kernel's GEMM library
+        lanes (kernel._on_lanes), each taking the next block, with the kernel's GEMM library
         (kernel.gemm_library), single-threaded."""
         (B, d), K = x.shape, self.means.shape[0]
         rows, chunk, lanes = kernel.block_layout(B, K, x.dtype.itemsize)
@@ -177,7 +177,7 @@ class _Estimator:
         library = kernel.gemm_library()
         gemm = library.sgemm if x.dtype == np.float32 else library.dgemm
 
-        def lane(_):
+        def lane():
             buffer = np.empty(rows * chunk, dtype=x.dtype)
             for i in tasks:
                 xb = x[i:i + rows]
@@ -189,10 +189,7 @@ class _Estimator:
                     kernel._gemm_weighted(gemm, S, Mc, out[i:i + n])
 
         with kernel.single_threaded_blas():
-            if lanes == 1:
-                lane(0)
-            else:
-                list(kernel._lanes(os.getpid(), lanes).map(lane, range(lanes)))
+            kernel._on_lanes(lane, lanes)
         return out
 
     def evaluate(self, x, t):
@@ -282,7 +279,7 @@ def _square_gemm(dtype, n):
 
 def _square_gemm_kernel(dtype, n):
     """A zero-argument callable: one n x n x n GEMM with the kernel's GEMM library (kernel.gemm_library), its rows
-    shared out to the kernel's threads (kernel._lanes), each single-threaded as in the kernel, 2 n^3 flops."""
+    shared out to the kernel's lanes (kernel._on_lanes), each single-threaded as in the kernel, 2 n^3 flops."""
     library = kernel.gemm_library()
     gemm = library.sgemm if dtype == np.float32 else library.dgemm
     rng = np.random.default_rng(0)
@@ -292,9 +289,14 @@ def _square_gemm_kernel(dtype, n):
     parts = [slice(n * i // lanes, n * (i + 1) // lanes) for i in range(lanes)]
 
     def call():
+        pieces = iter(parts)
+
+        def lane():
+            for rows in pieces:
+                kernel._gemm_weighted(gemm, a[rows], b, out[rows])
+
         with kernel.single_threaded_blas():
-            list(kernel._lanes(os.getpid(), lanes).map(lambda rows: kernel._gemm_weighted(gemm, a[rows], b, out[rows]),
-                                                        parts))
+            kernel._on_lanes(lane, lanes)
 
     return call
 

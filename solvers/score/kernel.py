@@ -18,8 +18,9 @@ the chunk, with a bound on what is lost (eq. 30); the running maximum can be see
 hinted class. In float32 the GEMMs, logits and exponentials are single precision and the sums
 across chunks float64 (eq. 31).
 
-Parallelism is over row blocks: each of ``threads`` Python threads streams all K chunks for its
-blocks of particles inside one ``nogil`` Numba function, which calls a single-threaded BLAS GEMM for
+Parallelism is over row blocks: each of ``threads`` lanes (the calling thread and ``threads - 1``
+worker threads, :func:`_on_lanes`) streams all K chunks for its blocks of particles inside one
+``nogil`` Numba function, which calls a single-threaded BLAS GEMM for
 both GEMMs of a chunk (the Fortran ?gemm of :func:`gemm_library`: Intel MKL on Intel CPUs when
 installed, whole calls in 0.78-0.84 of OpenBLAS's time on an AVX-512 Xeon, benchmarks/gemm_libraries.py;
 else SciPy's OpenBLAS) and runs the softmax pass row by row while the row is in L1.
@@ -34,7 +35,6 @@ from __future__ import annotations
 import functools
 import math
 import os
-import queue
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -406,8 +406,8 @@ def _stream_rows(gemm, x, means, bias, k_offset, scale, chunk, threshold, run_ma
 
 
 @functools.cache
-def _lanes(pid, lanes):
-    """The kernel's worker threads: ``lanes`` of them per process, started on the first call that needs them.
+def _workers(pid, n):
+    """The kernel's ``n`` worker threads, started on the first call that needs them (:func:`_on_lanes`).
 
     Keyed by the process id, so that a forked child, whose copy of the parent's pool has no threads,
     starts its own on its first call instead of waiting on the copy. Idle threads block on the pool's
@@ -415,31 +415,44 @@ def _lanes(pid, lanes):
     scheduled before the call goes on; slowest when the other core is busy), 2.1 s of a 14 s default
     ``cfgphase simulate`` on 2 busy cores.
     """
-    return ThreadPoolExecutor(lanes, thread_name_prefix=f"cfgphase-{pid}", initializer=_keep_work_arrays)
+    return ThreadPoolExecutor(n, thread_name_prefix=f"cfgphase-{pid}")
 
 
-#: ``arrays``, (name, dtype) -> 1-d array: the work arrays of each of the kernel's own threads (:func:`_work_array`)
+def _on_lanes(lane, lanes):
+    """``lane()`` run ``lanes`` times at once, the first in the calling thread and the others on the kernel's
+    worker threads (:func:`_workers`); the list of their results, the caller's first.
+
+    The lanes share their work through an iterator they all take from. Waking a worker for every lane cost a
+    call 0.19 ms on 2 threads of a Sapphire Rapids VM (its threads sleep between calls), against 0.08 ms of
+    work at (B, K, d) = (1024, 1, 32): the caller's own lane works while the other one wakes. If the caller's
+    lane raises, the others run to their end unobserved, as a worker of an interrupted ``pool.map`` does.
+    """
+    if lanes == 1:
+        return [lane()]
+    futures = [_workers(os.getpid(), lanes - 1).submit(lane) for _ in range(lanes - 1)]
+    first = lane()
+    return [first, *(future.result() for future in futures)]
+
+
+#: ``arrays``, (name, dtype) -> 1-d array: the work arrays of each thread that runs a lane (:func:`_work_array`)
 _work = threading.local()
 
 
-def _keep_work_arrays():
-    _work.arrays = {}
-
-
 def _work_array(name, shape, dtype):
-    """Work array ``name`` of ``shape`` and ``dtype`` of the calling thread, one of the kernel's own, uninitialised.
+    """Work array ``name`` of ``shape`` and ``dtype`` of the calling thread, uninitialised.
 
     Kept from call to call (grown when too small) while it holds at most BUFFER_BYTES: the logit buffer at the
-    default chunk, the accumulators up to d = 256 in float64, at most three such arrays per thread. Fresh ones in
-    every call cost about 480 new pages per call of a default ``cfgphase simulate`` on 2 threads, 1.1-1.5 ms of
-    page faults.
+    default chunk, the accumulators up to d = 256 in float64, at most three such arrays (1.5 MiB) per thread
+    that has run a lane, freed with the thread. Fresh ones in every call cost about 480 new pages per call of a
+    default ``cfgphase simulate`` on 2 threads, 1.1-1.5 ms of page faults.
     """
     size = math.prod(shape)
     if size * dtype.itemsize > BUFFER_BYTES:
         return np.empty(shape, dtype=dtype)
-    array = _work.arrays.get((name, dtype))
+    arrays = _work.__dict__.setdefault("arrays", {})
+    array = arrays.get((name, dtype))
     if array is None or array.size < size:
-        array = _work.arrays[name, dtype] = np.empty(size, dtype=dtype)
+        array = arrays[name, dtype] = np.empty(size, dtype=dtype)
     return array[:size].reshape(shape)
 
 
@@ -549,15 +562,13 @@ def posterior_moments(x, means, scale, bias, chunk=None, threads=None, hint=None
         out[3][:] = hint
     threshold = -math.log(K / SKIP_WEIGHT) if skip else -math.inf
     blocks = [slice(i, min(i + rows, B)) for i in range(0, B, rows)]
-    # the kernel's own threads (two lanes or more) stream on work arrays they keep from call to call
-    # (_work_array); a caller's thread (one lane) gets them per call, as do the states of generated means,
-    # which are carried from span to span
-    if generated or lanes == 1:
+    # every lane streams on work arrays its thread keeps from call to call (_work_array); the states of generated
+    # means are carried from span to span, so they are the call's own
+    if generated:
         states = [(np.zeros(b.stop - b.start), np.zeros(b.stop - b.start), np.zeros((b.stop - b.start, d)),
                    np.empty((b.stop - b.start, d), dtype=x.dtype), np.zeros(1, dtype=np.int64)) for b in blocks]
     else:
         states = [None] * len(blocks)
-    buffers = [np.empty(rows * chunk, dtype=x.dtype)] if lanes == 1 else [None] * lanes
     if generated:
         # a span of SPAN_CHUNKS chunks per lane is generated by all lanes, then streamed by each block: every
         # mean entry is generated once per call, not once per block
@@ -565,47 +576,39 @@ def posterior_moments(x, means, scale, bias, chunk=None, threads=None, hint=None
         generator = (*means.key, means.std, bias.log_weight, bias.coefficient)
         span_means, span_sq, span_bias = (np.empty((span, d), dtype=x.dtype), np.empty(span),
                                           np.empty(span, dtype=x.dtype))
-        scratch = queue.SimpleQueue()  # one work array per thread at a time
-        for _ in range(lanes):
-            scratch.put(class_scratch(d))
         spans = [(k, min(k + span, K)) for k in range(0, K, span)]
     else:
         spans = [(0, K)]
 
-    def run(pool, task, items):
-        return list(pool.map(task, items)) if pool is not None else [task(item) for item in items]
-
-    def stream_span(pool, start, stop):
+    def stream_span(start, stop):
         if generated:
             n = stop - start
             parts = SPAN_CHUNKS * lanes  # shared out one by one: a thread slowed by another process holds up less
             cuts = [n * i // parts for i in range(parts + 1)]
+            pieces = iter(range(parts))
 
-            def generate(i):
-                a, b, work = cuts[i], cuts[i + 1], scratch.get()
-                _generate_span(generator, start + a, span_means[a:b], span_sq[a:b], span_bias[a:b], work)
-                scratch.put(work)
+            def generate():
+                work = class_scratch(d)
+                for i in pieces:
+                    a, b = cuts[i], cuts[i + 1]
+                    _generate_span(generator, start + a, span_means[a:b], span_sq[a:b], span_bias[a:b], work)
 
-            run(pool, generate, range(parts))
+            _on_lanes(generate, lanes)
             span_m, span_b = span_means[:n], span_bias[:n]
         else:
             span_m, span_b = means, bias
         tasks = iter(zip(blocks, states))  # shared: each thread takes the next block until none is left, which
         # balances a core slowed by another process (the iterator's next() is atomic under the GIL)
 
-        def lane(buffer):
-            buffer = _work_array("logits", (rows * chunk,), x.dtype) if buffer is None else buffer
+        def lane():
+            buffer = _work_array("logits", (rows * chunk,), x.dtype)
             return sum(_stream_rows(gemm, x[b], span_m, span_b, start, x.dtype.type(scale), chunk, threshold,
                                     run_max[b], out[3][b], buffer, state or _block_state(b.stop - b.start, d, x.dtype),
                                     stop == K, out[0][b], out[1][b], out[2][b])
                        for b, state in tasks)
 
-        return sum(run(pool, lane, buffers))
+        return sum(_on_lanes(lane, lanes))
 
     with single_threaded_blas():
-        if lanes == 1:
-            skipped = sum(stream_span(None, *s) for s in spans)
-        else:
-            pool = _lanes(os.getpid(), lanes)
-            skipped = sum(stream_span(pool, *s) for s in spans)
+        skipped = sum(stream_span(*s) for s in spans)
     return PosteriorMoments(*out, skipped / (B * -(-K // chunk)))

@@ -60,7 +60,12 @@ def test_bad_means_are_refused_naming_means(means, model, match):
 def test_generated_memory_does_not_grow_with_the_number_of_classes():
     """Traced peak of a generated run (the kernel's buffers, particles, observables) at K = 2 10^4,
     2 10^5, 2 10^6 (beyond the default chunk, 4096 classes here, and the 16384 of a block of the second
-    moment's sum): flat in K, and a small fraction of the 64 MB that the largest K's stored means take."""
+    moment's sum): flat in K, and a small fraction of the 64 MB that the largest K's stored means take.
+    The second moment's sum (RandomMeans.sum_of_square_norms) gives each of its threads one buffer of
+    SUM_BLOCK means; whether the two threads' buffers are alive at once depends on when each thread starts
+    (at K = 2 10^4 each has one block of 0.1 ms), so one such buffer is allowed between the Ks."""
+    from cfgphase.physics.disorder import SUM_BLOCK
+
     peaks = {}
     for K in (2 * 10**4, 2 * 10**5, 2 * 10**6):
         model = cp.Model(d=4, classes=K, seed=1)
@@ -70,5 +75,5 @@ def test_generated_memory_does_not_grow_with_the_number_of_classes():
         cp.simulate(cp.Model(d=4, classes=K, seed=1), 1.0, **run)
         peaks[K] = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
-    assert peaks[2 * 10**6] < 1.1 * peaks[2 * 10**4] + 2**14, peaks
+    assert max(peaks.values()) < 1.1 * min(peaks.values()) + SUM_BLOCK * 4 * 8 + 2**14, peaks
     assert peaks[2 * 10**6] < 0.05 * 2 * 10**6 * 4 * 8, peaks

@@ -70,6 +70,36 @@ def test_several_row_blocks_per_thread_equal_the_dense_formula(skip, blas):
             assert (0 < res.skipped < 1) if t == 0.01 else res.skipped == 0
 
 
+
+@pytest.mark.parametrize("generated", [False, True])
+def test_calls_from_several_threads_at_once_give_the_sequential_numbers(generated):
+    """Four user threads (as Dask's threaded scheduler runs tasks) call the kernel at once, each on its own
+    particles, while the kernel's lanes (the caller's and its worker, kernel._on_lanes) take blocks and keep work
+    arrays per thread: every result equals the same call made alone, bit for bit (a row block's numbers do not
+    depend on which thread streams it)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from cfgphase.physics.disorder import NormBias, RandomMeans
+
+    d, K = 24, 1500
+    rng = np.random.default_rng(5)
+    xs = [rng.standard_normal((700, d)) for _ in range(4)]
+    if generated:
+        means = RandomMeans(K, d, seed=9)
+        bias = NormBias(means, np.log(1 / K), 0.3)
+    else:
+        means, bias = rng.standard_normal((K, d)), rng.uniform(-1, 0, K)
+
+    def call(x):
+        return posterior_moments(x, means, 0.3, bias, chunk=200, threads=2, hint=1)
+
+    alone = [call(x) for x in xs]
+    with ThreadPoolExecutor(4) as users:
+        together = list(users.map(call, xs * 3))
+    for i, res in enumerate(together):
+        for field in ("mean", "log_partition", "entropy", "argmax"):
+            np.testing.assert_array_equal(getattr(res, field), getattr(alone[i % 4], field))
+
 @pytest.mark.parametrize("blas", LIBRARIES)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_argmax_is_the_first_of_tied_largest_logits(dtype, blas):
@@ -259,8 +289,8 @@ def test_numba_kernels_load_from_the_cache_in_a_new_process():
 
 
 def test_every_blas_library_is_pinned_to_one_thread_inside_the_kernel():
-    """No oversubscription: the GEMMs run in Numba (np.dot -> SciPy's BLAS) on the kernel's own
-    threads, so every BLAS library the process has loaded after a kernel call must be one the
+    """No oversubscription: the GEMMs run on the kernel's lanes (the ?gemm of gemm_library, called from Numba),
+    so every BLAS library the process has loaded after a kernel call must be one the
     kernel limits to a single thread. Run in a fresh process, where the kernel is imported first."""
     import subprocess
     import sys
@@ -430,7 +460,7 @@ def test_gemm_library_choice_and_bad_names(monkeypatch):
 @pytest.mark.skipif(blas_module._mkl_path() is None, reason="the mkl wheel is not installed")
 def test_mkl_runs_without_threads_of_its_own_and_in_a_forked_child():
     """MKL is loaded with its sequential layer: no OpenMP runtime in the process and no thread added by a kernel
-    call beyond the kernel's own lanes; a forked child computes the parent's numbers bit for bit. In a fresh
+    call beyond the kernel's own worker; a forked child computes the parent's numbers bit for bit. In a fresh
     process, where nothing else has loaded MKL."""
     import subprocess
     import sys
@@ -451,7 +481,7 @@ def test_mkl_runs_without_threads_of_its_own_and_in_a_forked_child():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     omp, threads, same = out.stdout.split()
-    assert omp == "False" and int(threads) == 3 and same == "True"  # the main thread and two lanes
+    assert omp == "False" and int(threads) == 2 and same == "True"  # two lanes: the caller's and one worker
 
 
 def test_the_softmax_pass_uses_512_bit_vectors_where_the_cpu_has_them(tmp_path):
