@@ -41,6 +41,7 @@ import statistics
 import time
 import tracemalloc
 
+import numba as nb
 import numpy as np
 from threadpoolctl import threadpool_info
 
@@ -109,6 +110,19 @@ def _torch():
         return None
     torch.set_num_threads(usable_cores())
     return torch
+
+
+@nb.njit(nogil=True, cache=True)
+def _block_gemms(gemm, x, means, chunk, buffer, out):
+    """Both GEMMs of every chunk for one block of rows, called as kernel._stream_rows calls them (one call per
+    block, without the GIL), without the softmax pass. A Python loop over the chunks would hold the GIL between
+    its short GEMMs, and a woken lane could then wait for it while the caller's lane did every block."""
+    n, K = x.shape[0], means.shape[0]
+    for j in range(0, K, chunk):
+        kc = min(chunk, K - j)
+        S = buffer[: n * kc].reshape((n, kc))
+        kernel._gemm_logits(gemm, x, means[j : j + kc], S)
+        kernel._gemm_weighted(gemm, S, means[j : j + kc], out)
 
 
 class _Estimator:
@@ -180,13 +194,7 @@ class _Estimator:
         def lane():
             buffer = np.empty(rows * chunk, dtype=x.dtype)
             for i in tasks:
-                xb = x[i:i + rows]
-                n = xb.shape[0]
-                for j in range(0, K, chunk):
-                    Mc = self.means[j:j + chunk]
-                    S = buffer[:n * Mc.shape[0]].reshape(n, Mc.shape[0])
-                    kernel._gemm_logits(gemm, xb, Mc, S)
-                    kernel._gemm_weighted(gemm, S, Mc, out[i:i + n])
+                _block_gemms(gemm, x[i:i + rows], self.means, chunk, buffer, out[i:i + rows])
 
         with kernel.single_threaded_blas():
             kernel._on_lanes(lane, lanes)

@@ -18,9 +18,8 @@ the chunk, with a bound on what is lost (eq. 30); the running maximum can be see
 hinted class. In float32 the GEMMs, logits and exponentials are single precision and the sums
 across chunks float64 (eq. 31).
 
-Parallelism is over row blocks: each of ``threads`` lanes (the calling thread and ``threads - 1``
-worker threads, :func:`_on_lanes`) streams all K chunks for its blocks of particles inside one
-``nogil`` Numba function, which calls a single-threaded BLAS GEMM for
+Parallelism is over row blocks: each of ``threads`` lanes (worker threads, :func:`_on_lanes`) streams
+all K chunks for its blocks of particles inside one ``nogil`` Numba function, which calls a single-threaded BLAS GEMM for
 both GEMMs of a chunk (the Fortran ?gemm of :func:`gemm_library`: Intel MKL on Intel CPUs when
 installed, whole calls in 0.78-0.84 of OpenBLAS's time on an AVX-512 Xeon, benchmarks/gemm_libraries.py;
 else SciPy's OpenBLAS) and runs the softmax pass row by row while the row is in L1.
@@ -426,19 +425,20 @@ def _workers(pid, n):
 
 
 def _on_lanes(lane, lanes):
-    """``lane()`` run ``lanes`` times at once, the first in the calling thread and the others on the kernel's
-    worker threads (:func:`_workers`); the list of their results, the caller's first.
+    """``lane()`` run ``lanes`` times at once, on the kernel's worker threads (:func:`_workers`; in the calling
+    thread when ``lanes`` is 1); the list of their results. The lanes share their work through an iterator they
+    all take from.
 
-    The lanes share their work through an iterator they all take from. Waking a worker for every lane cost a
-    call 0.19 ms on 2 threads of a Sapphire Rapids VM (its threads sleep between calls), against 0.08 ms of
-    work at (B, K, d) = (1024, 1, 32): the caller's own lane works while the other one wakes. If the caller's
-    lane raises, the others run to their end unobserved, as a worker of an interrupted ``pool.map`` does.
+    The caller waits rather than run a lane itself. Running one saved 30-40 us a call (a worker's round trip is
+    about 70 us on this VM), but Linux then sometimes woke the worker on the caller's busy core and left it there
+    for whole calls: the caller streamed every block while the worker waited, at the speed of one thread, in
+    streaks of calls (measured on the 2-core VM with the benchmark's GEMMs alone: 3.5-3.9 ms against 2.0-2.2).
+    A waiting caller leaves its core to a worker.
     """
     if lanes == 1:
         return [lane()]
-    futures = [_workers(os.getpid(), lanes - 1).submit(lane) for _ in range(lanes - 1)]
-    first = lane()
-    return [first, *(future.result() for future in futures)]
+    futures = [_workers(os.getpid(), lanes).submit(lane) for _ in range(lanes)]
+    return [future.result() for future in futures]
 
 
 #: ``arrays``, (name, dtype) -> 1-d array: the work arrays of each thread that runs a lane (:func:`_work_array`)

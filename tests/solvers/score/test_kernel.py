@@ -74,7 +74,7 @@ def test_several_row_blocks_per_thread_equal_the_dense_formula(skip, blas):
 @pytest.mark.parametrize("generated", [False, True])
 def test_calls_from_several_threads_at_once_give_the_sequential_numbers(generated):
     """Four user threads (as Dask's threaded scheduler runs tasks) call the kernel at once, each on its own
-    particles, while the kernel's lanes (the caller's and its worker, kernel._on_lanes) take blocks and keep work
+    particles, while the kernel's lanes (its worker threads, kernel._on_lanes) take blocks and keep work
     arrays per thread: every result equals the same call made alone, bit for bit (a row block's numbers do not
     depend on which thread streams it)."""
     from concurrent.futures import ThreadPoolExecutor
@@ -475,7 +475,7 @@ def test_gemm_library_choice_and_bad_names(monkeypatch):
 @pytest.mark.skipif(blas_module._mkl_path() is None, reason="the mkl wheel is not installed")
 def test_mkl_runs_without_threads_of_its_own_and_in_a_forked_child():
     """MKL is loaded with its sequential layer: no OpenMP runtime in the process and no thread added by a kernel
-    call beyond the kernel's own worker; a forked child computes the parent's numbers bit for bit. In a fresh
+    call beyond the kernel's own lanes; a forked child computes the parent's numbers bit for bit. In a fresh
     process, where nothing else has loaded MKL."""
     import subprocess
     import sys
@@ -496,7 +496,7 @@ def test_mkl_runs_without_threads_of_its_own_and_in_a_forked_child():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     omp, threads, same = out.stdout.split()
-    assert omp == "False" and int(threads) == 2 and same == "True"  # two lanes: the caller's and one worker
+    assert omp == "False" and int(threads) == 3 and same == "True"  # the main thread and two lanes
 
 
 def test_the_softmax_pass_uses_512_bit_vectors_where_the_cpu_has_them(tmp_path):
