@@ -127,14 +127,17 @@ def test_gaussian_optimum_reaches_the_mean_shift_bound_and_simulation_keeps_the_
     The exact KL at mean ratio r is at least (r - 1)^2 mu_c^2 / (2 lambda_c) = 0.08 (eq. 47),
     reached iff the variance is kept. Constant guidance shrinks the variance (theory notes), so it
     must sit strictly above the bound; the optimum must reach it to 1 % (SLSQP on three knots, 3 s;
-    on the default six, 222 evaluations and about 50 s, in the slow suite). The
+    on the default six, about 50-70 s, in the slow suite). The bound is taken at the mean ratio the
+    optimum reaches: SLSQP may stop within the 1e-6 allowed below the target (on 2026-12-05 it hit its
+    iteration limit at r = 1.19999975, where eq. 47 gives 0.0799998, met to 7e-13). The
     simulated variance of the optimum (64 coordinates x 2048 particles, relative standard error
     0.4 %) must be within 2 % of lambda_c, as for the designed window of test_gaussian_theory.
     """
     pair = GaussianPair(mean_c=1.0, var_c=0.25, mean_u=0.0, var_u=1.0, d=1)
     result = optimal_gaussian_schedule(pair, 1.2, process="ve", t_max=400.0, knots=knots)
-    bound = 0.2 ** 2 / (2 * 0.25)
-    assert result.prediction.mean_ratio >= 1.2 - 1e-6
+    ratio = result.prediction.mean_ratio
+    assert ratio >= 1.2 - 1e-6
+    bound = (ratio - 1) ** 2 / (2 * 0.25)  # eq. 47 at the ratio reached (mu_c = 1, lambda_c = 0.25)
     assert bound - 1e-9 <= result.prediction.distortion < 1.01 * bound
     assert result.baselines["constant"][1].distortion > 1.05 * bound
     for name, (_, prediction) in result.baselines.items():
