@@ -19,10 +19,11 @@ hinted class. In float32 the GEMMs, logits and exponentials are single precision
 across chunks float64 (eq. 31).
 
 Parallelism is over row blocks: each of ``threads`` lanes (worker threads, :func:`_on_lanes`) streams
-all K chunks for its blocks of particles inside one ``nogil`` Numba function, which calls a single-threaded BLAS GEMM for
-both GEMMs of a chunk (the Fortran ?gemm of :func:`gemm_library`: Intel MKL on Intel CPUs when
-installed, whole calls in 0.78-0.84 of OpenBLAS's time on an AVX-512 Xeon, benchmarks/gemm_libraries.py;
-else SciPy's OpenBLAS) and runs the softmax pass row by row while the row is in L1.
+all K chunks for its blocks of particles inside one ``nogil`` Numba function, which calls a
+single-threaded BLAS GEMM for both GEMMs of a chunk (the Fortran ?gemm of :func:`gemm_library`:
+Intel MKL on Intel CPUs when installed, whole calls in 0.78-0.84 of OpenBLAS's time on an AVX-512
+Xeon, benchmarks/gemm_libraries.py; else SciPy's OpenBLAS) and runs the softmax pass row by row
+while the row is in L1.
 Nothing returns to Python (or takes the GIL) between chunks, and no two thread pools ever
 alternate: with multithreaded BLAS followed by a ``prange`` pass, OpenBLAS's and Numba's idle
 threads spun against each other and the kernel ran 2.5-4x slower than the two bare GEMMs on 2
@@ -85,20 +86,21 @@ def _fmax(typingctx, a, b):
 
 
 @intrinsic
-def _fortran_gemm(typingctx, address, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc):
-    """C := op(A) op(B) in column-major storage (alpha 1, beta 0) by the Fortran ?gemm at ``address``.
+def _fortran_gemm(typingctx, address, trans_a, trans_b, m, n, k, a, lda, b, ldb, beta, c, ldc):
+    """C := op(A) op(B) + beta C in column-major storage (alpha 1) by the Fortran ?gemm at ``address``.
 
     ``trans_a``, ``trans_b`` are character codes (ord("N"), ord("T")); m, n, k and the leading
     dimensions are passed as 32-bit integers; a, b and c are arrays of one float type, of which only the
     data pointers are used, so their layout must match the leading dimensions given. The address is a
-    run-time argument (:func:`gemm_library`), so the compiled code is cached whichever library runs.
+    run-time argument (:func:`gemm_library`), so the compiled code is cached whichever library runs; so is
+    ``beta`` (a float, cast to the arrays' type; with beta 0, C need not be initialised).
     """
     if not all(isinstance(t, types.Array) for t in (a, b, c)) or not (a.dtype == b.dtype == c.dtype):
         return None
-    sig = types.void(address, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc)
+    sig = types.void(address, trans_a, trans_b, m, n, k, a, lda, b, ldb, beta, c, ldc)
 
     def codegen(context, builder, signature, args):
-        address, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc = args
+        address, trans_a, trans_b, m, n, k, a, lda, b, ldb, beta, c, ldc = args
         real = context.get_value_type(signature.args[6].dtype)
         char, int32 = ir.IntType(8), ir.IntType(32)
         char_p, int_p, real_p = char.as_pointer(), int32.as_pointer(), real.as_pointer()
@@ -113,9 +115,11 @@ def _fortran_gemm(typingctx, address, trans_a, trans_b, m, n, k, a, lda, b, ldb,
         def data(i, value):
             return context.make_array(signature.args[i])(context, builder, value).data
 
-        one, zero = (cgutils.alloca_once_value(builder, ir.Constant(real, v)) for v in (1.0, 0.0))
+        one = cgutils.alloca_once_value(builder, ir.Constant(real, 1.0))
+        beta = cgutils.alloca_once_value(builder, context.cast(builder, beta, signature.args[10],
+                                                               signature.args[6].dtype))
         builder.call(fn, [ref(trans_a, char), ref(trans_b, char), ref(m, int32), ref(n, int32), ref(k, int32),
-                          one, data(6, a), ref(lda, int32), data(8, b), ref(ldb, int32), zero, data(10, c),
+                          one, data(6, a), ref(lda, int32), data(8, b), ref(ldb, int32), beta, data(11, c),
                           ref(ldc, int32)])
         return context.get_dummy_value()
 
@@ -130,7 +134,7 @@ def _gemm_logits(gemm, x, means, S):
     """S (B, kc) = x (B, d) means (kc, d)^T, row-major and contiguous, by the ?gemm at address ``gemm``."""
     (B, d), kc = x.shape, means.shape[0]
     ld = max(d, 1)  # BLAS wants leading dimensions >= 1 (d = 0: C := 0, as the empty sum gives)
-    _fortran_gemm(gemm, _T, _N, kc, B, d, means, ld, x, ld, S, kc)
+    _fortran_gemm(gemm, _T, _N, kc, B, d, means, ld, x, ld, 0.0, S, kc)
 
 
 @nb.njit(nogil=True, cache=True)
@@ -138,7 +142,15 @@ def _gemm_weighted(gemm, S, means, T):
     """T (B, d) = S (B, kc) means (kc, d), row-major and contiguous, by the ?gemm at address ``gemm``."""
     (B, kc), d = S.shape, means.shape[1]
     ld = max(d, 1)
-    _fortran_gemm(gemm, _N, _N, d, B, kc, means, ld, S, kc, T, ld)
+    _fortran_gemm(gemm, _N, _N, d, B, kc, means, ld, S, kc, 0.0, T, ld)
+
+
+@nb.njit(nogil=True, cache=True)
+def _gemm_accumulate(gemm, S, means, Y):
+    """Y (B, d) += S (B, kc) means (kc, d), as :func:`_gemm_weighted` (beta 1)."""
+    (B, kc), d = S.shape, means.shape[1]
+    ld = max(d, 1)
+    _fortran_gemm(gemm, _N, _N, d, B, kc, means, ld, S, kc, 1.0, Y, ld)
 
 
 @intrinsic
@@ -352,6 +364,29 @@ def _generate_span(generator, start, means, sq_norms, bias, scratch):
         bias[i] = log_weight - coefficient * sq_norms[i]
 
 
+def _weighted_product(gemm, S, means, acc, T):
+    """A chunk's second GEMM, S means, for every row of a block; whether T now holds it (chosen at compile time).
+
+    float64: added into the accumulator acc itself, which the pass has rescaled (False). float32: written to T,
+    which the next chunk's pass folds into the float64 acc (True); acc stays float64 (eq. 31).
+    """
+    raise NotImplementedError("only callable from Numba")
+
+
+@overload(_weighted_product)
+def _weighted_product_overload(gemm, S, means, acc, T):
+    if S.dtype == acc.dtype:
+        def into_acc(gemm, S, means, acc, T):
+            _gemm_accumulate(gemm, S, means, acc)
+            return False
+        return into_acc
+
+    def into_T(gemm, S, means, acc, T):
+        _gemm_weighted(gemm, S, means, T)
+        return True
+    return into_T
+
+
 @nb.njit(nogil=True, fastmath=True, cache=True, error_model="numpy")
 def _stream_rows(gemm, x, means, bias, k_offset, scale, chunk, threshold, run_max, run_arg, buffer, state, finish,
                  Y, log_partition, entropy):
@@ -361,7 +396,9 @@ def _stream_rows(gemm, x, means, bias, k_offset, scale, chunk, threshold, run_ma
     log_partition and entropy; run_max and run_arg (block views) are updated in place.
 
     Both GEMMs of a chunk call the Fortran ?gemm at address ``gemm`` (:func:`gemm_library`; single
-    threaded under :func:`posterior_moments`); ``buffer`` holds at least B x chunk elements.
+    threaded under :func:`posterior_moments`); ``buffer`` holds at least B x chunk elements. In float64
+    the second GEMM adds its product into acc (beta 1), which the pass has rescaled; in float32 its
+    product goes to T, which the next chunk's pass folds into the float64 acc.
     Returns the number of (row, chunk) pairs skipped (eq. 30): after the first GEMM of a chunk,
     a row whose largest logit there is below its running maximum by more than ``-threshold`` =
     log(K/SKIP_WEIGHT) skips the chunk; if every row does, the second GEMM is skipped too, and
@@ -382,9 +419,8 @@ def _stream_rows(gemm, x, means, bias, k_offset, scale, chunk, threshold, run_ma
         n_active = _chunk_pass(S, bias[j0 : j0 + kc], scale, threshold, k_offset + j0, run_max, run_sum, run_w,
                                run_arg, acc, T, pending, active)
         skipped += B - n_active
-        if n_active >= SUBSET * B:
-            _gemm_weighted(gemm, S, Mc, T)  # skipped rows of S are zero
-            pending = True
+        if n_active >= SUBSET * B:  # skipped rows of S are zero
+            pending = _weighted_product(gemm, S, Mc, acc, T)
             continue
         pending = False
         if n_active > 0:
