@@ -138,19 +138,11 @@ def _gemm_logits(gemm, x, means, S):
 
 
 @nb.njit(nogil=True, cache=True)
-def _gemm_weighted(gemm, S, means, T):
-    """T (B, d) = S (B, kc) means (kc, d), row-major and contiguous, by the ?gemm at address ``gemm``."""
+def _gemm_weighted(gemm, S, means, T, beta=0.0):
+    """T (B, d) = S (B, kc) means (kc, d) + beta T, row-major and contiguous, by the ?gemm at address ``gemm``."""
     (B, kc), d = S.shape, means.shape[1]
     ld = max(d, 1)
-    _fortran_gemm(gemm, _N, _N, d, B, kc, means, ld, S, kc, 0.0, T, ld)
-
-
-@nb.njit(nogil=True, cache=True)
-def _gemm_accumulate(gemm, S, means, Y):
-    """Y (B, d) += S (B, kc) means (kc, d), as :func:`_gemm_weighted` (beta 1)."""
-    (B, kc), d = S.shape, means.shape[1]
-    ld = max(d, 1)
-    _fortran_gemm(gemm, _N, _N, d, B, kc, means, ld, S, kc, 1.0, Y, ld)
+    _fortran_gemm(gemm, _N, _N, d, B, kc, means, ld, S, kc, beta, T, ld)
 
 
 @intrinsic
@@ -364,27 +356,29 @@ def _generate_span(generator, start, means, sq_norms, bias, scratch):
         bias[i] = log_weight - coefficient * sq_norms[i]
 
 
+def _into_acc(gemm, S, means, acc, T):
+    _gemm_weighted(gemm, S, means, acc, 1.0)
+    return False
+
+
+def _into_T(gemm, S, means, acc, T):
+    _gemm_weighted(gemm, S, means, T)
+    return True
+
+
 def _weighted_product(gemm, S, means, acc, T):
-    """A chunk's second GEMM, S means, for every row of a block; whether T now holds it (chosen at compile time).
+    """A chunk's second GEMM, S means, for every row of a block; whether T now holds it.
 
     float64: added into the accumulator acc itself, which the pass has rescaled (False). float32: written to T,
-    which the next chunk's pass folds into the float64 acc (True); acc stays float64 (eq. 31).
+    which the next chunk's pass folds into the float64 acc (True); acc stays float64 (eq. 31). In Numba the
+    choice is made at compile time (the overload below), so that only the branch of the dtypes is typed.
     """
-    raise NotImplementedError("only callable from Numba")
+    return (_into_acc if S.dtype == acc.dtype else _into_T)(gemm, S, means, acc, T)
 
 
 @overload(_weighted_product)
 def _weighted_product_overload(gemm, S, means, acc, T):
-    if S.dtype == acc.dtype:
-        def into_acc(gemm, S, means, acc, T):
-            _gemm_accumulate(gemm, S, means, acc)
-            return False
-        return into_acc
-
-    def into_T(gemm, S, means, acc, T):
-        _gemm_weighted(gemm, S, means, T)
-        return True
-    return into_T
+    return _into_acc if S.dtype == acc.dtype else _into_T
 
 
 @nb.njit(nogil=True, fastmath=True, cache=True, error_model="numpy")

@@ -533,3 +533,26 @@ def test_zero_dimensional_points_give_the_uniform_posterior(blas, dtype, capfd):
     np.testing.assert_allclose(res.log_partition, logsumexp(bias), rtol=1e-6 if dtype == np.float32 else 1e-13)
     np.testing.assert_array_equal(res.argmax, 499)
     assert capfd.readouterr().err == ""
+
+
+@pytest.mark.parametrize("blas", LIBRARIES)
+def test_the_second_gemm_accumulates_in_float64_and_writes_T_in_float32(blas):
+    """kernel._weighted_product, the chunk's second GEMM as the stream calls it (here from Python, which takes the
+    same branch as Numba's compile-time choice): float64 adds S means into acc and leaves T; float32 writes T and
+    leaves the float64 acc to the next pass's fold."""
+    from cfgphase.solvers.score.kernel import _weighted_product, gemm_library
+
+    rng = np.random.default_rng(2)
+    library = gemm_library(blas)
+    for dtype, gemm in ((np.float64, library.dgemm), (np.float32, library.sgemm)):
+        S, means = rng.random((5, 7)).astype(dtype), rng.standard_normal((7, 3)).astype(dtype)
+        acc, T = rng.standard_normal((5, 3)), np.full((5, 3), 9.0, dtype=dtype)
+        before = acc.copy()
+        pending = _weighted_product(gemm, S, means, acc, T)
+        product = S.astype(np.float64) @ means.astype(np.float64)
+        if dtype == np.float64:
+            assert not pending and np.all(T == 9.0)
+            np.testing.assert_allclose(acc, before + product, rtol=1e-13, atol=1e-13)
+        else:
+            assert pending and np.array_equal(acc, before)
+            np.testing.assert_allclose(T, product, rtol=1e-5, atol=1e-5)
