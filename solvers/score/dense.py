@@ -18,7 +18,7 @@ import numpy as np
 class PosteriorMoments(NamedTuple):
     """Output of the posterior kernels; every array has leading dimension B."""
 
-    mean: np.ndarray  #: (B, d) posterior average of the means, eq. (6)
+    mean: np.ndarray  #: (B, d) float64 posterior average of the means, eq. (6)
     log_partition: np.ndarray  #: (B,) log sum_k exp(L_k), float64
     entropy: np.ndarray  #: (B,) posterior entropy in nats, float64
     argmax: np.ndarray  #: (B,) int64 index of the largest logit (Bayes classifier)
@@ -31,8 +31,8 @@ def dense_posterior_moments(x, means, scale, bias):
     Parameters
     ----------
     x : ndarray (B, d), float64 or float32
-        Particles; ``means`` must share the dtype, which is that of the GEMMs, the logits, their
-        exponentials and the returned ``mean``; the sums over classes and the statistics are float64
+        Particles; ``means`` must share the dtype, which is that of the GEMMs, the logits and their
+        exponentials; the sums over classes and everything returned, ``mean`` included, are float64
         (as in the streaming kernel, eq. 31).
     means : ndarray (K, d)
     scale : float
@@ -57,7 +57,7 @@ def dense_posterior_moments(x, means, scale, bias):
     logits -= top[:, None]  # L - max <= 0
     weights = np.exp(logits)
     total = weights.sum(axis=1, dtype=np.float64)
-    mean = ((weights @ means) / total[:, None]).astype(x.dtype, copy=False)
+    mean = (weights @ means) / total[:, None]  # float64: total is
     # entropy of p = e^{L - m} / l: log l - sum_k e^{L_k - m} (L_k - m) / l
     entropy = np.log(total) - np.einsum("bk,bk->b", weights, logits, dtype=np.float64) / total
     return PosteriorMoments(mean, top.astype(np.float64) + np.log(total), entropy, argmax.astype(np.int64))

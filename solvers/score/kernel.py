@@ -493,12 +493,15 @@ def _work_array(name, shape, dtype):
     return array[:size].reshape(shape)
 
 
-def _block_state(rows, d, dtype):
-    """A fresh online softmax state (run_sum, run_w, acc, T, pending) for a block of ``rows`` rows streamed
-    in one call, acc and T on the thread's work arrays (:func:`_work_array`)."""
-    acc = _work_array("acc", (rows, d), np.dtype(np.float64))
+def _block_state(rows, d, dtype, work=True):
+    """A fresh online softmax state (run_sum, run_w, acc, T, pending) for a block of ``rows`` rows: acc zero, T
+    empty in float64 (whose second GEMM adds into acc: :func:`_weighted_product`), on the thread's work arrays
+    (:func:`_work_array`) for a block streamed in one call, else the state's own (carried from span to span)."""
+    new = _work_array if work else (lambda name, shape, dtype: np.empty(shape, dtype=dtype))
+    acc = new("acc", (rows, d), np.dtype(np.float64))
     acc.fill(0.0)
-    return np.zeros(rows), np.zeros(rows), acc, _work_array("T", (rows, d), dtype), np.zeros(1, dtype=np.int64)
+    T = new("T", (rows if dtype == np.float32 else 0, d), np.dtype(dtype))
+    return np.zeros(rows), np.zeros(rows), acc, T, np.zeros(1, dtype=np.int64)
 
 
 def default_chunk(rows, itemsize, K):
@@ -526,9 +529,9 @@ def posterior_moments(x, means, scale, bias, chunk=None, threads=None, hint=None
     Parameters
     ----------
     x : ndarray (B, d), float64 or float32
-        Particles. ``means`` must have the same dtype; that dtype is used for both GEMMs, for
-        the logits and weights of the softmax pass and for the returned ``mean``; the running
-        sums and the returned statistics are float64.
+        Particles. ``means`` must have the same dtype; that dtype is used for both GEMMs and for
+        the logits and weights of the softmax pass; the running sums and everything returned,
+        ``mean`` included, are float64 (eq. 31).
     means : ndarray (K, d) or RandomMeans
         Stored means, or generated ones (cfgphase.physics.disorder.RandomMeans): each chunk is then
         generated in a per-thread buffer, cast to the dtype of ``x``, and never stored whole (memory
@@ -581,7 +584,7 @@ def posterior_moments(x, means, scale, bias, chunk=None, threads=None, hint=None
     rows, chunk, lanes = block_layout(B, K, x.dtype.itemsize, threads, chunk)
     library = gemm_library(blas)
     gemm = library.sgemm if x.dtype == np.float32 else library.dgemm
-    out = (np.empty((B, d), dtype=x.dtype), np.empty(B), np.empty(B), np.zeros(B, dtype=np.int64))
+    out = (np.empty((B, d)), np.empty(B), np.empty(B), np.zeros(B, dtype=np.int64))  # float64 mean: no cast after
     if hint is None:
         run_max = np.full(B, -np.inf, dtype=x.dtype)
     else:  # start from the hinted class's logit: its own chunk is never skipped
@@ -602,8 +605,7 @@ def posterior_moments(x, means, scale, bias, chunk=None, threads=None, hint=None
     # every lane streams on work arrays its thread keeps from call to call (_work_array); the states of generated
     # means are carried from span to span, so they are the call's own
     if generated:
-        states = [(np.zeros(b.stop - b.start), np.zeros(b.stop - b.start), np.zeros((b.stop - b.start, d)),
-                   np.empty((b.stop - b.start, d), dtype=x.dtype), np.zeros(1, dtype=np.int64)) for b in blocks]
+        states = [_block_state(b.stop - b.start, d, x.dtype, work=False) for b in blocks]
     else:
         states = [None] * len(blocks)
     if generated:
