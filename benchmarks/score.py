@@ -21,6 +21,8 @@ Two regimes: ``spread`` (t = 3 on OU: the posterior is spread over many classes)
 ``condensed`` (t = 0.01, particles drawn from the target class: one class holds the posterior,
 and cfgphase skips the other chunks, eq. 30). Two operations: one ``score`` evaluation and one
 guided ``step`` of the reverse SDE (exact transition, eq. 12, omega = 1, fresh Gaussian noise).
+The particles are float64, as the samplers hold them; every method casts them to the case's dtype
+inside the timed call (cfgphase's field does so itself, after its float64 target logit).
 
 Timings are medians of at least ``repeats`` runs in one process (more for short cases, to fill
 about a second), the methods of a case timed in alternating rounds; GFLOP/s counts 4BKd. Peak
@@ -148,6 +150,8 @@ class _Estimator:
             self.t_mask = self.torch.from_numpy(self.bias)[None, None]
 
     def unconditional(self, x, t):
+        if self.method in ("cfgphase", "generated"):  # the field casts x itself, as it does for the samplers
+            return self.field.evaluate(x, t).uncond
         x = x.astype(self.means.dtype, copy=False)
         M = self.means
         if self.method == "gemm":
@@ -178,7 +182,7 @@ class _Estimator:
             out = self.torch.nn.functional.scaled_dot_product_attention(q, self.t_means, self.t_means,
                                                                         attn_mask=self.t_mask, scale=self.scale)
             return out[0].numpy()
-        return self.field.evaluate(x, t).uncond  # cfgphase, generated
+        raise ValueError(f"unknown method {self.method!r}")
 
     def _blocked(self, x):
         """The kernel's GEMM work alone: its row blocks and chunk length (kernel.block_layout) on its
