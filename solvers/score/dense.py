@@ -57,7 +57,7 @@ def dense_posterior_moments(x, means, scale, bias):
     logits -= top[:, None]  # L - max <= 0
     weights = np.exp(logits)
     total = weights.sum(axis=1, dtype=np.float64)
-    mean = (weights @ means) / total[:, None]  # float64: total is
+    mean = (weights @ means) / total[:, None]  # float64, as total is
     # entropy of p = e^{L - m} / l: log l - sum_k e^{L_k - m} (L_k - m) / l
     entropy = np.log(total) - np.einsum("bk,bk->b", weights, logits, dtype=np.float64) / total
     return PosteriorMoments(mean, top.astype(np.float64) + np.log(total), entropy, argmax.astype(np.int64))

@@ -172,16 +172,14 @@ class MixtureField:
             ux, u_scale = (x, u_scale) if np.ndim(u_scale) == 0 else (x * u_scale, 1.0)
             res = _posterior_moments(ux.astype(self.dtype, copy=False), self.means, u_scale, self._bias(u_bias),
                                      self.chunk, self.threads)
-            uncond = mean_for_reference_var(x, res.mean, t, self.process,
-                                            other.class_var, model.class_var)
+            uncond = mean_for_reference_var(x, res.mean, t, self.process, other.class_var, model.class_var)
             return Evaluation(cond, uncond, responsibilities=resp)
         res = _posterior_moments(xs.astype(self.dtype, copy=False), self.means, scale, self._bias(bias), self.chunk,
                                  self.threads, hint=self.components[0])
         argmax = res.argmax
         if model.multimodal:
             argmax = model.class_posterior(x, t, self.process).argmax(axis=1)
-        return Evaluation(cond, res.mean, res.log_partition, res.entropy,
-                          target_logit, argmax, resp)
+        return Evaluation(cond, res.mean, res.log_partition, res.entropy, target_logit, argmax, resp)
 
     def _bias(self, bias):
         """The logit bias as the kernel takes it: generated means materialised for the dense kernel take
