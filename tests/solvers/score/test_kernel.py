@@ -327,6 +327,50 @@ def test_every_blas_library_is_pinned_to_one_thread_inside_the_kernel():
     assert int(count) >= 1 and same == "True" and threads.strip() == "{1}"
 
 
+def test_a_nested_single_threaded_blas_context_limits_only_libraries_loaded_since(monkeypatch):
+    """single_threaded_blas inside one of the same thread that has limited the same libraries leaves
+    threadpoolctl alone, and leaving it keeps the outer limit; once another BLAS-bearing module has been
+    loaded (here a stand-in added to sys.modules) the nested context limits again; another thread's context
+    is its own."""
+    import sys
+    import threading
+    import types
+
+    from cfgphase.solvers.score import blas
+    from threadpoolctl import threadpool_info
+
+    built = []
+    controller = blas._blas_controller
+
+    def counting(loaded):
+        built.append(loaded)
+        return controller(loaded)
+
+    monkeypatch.setattr(blas, "_blas_controller", counting)
+    monkeypatch.setattr(blas, "_BLAS_MODULES", blas._BLAS_MODULES + ("cfgphase_test_blas_stand_in",))
+    with blas.single_threaded_blas():
+        assert len(built) == 1
+        with blas.single_threaded_blas():
+            with blas.single_threaded_blas():
+                assert len(built) == 1
+        assert {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"} == {1}
+        def other_thread():
+            with blas.single_threaded_blas():
+                pass
+
+        other = threading.Thread(target=other_thread)
+        other.start()
+        other.join()
+        assert len(built) == 2  # the other thread's context limited for itself
+        monkeypatch.setitem(sys.modules, "cfgphase_test_blas_stand_in", types.ModuleType("stand_in"))
+        with blas.single_threaded_blas():
+            assert len(built) == 3 and built[-1] != built[0]
+        with blas.single_threaded_blas():
+            assert len(built) == 4
+    with blas.single_threaded_blas():
+        assert len(built) == 5
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("chunk, threads", [(None, 1), (7, 2), (250, 3), (1000, 2)])
 def test_generated_means_give_the_stored_numbers_bit_for_bit(dtype, chunk, threads):
