@@ -134,8 +134,8 @@ def _blas_controller(loaded):
     return ThreadpoolController()
 
 
-#: ``loaded``: the set of BLAS libraries (:func:`_blas_controller`'s key) that this thread's outermost open
-#: :func:`single_threaded_blas` context has limited
+#: ``loaded``: the set of loaded BLAS libraries (:func:`_blas_controller`'s key) that the innermost open
+#: :func:`single_threaded_blas` context of this thread to call threadpoolctl has limited; restored on its exit
 _limited = threading.local()
 
 
