@@ -366,6 +366,11 @@ def _into_T(gemm, S, means, acc, T):
     return True
 
 
+def _weighted_branch(S, acc):
+    """_into_acc or _into_T, by the dtypes of S and acc (NumPy arrays, or their Numba types when compiling)."""
+    return _into_acc if S.dtype == acc.dtype else _into_T
+
+
 def _weighted_product(gemm, S, means, acc, T):
     """A chunk's second GEMM, S means, for every row of a block; whether T now holds it.
 
@@ -373,12 +378,12 @@ def _weighted_product(gemm, S, means, acc, T):
     which the next chunk's pass folds into the float64 acc (True); acc stays float64 (eq. 31). In Numba the
     choice is made at compile time (the overload below), so that only the branch of the dtypes is typed.
     """
-    return (_into_acc if S.dtype == acc.dtype else _into_T)(gemm, S, means, acc, T)
+    return _weighted_branch(S, acc)(gemm, S, means, acc, T)
 
 
 @overload(_weighted_product)
 def _weighted_product_overload(gemm, S, means, acc, T):
-    return _into_acc if S.dtype == acc.dtype else _into_T
+    return _weighted_branch(S, acc)
 
 
 @nb.njit(nogil=True, fastmath=True, cache=True, error_model="numpy")

@@ -354,6 +354,7 @@ def test_a_nested_single_threaded_blas_context_limits_only_libraries_loaded_sinc
             with blas.single_threaded_blas():
                 assert len(built) == 1
         assert {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"} == {1}
+
         def other_thread():
             with blas.single_threaded_blas():
                 pass
