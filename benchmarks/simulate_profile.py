@@ -3,7 +3,7 @@
     python -m benchmarks.simulate_profile [--repeats 5] [--profile] [--json] [-- SIMULATE ARGUMENTS]
 
 Each repeat runs ``cfgphase simulate --quiet`` (its defaults unless arguments follow ``--``) in a fresh
-interpreter, as a user does, with the streaming kernel's entry point
+interpreter, as the ``cfgphase`` program does (its allocator setting included), with the streaming kernel's entry point
 (cfgphase.solvers.score.kernel.posterior_moments) wrapped by a timer and no profiler. It reports, as medians over
 the repeats: the process's wall time (measured outside it), the time before the command starts (interpreter,
 NumPy and the kernel module's import, Numba included), the kernel's calls (the first one, which loads Numba's
@@ -36,7 +36,8 @@ def timed(*args, **kwargs):
     return result
 
 kernel.posterior_moments = timed
-from cfgphase.solvers.cli import main
+from cfgphase.solvers.cli import keep_freed_memory, main
+keep_freed_memory()  # as the cfgphase program does (cfgphase.solvers.cli.run)
 profile = None
 if sys.argv[1] == "profile":
     import cProfile

@@ -607,6 +607,43 @@ COMMANDS = {"simulate": _simulate, "gaussian": _gaussian, "theory": _theory, "ph
             "fss": _fss, "schedules": _schedules, "optimize-schedule": _optimize_schedule, "plot": _plot}
 
 
+#: glibc's mallopt parameters, and the values :func:`run` gives them: blocks below MMAP_THRESHOLD come from the heap,
+#: which keeps up to TRIM_THRESHOLD of freed memory at its top instead of handing it back to the system.
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+ALLOCATOR = {M_MMAP_THRESHOLD: 32 * 2**20, M_TRIM_THRESHOLD: 256 * 2**20}
+
+
+def keep_freed_memory():
+    """Let glibc's allocator keep freed memory for the process's next arrays (:data:`ALLOCATOR`); True if it took.
+
+    A step of the samplers makes a dozen fresh (B, d) arrays, 512 KiB each at B = 1024, d = 64. With glibc's
+    defaults, blocks of that size are freed back to the system (mapped and unmapped, or trimmed from the heap's top
+    once 1 MiB is free there) and faulted in again by the next step: 108,000 page faults in a default
+    ``cfgphase simulate``, 25,000 with these thresholds, peak memory unchanged (README "Start-up"). The thresholds
+    belong to the process, so only the program sets them (:func:`run`), never the library; nothing is changed when
+    the C library is not glibc or the user has set either (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``,
+    ``GLIBC_TUNABLES``).
+    """
+    import os
+    import platform
+
+    tunables = os.environ.get("GLIBC_TUNABLES", "")
+    if (platform.libc_ver()[0] != "glibc" or "MALLOC_MMAP_THRESHOLD_" in os.environ
+            or "MALLOC_TRIM_THRESHOLD_" in os.environ or "mmap_threshold" in tunables or "trim_threshold" in tunables):
+        return False
+    import ctypes
+
+    mallopt = ctypes.CDLL(None).mallopt
+    return all([mallopt(parameter, value) == 1 for parameter, value in ALLOCATOR.items()])
+
+
+def run():
+    """The ``cfgphase`` program (and ``python -m cfgphase``): :func:`main` on the command line's arguments, in a
+    process whose allocator keeps freed memory (:func:`keep_freed_memory`)."""
+    keep_freed_memory()
+    sys.exit(main())
+
+
 def main(argv=None):
     """Run one command; returns the exit status: 0 done, 1 the work or a write failed, 2 bad input
     (nothing written), 130 / 143 interrupted by SIGINT / SIGTERM (what finished is saved)."""
