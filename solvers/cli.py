@@ -8,8 +8,11 @@ stderr and exits with status 2, writing nothing.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import math
+import os
+import platform
 import sys
 
 PROCESSES = ("flow", "ou", "ve")
@@ -624,15 +627,10 @@ def keep_freed_memory():
     the C library is not glibc or the user has set either (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``,
     ``GLIBC_TUNABLES``).
     """
-    import os
-    import platform
-
     tunables = os.environ.get("GLIBC_TUNABLES", "")
     if (platform.libc_ver()[0] != "glibc" or "MALLOC_MMAP_THRESHOLD_" in os.environ
             or "MALLOC_TRIM_THRESHOLD_" in os.environ or "mmap_threshold" in tunables or "trim_threshold" in tunables):
         return False
-    import ctypes
-
     mallopt = ctypes.CDLL(None).mallopt
     return all([mallopt(parameter, value) == 1 for parameter, value in ALLOCATOR.items()])
 
