@@ -123,7 +123,9 @@ def gemm_library(name=None):
 
 
 @functools.cache
-def _blas_controller(loaded):
+def _blas_libraries(loaded):
+    """threadpoolctl's controllers of the loaded BLAS libraries (a tuple), for the set ``loaded`` of loaded
+    BLAS-bearing modules (:func:`single_threaded_blas`)."""
     # built once per set of loaded BLAS-bearing modules (it inspects the loaded libraries, about 1 ms), so
     # that a library loaded after the first call (SciPy's, when the streaming kernel is imported) is seen;
     # it holds no threads, only library handles, which stay valid in a forked child. threadpoolctl is
@@ -131,7 +133,7 @@ def _blas_controller(loaded):
     # runtimes), the one environment variable a cfgphase call may add
     from threadpoolctl import ThreadpoolController
 
-    return ThreadpoolController()
+    return tuple(ThreadpoolController().select(user_api="blas").lib_controllers)
 
 
 #: ``loaded``: the set of loaded BLAS libraries (:func:`_blas_controller`'s key) that the innermost open
@@ -149,18 +151,26 @@ def single_threaded_blas():
     the kernel (fields, the simulator) wrap them in this context too.
 
     Nested in a context of the same thread that has limited the same libraries, it does nothing: the
-    sampler's loop, the field and the kernel each open one, and threadpoolctl's limit and restore cost about
-    45 us a context (0.09 ms of a 2.7 ms score at B = 1024, K = 4096, d = 32). A library loaded since the
-    enclosing context opened (SciPy's OpenBLAS, MKL) is limited by a new one.
+    sampler's loop, the field and the kernel each open one. A library loaded since the enclosing context
+    opened (SciPy's OpenBLAS, MKL) is limited by a new one. Each library's thread count is read, set to one
+    and restored by threadpoolctl's controller of that library, and only where it was not one already:
+    threadpoolctl's own ``limit`` first gathers every library's full description (versions, architectures)
+    and took 0.15 ms a context right after a kernel call, with its code out of cache (45 us in a loop).
     """
     loaded = (*(name in sys.modules for name in _BLAS_MODULES), _load_mkl.cache_info().currsize)
     outer = getattr(_limited, "loaded", None)
     if outer == loaded:
         yield
         return
-    with _blas_controller(loaded).limit(limits=1, user_api="blas"):
-        _limited.loaded = loaded
-        try:
-            yield
-        finally:
-            _limited.loaded = outer
+    libraries = _blas_libraries(loaded)
+    changed = [(library, n) for library, n in zip(libraries, [library.num_threads for library in libraries])
+               if n != 1]
+    for library, _ in changed:
+        library.set_num_threads(1)
+    _limited.loaded = loaded
+    try:
+        yield
+    finally:
+        _limited.loaded = outer
+        for library, n in changed:
+            library.set_num_threads(n)

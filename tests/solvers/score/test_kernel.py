@@ -329,7 +329,7 @@ def test_every_blas_library_is_pinned_to_one_thread_inside_the_kernel():
 
 def test_a_nested_single_threaded_blas_context_limits_only_libraries_loaded_since(monkeypatch):
     """single_threaded_blas inside one of the same thread that has limited the same libraries leaves
-    threadpoolctl alone, and leaving it keeps the outer limit; once another BLAS-bearing module has been
+    the libraries alone, and leaving it keeps the outer limit; once another BLAS-bearing module has been
     loaded (here a stand-in added to sys.modules) the nested context limits again; another thread's context
     is its own."""
     import sys
@@ -340,13 +340,13 @@ def test_a_nested_single_threaded_blas_context_limits_only_libraries_loaded_sinc
     from threadpoolctl import threadpool_info
 
     built = []
-    controller = blas._blas_controller
+    libraries = blas._blas_libraries
 
     def counting(loaded):
         built.append(loaded)
-        return controller(loaded)
+        return libraries(loaded)
 
-    monkeypatch.setattr(blas, "_blas_controller", counting)
+    monkeypatch.setattr(blas, "_blas_libraries", counting)
     monkeypatch.setattr(blas, "_BLAS_MODULES", blas._BLAS_MODULES + ("cfgphase_test_blas_stand_in",))
     with blas.single_threaded_blas():
         assert len(built) == 1
