@@ -18,13 +18,14 @@ the chunk, with a bound on what is lost (eq. 30); the running maximum can be see
 hinted class. In float32 the GEMMs, logits and exponentials are single precision and the sums
 across chunks float64 (eq. 31).
 
-Parallelism is over row blocks: each of ``threads`` lanes (worker threads, :func:`_on_lanes`) streams
-all K chunks for its blocks of particles inside one ``nogil`` Numba function, which calls a
+Parallelism is over row blocks: each of ``threads`` lanes (worker threads, :func:`_on_lanes`) takes
+blocks of particles one by one from a counter shared with the other lanes and streams all K chunks for
+each, all inside one call of a ``nogil`` Numba function (:func:`_stream_blocks`), which calls a
 single-threaded BLAS GEMM for both GEMMs of a chunk (the Fortran ?gemm of :func:`gemm_library`:
 Intel MKL on Intel CPUs when installed, whole calls in 0.78-0.84 of OpenBLAS's time on an AVX-512
 Xeon, benchmarks/gemm_libraries.py; else SciPy's OpenBLAS) and runs the softmax pass row by row
 while the row is in L1.
-Nothing returns to Python (or takes the GIL) between chunks, and no two thread pools ever
+Nothing returns to Python (or takes the GIL) between chunks or blocks, and no two thread pools ever
 alternate: with multithreaded BLAS followed by a ``prange`` pass, OpenBLAS's and Numba's idle
 threads spun against each other and the kernel ran 2.5-4x slower than the two bare GEMMs on 2
 cores (benchmarks/bench_score.py measures the present design).
@@ -124,6 +125,20 @@ def _fortran_gemm(typingctx, address, trans_a, trans_b, m, n, k, a, lda, b, ldb,
         return context.get_dummy_value()
 
     return sig, codegen
+
+
+@intrinsic
+def _take_next(typingctx, counter):
+    """``counter[0] += 1`` as one atomic read-modify-write; the value before. ``counter`` is a 1-d int64 array
+    shared by the lanes of a call, which take the call's row blocks one by one from it (:func:`_stream_blocks`)."""
+    if not (isinstance(counter, types.Array) and counter.dtype == types.int64 and counter.ndim == 1):
+        return None
+
+    def codegen(context, builder, signature, args):
+        data = context.make_array(signature.args[0])(context, builder, args[0]).data
+        return builder.atomic_rmw("add", data, ir.Constant(ir.IntType(64), 1), "monotonic")
+
+    return types.int64(counter), codegen
 
 
 _N, _T = ord("N"), ord("T")
@@ -446,6 +461,48 @@ def _stream_rows(gemm, x, means, bias, k_offset, scale, chunk, threshold, run_ma
     return skipped
 
 
+@nb.njit(nogil=True, fastmath=True, cache=True, error_model="numpy")
+def _stream_blocks(gemm, counter, rows, x, means, bias, k_offset, scale, chunk, threshold, hinted, hinted_bias, run_max,
+                   run_arg, buffer, state, carried, finish, Y, log_partition, entropy):
+    """One lane of a call: the blocks of ``rows`` rows of x that it takes one by one from ``counter``
+    (:func:`_take_next`, shared with the call's other lanes), each streamed by :func:`_stream_rows` over classes
+    k_offset .. k_offset + len(means) - 1, without returning to Python between blocks; the number of (row, chunk)
+    pairs skipped.
+
+    ``state`` = (sums (2, n), acc (n, d), T (n or 0, d), flags) holds the online softmax state (run_sum and
+    run_w in ``sums``): the lane's own, for one block at a time (n = rows, one flag), or, when ``carried``, every
+    block's (n = B, a flag per block), which generated means carry from span to span. The first span
+    (k_offset 0) starts a block's state afresh and, given one hinted class (``hinted`` (1, d) its mean,
+    ``hinted_bias`` (1,) its bias; (0, d) and (0,) for none), seeds the block's running maximum with the rows'
+    logits for it, in x's precision.
+    """
+    B, d = x.shape
+    sums, acc, T, flags = state
+    skipped = 0
+    n_blocks = -(-B // rows)
+    while True:
+        i = _take_next(counter)
+        if i >= n_blocks:
+            return skipped
+        b0 = i * rows
+        b1 = min(b0 + rows, B)
+        o, f = (b0, i) if carried else (0, 0)
+        n = b1 - b0
+        if k_offset == 0:
+            sums[:, o : o + n] = 0.0
+            acc[o : o + n] = 0.0
+            flags[f] = 0
+            if hinted.shape[0] == 1:
+                for r in range(b0, b1):
+                    product = x.dtype.type(0.0)
+                    for l in range(d):
+                        product += x[r, l] * hinted[0, l]
+                    run_max[r] = scale * product + hinted_bias[0]
+        block = (sums[0, o : o + n], sums[1, o : o + n], acc[o : o + n], T[o : o + n], flags[f : f + 1])
+        skipped += _stream_rows(gemm, x[b0:b1], means, bias, k_offset, scale, chunk, threshold, run_max[b0:b1],
+                                run_arg[b0:b1], buffer, block, finish, Y[b0:b1], log_partition[b0:b1], entropy[b0:b1])
+
+
 @functools.cache
 def _workers(pid, n):
     """The kernel's ``n`` worker threads, started on the first call that needs them (:func:`_on_lanes`).
@@ -461,8 +518,8 @@ def _workers(pid, n):
 
 def _on_lanes(lane, lanes):
     """``lane()`` run ``lanes`` times at once, on the kernel's worker threads (:func:`_workers`; in the calling
-    thread when ``lanes`` is 1); the list of their results. The lanes share their work through an iterator they
-    all take from.
+    thread when ``lanes`` is 1); the list of their results. The lanes share their work through a counter or an
+    iterator they all take from.
 
     The caller waits rather than run a lane itself. Running one saved 30-40 us a call (a worker's round trip is
     about 70 us on this VM), but Linux then sometimes woke the worker on the caller's busy core and left it there
@@ -484,7 +541,7 @@ def _work_array(name, shape, dtype):
     """Work array ``name`` of ``shape`` and ``dtype`` of the calling thread, uninitialised.
 
     Kept from call to call (grown when too small) while it holds at most BUFFER_BYTES: the logit buffer at the
-    default chunk, the accumulators up to d = 256 in float64, at most three such arrays (1.5 MiB) per thread
+    default chunk, the accumulators up to d = 256 in float64 (1.5 MiB with the small state arrays) per thread
     that has run a lane, freed with the thread. Fresh ones in every call cost about 480 new pages per call of a
     default ``cfgphase simulate`` on 2 threads, 1.1-1.5 ms of page faults.
     """
@@ -498,15 +555,14 @@ def _work_array(name, shape, dtype):
     return array[:size].reshape(shape)
 
 
-def _block_state(rows, d, dtype, work=True):
-    """A fresh online softmax state (run_sum, run_w, acc, T, pending) for a block of ``rows`` rows: acc zero, T
-    empty in float64 (whose second GEMM adds into acc: :func:`_weighted_product`), on the thread's work arrays
-    (:func:`_work_array`) for a block streamed in one call, else the state's own (carried from span to span)."""
+def _softmax_state(n, d, dtype, flags, work=True):
+    """The arrays of an online softmax state for ``n`` rows, (sums (2, n), acc (n, d), T, flags (flags,)), for
+    :func:`_stream_blocks` to initialise: T (n, d) in ``dtype``, or without rows in float64 (whose second GEMM
+    adds into acc: :func:`_weighted_product`); acc and sums float64. On the calling thread's work arrays
+    (:func:`_work_array`) for one block at a time, else the call's own."""
     new = _work_array if work else (lambda name, shape, dtype: np.empty(shape, dtype=dtype))
-    acc = new("acc", (rows, d), np.dtype(np.float64))
-    acc.fill(0.0)
-    T = new("T", (rows if dtype == np.float32 else 0, d), np.dtype(dtype))
-    return np.zeros(rows), np.zeros(rows), acc, T, np.zeros(1, dtype=np.int64)
+    return (new("sums", (2, n), np.dtype(np.float64)), new("acc", (n, d), np.dtype(np.float64)),
+            new("T", (n if dtype == np.float32 else 0, d), np.dtype(dtype)), new("flags", (flags,), np.dtype(np.int64)))
 
 
 def default_chunk(rows, itemsize, K):
@@ -521,30 +577,18 @@ def block_layout(B, K, itemsize, threads=None, chunk=None):
     threads = max(1, min(usable_cores() if threads is None else int(threads), B))
     # at most ROW_BLOCK rows per task: with more, the buffer would force chunks too short for an
     # efficient GEMM (B = 8192 measured 1.6-2x the bare GEMMs with one 4096-row block per thread)
-    rows = min(-(-B // threads), ROW_BLOCK)
+    rows = max(1, min(-(-B // threads), ROW_BLOCK))
     chunk = default_chunk(rows, itemsize, K) if chunk is None else int(chunk)
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
     return rows, min(chunk, K), min(threads, -(-B // rows))
 
 
-def _hinted_logits(x, means, scale, bias, hint, generated, out):
-    """The (B,) logits of each row of x (B, d) for its hinted class (``hint`` a class index for every row, or a
-    (B,) array of them), written to ``out``: they seed the running maximum, so the hinted class's chunk is never
-    skipped."""
-    classes, where = (hint[None], None) if hint.ndim == 0 else np.unique(hint, return_inverse=True)
+def _hinted_means(means, bias, classes, generated, dtype):
+    """The means (n, d) and biases (n,) of the hinted ``classes`` (n,) in ``dtype``, stored or generated."""
     if generated:
-        hinted, hinted_bias = means.rows(classes, dtype=x.dtype)[0], np.asarray(bias[classes], dtype=x.dtype)
-    else:
-        hinted, hinted_bias = means[classes], bias[classes]
-    if where is None:  # one class for every row (the guidance target): one BLAS matrix-vector product into out,
-        # 3-4 times faster than the row-wise einsum against its broadcast mean (0.05 against 0.16 ms at B = 1024,
-        # d = 256), and in place: right after a kernel call, with its code out of cache, a NumPy call costs 10-50 us
-        np.dot(x, hinted[0], out=out)
-        out *= scale
-        out += hinted_bias[0]
-        return
-    out[:] = scale * np.einsum("ij,ij->i", x, hinted[where]) + hinted_bias[where]
+        return means.rows(classes, dtype=dtype)[0], np.asarray(bias[classes], dtype=dtype)
+    return means[classes], bias[classes]
 
 
 def posterior_moments(x, means, scale, bias, chunk=None, threads=None, hint=None, skip=True, blas=None):
@@ -608,19 +652,25 @@ def posterior_moments(x, means, scale, bias, chunk=None, threads=None, hint=None
             raise ValueError(f"hint must hold class indices in [0, {K - 1}]")
         hint = hint if hint.ndim == 0 else np.broadcast_to(hint, (B,))
     rows, chunk, lanes = block_layout(B, K, x.dtype.itemsize, threads, chunk)
+    if B == 0:
+        return PosteriorMoments(np.empty((0, d)), np.empty(0), np.empty(0), np.empty(0, dtype=np.int64), 0.0)
     library = gemm_library(blas)
     gemm = library.sgemm if x.dtype == np.float32 else library.dgemm
     out = (np.empty((B, d)), np.empty(B), np.empty(B),  # float64 mean: no cast after
            np.full(B, 0 if hint is None else hint, dtype=np.int64))
     run_max = np.full(B, -np.inf, dtype=x.dtype) if hint is None else np.empty(B, dtype=x.dtype)
     threshold = -math.log(K / SKIP_WEIGHT) if skip else -math.inf
-    blocks = [slice(i, min(i + rows, B)) for i in range(0, B, rows)]
-    # every lane streams on work arrays its thread keeps from call to call (_work_array); the states of generated
-    # means are carried from span to span, so they are the call's own
-    if generated:
-        states = [_block_state(b.stop - b.start, d, x.dtype, work=False) for b in blocks]
-    else:
-        states = [None] * len(blocks)
+    # one hinted class for every row (the guidance target) is seeded by the lanes; a class per row, here
+    hinted, hinted_bias = x[:0], run_max[:0]
+    if hint is not None and hint.ndim == 0:
+        hinted, hinted_bias = _hinted_means(means, bias, hint[None], generated, x.dtype)
+    elif hint is not None:
+        classes, where = np.unique(hint, return_inverse=True)
+        hinted_rows, hinted_rows_bias = _hinted_means(means, bias, classes, generated, x.dtype)
+        run_max[:] = scale * np.einsum("ij,ij->i", x, hinted_rows[where]) + hinted_rows_bias[where]
+    # the lanes stream on work arrays their threads keep from call to call (_work_array); the states of
+    # generated means are carried from span to span, so they are the call's own
+    states = _softmax_state(B, d, x.dtype, -(-B // rows), work=False) if generated else None
     if generated:
         # a span of SPAN_CHUNKS chunks per lane is generated by all lanes, then streamed by each block: every
         # mean entry is generated once per call, not once per block
@@ -631,6 +681,7 @@ def posterior_moments(x, means, scale, bias, chunk=None, threads=None, hint=None
         spans = [(k, min(k + span, K)) for k in range(0, K, span)]
     else:
         spans = [(0, K)]
+    scale_x = x.dtype.type(scale)
 
     def stream_span(start, stop):
         if generated:
@@ -649,20 +700,16 @@ def posterior_moments(x, means, scale, bias, chunk=None, threads=None, hint=None
             span_m, span_b = span_means[:n], span_bias[:n]
         else:
             span_m, span_b = means, bias
-        tasks = iter(zip(blocks, states))  # shared: each thread takes the next block until none is left, which
-        # balances a core slowed by another process (the iterator's next() is atomic under the GIL)
+        counter = np.zeros(1, dtype=np.int64)  # the next block: each lane takes one until none is left, which
+        # balances a core slowed by another process
 
         def lane():
-            buffer = _work_array("logits", (rows * chunk,), x.dtype)
-            return sum(_stream_rows(gemm, x[b], span_m, span_b, start, x.dtype.type(scale), chunk, threshold,
-                                    run_max[b], out[3][b], buffer, state or _block_state(b.stop - b.start, d, x.dtype),
-                                    stop == K, out[0][b], out[1][b], out[2][b])
-                       for b, state in tasks)
+            return _stream_blocks(gemm, counter, rows, x, span_m, span_b, start, scale_x, chunk, threshold, hinted,
+                                  hinted_bias, run_max, out[3], _work_array("logits", (rows * chunk,), x.dtype),
+                                  states or _softmax_state(rows, d, x.dtype, 1), generated, stop == K, *out[:3])
 
         return sum(_on_lanes(lane, lanes))
 
-    with single_threaded_blas():  # the hint's product too: no BLAS threads left spinning beside the lanes
-        if hint is not None:
-            _hinted_logits(x, means, scale, bias, hint, generated, run_max)
+    with single_threaded_blas():
         skipped = sum(stream_span(*s) for s in spans)
     return PosteriorMoments(*out, skipped / (B * -(-K // chunk)))

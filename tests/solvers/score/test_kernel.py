@@ -210,6 +210,25 @@ def test_mismatched_dtypes_and_shapes_are_rejected():
         posterior_moments(x, np.zeros((4, 3)), 1.0, np.zeros(4), chunk=0)
 
 
+@pytest.mark.parametrize("generated", [False, True])
+def test_no_particles_give_empty_moments_and_bad_arguments_are_still_rejected(generated):
+    """B = 0 rows: empty moments of the right shapes (it used to divide by zero), hinted or not; a bad chunk
+    or hint is still a ValueError naming it."""
+    from cfgphase.physics.disorder import NormBias, RandomMeans
+
+    x = np.zeros((0, 3))
+    means = RandomMeans(4, 3, seed=1) if generated else np.ones((4, 3))
+    bias = NormBias(means, -np.log(4), 0.5) if generated else np.zeros(4)
+    for hint in (None, 2):
+        res = posterior_moments(x, means, 1.0, bias, hint=hint, threads=2)
+        assert res.mean.shape == (0, 3) and res.log_partition.shape == res.entropy.shape == res.argmax.shape == (0,)
+        assert res.skipped == 0.0
+    with pytest.raises(ValueError, match="chunk"):
+        posterior_moments(x, means, 1.0, bias, chunk=0)
+    with pytest.raises(ValueError, match="hint"):
+        posterior_moments(x, means, 1.0, bias, hint=4)
+
+
 # --- fast paths: chunk skipping (eq. 30) and the float32 softmax pass ---------------------------
 
 TIMES = (0.01, 0.1, 0.3, 1.0, 3.0)  # condensed near t = 0 ... spread at large t
@@ -295,7 +314,7 @@ def test_numba_kernels_load_from_the_cache_in_a_new_process():
         "for dt in (np.float64, np.float32):\n"
         "    x = np.ones((4, 3), dt); m = np.ones((5, 3), dt)\n"
         "    kernel.posterior_moments(x, m, 1.0, np.zeros(5), chunk=2, hint=0)\n"
-        "fns = (kernel._stream_rows,)\n"
+        "fns = (kernel._stream_blocks,)\n"
         "print(sum(sum(f.stats.cache_misses.values()) for f in fns), sum(sum(f.stats.cache_hits.values()) for f in fns))\n"
     )
     for _ in range(2):  # the first run fills the cache if this checkout's cache is cold
