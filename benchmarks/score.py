@@ -327,8 +327,8 @@ def environment():
                 openblas_coretype=os.environ.get("OPENBLAS_CORETYPE"), kernel_warnings=kernel_warnings(cpu, blas),
                 mkl_limits={name: os.environ.get(name) for name in MKL_LIMITS},
                 kernel_gemm=dict(library=library.name, version=library.version, filepath=library.path),
-                kernel="one nogil Numba stream (single-threaded BLAS GEMMs + softmax pass) per row block, "
-                       f"{usable_cores()} threads; BLAS limited to 1 thread inside the kernel")
+                kernel="one nogil Numba stream (single-threaded BLAS GEMMs + softmax pass) per lane over the row "
+                       f"blocks it takes, {usable_cores()} threads; BLAS limited to 1 thread inside the kernel")
 
 
 def _gemm_rate(dtype):
