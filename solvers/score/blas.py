@@ -136,7 +136,7 @@ def _blas_libraries(loaded):
     return tuple(ThreadpoolController().select(user_api="blas").lib_controllers)
 
 
-#: ``loaded``: the set of loaded BLAS libraries (:func:`_blas_controller`'s key) that the innermost open
+#: ``loaded``: the set of loaded BLAS libraries (:func:`_blas_libraries`' key) that the innermost open
 #: :func:`single_threaded_blas` context of this thread to call threadpoolctl has limited; restored on its exit
 _limited = threading.local()
 
@@ -162,9 +162,7 @@ def single_threaded_blas():
     if outer == loaded:
         yield
         return
-    libraries = _blas_libraries(loaded)
-    changed = [(library, n) for library, n in zip(libraries, [library.num_threads for library in libraries])
-               if n != 1]
+    changed = [(library, n) for library in _blas_libraries(loaded) if (n := library.num_threads) != 1]
     for library, _ in changed:
         library.set_num_threads(1)
     _limited.loaded = loaded
