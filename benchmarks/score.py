@@ -115,16 +115,25 @@ def _torch():
 
 
 @nb.njit(nogil=True, cache=True)
-def _block_gemms(gemm, x, means, chunk, buffer, out):
-    """Both GEMMs of every chunk for one block of rows, called as kernel._stream_rows calls them (one call per
-    block, without the GIL), without the softmax pass. A Python loop over the chunks would hold the GIL between
-    its short GEMMs, and a woken lane could then wait for it while the caller's lane did every block."""
-    n, K = x.shape[0], means.shape[0]
-    for j in range(0, K, chunk):
-        kc = min(chunk, K - j)
-        S = buffer[: n * kc].reshape((n, kc))
-        kernel._gemm_logits(gemm, x, means[j : j + kc], S)
-        kernel._gemm_weighted(gemm, S, means[j : j + kc], out)
+def _lane_gemms(gemm, counter, rows, x, means, chunk, buffer, out):
+    """Both GEMMs of every chunk for the blocks of ``rows`` rows that one lane takes from ``counter``, without the
+    softmax pass: the lane loop of kernel._stream_blocks (one call per lane, without the GIL; the blocks taken one
+    by one through kernel._take_next) around the chunk loop of kernel._stream_rows. A Python loop over the chunks
+    would hold the GIL between its short GEMMs, and a woken lane could then wait for it while the caller's lane
+    did every block."""
+    B, K = x.shape[0], means.shape[0]
+    n_blocks = -(-B // rows)
+    while True:
+        i = kernel._take_next(counter)
+        if i >= n_blocks:
+            return
+        block, result = x[i * rows : (i + 1) * rows], out[i * rows : (i + 1) * rows]
+        n = block.shape[0]
+        for j in range(0, K, chunk):
+            kc = min(chunk, K - j)
+            S = buffer[: n * kc].reshape((n, kc))
+            kernel._gemm_logits(gemm, block, means[j : j + kc], S)
+            kernel._gemm_weighted(gemm, S, means[j : j + kc], result)
 
 
 class _Estimator:
@@ -186,19 +195,17 @@ class _Estimator:
 
     def _blocked(self, x):
         """The kernel's GEMM work alone: its row blocks and chunk length (kernel.block_layout) on its
-        lanes (kernel._on_lanes), each taking the next block, with the kernel's GEMM library
-        (kernel.gemm_library), single-threaded."""
+        lanes (kernel._on_lanes), each taking the next block from a shared counter, with the kernel's GEMM
+        library (kernel.gemm_library), single-threaded."""
         (B, d), K = x.shape, self.means.shape[0]
         rows, chunk, lanes = kernel.block_layout(B, K, x.dtype.itemsize)
-        out, tasks = np.empty_like(x), iter(range(0, B, rows))
+        out, counter = np.empty_like(x), np.zeros(1, dtype=np.int64)
 
         library = kernel.gemm_library()
         gemm = library.sgemm if x.dtype == np.float32 else library.dgemm
 
         def lane():
-            buffer = np.empty(rows * chunk, dtype=x.dtype)
-            for i in tasks:
-                _block_gemms(gemm, x[i:i + rows], self.means, chunk, buffer, out[i:i + rows])
+            _lane_gemms(gemm, counter, rows, x, self.means, chunk, np.empty(rows * chunk, dtype=x.dtype), out)
 
         with kernel.single_threaded_blas():
             kernel._on_lanes(lane, lanes)
