@@ -23,9 +23,11 @@ class PosteriorMoments(NamedTuple):
     entropy: np.ndarray  #: (B,) posterior entropy in nats, float64
     argmax: np.ndarray  #: (B,) int64 index of the largest logit (Bayes classifier)
     skipped: float = 0.0  #: fraction of (particle, chunk) pairs skipped as negligible (eq. 30)
+    #: (B,) float64 logit of each row's hinted class, the value its partition sum took (None without a hint)
+    hint_logit: np.ndarray | None = None
 
 
-def dense_posterior_moments(x, means, scale, bias):
+def dense_posterior_moments(x, means, scale, bias, hint=None):
     r"""Softmax-weighted class means and posterior statistics from the full (B, K) logits (eqs. 5-7).
 
     Parameters
@@ -38,6 +40,9 @@ def dense_posterior_moments(x, means, scale, bias):
     scale : float
         :math:`\beta`.
     bias : ndarray (K,)
+    hint : int or ndarray (B,) of int, optional
+        A class per row (or one for all) whose logit is returned as ``hint_logit``, as the streaming
+        kernel's ``hint``.
 
     Returns
     -------
@@ -52,6 +57,14 @@ def dense_posterior_moments(x, means, scale, bias):
     logits = x @ means.T
     logits *= x.dtype.type(scale)
     logits += bias
+    hint_logit = None
+    if hint is not None:
+        hint = np.asarray(hint)
+        if hint.dtype.kind not in "iu" or np.any(hint < 0) or np.any(hint >= means.shape[0]):
+            raise ValueError(f"hint must hold class indices in [0, {means.shape[0] - 1}]")
+        if hint.ndim > 1 or hint.ndim == 1 and hint.shape[0] not in (1, x.shape[0]):
+            raise ValueError(f"hint must be one class or one per particle ({x.shape[0]}), got shape {hint.shape}")
+        hint_logit = logits[np.arange(x.shape[0]), hint].astype(np.float64)
     argmax = logits.argmax(axis=1)
     top = logits[np.arange(x.shape[0]), argmax]
     logits -= top[:, None]  # L - max <= 0
@@ -60,4 +73,5 @@ def dense_posterior_moments(x, means, scale, bias):
     mean = (weights @ means) / total[:, None]  # float64, as total is
     # entropy of p = e^{L - m} / l: log l - sum_k e^{L_k - m} (L_k - m) / l
     entropy = np.log(total) - np.einsum("bk,bk->b", weights, logits, dtype=np.float64) / total
-    return PosteriorMoments(mean, top.astype(np.float64) + np.log(total), entropy, argmax.astype(np.int64))
+    return PosteriorMoments(mean, top.astype(np.float64) + np.log(total), entropy, argmax.astype(np.int64),
+                            hint_logit=hint_logit)

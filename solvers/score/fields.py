@@ -12,6 +12,7 @@ A field exposes ``process``, ``reference_var`` (:math:`\\nu` in :math:`\\Gamma_t
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import numpy as np
@@ -35,7 +36,8 @@ class Evaluation(NamedTuple):
     uncond: np.ndarray  #: (B, d) unconditional estimate m_u
     log_partition: np.ndarray | None = None  #: (B,) log sum_k exp(logit_k)
     entropy: np.ndarray | None = None  #: (B,) class-posterior entropy (nats)
-    target_logit: np.ndarray | None = None  #: (B,) log-weight of the target class (logsumexp of its components)
+    #: (B,) log-weight of the target class: the kernel's own logit (eq. 31), or the logsumexp of its components
+    target_logit: np.ndarray | None = None
     argmax: np.ndarray | None = None  #: (B,) Bayes class
     responsibilities: np.ndarray | None = None  #: (B, n_c) posterior of the target's modes within the class
 
@@ -57,7 +59,7 @@ def _posterior_moments(x, means, scale, bias, chunk, threads, hint=None):
     """The class posterior of ``x``: dense for stored arrays of at most DENSE_COMPONENTS means (the field
     materialises such means), else the streaming kernel (imported, with Numba, when first needed)."""
     if isinstance(means, np.ndarray) and means.shape[0] <= DENSE_COMPONENTS:
-        return dense_posterior_moments(x, means, scale, bias)
+        return dense_posterior_moments(x, means, scale, bias, hint=hint)
     from cfgphase.solvers.score.kernel import posterior_moments
 
     return posterior_moments(x, means, scale, bias, chunk, threads, hint=hint)
@@ -128,11 +130,16 @@ class MixtureField:
         """Second moment E|x_0|^2 of the data the sampler starts from (it sets the default t_max)."""
         return max(self.model.signal_var, 0.0 if self.unconditional is None else self.unconditional.signal_var)
 
-    @property
+    @functools.cached_property
     def target_mean(self):
-        """Mean of the target class, sum over its components of pi_k mu_k / pi_c, shape (d,)."""
+        """Mean of the target class, sum over its components of pi_k mu_k / pi_c, shape (d,), read-only.
+
+        Computed once: every evaluation returns it, and out of cache, right after a kernel call, computing it
+        took 0.1 ms (a float32 score at B = 1024, K = 4096 takes 3-17 ms at d = 32-256)."""
         w = self.model.component_weights(self.components)
-        return w @ self._target[0] / w.sum()
+        mean = w @ self._target[0] / w.sum()
+        mean.setflags(write=False)
+        return mean
 
     @property
     def target_modes(self):
@@ -156,9 +163,8 @@ class MixtureField:
         scale, bias = model.logit_coefficients(t, self.process)
         # diagonal classes (eq. 72): the per-coordinate scale goes into x, the kernel's scale is 1
         xs, scale = (x, scale) if np.ndim(scale) == 0 else (x * scale, 1.0)
-        if self.components.size == 1:
-            cond, resp = self.target_mean, None
-            target_logit = scale * (xs @ cond) + bias[self.components[0]]
+        if self.components.size == 1:  # its logit comes from the kernel (below)
+            cond, resp, target_logit = self.target_mean, None, None
         else:
             logits = scale * (xs @ model.means[self.components].T) + bias[self.components]
             from scipy.special import logsumexp  # multimodal targets only: scipy.special takes 0.2 s to import
@@ -177,6 +183,8 @@ class MixtureField:
         res = _posterior_moments(xs.astype(self.dtype, copy=False), self.means, scale, self._bias(bias), self.chunk,
                                  self.threads, hint=self.components[0])
         argmax = res.argmax
+        if target_logit is None:  # the value the partition sum took, in the kernel's precision (eq. 31)
+            target_logit = res.hint_logit
         if model.multimodal:
             argmax = model.class_posterior(x, t, self.process).argmax(axis=1)
         return Evaluation(cond, res.mean, res.log_partition, res.entropy, target_logit, argmax, resp)

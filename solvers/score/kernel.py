@@ -285,7 +285,8 @@ def _exp_weight_overload(z):
 
 
 @nb.njit(nogil=True, fastmath=True, cache=True, error_model="numpy")
-def _chunk_pass(S, bias, scale, threshold, k0, run_max, run_sum, run_w, run_arg, acc, T, fold_T, active):
+def _chunk_pass(S, bias, scale, threshold, k0, run_max, run_sum, run_w, run_arg, acc, T, fold_T, active, hints,
+                hint_logit):
     """One chunk of the online softmax (eq. 7) for every row of a block, in place.
 
     S (B, kc) holds the chunk's x M_c^T on entry. Row by row (while the row is in L1): the
@@ -296,8 +297,9 @@ def _chunk_pass(S, bias, scale, threshold, k0, run_max, run_sum, run_w, run_arg,
     are rescaled and the row of S becomes the weights exp(L - m), computed in S's precision
     (scale, bias and run_max share it). ``acc`` (B, d) is the float64 accumulator Y; T (B, d)
     holds the previous chunk's P M_c product, folded into every row of acc before the rescaling
-    when ``fold_T``. The indices of the rows that did not skip go to ``active``; returns their
-    number. A chunk's sums accumulate in S's precision, as its second GEMM does (in float32 this
+    when ``fold_T``. A row's logit for its hinted class (``hints`` (B,), or no rows for none), if the chunk holds
+    it, goes to ``hint_logit`` (B,), skipped or not. The indices of the rows that did not skip go to ``active``;
+    returns their number. A chunk's sums accumulate in S's precision, as its second GEMM does (in float32 this
     doubles the pass's speed: the conversions to float64 cost as much as the exponential); the
     running sums are float64 (eq. 31).
     """
@@ -310,6 +312,8 @@ def _chunk_pass(S, bias, scale, threshold, k0, run_max, run_sum, run_w, run_arg,
         for j in range(kc):  # the logits replace x M_c^T in S
             S[i, j] = scale * S[i, j] + bias[j]
             c = _fmax(c, S[i, j])
+        if hints.shape[0] != 0 and k0 <= hints[i] < k0 + kc:
+            hint_logit[i] = S[i, hints[i] - k0]
         m_old = run_max[i]
         if c - m_old < threshold:
             if fold_T:
@@ -402,12 +406,13 @@ def _weighted_product_overload(gemm, S, means, acc, T):
 
 
 @nb.njit(nogil=True, fastmath=True, cache=True, error_model="numpy")
-def _stream_rows(gemm, x, means, bias, k_offset, scale, chunk, threshold, run_max, run_arg, buffer, state, finish,
-                 Y, log_partition, entropy):
+def _stream_rows(gemm, x, means, bias, k_offset, scale, chunk, threshold, run_max, run_arg, hints, hint_logit, buffer,
+                 state, finish, Y, log_partition, entropy):
     """Stream classes k_offset .. k_offset + len(means) - 1 in chunks for one block of rows, without the
     GIL: all K of them for stored means, one span for generated ones. ``state`` = (run_sum, run_w, acc,
     T, pending) carries the online softmax between spans; with ``finish`` it is turned into Y,
-    log_partition and entropy; run_max and run_arg (block views) are updated in place.
+    log_partition and entropy; run_max, run_arg and hint_logit (block views; the last with ``hints``, the rows'
+    hinted classes, or without rows for none) are updated in place.
 
     Both GEMMs of a chunk call the Fortran ?gemm at address ``gemm`` (:func:`gemm_library`; single
     threaded under :func:`posterior_moments`); ``buffer`` holds at least B x chunk elements. In float64
@@ -431,7 +436,7 @@ def _stream_rows(gemm, x, means, bias, k_offset, scale, chunk, threshold, run_ma
         S = buffer[: B * kc].reshape((B, kc))
         _gemm_logits(gemm, x, Mc, S)
         n_active = _chunk_pass(S, bias[j0 : j0 + kc], scale, threshold, k_offset + j0, run_max, run_sum, run_w,
-                               run_arg, acc, T, pending, active)
+                               run_arg, acc, T, pending, active, hints, hint_logit)
         skipped += B - n_active
         if n_active >= SUBSET * B:  # skipped rows of S are zero
             pending = _weighted_product(gemm, S, Mc, acc, T)
@@ -463,7 +468,7 @@ def _stream_rows(gemm, x, means, bias, k_offset, scale, chunk, threshold, run_ma
 
 @nb.njit(nogil=True, fastmath=True, cache=True, error_model="numpy")
 def _stream_blocks(gemm, counter, rows, x, means, bias, k_offset, scale, chunk, threshold, hinted, hinted_bias, run_max,
-                   run_arg, buffer, state, carried, finish, Y, log_partition, entropy):
+                   run_arg, hints, hint_logit, buffer, state, carried, finish, Y, log_partition, entropy):
     """One lane of a call: the blocks of ``rows`` rows of x that it takes one by one from ``counter``
     (:func:`_take_next`, shared with the call's other lanes), each streamed by :func:`_stream_rows` over classes
     k_offset .. k_offset + len(means) - 1, without returning to Python between blocks; the number of (row, chunk)
@@ -474,7 +479,8 @@ def _stream_blocks(gemm, counter, rows, x, means, bias, k_offset, scale, chunk, 
     block's (n = B, a flag per block), which generated means carry from span to span. The first span
     (k_offset 0) starts a block's state afresh and, given one hinted class (``hinted`` (1, d) its mean,
     ``hinted_bias`` (1,) its bias; (0, d) and (0,) for none), seeds the block's running maximum with the rows'
-    logits for it, in x's precision.
+    logits for it, in x's precision. ``hints`` (B,) and ``hint_logit`` (B,) (no rows for no hint) take each row's
+    hinted class and, from the chunk's logits, its logit (:func:`_chunk_pass`).
     """
     B, d = x.shape
     sums, acc, T, flags = state
@@ -500,7 +506,8 @@ def _stream_blocks(gemm, counter, rows, x, means, bias, k_offset, scale, chunk, 
                     run_max[r] = scale * product + hinted_bias[0]
         block = (sums[0, o : o + n], sums[1, o : o + n], acc[o : o + n], T[o : o + n], flags[f : f + 1])
         skipped += _stream_rows(gemm, x[b0:b1], means, bias, k_offset, scale, chunk, threshold, run_max[b0:b1],
-                                run_arg[b0:b1], buffer, block, finish, Y[b0:b1], log_partition[b0:b1], entropy[b0:b1])
+                                run_arg[b0:b1], hints[b0:b1], hint_logit[b0:b1], buffer, block, finish, Y[b0:b1],
+                                log_partition[b0:b1], entropy[b0:b1])
 
 
 @functools.cache
@@ -615,7 +622,10 @@ def posterior_moments(x, means, scale, bias, chunk=None, threads=None, hint=None
         Worker threads, each owning a block of rows (default: :func:`usable_cores`, read at call time).
     hint : int or ndarray (B,) of int, optional
         A class likely to dominate each row's posterior (e.g. the guidance target). Its logit
-        seeds the running maximum, so that chunks can be skipped from the start.
+        seeds the running maximum, so that chunks can be skipped from the start, and is returned
+        (``hint_logit``) as the pass computed it, in the GEMMs' precision: the very value that the
+        partition sum took, so that ``exp(hint_logit - log_partition)`` is the hinted class's
+        posterior without a precision mismatch.
     skip : bool
         Skip chunks whose weight is below ``SKIP_WEIGHT`` of every row's posterior (eq. 30).
     blas : {None, "openblas", "mkl"}
@@ -650,14 +660,20 @@ def posterior_moments(x, means, scale, bias, chunk=None, threads=None, hint=None
         if hint.dtype.kind not in "iu" or not (0 <= int(hint) < K if hint.ndim == 0 else
                                                np.all(hint >= 0) and np.all(hint < K)):
             raise ValueError(f"hint must hold class indices in [0, {K - 1}]")
+        if hint.ndim > 1 or hint.ndim == 1 and hint.shape[0] not in (1, B):
+            raise ValueError(f"hint must be one class or one per particle ({B}), got shape {hint.shape}")
         hint = hint if hint.ndim == 0 else np.broadcast_to(hint, (B,))
     rows, chunk, lanes = block_layout(B, K, x.dtype.itemsize, threads, chunk)
     if B == 0:
-        return PosteriorMoments(np.empty((0, d)), np.empty(0), np.empty(0), np.empty(0, dtype=np.int64), 0.0)
+        return PosteriorMoments(np.empty((0, d)), np.empty(0), np.empty(0), np.empty(0, dtype=np.int64), 0.0,
+                                None if hint is None else np.empty(0))
     library = gemm_library(blas)
     gemm = library.sgemm if x.dtype == np.float32 else library.dgemm
     out = (np.empty((B, d)), np.empty(B), np.empty(B),  # float64 mean: no cast after
            np.full(B, 0 if hint is None else hint, dtype=np.int64))
+    # each row's hinted class, and its logit as the pass computes it (the value its partition sum takes)
+    hints = np.full(B if hint is not None else 0, 0 if hint is None else hint, dtype=np.int64)
+    hint_logit = np.empty(hints.size)
     run_max = np.full(B, -np.inf, dtype=x.dtype) if hint is None else np.empty(B, dtype=x.dtype)
     threshold = -math.log(K / SKIP_WEIGHT) if skip else -math.inf
     # one hinted class for every row (the guidance target) is seeded by the lanes; a class per row, here
@@ -705,11 +721,12 @@ def posterior_moments(x, means, scale, bias, chunk=None, threads=None, hint=None
 
         def lane():
             return _stream_blocks(gemm, counter, rows, x, span_m, span_b, start, scale_x, chunk, threshold, hinted,
-                                  hinted_bias, run_max, out[3], _work_array("logits", (rows * chunk,), x.dtype),
+                                  hinted_bias, run_max, out[3], hints, hint_logit,
+                                  _work_array("logits", (rows * chunk,), x.dtype),
                                   states or _softmax_state(rows, d, x.dtype, 1), generated, stop == K, *out[:3])
 
         return sum(_on_lanes(lane, lanes))
 
     with single_threaded_blas():
         skipped = sum(stream_span(*s) for s in spans)
-    return PosteriorMoments(*out, skipped / (B * -(-K // chunk)))
+    return PosteriorMoments(*out, skipped / (B * -(-K // chunk)), None if hint is None else hint_logit)

@@ -7,7 +7,7 @@ from cfgphase.physics.mixture import GaussianMixture
 from cfgphase.physics.processes import OU
 from cfgphase.physics.rules import CFG, GuidanceContext
 from cfgphase.solvers.sampling import observables as obs
-from cfgphase.solvers.score.fields import MixtureField
+from cfgphase.solvers.score.fields import DENSE_COMPONENTS, MixtureField
 
 
 def statistics_of(x, model, target=0):
@@ -115,3 +115,28 @@ def test_the_distortion_estimator_is_unbiased_on_exact_conditional_samples():
     assert abs(np.mean(values)) < 3 * np.std(values, ddof=1) / np.sqrt(len(values))
     assert cp.simulate(cp.GaussianModel(var_c=0.25, var_u=1.25, d=4), 1.0, particles=64, steps=10).final[
         "distortion"] is not None
+
+
+@pytest.mark.parametrize("classes", [20, 3000])  # the dense and the streaming kernel
+def test_the_per_step_target_posterior_of_a_float32_field_is_consistent_with_its_partition(classes):
+    """The field's target logit is the kernel's own (``hint_logit``): in float32 the per-step target posterior
+    exp(target_logit - log_partition) then exceeds 1 by at most the rounding of a float32 sum over a chunk
+    (gamma_kc + 3u: 1.4e-6 for the 20 classes of the dense path, 6.1e-5 for chunks of 1024; measured 0 and 1.4e-8)
+    where the posterior has condensed, and agrees with the float64 field's to eq. 31's logit error, 2 dL with
+    dL = u (d scale |x| |mu|_max + |L|_max + |b|_max) (1 %, a worst case; measured 1.4e-8). A float64 target logit
+    against the float32 partition had put it 1.6e-4 and 1.8e-4 above 1."""
+    from cfgphase.solvers.score.kernel import block_layout
+
+    d, u = 128, 2.0**-24
+    model = GaussianMixture.random(d, classes=classes, seed=2)
+    x = model.sample_noised(0.02, OU(), 256, np.random.default_rng(3), target=0)[0]
+    f64 = MixtureField(model, "ou").evaluate(x, 0.02)
+    f32 = MixtureField(model, "ou", dtype=np.float32).evaluate(x, 0.02)
+    p32, p64 = np.exp(f32.target_logit - f32.log_partition), np.exp(f64.target_logit - f64.log_partition)
+    scale, b = model.logit_coefficients(0.02, OU())
+    L = scale * x @ model.means.T + b
+    dL = u * (d * scale * np.linalg.norm(x, axis=1).max() * np.linalg.norm(model.means, axis=1).max()
+              + np.abs(L).max() + np.abs(b).max())
+    chunk = classes if classes <= DENSE_COMPONENTS else block_layout(256, classes, 4)[1]  # one float32 sum's terms
+    assert p64.min() > 0.99 and p32.max() <= 1 + chunk * u / (1 - chunk * u) + 3 * u
+    np.testing.assert_allclose(p32, p64, rtol=2 * dL, atol=0)

@@ -294,12 +294,58 @@ def test_float32_drift_within_its_rounding_bound(large):
         assert np.abs(f32.mean - ref.mean).max() < 1e-3  # and the bound itself is small
 
 
+@pytest.mark.parametrize("generated", [False, True])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("hint", ["target", "wrong"])
+def test_the_hinted_logit_is_the_one_the_partition_sum_took(large, hint, dtype, generated):
+    """``hint_logit`` is each row's logit for its hinted class as the pass computed it, from the chunk's GEMM, also
+    for rows that skipped that chunk (a wrong hint at small t: most of them). Against the float64 logits it is off
+    by at most dL = u (d scale |x| |mu|_max + |L|_max + |b|_max) (eq. 31, the bias's rounding added; u = 2^-53
+    or 2^-24). Being the value the partition sum took, the target's posterior exp(hint_logit - log_partition)
+    exceeds 1 by no more than the rounding of a chunk's float32 sum, gamma_kc, and of its weight, 3u: a float64
+    logit against the float32 log-partition exceeded 1 by 4.8e-5 at t = 0.01 here (5e-4 at d = 256)."""
+    from cfgphase.physics.mixture import GeneratedMixture
+
+    model, xs = large
+    u = 2.0**-53 if dtype == np.float64 else 2.0**-24
+    chunk = 64
+    hints = 0 if hint == "target" else np.random.default_rng(7).integers(1, 4096, size=64)
+    source = GeneratedMixture(32, 4096, seed=5) if generated else model
+    means = source.means_generator if generated else model.means.astype(dtype)
+    for t, x in zip(TIMES, xs):
+        scale, bias = source.logit_coefficients(t, OU())
+        res = posterior_moments(x.astype(dtype), means, scale, bias, chunk=chunk, threads=2, hint=hints)
+        x64, means64 = x.astype(dtype).astype(np.float64), model.means.astype(dtype).astype(np.float64)
+        b = model.logit_coefficients(t, OU())[1]
+        logits = scale * x64 @ means64.T + b
+        expected = logits[np.arange(64), np.broadcast_to(hints, (64,))]
+        dL = u * (32 * scale * np.linalg.norm(x64, axis=1).max() * np.linalg.norm(means64, axis=1).max()
+                  + np.abs(logits).max() + np.abs(b).max())
+        assert res.hint_logit.dtype == np.float64
+        assert np.abs(res.hint_logit - expected).max() <= dL, (t, dL)
+        if hint == "target":
+            gamma = chunk * u / (1 - chunk * u)
+            assert np.exp(res.hint_logit - res.log_partition).max() <= 1 + gamma + 3 * u
+        if hint == "wrong" and t == TIMES[0]:
+            assert res.skipped > 0.9  # the hinted classes' chunks were skipped by most rows
+    if hint == "target" and dtype == np.float32:  # the old way, for the record: the test can tell them apart
+        scale, bias = model.logit_coefficients(TIMES[0], OU())
+        res = posterior_moments(xs[0].astype(dtype), model.means.astype(dtype), scale, bias, chunk=chunk, hint=0)
+        assert np.exp(scale * xs[0] @ model.means[0] + bias[0] - res.log_partition).max() > 1 + gamma + 3 * u
+
+
 def test_bad_hint():
     x, means = np.zeros((3, 2)), np.zeros((4, 2))
     with pytest.raises(ValueError, match="hint"):
         posterior_moments(x, means, 1.0, np.zeros(4), hint=4)
     with pytest.raises(ValueError, match="hint"):
         posterior_moments(x, means, 1.0, np.zeros(4), hint=np.array([0.5, 1.0, 2.0]))
+    from cfgphase.solvers.score.dense import dense_posterior_moments
+
+    for kernel in (posterior_moments, dense_posterior_moments):
+        for bad in (np.array([0, 1]), np.zeros((3, 1), dtype=int), 4, -1):
+            with pytest.raises(ValueError, match="hint"):
+                kernel(x, means, 1.0, np.zeros(4), hint=bad)
 
 
 def test_numba_kernels_load_from_the_cache_in_a_new_process():
@@ -451,9 +497,12 @@ def test_numpy_dense_kernel_equals_the_reference_and_the_streaming_kernel(K):
     for t in (0.02, 0.5, 3.0):
         scale, bias = model.logit_coefficients(t, OU())
         ref = dense(x, model.means, scale, bias)
-        got = dense_posterior_moments(x, model.means, scale, bias)
-        stream = posterior_moments(x, model.means, scale, bias, skip=False)
+        hint = np.arange(50) % K
+        got = dense_posterior_moments(x, model.means, scale, bias, hint=hint)
+        stream = posterior_moments(x, model.means, scale, bias, skip=False, hint=hint)
         for res in (got, stream):
+            np.testing.assert_allclose(res.hint_logit, (scale * x @ model.means.T + bias)[np.arange(50), hint],
+                                       rtol=1e-13, atol=1e-12)
             np.testing.assert_allclose(res.mean, ref[0], rtol=1e-12, atol=1e-12)
             np.testing.assert_allclose(res.log_partition, ref[1], rtol=1e-13, atol=1e-12)
             np.testing.assert_allclose(res.entropy, ref[2], rtol=1e-10, atol=1e-12)
