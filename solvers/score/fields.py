@@ -55,14 +55,17 @@ MULTIMODAL_COMPONENTS = 100_000
 DENSE_COMPONENTS = 64
 
 
-def _posterior_moments(x, means, scale, bias, chunk, threads, hint=None):
-    """The class posterior of ``x``: dense for stored arrays of at most DENSE_COMPONENTS means (the field
-    materialises such means), else the streaming kernel (imported, with Numba, when first needed)."""
+def _posterior_moments(x, means, scale, bias, chunk, threads, dtype, hint=None):
+    """The class posterior of particles ``x`` (float64 as the samplers hold them) in ``dtype``: dense for stored arrays of at most
+    DENSE_COMPONENTS means (the field materialises such means), else the streaming kernel (imported, with Numba,
+    when first needed), whose lanes cast x's rows to float32 block by block."""
+    if x.dtype not in (np.float64, dtype):  # e.g. float32 particles of a float64 field
+        x = x.astype(dtype)
     if isinstance(means, np.ndarray) and means.shape[0] <= DENSE_COMPONENTS:
-        return dense_posterior_moments(x, means, scale, bias, hint=hint)
+        return dense_posterior_moments(x.astype(dtype, copy=False), means, scale, bias, hint=hint)
     from cfgphase.solvers.score.kernel import posterior_moments
 
-    return posterior_moments(x, means, scale, bias, chunk, threads, hint=hint)
+    return posterior_moments(x, means, scale, bias, chunk, threads, hint=hint, dtype=dtype)
 
 
 class MixtureField:
@@ -176,12 +179,11 @@ class MixtureField:
             other = self.unconditional
             u_scale, u_bias = other.logit_coefficients(t, self.process)
             ux, u_scale = (x, u_scale) if np.ndim(u_scale) == 0 else (x * u_scale, 1.0)
-            res = _posterior_moments(ux.astype(self.dtype, copy=False), self.means, u_scale, self._bias(u_bias),
-                                     self.chunk, self.threads)
+            res = _posterior_moments(ux, self.means, u_scale, self._bias(u_bias), self.chunk, self.threads, self.dtype)
             uncond = mean_for_reference_var(x, res.mean, t, self.process, other.class_var, model.class_var)
             return Evaluation(cond, uncond, responsibilities=resp)
-        res = _posterior_moments(xs.astype(self.dtype, copy=False), self.means, scale, self._bias(bias), self.chunk,
-                                 self.threads, hint=self.components[0])
+        res = _posterior_moments(xs, self.means, scale, self._bias(bias), self.chunk, self.threads, self.dtype,
+                                 hint=self.components[0])
         argmax = res.argmax
         if target_logit is None:  # the value the partition sum took, in the kernel's precision (eq. 31)
             target_logit = res.hint_logit

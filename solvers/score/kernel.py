@@ -405,6 +405,28 @@ def _weighted_product_overload(gemm, S, means, acc, T):
     return _weighted_branch(S, acc)
 
 
+def _rows_of(x, b0, b1, buffer):
+    """Rows b0 .. b1 - 1 of x in the dtype of ``buffer`` (n, d), n >= b1 - b0: a view of x if it has that dtype,
+    else x's rows cast (rounded to nearest, as NumPy's astype) into the buffer. In Numba the choice is made at
+    compile time (the overload below)."""
+    return x[b0:b1] if x.dtype == buffer.dtype else buffer[: b1 - b0]
+
+
+@overload(_rows_of)
+def _rows_of_overload(x, b0, b1, buffer):
+    if x.dtype == buffer.dtype:
+        return lambda x, b0, b1, buffer: x[b0:b1]
+
+    def cast(x, b0, b1, buffer):
+        rows = buffer[: b1 - b0]
+        for r in range(b1 - b0):
+            for l in range(x.shape[1]):
+                rows[r, l] = x[b0 + r, l]
+        return rows
+
+    return cast
+
+
 @nb.njit(nogil=True, fastmath=True, cache=True, error_model="numpy")
 def _stream_rows(gemm, x, means, bias, k_offset, scale, chunk, threshold, run_max, run_arg, hints, hint_logit, buffer,
                  state, finish, Y, log_partition, entropy):
@@ -467,8 +489,8 @@ def _stream_rows(gemm, x, means, bias, k_offset, scale, chunk, threshold, run_ma
 
 
 @nb.njit(nogil=True, fastmath=True, cache=True, error_model="numpy")
-def _stream_blocks(gemm, counter, rows, x, means, bias, k_offset, scale, chunk, threshold, hinted, hinted_bias, run_max,
-                   run_arg, hints, hint_logit, buffer, state, carried, finish, Y, log_partition, entropy):
+def _stream_blocks(gemm, counter, rows, x, x_rows, means, bias, k_offset, scale, chunk, threshold, hinted, hinted_bias,
+                   run_max, run_arg, hints, hint_logit, buffer, state, carried, finish, Y, log_partition, entropy):
     """One lane of a call: the blocks of ``rows`` rows of x that it takes one by one from ``counter``
     (:func:`_take_next`, shared with the call's other lanes), each streamed by :func:`_stream_rows` over classes
     k_offset .. k_offset + len(means) - 1, without returning to Python between blocks; the number of (row, chunk)
@@ -479,8 +501,10 @@ def _stream_blocks(gemm, counter, rows, x, means, bias, k_offset, scale, chunk, 
     block's (n = B, a flag per block), which generated means carry from span to span. The first span
     (k_offset 0) starts a block's state afresh and, given one hinted class (``hinted`` (1, d) its mean,
     ``hinted_bias`` (1,) its bias; (0, d) and (0,) for none), seeds the block's running maximum with the rows'
-    logits for it, in x's precision. ``hints`` (B,) and ``hint_logit`` (B,) (no rows for no hint) take each row's
-    hinted class and, from the chunk's logits, its logit (:func:`_chunk_pass`).
+    logits for it, in the means' precision. ``hints`` (B,) and ``hint_logit`` (B,) (no rows for no hint) take each row's
+    hinted class and, from the chunk's logits, its logit (:func:`_chunk_pass`). Float64 particles with float32
+    means are cast block by block into ``x_rows`` (rows, d) (:func:`_rows_of`; (0, d) in x's dtype when x has the
+    means' dtype).
     """
     B, d = x.shape
     sums, acc, T, flags = state
@@ -494,18 +518,19 @@ def _stream_blocks(gemm, counter, rows, x, means, bias, k_offset, scale, chunk, 
         b1 = min(b0 + rows, B)
         o, f = (b0, i) if carried else (0, 0)
         n = b1 - b0
+        xb = _rows_of(x, b0, b1, x_rows)
         if k_offset == 0:
             sums[:, o : o + n] = 0.0
             acc[o : o + n] = 0.0
             flags[f] = 0
             if hinted.shape[0] == 1:
-                for r in range(b0, b1):
-                    product = x.dtype.type(0.0)
+                for r in range(n):
+                    product = hinted.dtype.type(0.0)
                     for l in range(d):
-                        product += x[r, l] * hinted[0, l]
-                    run_max[r] = scale * product + hinted_bias[0]
+                        product += xb[r, l] * hinted[0, l]
+                    run_max[b0 + r] = scale * product + hinted_bias[0]
         block = (sums[0, o : o + n], sums[1, o : o + n], acc[o : o + n], T[o : o + n], flags[f : f + 1])
-        skipped += _stream_rows(gemm, x[b0:b1], means, bias, k_offset, scale, chunk, threshold, run_max[b0:b1],
+        skipped += _stream_rows(gemm, xb, means, bias, k_offset, scale, chunk, threshold, run_max[b0:b1],
                                 run_arg[b0:b1], hints[b0:b1], hint_logit[b0:b1], buffer, block, finish, Y[b0:b1],
                                 log_partition[b0:b1], entropy[b0:b1])
 
@@ -598,19 +623,18 @@ def _hinted_means(means, bias, classes, generated, dtype):
     return means[classes], bias[classes]
 
 
-def posterior_moments(x, means, scale, bias, chunk=None, threads=None, hint=None, skip=True, blas=None):
+def posterior_moments(x, means, scale, bias, chunk=None, threads=None, hint=None, skip=True, blas=None, dtype=None):
     r"""Softmax-weighted class means and posterior statistics, streamed over K (eqs. 5-7, 30, 50).
 
     Parameters
     ----------
     x : ndarray (B, d), float64 or float32
-        Particles. ``means`` must have the same dtype; that dtype is used for both GEMMs and for
-        the logits and weights of the softmax pass; the running sums and everything returned,
-        ``mean`` included, are float64 (eq. 31).
+        Particles, in ``dtype`` or, when that is float32, in float64: the lanes then cast each block of
+        rows as they take it (the numbers of ``x.astype(float32)``, without a serial pass over x).
     means : ndarray (K, d) or RandomMeans
-        Stored means, or generated ones (cfgphase.physics.disorder.RandomMeans): each chunk is then
-        generated in a per-thread buffer, cast to the dtype of ``x``, and never stored whole (memory
-        O((B + chunk) d) per thread; docs/theory.md eq. 64).
+        Stored means, in ``dtype``, or generated ones (cfgphase.physics.disorder.RandomMeans): each
+        chunk is then generated in a per-thread buffer, cast to ``dtype``, and never stored whole
+        (memory O((B + chunk) d) per thread; docs/theory.md eq. 64).
     scale : float
         :math:`\beta` in :math:`L = \beta X M^\top + b`.
     bias : ndarray (K,), or NormBias with generated means
@@ -631,26 +655,34 @@ def posterior_moments(x, means, scale, bias, chunk=None, threads=None, hint=None
     blas : {None, "openblas", "mkl"}
         GEMM library of both GEMMs (:func:`gemm_library`; None: MKL on an Intel CPU when installed,
         else SciPy's OpenBLAS). Libraries round the GEMMs differently; nothing else changes.
+    dtype : {None, float32, float64}
+        Precision of both GEMMs and of the logits and weights of the softmax pass (default: that of
+        stored means, or of ``x`` with generated ones); the running sums and everything returned,
+        ``mean`` included, are float64 (eq. 31).
 
     Returns
     -------
     PosteriorMoments
     """
     x = np.ascontiguousarray(x)
+    if x.dtype not in (np.float32, np.float64):
+        raise ValueError(f"x must be float32 or float64, got dtype {x.dtype}")
     generated = isinstance(means, RandomMeans)
     if generated:
         if not isinstance(bias, NormBias) or bias.means is not means:
             raise ValueError("bias: generated means take the NormBias of the same means")
         K, d_means = means.K, means.d
+        dtype = x.dtype if dtype is None else np.dtype(dtype)
     else:
         means = np.ascontiguousarray(means)
-        if x.dtype != means.dtype:
-            raise ValueError(f"x and means must share dtype float32 or float64, got {x.dtype}, {means.dtype}")
-        (K, d_means), bias = means.shape, np.ascontiguousarray(bias, dtype=x.dtype)
+        dtype = means.dtype if dtype is None else np.dtype(dtype)
+        if means.dtype != dtype:
+            raise ValueError(f"means must have dtype {dtype} (the computation's), got {means.dtype}")
+        (K, d_means), bias = means.shape, np.ascontiguousarray(bias, dtype=dtype)
         if bias.shape != (K,):
             raise ValueError(f"shapes do not match: x {x.shape}, means {means.shape}, bias {bias.shape}")
-    if x.dtype not in (np.float32, np.float64):
-        raise ValueError(f"x and means must share dtype float32 or float64, got {x.dtype}")
+    if dtype not in (np.float32, np.float64) or x.itemsize < dtype.itemsize:
+        raise ValueError(f"dtype must be float32, or float64 with float64 particles; got dtype {dtype}, x {x.dtype}")
     B, d = x.shape
     if d_means != d:
         raise ValueError(f"shapes do not match: x {x.shape}, means ({K}, {d_means})")
@@ -663,41 +695,43 @@ def posterior_moments(x, means, scale, bias, chunk=None, threads=None, hint=None
         if hint.ndim > 1 or hint.ndim == 1 and hint.shape[0] not in (1, B):
             raise ValueError(f"hint must be one class or one per particle ({B}), got shape {hint.shape}")
         hint = hint if hint.ndim == 0 else np.broadcast_to(hint, (B,))
-    rows, chunk, lanes = block_layout(B, K, x.dtype.itemsize, threads, chunk)
+    rows, chunk, lanes = block_layout(B, K, dtype.itemsize, threads, chunk)
     if B == 0:
         return PosteriorMoments(np.empty((0, d)), np.empty(0), np.empty(0), np.empty(0, dtype=np.int64), 0.0,
                                 None if hint is None else np.empty(0))
     library = gemm_library(blas)
-    gemm = library.sgemm if x.dtype == np.float32 else library.dgemm
+    gemm = library.sgemm if dtype == np.float32 else library.dgemm
     out = (np.empty((B, d)), np.empty(B), np.empty(B),  # float64 mean: no cast after
            np.full(B, 0 if hint is None else hint, dtype=np.int64))
     # each row's hinted class, and its logit as the pass computes it (the value its partition sum takes)
     hints = np.full(B if hint is not None else 0, 0 if hint is None else hint, dtype=np.int64)
     hint_logit = np.empty(hints.size)
-    run_max = np.full(B, -np.inf, dtype=x.dtype) if hint is None else np.empty(B, dtype=x.dtype)
+    run_max = np.full(B, -np.inf, dtype=dtype) if hint is None else np.empty(B, dtype=dtype)
     threshold = -math.log(K / SKIP_WEIGHT) if skip else -math.inf
     # one hinted class for every row (the guidance target) is seeded by the lanes; a class per row, here
-    hinted, hinted_bias = x[:0], run_max[:0]
+    hinted, hinted_bias = np.empty((0, d), dtype=dtype), run_max[:0]
     if hint is not None and hint.ndim == 0:
-        hinted, hinted_bias = _hinted_means(means, bias, hint[None], generated, x.dtype)
+        hinted, hinted_bias = _hinted_means(means, bias, hint[None], generated, dtype)
     elif hint is not None:
         classes, where = np.unique(hint, return_inverse=True)
-        hinted_rows, hinted_rows_bias = _hinted_means(means, bias, classes, generated, x.dtype)
-        run_max[:] = scale * np.einsum("ij,ij->i", x, hinted_rows[where]) + hinted_rows_bias[where]
+        hinted_rows, hinted_rows_bias = _hinted_means(means, bias, classes, generated, dtype)
+        run_max[:] = scale * np.einsum("ij,ij->i", x.astype(dtype, copy=False), hinted_rows[where]) + \
+            hinted_rows_bias[where]
     # the lanes stream on work arrays their threads keep from call to call (_work_array); the states of
     # generated means are carried from span to span, so they are the call's own
-    states = _softmax_state(B, d, x.dtype, -(-B // rows), work=False) if generated else None
+    states = _softmax_state(B, d, dtype, -(-B // rows), work=False) if generated else None
     if generated:
         # a span of SPAN_CHUNKS chunks per lane is generated by all lanes, then streamed by each block: every
         # mean entry is generated once per call, not once per block
         span = min(K, chunk * SPAN_CHUNKS * lanes)
         generator = (*means.key, means.std, bias.log_weight, bias.coefficient)
-        span_means, span_sq, span_bias = (np.empty((span, d), dtype=x.dtype), np.empty(span),
-                                          np.empty(span, dtype=x.dtype))
+        span_means, span_sq, span_bias = (np.empty((span, d), dtype=dtype), np.empty(span),
+                                          np.empty(span, dtype=dtype))
         spans = [(k, min(k + span, K)) for k in range(0, K, span)]
     else:
         spans = [(0, K)]
-    scale_x = x.dtype.type(scale)
+    scale_x = dtype.type(scale)
+    cast = x.dtype != dtype  # the lanes cast each block of rows (_rows_of)
 
     def stream_span(start, stop):
         if generated:
@@ -720,10 +754,11 @@ def posterior_moments(x, means, scale, bias, chunk=None, threads=None, hint=None
         # balances a core slowed by another process
 
         def lane():
-            return _stream_blocks(gemm, counter, rows, x, span_m, span_b, start, scale_x, chunk, threshold, hinted,
-                                  hinted_bias, run_max, out[3], hints, hint_logit,
-                                  _work_array("logits", (rows * chunk,), x.dtype),
-                                  states or _softmax_state(rows, d, x.dtype, 1), generated, stop == K, *out[:3])
+            x_rows = _work_array("rows", (rows, d), dtype) if cast else x[:0]
+            return _stream_blocks(gemm, counter, rows, x, x_rows, span_m, span_b, start, scale_x, chunk, threshold,
+                                  hinted, hinted_bias, run_max, out[3], hints, hint_logit,
+                                  _work_array("logits", (rows * chunk,), dtype),
+                                  states or _softmax_state(rows, d, dtype, 1), generated, stop == K, *out[:3])
 
         return sum(_on_lanes(lane, lanes))
 

@@ -202,8 +202,14 @@ def test_kernel_never_allocates_a_batch_by_classes_matrix():
 
 def test_mismatched_dtypes_and_shapes_are_rejected():
     x = np.zeros((2, 3))
-    with pytest.raises(ValueError, match="dtype"):
+    with pytest.raises(ValueError, match="dtype"):  # float32 particles cannot be computed in float64
         posterior_moments(x.astype(np.float32), np.zeros((4, 3)), 1.0, np.zeros(4))
+    with pytest.raises(ValueError, match="dtype"):
+        posterior_moments(x, np.zeros((4, 3), dtype=np.float32), 1.0, np.zeros(4), dtype=np.float64)
+    with pytest.raises(ValueError, match="dtype"):
+        posterior_moments(x.astype(np.int32), np.zeros((4, 3), dtype=np.int32), 1.0, np.zeros(4), dtype=np.int32)
+    with pytest.raises(ValueError, match="x must"):
+        posterior_moments(x.astype(np.int64), np.zeros((4, 3)), 1.0, np.zeros(4))
     with pytest.raises(ValueError, match="shapes"):
         posterior_moments(x, np.zeros((4, 3)), 1.0, np.zeros(5))
     with pytest.raises(ValueError, match="chunk"):
@@ -453,6 +459,27 @@ def test_generated_means_give_the_stored_numbers_bit_for_bit(dtype, chunk, threa
         a = posterior_moments(x, stored.means.astype(dtype), scale, bias, chunk=chunk, threads=threads, hint=hint)
         b = posterior_moments(x, generated.means_generator, g_scale, g_bias, chunk=chunk, threads=threads, hint=hint)
         for u, v in zip(a, b):
+            np.testing.assert_array_equal(u, v)
+
+
+@pytest.mark.parametrize("generated", [False, True])
+@pytest.mark.parametrize("chunk, threads", [(None, 1), (7, 2), (250, 3)])
+def test_float64_particles_are_cast_by_the_lanes_to_the_numbers_of_float32_ones(generated, chunk, threads):
+    """float32 means with float64 particles: the lanes cast each block of rows as they take it, and every output
+    is that of the particles cast beforehand, bit for bit (the casts round to nearest alike), hinted or not, with
+    stored and generated means (these computed in float32 by ``dtype``)."""
+    from cfgphase.physics.mixture import GeneratedMixture
+
+    stored = GaussianMixture.random(6, classes=999, seed=4)
+    source = GeneratedMixture(6, 999, seed=4) if generated else stored
+    means = source.means_generator if generated else stored.means.astype(np.float32)
+    x = stored.sample_noised(0.4, OU(), 41, np.random.default_rng(2))[0]
+    for t, hint in ((0.05, 3), (0.5, None), (3.0, np.arange(41) % 5)):
+        scale, bias = source.logit_coefficients(t, OU())
+        kwargs = dict(chunk=chunk, threads=threads, hint=hint, dtype=np.float32)
+        cast = posterior_moments(x.astype(np.float32), means, scale, bias, **kwargs)
+        lanes = posterior_moments(x, means, scale, bias, **kwargs)
+        for u, v in zip(cast, lanes):
             np.testing.assert_array_equal(u, v)
 
 
