@@ -22,7 +22,7 @@ Two regimes: ``spread`` (t = 3 on OU: the posterior is spread over many classes)
 and cfgphase skips the other chunks, eq. 30). Two operations: one ``score`` evaluation and one
 guided ``step`` of the reverse SDE (exact transition, eq. 12, omega = 1, fresh Gaussian noise).
 The particles are float64, as the samplers hold them; every method casts them to the case's dtype
-inside the timed call (cfgphase's field does so itself, after its float64 target logit).
+inside the timed call (cfgphase's field hands them to its kernel, whose lanes cast each block of rows).
 
 Timings are medians of at least ``repeats`` runs in one process (more for short cases, to fill
 about a second), the methods of a case timed in alternating rounds; GFLOP/s counts 4BKd. Peak
@@ -159,7 +159,7 @@ class _Estimator:
             self.t_mask = self.torch.from_numpy(self.bias)[None, None]
 
     def unconditional(self, x, t):
-        if self.method in ("cfgphase", "generated"):  # the field casts x itself, as it does for the samplers
+        if self.method in ("cfgphase", "generated"):  # the field takes x as the samplers hold it, float64
             return self.field.evaluate(x, t).uncond
         x = x.astype(self.means.dtype, copy=False)
         M = self.means
