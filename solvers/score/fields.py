@@ -56,9 +56,9 @@ DENSE_COMPONENTS = 64
 
 
 def _posterior_moments(x, means, scale, bias, chunk, threads, dtype, hint=None):
-    """The class posterior of particles ``x`` (float64 as the samplers hold them) in ``dtype``: dense for stored arrays of at most
-    DENSE_COMPONENTS means (the field materialises such means), else the streaming kernel (imported, with Numba,
-    when first needed), whose lanes cast x's rows to float32 block by block."""
+    """The class posterior of particles ``x`` (float64, as the samplers hold them) in ``dtype``: dense for stored
+    arrays of at most DENSE_COMPONENTS means (the field materialises such means), else the streaming kernel
+    (imported, with Numba, when first needed), whose lanes cast x's rows to float32 block by block."""
     if x.dtype not in (np.float64, dtype):  # e.g. float32 particles of a float64 field
         x = x.astype(dtype)
     if isinstance(means, np.ndarray) and means.shape[0] <= DENSE_COMPONENTS:

@@ -501,10 +501,10 @@ def _stream_blocks(gemm, counter, rows, x, x_rows, means, bias, k_offset, scale,
     block's (n = B, a flag per block), which generated means carry from span to span. The first span
     (k_offset 0) starts a block's state afresh and, given one hinted class (``hinted`` (1, d) its mean,
     ``hinted_bias`` (1,) its bias; (0, d) and (0,) for none), seeds the block's running maximum with the rows'
-    logits for it, in the means' precision. ``hints`` (B,) and ``hint_logit`` (B,) (no rows for no hint) take each row's
-    hinted class and, from the chunk's logits, its logit (:func:`_chunk_pass`). Float64 particles with float32
-    means are cast block by block into ``x_rows`` (rows, d) (:func:`_rows_of`; (0, d) in x's dtype when x has the
-    means' dtype).
+    logits for it, in the means' precision. ``hints`` (B,) and ``hint_logit`` (B,) (no rows for no hint) take each
+    row's hinted class and, from the chunk's logits, its logit (:func:`_chunk_pass`). Float64 particles with
+    float32 means are cast block by block into ``x_rows`` (rows, d) (:func:`_rows_of`; (0, d) in x's dtype when x
+    has the means' dtype).
     """
     B, d = x.shape
     sums, acc, T, flags = state
