@@ -158,7 +158,7 @@ class MixtureField:
                             self.unconditional, self.training)
 
     def evaluate(self, x, t):
-        with single_threaded_blas():  # the target's logits too: no OpenBLAS threads left spinning
+        with single_threaded_blas():  # a multimodal target's logits too: no OpenBLAS threads left spinning
             return self._evaluate(x, t)
 
     def _evaluate(self, x, t):

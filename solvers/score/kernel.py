@@ -48,7 +48,7 @@ from numba.extending import intrinsic, overload
 from cfgphase.physics.disorder import NormBias, RandomMeans
 from cfgphase.physics.disorder_jit import bitcast, class_scratch, fill_class_range, int64_bits_as_float64
 from cfgphase.solvers.score.blas import gemm_library, single_threaded_blas, usable_cores  # noqa: F401  (this API)
-from cfgphase.solvers.score.dense import PosteriorMoments
+from cfgphase.solvers.score.dense import PosteriorMoments, checked_hint
 
 #: Target size in bytes of each thread's (B_block, chunk) logit buffer: half an L2 cache, so that
 #: the logits, the chunk of means and the particles stay there (1 MiB buffers measured 1.2-1.4x
@@ -686,15 +686,7 @@ def posterior_moments(x, means, scale, bias, chunk=None, threads=None, hint=None
     B, d = x.shape
     if d_means != d:
         raise ValueError(f"shapes do not match: x {x.shape}, means ({K}, {d_means})")
-    if hint is not None:
-        hint = np.asarray(hint)
-        # a scalar by Python's integers: right after a kernel call, out of cache, NumPy's two reductions took 0.1 ms
-        if hint.dtype.kind not in "iu" or not (0 <= int(hint) < K if hint.ndim == 0 else
-                                               np.all(hint >= 0) and np.all(hint < K)):
-            raise ValueError(f"hint must hold class indices in [0, {K - 1}]")
-        if hint.ndim > 1 or hint.ndim == 1 and hint.shape[0] not in (1, B):
-            raise ValueError(f"hint must be one class or one per particle ({B}), got shape {hint.shape}")
-        hint = hint if hint.ndim == 0 else np.broadcast_to(hint, (B,))
+    hint = checked_hint(hint, K, B)
     rows, chunk, lanes = block_layout(B, K, dtype.itemsize, threads, chunk)
     if B == 0:
         return PosteriorMoments(np.empty((0, d)), np.empty(0), np.empty(0), np.empty(0, dtype=np.int64), 0.0,
