@@ -20,11 +20,15 @@ across chunks float64 (eq. 31).
 
 Parallelism is over row blocks: each of ``threads`` lanes (worker threads, :func:`_on_lanes`) takes
 blocks of particles one by one from a counter shared with the other lanes and streams all K chunks for
-each, all inside one call of a ``nogil`` Numba function (:func:`_stream_blocks`), which calls a
+each, all inside one call of a ``nogil`` Numba function (:func:`_stream_blocks`). A chunk takes one of two
+paths. The fused chunk (:func:`_fused_chunk`, eq. 31a; the default on CPUs with AVX-512) computes both
+GEMMs and the exponentials on register tiles of explicit SIMD vectors (cfgphase.solvers.score.simd), so
+that the exponentials run between multiply-adds instead of in a pass of their own. The BLAS path calls a
 single-threaded BLAS GEMM for both GEMMs of a chunk (the Fortran ?gemm of :func:`gemm_library`:
 Intel MKL on Intel CPUs when installed, whole calls in 0.78-0.84 of OpenBLAS's time on an AVX-512
 Xeon, benchmarks/gemm_libraries.py; else SciPy's OpenBLAS) and runs the softmax pass row by row
-while the row is in L1.
+while the row is in L1; it alone skips chunks (eq. 30), and a block takes it after a chunk in which
+most of its rows would have skipped.
 Nothing returns to Python (or takes the GIL) between chunks or blocks, and no two thread pools ever
 alternate: with multithreaded BLAS followed by a ``prange`` pass, OpenBLAS's and Numba's idle
 threads spun against each other and the kernel ran 2.5-4x slower than the two bare GEMMs on 2
@@ -49,6 +53,9 @@ from cfgphase.physics.disorder import NormBias, RandomMeans
 from cfgphase.physics.disorder_jit import bitcast, class_scratch, fill_class_range, int64_bits_as_float64
 from cfgphase.solvers.score.blas import gemm_library, single_threaded_blas, usable_cores  # noqa: F401  (this API)
 from cfgphase.solvers.score.dense import PosteriorMoments, checked_hint
+from cfgphase.solvers.score.simd import lanes as _vector_lanes
+from cfgphase.solvers.score.simd import (vbroadcast, vector_bits, vexponent_bits, vfma, vhmax, vload, vmax, vmin,
+                                          vselect_ge, vsplat, vstore, vsum)
 
 #: Target size in bytes of each thread's (B_block, chunk) logit buffer: half an L2 cache, so that
 #: the logits, the chunk of means and the particles stay there (1 MiB buffers measured 1.2-1.4x
@@ -364,6 +371,301 @@ SUBSET = 0.5
 SPAN_CHUNKS = 4
 
 
+#: Rows of the fused chunk's register tile; a tile is TILE_ROWS rows by two vectors of classes (logits) or of
+#: mean entries (the weighted sum): 16 accumulators, half the 32 vector registers of AVX-512.
+TILE_ROWS = 8
+#: A fused chunk takes its exponentials relative to each row's running maximum before the chunk; a tile of rows
+#: one of whose chunk maxima exceeds it by more than this (natural log units; float32, float64) is computed again
+#: relative to its chunk maxima, so that no weight, sum or product can overflow: e**32 kc |mu|_max < 3e38 for
+#: kc |mu|_max < 3e24 (float32), e**512 kc |mu|_max < 1e308 for kc |mu|_max < 1e85 (float64).
+FUSED_LIMIT32 = np.float32(32.0)
+FUSED_LIMIT64 = 512.0
+#: Padding classes of a fused chunk (its length rounded up to a tile) get this bias: finite, so that their
+#: weight times their logit is 0, not NaN, and far below any logit, so that their weight is 0.
+_PAD_BIAS32 = np.float32(-1e30)
+_PAD_BIAS64 = -1e300
+
+
+def _vexp(z):
+    """exp(z) for a Vector of z <= FUSED_LIMIT (dispatched on the float type at compile time below), 0 below
+    WEIGHT_FLOOR32/64: the vector form of _exp_weight, clamped above too."""
+    raise NotImplementedError("only callable from Numba")
+
+
+@overload(_vexp)
+def _vexp_overload(z):
+    """The constants of _exp_nonpositive32 or _exp_nonpositive by z's precision, in one vector form."""
+    if z.dtype.bitwidth == 32:
+        low, high, log2e, shift, ln2_hi, ln2_lo = (np.float32(v) for v in (-87.0, 88.0, _LOG2E_32, _SHIFT32,
+                                                                           _LN2_HI_32, _LN2_LO_32))
+        coefficients, floor, zero = _EXP32, WEIGHT_FLOOR32, np.float32(0.0)
+    else:
+        low, high, log2e, shift, ln2_hi, ln2_lo = -708.0, 709.0, _LOG2E, _SHIFT64, _LN2_HI, _LN2_LO
+        coefficients, floor, zero = _EXP64, WEIGHT_FLOOR64, 0.0
+
+    def vexp(z):
+        zc = vmin(vmax(z, vsplat(low)), vsplat(high))
+        t = vfma(zc, vsplat(log2e), vsplat(shift))
+        n = t - vsplat(shift)
+        r = vfma(n, vsplat(-ln2_hi), zc)
+        r = vfma(n, vsplat(-ln2_lo), r)
+        p = vsplat(coefficients[0])
+        for c in coefficients[1:]:
+            p = vfma(p, r, vsplat(c))
+        return vselect_ge(z, vsplat(floor), p * vexponent_bits(t), vsplat(zero))
+
+    return vexp
+
+
+def _fused_bounds(P):
+    """(FUSED_LIMIT, padding bias) of P's precision (dispatched at compile time below)."""
+    raise NotImplementedError("only callable from Numba")
+
+
+@overload(_fused_bounds)
+def _fused_bounds_overload(P):
+    if P.dtype.bitwidth == 32:
+        return lambda P: (FUSED_LIMIT32, _PAD_BIAS32)
+    return lambda P: (FUSED_LIMIT64, _PAD_BIAS64)
+
+
+@nb.njit(inline="always")
+def _fma_row(xp, i, b0, b1, a0, a1):
+    x = vbroadcast(xp, i)
+    return vfma(x, b0, a0), vfma(x, b1, a1)
+
+
+@nb.njit(inline="always")
+def _row_weights(a0, a1, scale, b0, b1, reference, largest, s, w, P, L, at, W):
+    """One row of a logit tile: the logits, stored in L at ``at``, their running largest, and their weights
+    relative to ``reference``, stored in P at ``at``; the row's sums s of weights and w of weights times
+    (logit - reference)."""
+    l0 = vfma(a0, scale, b0)
+    l1 = vfma(a1, scale, b1)
+    vstore(L, at, l0)
+    vstore(L, at + W, l1)
+    largest = vmax(largest, vmax(l0, l1))
+    mr = vsplat(reference)
+    z0 = l0 - mr
+    z1 = l1 - mr
+    e0 = _vexp(z0)
+    e1 = _vexp(z1)
+    vstore(P, at, e0)
+    vstore(P, at + W, e1)
+    return largest, s + (e0 + e1), vfma(e0, z0, vfma(e1, z1, w))
+
+
+@nb.njit(nogil=True, cache=True, error_model="numpy")
+def _fused_weights(xp, g0, d, panels, pad_bias, kp, scale, reference, P, L, largest, sums):
+    """Rows g0 .. g0 + TILE_ROWS - 1 of the packed particles ``xp`` against one chunk's packed means: the
+    logits L and weights exp(L - reference[r]) into L and P (TILE_ROWS, kp), each row's largest logit into
+    ``largest`` and its
+    sums of weights and of weights times (L - reference[r]) into sums[0], sums[1] (eq. 31a).
+
+    The logits of a tile of TILE_ROWS rows by 2W classes (W the vector lanes) stay in 16 vector registers
+    while the multiply-adds run over d; their exponentials follow in registers. ``panels`` holds the chunk's
+    means as kp / 2W panels of (d, 2W), classes contiguous; ``pad_bias`` (kp,) the biases, padded.
+    """
+    W = _vector_lanes(P)
+    z = vsplat(P.dtype.type(0.0))
+    sc = vsplat(P.dtype.type(scale))
+    m0 = m1 = m2 = m3 = m4 = m5 = m6 = m7 = vsplat(P.dtype.type(-np.inf))
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = z
+    w0 = w1 = w2 = w3 = w4 = w5 = w6 = w7 = z
+    x0 = g0 * d
+    for p0 in range(0, kp, 2 * W):
+        base = p0 * d
+        a00 = a01 = a10 = a11 = a20 = a21 = a30 = a31 = z
+        a40 = a41 = a50 = a51 = a60 = a61 = a70 = a71 = z
+        for k in range(d):
+            b0 = vload(panels, base + 2 * W * k)
+            b1 = vload(panels, base + 2 * W * k + W)
+            a00, a01 = _fma_row(xp, x0 + k, b0, b1, a00, a01)
+            a10, a11 = _fma_row(xp, x0 + d + k, b0, b1, a10, a11)
+            a20, a21 = _fma_row(xp, x0 + 2 * d + k, b0, b1, a20, a21)
+            a30, a31 = _fma_row(xp, x0 + 3 * d + k, b0, b1, a30, a31)
+            a40, a41 = _fma_row(xp, x0 + 4 * d + k, b0, b1, a40, a41)
+            a50, a51 = _fma_row(xp, x0 + 5 * d + k, b0, b1, a50, a51)
+            a60, a61 = _fma_row(xp, x0 + 6 * d + k, b0, b1, a60, a61)
+            a70, a71 = _fma_row(xp, x0 + 7 * d + k, b0, b1, a70, a71)
+        c0 = vload(pad_bias, p0)
+        c1 = vload(pad_bias, p0 + W)
+        m0, s0, w0 = _row_weights(a00, a01, sc, c0, c1, reference[0], m0, s0, w0, P, L, p0, W)
+        m1, s1, w1 = _row_weights(a10, a11, sc, c0, c1, reference[1], m1, s1, w1, P, L, kp + p0, W)
+        m2, s2, w2 = _row_weights(a20, a21, sc, c0, c1, reference[2], m2, s2, w2, P, L, 2 * kp + p0, W)
+        m3, s3, w3 = _row_weights(a30, a31, sc, c0, c1, reference[3], m3, s3, w3, P, L, 3 * kp + p0, W)
+        m4, s4, w4 = _row_weights(a40, a41, sc, c0, c1, reference[4], m4, s4, w4, P, L, 4 * kp + p0, W)
+        m5, s5, w5 = _row_weights(a50, a51, sc, c0, c1, reference[5], m5, s5, w5, P, L, 5 * kp + p0, W)
+        m6, s6, w6 = _row_weights(a60, a61, sc, c0, c1, reference[6], m6, s6, w6, P, L, 6 * kp + p0, W)
+        m7, s7, w7 = _row_weights(a70, a71, sc, c0, c1, reference[7], m7, s7, w7, P, L, 7 * kp + p0, W)
+    largest[0], largest[1], largest[2], largest[3] = vhmax(m0), vhmax(m1), vhmax(m2), vhmax(m3)
+    largest[4], largest[5], largest[6], largest[7] = vhmax(m4), vhmax(m5), vhmax(m6), vhmax(m7)
+    sums[0, 0], sums[0, 1], sums[0, 2], sums[0, 3] = vsum(s0), vsum(s1), vsum(s2), vsum(s3)
+    sums[0, 4], sums[0, 5], sums[0, 6], sums[0, 7] = vsum(s4), vsum(s5), vsum(s6), vsum(s7)
+    sums[1, 0], sums[1, 1], sums[1, 2], sums[1, 3] = vsum(w0), vsum(w1), vsum(w2), vsum(w3)
+    sums[1, 4], sums[1, 5], sums[1, 6], sums[1, 7] = vsum(w4), vsum(w5), vsum(w6), vsum(w7)
+
+
+@nb.njit(inline="always")
+def _fma_weight(P, i, q0, q1, y0, y1):
+    p = vbroadcast(P, i)
+    return vfma(p, q0, y0), vfma(p, q1, y1)
+
+
+@nb.njit(inline="always")
+def _store_pair(Y, at, y0, y1, W):
+    vstore(Y, at, y0)
+    vstore(Y, at + W, y1)
+
+
+@nb.njit(nogil=True, cache=True, error_model="numpy")
+def _fused_product(P, kp, means, dp, Y):
+    """Y (TILE_ROWS, dp) = P (TILE_ROWS, kp) means (kp, dp), flat arrays: the second GEMM of a fused chunk, on
+    register tiles of TILE_ROWS rows by 2W mean entries (dp a multiple of 2W)."""
+    W = _vector_lanes(P)
+    z = vsplat(P.dtype.type(0.0))
+    for l0 in range(0, dp, 2 * W):
+        y00 = y01 = y10 = y11 = y20 = y21 = y30 = y31 = z
+        y40 = y41 = y50 = y51 = y60 = y61 = y70 = y71 = z
+        for j in range(kp):
+            q0 = vload(means, j * dp + l0)
+            q1 = vload(means, j * dp + l0 + W)
+            y00, y01 = _fma_weight(P, j, q0, q1, y00, y01)
+            y10, y11 = _fma_weight(P, kp + j, q0, q1, y10, y11)
+            y20, y21 = _fma_weight(P, 2 * kp + j, q0, q1, y20, y21)
+            y30, y31 = _fma_weight(P, 3 * kp + j, q0, q1, y30, y31)
+            y40, y41 = _fma_weight(P, 4 * kp + j, q0, q1, y40, y41)
+            y50, y51 = _fma_weight(P, 5 * kp + j, q0, q1, y50, y51)
+            y60, y61 = _fma_weight(P, 6 * kp + j, q0, q1, y60, y61)
+            y70, y71 = _fma_weight(P, 7 * kp + j, q0, q1, y70, y71)
+        _store_pair(Y, l0, y00, y01, W)
+        _store_pair(Y, dp + l0, y10, y11, W)
+        _store_pair(Y, 2 * dp + l0, y20, y21, W)
+        _store_pair(Y, 3 * dp + l0, y30, y31, W)
+        _store_pair(Y, 4 * dp + l0, y40, y41, W)
+        _store_pair(Y, 5 * dp + l0, y50, y51, W)
+        _store_pair(Y, 6 * dp + l0, y60, y61, W)
+        _store_pair(Y, 7 * dp + l0, y70, y71, W)
+
+
+@nb.njit(nogil=True, cache=True, error_model="numpy")
+def _fused_chunk(x, means, bias, k0, scale, threshold, run_max, run_arg, run_sum, run_w, acc, hints, hint_logit, work):
+    """One chunk of the online softmax for every row of a block, both GEMMs and the pass fused on register tiles
+    (eq. 31a): the chunk's means ``means`` (kc, d) and ``bias`` (kc,) against the block's rows ``x`` (B, d), in
+    their dtype, updating run_max, run_arg, run_sum, run_w, acc (float64, (B, d)) and, for rows whose hinted
+    class the chunk holds, hint_logit. Returns the number of rows that :func:`_chunk_pass` would have skipped
+    (eq. 30), from which the caller chooses the next chunk's path, and the number skipped here: a tile of rows
+    that all skip the chunk leaves out its second GEMM and adds nothing (its exponentials are already spent).
+
+    Each row's weights are taken relative to its running maximum before the chunk (the logit of the chunk's first
+    class when it has none yet), so that the weights, their sums and their product with the means come out of
+    one pass; a tile of rows with a chunk maximum more than FUSED_LIMIT above its reference is computed again
+    relative to its chunk maxima. The sums are then rescaled to the new running maximum in float64. A row whose
+    maximum grew takes the first index of its largest logit from the tile's logits, as does a row whose hinted
+    class the chunk holds its hinted logit.
+    ``work`` = (xp, panels, pad_bias, packed, P, Y, L), flat work arrays of at least the sizes used below
+    (:func:`fused_work_sizes`).
+    """
+    B, d = x.shape
+    kc = means.shape[0]
+    xp, panels, pad_bias, packed, P, Yt, L = work
+    W = _vector_lanes(P)
+    kp = -(-kc // (2 * W)) * (2 * W)
+    dp = -(-d // (2 * W)) * (2 * W)
+    limit, pad = _fused_bounds(P)
+    for c in range(kc):  # the means as panels of 2W classes, classes contiguous (read row by row)
+        at = (c // (2 * W)) * (2 * W) * d + c % (2 * W)
+        for k in range(d):
+            panels[at + 2 * W * k] = means[c, k]
+        pad_bias[c] = bias[c]
+    for c in range(kc, kp):  # padding classes: zero means, a bias far below any logit
+        at = (c // (2 * W)) * (2 * W) * d + c % (2 * W)
+        for k in range(d):
+            panels[at + 2 * W * k] = 0.0
+        pad_bias[c] = pad
+    if dp == d and kp == kc:  # the second GEMM reads the means as they are
+        flat = means.reshape(kc * d)
+    else:
+        flat = packed[: kp * dp]
+        for c in range(kp):
+            for l in range(dp):
+                flat[c * dp + l] = means[c, l] if c < kc and l < d else 0.0
+    reference = np.empty(TILE_ROWS, dtype=P.dtype)
+    largest = np.empty(TILE_ROWS, dtype=P.dtype)
+    sums = np.empty((2, TILE_ROWS), dtype=P.dtype)
+    would_skip = skipped = 0
+    for g0 in range(0, B, TILE_ROWS):
+        n = min(TILE_ROWS, B - g0)
+        for r in range(TILE_ROWS):
+            for l in range(d):
+                xp[r * d + l] = x[g0 + r, l] if r < n else 0.0
+            m = run_max[g0 + r] if r < n else P.dtype.type(0.0)
+            if m == -np.inf:  # no maximum yet: the chunk's first logit, in float64 (any logit serves)
+                product = 0.0
+                for l in range(d):
+                    product += float(xp[r * d + l]) * float(means[0, l])
+                m = P.dtype.type(float(scale) * product + float(bias[0]))
+            reference[r] = m
+        _fused_weights(xp, 0, d, panels, pad_bias, kp, scale, reference, P, L, largest, sums)
+        again = False
+        for r in range(n):
+            if largest[r] - reference[r] > limit:
+                reference[r] = largest[r]
+                again = True
+        if again:
+            _fused_weights(xp, 0, d, panels, pad_bias, kp, scale, reference, P, L, largest, sums)
+        skipping = 0
+        for r in range(n):
+            i = g0 + r
+            if hints.shape[0] != 0 and k0 <= hints[i] < k0 + kc:
+                hint_logit[i] = L[r * kp + hints[i] - k0]
+            if largest[r] - run_max[i] < threshold:
+                skipping += 1
+        would_skip += skipping
+        if skipping == n:  # every row of the tile skips the chunk (eq. 30): no second GEMM, nothing to add
+            skipped += n
+            continue
+        _fused_product(P, kp, flat, dp, Yt)
+        for r in range(n):
+            i = g0 + r
+            c = largest[r]
+            m_old = run_max[i]
+            if c > m_old:  # the first index of the largest logit
+                first = 0
+                for j in range(kc):
+                    if L[r * kp + j] == c:
+                        first = j
+                        break
+                run_arg[i] = k0 + first
+            m_new = max(m_old, c)
+            ref = float(reference[r])
+            fresh = math.exp(ref - float(m_new))
+            s_chunk, w_chunk = float(sums[0, r]), float(sums[1, r])
+            if run_sum[i] > 0.0:
+                old = math.exp(float(m_old) - float(m_new))
+                run_w[i] = old * (run_w[i] + (float(m_old) - float(m_new)) * run_sum[i]) + \
+                    fresh * (w_chunk + (ref - float(m_new)) * s_chunk)
+                run_sum[i] = old * run_sum[i] + fresh * s_chunk
+                for l in range(d):
+                    acc[i, l] = old * acc[i, l] + fresh * float(Yt[r * dp + l])
+            else:
+                run_w[i] = fresh * (w_chunk + (ref - float(m_new)) * s_chunk)
+                run_sum[i] = fresh * s_chunk
+                for l in range(d):
+                    acc[i, l] = fresh * float(Yt[r * dp + l])
+            run_max[i] = m_new
+    return would_skip, skipped
+
+
+def fused_work_sizes(chunk, d, dtype):
+    """Sizes of the work arrays (xp, panels, pad_bias, packed, P, Y, L) of :func:`_fused_chunk` for chunks of
+    at most ``chunk`` classes in dimension d."""
+    W = vector_bits() // (8 * np.dtype(dtype).itemsize)
+    kp = -(-chunk // (2 * W)) * (2 * W)
+    dp = -(-d // (2 * W)) * (2 * W)
+    return TILE_ROWS * d, kp * d, kp, kp * dp, TILE_ROWS * kp, TILE_ROWS * dp, TILE_ROWS * kp
+
+
 @nb.njit(nogil=True, cache=True, error_model="numpy", fastmath=False)  # explicit: a callee inherits fast-math
 def _generate_span(generator, start, means, sq_norms, bias, scratch):
     """Classes start .. start + n - 1 generated into ``means`` (n, d) and ``bias`` (n,) in the kernel's
@@ -429,7 +731,7 @@ def _rows_of_overload(x, b0, b1, buffer):
 
 @nb.njit(nogil=True, fastmath=True, cache=True, error_model="numpy")
 def _stream_rows(gemm, x, means, bias, k_offset, scale, chunk, threshold, run_max, run_arg, hints, hint_logit, buffer,
-                 state, finish, Y, log_partition, entropy):
+                 state, finish, Y, log_partition, entropy, fused, work):
     """Stream classes k_offset .. k_offset + len(means) - 1 in chunks for one block of rows, without the
     GIL: all K of them for stored means, one span for generated ones. ``state`` = (run_sum, run_w, acc,
     T, pending) carries the online softmax between spans; with ``finish`` it is turned into Y,
@@ -440,6 +742,9 @@ def _stream_rows(gemm, x, means, bias, k_offset, scale, chunk, threshold, run_ma
     threaded under :func:`posterior_moments`); ``buffer`` holds at least B x chunk elements. In float64
     the second GEMM adds its product into acc (beta 1), which the pass has rescaled; in float32 its
     product goes to T, which the next chunk's pass folds into the float64 acc.
+    With ``fused``, chunks are fused (:func:`_fused_chunk`, on the work arrays ``work``) from the first one
+    while at least ``SUBSET`` of the rows keep them, and take the BLAS path otherwise (which the block's flag,
+    bit 1, carries from span to span).
     Returns the number of (row, chunk) pairs skipped (eq. 30): after the first GEMM of a chunk,
     a row whose largest logit there is below its running maximum by more than ``-threshold`` =
     log(K/SKIP_WEIGHT) skips the chunk; if every row does, the second GEMM is skipped too, and
@@ -449,17 +754,32 @@ def _stream_rows(gemm, x, means, bias, k_offset, scale, chunk, threshold, run_ma
     B, d = x.shape
     run_sum, run_w, acc, T, flags = state  # acc is Y, accumulated in float64 across chunks
     active = np.empty(B, dtype=np.int64)
-    pending = flags[0] != 0
+    pending = (flags[0] & 1) != 0
     skipped = 0
     n = means.shape[0]
+    # the first chunk is fused; after each chunk, the path of the next follows from how many rows skipped (or would
+    # have), carried from span to span in the block's flag (bit 1)
+    use_fused = fused and (k_offset == 0 or (flags[0] & 2) != 0)
     for j0 in range(0, n, chunk):
         kc = min(chunk, n - j0)
         Mc = means[j0 : j0 + kc]
+        if use_fused:
+            if pending:
+                for i in range(B):
+                    for l in range(d):
+                        acc[i, l] += T[i, l]
+                pending = False
+            would_skip, tiles_skipped = _fused_chunk(x, Mc, bias[j0 : j0 + kc], k_offset + j0, scale, threshold,
+                                                     run_max, run_arg, run_sum, run_w, acc, hints, hint_logit, work)
+            skipped += tiles_skipped
+            use_fused = B - would_skip >= SUBSET * B
+            continue
         S = buffer[: B * kc].reshape((B, kc))
         _gemm_logits(gemm, x, Mc, S)
         n_active = _chunk_pass(S, bias[j0 : j0 + kc], scale, threshold, k_offset + j0, run_max, run_sum, run_w,
                                run_arg, acc, T, pending, active, hints, hint_logit)
         skipped += B - n_active
+        use_fused = fused and n_active >= SUBSET * B
         if n_active >= SUBSET * B:  # skipped rows of S are zero
             pending = _weighted_product(gemm, S, Mc, acc, T)
             continue
@@ -473,7 +793,7 @@ def _stream_rows(gemm, x, means, bias, k_offset, scale, chunk, threshold, run_ma
             for i in range(n_active):
                 for l in range(d):
                     acc[active[i], l] += product[i, l]
-    flags[0] = pending
+    flags[0] = (1 if pending else 0) | (2 if use_fused else 0)
     if not finish:
         return skipped
     if pending:
@@ -490,7 +810,8 @@ def _stream_rows(gemm, x, means, bias, k_offset, scale, chunk, threshold, run_ma
 
 @nb.njit(nogil=True, fastmath=True, cache=True, error_model="numpy")
 def _stream_blocks(gemm, counter, rows, x, x_rows, means, bias, k_offset, scale, chunk, threshold, hinted, hinted_bias,
-                   run_max, run_arg, hints, hint_logit, buffer, state, carried, finish, Y, log_partition, entropy):
+                   run_max, run_arg, hints, hint_logit, buffer, state, carried, finish, Y, log_partition, entropy, fused,
+                   work):
     """One lane of a call: the blocks of ``rows`` rows of x that it takes one by one from ``counter``
     (:func:`_take_next`, shared with the call's other lanes), each streamed by :func:`_stream_rows` over classes
     k_offset .. k_offset + len(means) - 1, without returning to Python between blocks; the number of (row, chunk)
@@ -532,7 +853,7 @@ def _stream_blocks(gemm, counter, rows, x, x_rows, means, bias, k_offset, scale,
         block = (sums[0, o : o + n], sums[1, o : o + n], acc[o : o + n], T[o : o + n], flags[f : f + 1])
         skipped += _stream_rows(gemm, xb, means, bias, k_offset, scale, chunk, threshold, run_max[b0:b1],
                                 run_arg[b0:b1], hints[b0:b1], hint_logit[b0:b1], buffer, block, finish, Y[b0:b1],
-                                log_partition[b0:b1], entropy[b0:b1])
+                                log_partition[b0:b1], entropy[b0:b1], fused, work)
 
 
 @functools.cache
@@ -597,6 +918,17 @@ def _softmax_state(n, d, dtype, flags, work=True):
             new("T", (n if dtype == np.float32 else 0, d), np.dtype(dtype)), new("flags", (flags,), np.dtype(np.int64)))
 
 
+def _fused_default():
+    """Whether chunks are fused by default: ``CFGPHASE_FUSED`` (read at each call: "1" or "0"), else on CPUs with
+    AVX-512 (:func:`cfgphase.solvers.score.simd.vector_bits`); ValueError naming CFGPHASE_FUSED otherwise."""
+    setting = os.environ.get("CFGPHASE_FUSED")
+    if setting is None or setting == "":
+        return vector_bits() == 512
+    if setting not in ("0", "1"):
+        raise ValueError(f"CFGPHASE_FUSED must be 0 or 1, got {setting!r}")
+    return setting == "1"
+
+
 def default_chunk(rows, itemsize, K):
     """Chunk length that keeps a (rows, chunk) logit buffer near BUFFER_BYTES (at least 64)."""
     return int(min(K, max(64, BUFFER_BYTES // (max(rows, 1) * itemsize))))
@@ -623,7 +955,8 @@ def _hinted_means(means, bias, classes, generated, dtype):
     return means[classes], bias[classes]
 
 
-def posterior_moments(x, means, scale, bias, chunk=None, threads=None, hint=None, skip=True, blas=None, dtype=None):
+def posterior_moments(x, means, scale, bias, chunk=None, threads=None, hint=None, skip=True, blas=None, dtype=None,
+                      fused=None):
     r"""Softmax-weighted class means and posterior statistics, streamed over K (eqs. 5-7, 30, 50).
 
     Parameters
@@ -646,7 +979,8 @@ def posterior_moments(x, means, scale, bias, chunk=None, threads=None, hint=None
         Worker threads, each owning a block of rows (default: :func:`usable_cores`, read at call time).
     hint : int or ndarray (B,) of int, optional
         A class likely to dominate each row's posterior (e.g. the guidance target). Its logit
-        seeds the running maximum, so that chunks can be skipped from the start, and is returned
+        seeds the running maximum, so that chunks can be skipped early (from the first one on the BLAS path,
+        from the second with ``fused``), and is returned
         (``hint_logit``) as the pass computed it, in the GEMMs' precision: the very value that the
         partition sum took, so that ``exp(hint_logit - log_partition)`` is the hinted class's
         posterior without a precision mismatch.
@@ -659,6 +993,13 @@ def posterior_moments(x, means, scale, bias, chunk=None, threads=None, hint=None
         Precision of both GEMMs and of the logits and weights of the softmax pass (default: that of
         stored means, or of ``x`` with generated ones); the running sums and everything returned,
         ``mean`` included, are float64 (eq. 31).
+    fused : bool, optional
+        Compute chunks with the fused kernel (:func:`_fused_chunk`, eq. 31a: both GEMMs and the exponentials on
+        register tiles, no BLAS call) while few rows skip, the BLAS GEMMs and the pass (:func:`_chunk_pass`)
+        otherwise. Default: the environment variable ``CFGPHASE_FUSED`` ("1" or "0", read at each call, so
+        that a whole run, its Dask and pool workers included, can be switched), else on CPUs with AVX-512
+        (:func:`cfgphase.solvers.score.simd.vector_bits`; 256-bit vectors leave too few registers for the
+        tiles). The two paths round differently; nothing else changes.
 
     Returns
     -------
@@ -724,6 +1065,8 @@ def posterior_moments(x, means, scale, bias, chunk=None, threads=None, hint=None
         spans = [(0, K)]
     scale_x = dtype.type(scale)
     cast = x.dtype != dtype  # the lanes cast each block of rows (_rows_of)
+    fuse = _fused_default() if fused is None else bool(fused)
+    work_sizes = fused_work_sizes(chunk, d, dtype) if fuse else (1,) * 7
 
     def stream_span(start, stop):
         if generated:
@@ -750,7 +1093,8 @@ def posterior_moments(x, means, scale, bias, chunk=None, threads=None, hint=None
             return _stream_blocks(gemm, counter, rows, x, x_rows, span_m, span_b, start, scale_x, chunk, threshold,
                                   hinted, hinted_bias, run_max, out[3], hints, hint_logit,
                                   _work_array("logits", (rows * chunk,), dtype),
-                                  states or _softmax_state(rows, d, dtype, 1), generated, stop == K, *out[:3])
+                                  states or _softmax_state(rows, d, dtype, 1), generated, stop == K, *out[:3],
+                                  fuse, tuple(_work_array(f"fused{i}", (n,), dtype) for i, n in enumerate(work_sizes)))
 
         return sum(_on_lanes(lane, lanes))
 

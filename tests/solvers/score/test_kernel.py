@@ -31,15 +31,20 @@ def problem():
     return model, x
 
 
+@pytest.mark.parametrize("fused", [False, True])
 @pytest.mark.parametrize("blas", LIBRARIES)
 @pytest.mark.parametrize("chunk", [1, 5, 64, 500, 777, 10_000])
 @pytest.mark.parametrize("threads", [1, 2, 3])
-def test_chunked_kernel_equals_dense_formula_float64(problem, chunk, threads, blas):
+def test_chunked_kernel_equals_dense_formula_float64(problem, chunk, threads, blas, fused):
+    """Both paths, the BLAS GEMMs with the pass and the fused chunk (eq. 31a; forced on CPUs without AVX-512,
+    where it is not the default), against the dense formula: d = 12 and the chunk lengths pad the fused tiles
+    in both directions."""
     model, x = problem
     for t in (0.02, 0.5, 3.0):  # condensed, intermediate and spread posteriors
         scale, bias = model.logit_coefficients(t, OU())
         ref = dense(x, model.means, scale, bias)
-        res = posterior_moments(x, model.means, scale, bias, chunk=chunk, threads=threads, skip=False, blas=blas)
+        res = posterior_moments(x, model.means, scale, bias, chunk=chunk, threads=threads, skip=False, blas=blas,
+                                fused=fused)
         np.testing.assert_allclose(res.mean, ref[0], rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(res.log_partition, ref[1], rtol=1e-13, atol=1e-12)
         np.testing.assert_allclose(res.entropy, ref[2], rtol=1e-10, atol=1e-12)
@@ -697,3 +702,95 @@ def test_the_second_gemm_accumulates_in_float64_and_writes_T_in_float32(blas):
         else:
             assert pending and np.array_equal(acc, before)
             np.testing.assert_allclose(T, product, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("generated", [False, True])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_the_fused_chunk_keeps_the_bound_of_float32_and_its_overflow_guard(dtype, generated):
+    """The fused chunk (eq. 31a) against the float64 dense formula, at B = 45 (a partial tile of rows), d = 33 and
+    chunks of 100 (partial tiles of classes and of mean entries), from condensed to spread posteriors: within
+    1e-12 in float64, within eq. 31's bound 2 dL max|mu - m| + 2 gamma_kc |mu|_max in float32; the Bayes class
+    as in float64 wherever the two largest logits are further apart than 2 dL. Then a chunk whose logits jump
+    above the running maximum by more than the guard (32 in float32, 512 in float64), which must be computed again
+    relative to its own maximum: the same agreement, all finite."""
+    from cfgphase.physics.mixture import GeneratedMixture
+
+    u = 2.0**-24 if dtype == np.float32 else 2.0**-53
+    chunk = 100
+    gamma = chunk * u / (1 - chunk * u)
+    source = GeneratedMixture(33, 700, seed=8) if generated else GaussianMixture.random(33, classes=700, seed=8)
+    means = source.means_generator if generated else source.means.astype(dtype)
+    means64 = source.means_generator.rows(np.arange(700), dtype=dtype)[0].astype(np.float64) if generated else \
+        source.means.astype(dtype).astype(np.float64)
+    rng = np.random.default_rng(2)
+    x = (rng.standard_normal((45, 33)) * 1.5).astype(dtype)
+    x64 = x.astype(np.float64)
+    for t in (0.02, 0.5, 3.0):
+        scale, bias = source.logit_coefficients(t, OU())
+        if generated:  # the kernel's bias of generated means: float64, then rounded to the dtype
+            bias64 = (bias.log_weight - bias.coefficient * (means64**2).sum(1)).astype(dtype).astype(np.float64)
+        else:
+            bias64 = bias.astype(dtype).astype(np.float64)
+        ref = dense(x64, means64, scale, bias64)
+        res = posterior_moments(x, means, scale, bias, chunk=chunk, threads=2, fused=True)
+        logits = scale * x64 @ means64.T + bias64
+        dL = u * (33 * scale * np.linalg.norm(x64, axis=1).max() * np.linalg.norm(means64, axis=1).max()
+                  + np.abs(logits).max())
+        spread = np.abs(means64[None, :, :] - ref[0][:, None, :]).max()
+        bound = 2 * dL * spread + 2 * gamma * np.abs(means64).max() if dtype == np.float32 else 1e-12 * spread
+        assert np.abs(res.mean - ref[0]).max() <= bound, (t, bound)
+        assert np.abs(res.log_partition - ref[1]).max() <= 2 * dL + gamma + 1e-12
+        top = np.sort(logits, axis=1)[:, -2:]
+        clear = top[:, 1] - top[:, 0] > 2 * dL
+        assert clear.mean() > 0.9
+        np.testing.assert_array_equal(res.argmax[clear], ref[3][clear])
+    if generated:
+        return
+    jump = 150.0 if dtype == np.float32 else 1000.0  # beyond FUSED_LIMIT32 = 32, FUSED_LIMIT64 = 512
+    scale, bias = source.logit_coefficients(3.0, OU())
+    bias = bias.astype(np.float64)
+    bias[350:] += jump  # chunks 0-2 set the running maximum; chunk 3 (classes 300-399) jumps above it
+    ref = dense(x64, means64, scale, bias.astype(dtype).astype(np.float64))
+    res = posterior_moments(x, means, scale, bias.astype(dtype), chunk=chunk, threads=1, fused=True)
+    assert np.isfinite(res.mean).all() and np.isfinite(res.log_partition).all() and np.isfinite(res.entropy).all()
+    dL = u * (33 * scale * np.linalg.norm(x64, axis=1).max() * np.linalg.norm(means64, axis=1).max() + jump + 10)
+    tolerance = 2 * dL * 2 * np.abs(means64).max() + 2 * gamma * np.abs(means64).max() if dtype == np.float32 \
+        else 1e-11
+    assert np.abs(res.mean - ref[0]).max() <= tolerance
+    np.testing.assert_allclose(res.log_partition, ref[1], rtol=4 * u * 10, atol=0)
+    np.testing.assert_allclose(res.entropy, ref[2], rtol=0, atol=1e-4 if dtype == np.float32 else 1e-10)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_a_condensed_block_leaves_the_fused_chunk_for_the_skipping_one(dtype):
+    """Condensed rows (t = 0.01, samples of class 0) without a hint: the first chunk is fused (nothing skipped
+    there), then most rows would skip, and the following chunks take the BLAS path, which skips them (eq. 30); a
+    spread posterior (t = 3) stays on the fused path and skips nothing. Both against the dense formula."""
+    rng = np.random.default_rng(3)
+    model = GaussianMixture.random(32, classes=2000, seed=6)
+    x = model.sample_noised(0.01, OU(), 300, rng, target=0)[0]
+    for t, condensed in ((0.01, True), (3.0, False)):
+        scale, bias = model.logit_coefficients(t, OU())
+        ref = dense(x, model.means, scale, bias)
+        res = posterior_moments(x.astype(dtype), model.means.astype(dtype), scale, bias.astype(dtype), chunk=100,
+                                fused=True)
+        assert (res.skipped > 0.5) if condensed else res.skipped == 0
+        atol = 1e-10 if dtype == np.float64 else 1e-3
+        np.testing.assert_allclose(res.mean, ref[0], rtol=0, atol=atol)
+        np.testing.assert_array_equal(res.argmax, ref[3])
+
+
+def test_the_fused_path_follows_cfgphase_fused(monkeypatch):
+    """CFGPHASE_FUSED (read at each call) chooses the path when ``fused`` is not given: "1" gives the numbers of
+    fused=True, "0" those of fused=False, bit for bit; anything else is a ValueError naming the variable."""
+    rng = np.random.default_rng(4)
+    means, x, bias = rng.standard_normal((300, 7)), rng.standard_normal((20, 7)), rng.uniform(-1, 0, 300)
+    for setting, fused in (("1", True), ("0", False)):
+        monkeypatch.setenv("CFGPHASE_FUSED", setting)
+        np.testing.assert_array_equal(posterior_moments(x, means, 0.7, bias, chunk=64).mean,
+                                      posterior_moments(x, means, 0.7, bias, chunk=64, fused=fused).mean)
+    assert not np.array_equal(posterior_moments(x, means, 0.7, bias, chunk=64, fused=True).mean,
+                              posterior_moments(x, means, 0.7, bias, chunk=64, fused=False).mean)
+    monkeypatch.setenv("CFGPHASE_FUSED", "yes")
+    with pytest.raises(ValueError, match="CFGPHASE_FUSED"):
+        posterior_moments(x, means, 0.7, bias)
