@@ -141,6 +141,22 @@ def _blas_libraries(loaded):
 _limited = threading.local()
 
 
+@functools.cache
+def _held(pid):
+    """(lock, {library path: [open contexts, its thread count before the first]}): the limits that the open
+    :func:`single_threaded_blas` contexts of all threads hold, per process (a forked child starts afresh, with a
+    lock no thread of its parent can hold)."""
+    return threading.Lock(), {}
+
+
+def _set_threads(library, n):
+    """Set a library's thread count through its threadpoolctl controller, from whichever thread calls: threadpoolctl
+    3.8 lets only the first thread that ever set an OpenBLAS limit set it again and silently ignores the others, so
+    that a kernel called from a user thread (a Dask or notebook executor) ran each lane's GEMMs on all of OpenBLAS's
+    threads, with other numbers than from the main thread. The limits here are counted under one lock."""
+    getattr(library, "_real_set_num_threads", library.set_num_threads)(n)
+
+
 @contextlib.contextmanager
 def single_threaded_blas():
     """A context in which every loaded BLAS library runs on one thread.
@@ -152,23 +168,41 @@ def single_threaded_blas():
 
     Nested in a context of the same thread that has limited the same libraries, it does nothing: the
     sampler's loop, the field and the kernel each open one. A library loaded since the enclosing context
-    opened (SciPy's OpenBLAS, MKL) is limited by a new one. Each library's thread count is read, set to one
-    and restored by threadpoolctl's controller of that library, and only where it was not one already:
-    threadpoolctl's own ``limit`` first gathers every library's full description (versions, architectures)
-    and took 0.15 ms a context right after a kernel call, with its code out of cache (45 us in a loop).
+    opened (SciPy's OpenBLAS, MKL) is limited by a new one. The limits are process-wide and counted across
+    threads: the first open context sets a library to one thread (where it was not one already), the last to
+    close restores its count, so that contexts of several threads at once (a threaded Dask scheduler) neither
+    miss the limit nor lift it under another's calls. Each library is read and set through threadpoolctl's
+    controller of that library: threadpoolctl's own ``limit`` first gathers every library's full description
+    (versions, architectures) and took 0.15 ms a context right after a kernel call, with its code out of cache
+    (45 us in a loop).
     """
     loaded = (*(name in sys.modules for name in _BLAS_MODULES), _load_mkl.cache_info().currsize)
     outer = getattr(_limited, "loaded", None)
     if outer == loaded:
         yield
         return
-    changed = [(library, n) for library in _blas_libraries(loaded) if (n := library.num_threads) != 1]
-    for library, _ in changed:
-        library.set_num_threads(1)
+    libraries = _blas_libraries(loaded)
+    lock, held = _held(os.getpid())
+    with lock:
+        for library in libraries:
+            entry = held.get(library.filepath)
+            if entry is None:
+                n = library.num_threads
+                if n != 1:
+                    _set_threads(library, 1)
+                held[library.filepath] = [1, n]
+            else:
+                entry[0] += 1
     _limited.loaded = loaded
     try:
         yield
     finally:
         _limited.loaded = outer
-        for library, n in changed:
-            library.set_num_threads(n)
+        with lock:
+            for library in libraries:
+                entry = held[library.filepath]
+                entry[0] -= 1
+                if entry[0] == 0:
+                    del held[library.filepath]
+                    if entry[1] != 1:
+                        _set_threads(library, entry[1])

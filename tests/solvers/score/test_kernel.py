@@ -76,12 +76,14 @@ def test_several_row_blocks_per_thread_equal_the_dense_formula(skip, blas):
 
 
 
+@pytest.mark.parametrize("fused", [False, True])
 @pytest.mark.parametrize("generated", [False, True])
-def test_calls_from_several_threads_at_once_give_the_sequential_numbers(generated):
+def test_calls_from_several_threads_at_once_give_the_sequential_numbers(generated, fused):
     """Four user threads (as Dask's threaded scheduler runs tasks) call the kernel at once, each on its own
     particles, while the kernel's lanes (its worker threads, kernel._on_lanes) take blocks and keep work
     arrays per thread: every result equals the same call made alone, bit for bit (a row block's numbers do not
-    depend on which thread streams it)."""
+    depend on which thread streams it, nor which thread called: with threadpoolctl 3.8 and OpenBLAS, a call
+    from a user thread had left OpenBLAS multithreaded and changed the BLAS path's numbers)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from cfgphase.physics.disorder import NormBias, RandomMeans
@@ -96,7 +98,7 @@ def test_calls_from_several_threads_at_once_give_the_sequential_numbers(generate
         means, bias = rng.standard_normal((K, d)), rng.uniform(-1, 0, K)
 
     def call(x):
-        return posterior_moments(x, means, 0.3, bias, chunk=200, threads=2, hint=1)
+        return posterior_moments(x, means, 0.3, bias, chunk=200, threads=2, hint=1, fused=fused)
 
     alone = [call(x) for x in xs]
     with ThreadPoolExecutor(4) as users:
@@ -401,6 +403,39 @@ def test_every_blas_library_is_pinned_to_one_thread_inside_the_kernel():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     count, same, threads = out.stdout.split(maxsplit=2)
     assert int(count) >= 1 and same == "True" and threads.strip() == "{1}"
+
+
+def test_a_context_of_another_thread_limits_the_blas_while_one_is_open_anywhere():
+    """Contexts of several threads: each sees every BLAS at one thread inside, also a thread other than the one that
+    first set a limit (which threadpoolctl 3.8 alone would ignore for OpenBLAS), and the counts come back only when
+    the last context closes. Run in a fresh process with OpenBLAS at 2 threads."""
+    import json
+    import subprocess
+    import sys
+
+    code = (
+        "import threading\n"
+        "import scipy.linalg.cython_blas\n"
+        "from threadpoolctl import threadpool_info, threadpool_limits\n"
+        "from cfgphase.solvers.score import blas\n"
+        "counts = lambda: sorted(i['num_threads'] for i in threadpool_info() if i['user_api'] == 'blas')\n"
+        "threadpool_limits(2)\n"  # the main thread sets a limit first (threadpoolctl's controlling thread)
+        "before = counts()\n"
+        "seen, go, done = [], threading.Event(), threading.Event()\n"
+        "def other():\n"
+        "    with blas.single_threaded_blas():\n"
+        "        seen.append(counts()); go.set(); done.wait()\n"
+        "    seen.append(counts())\n"
+        "t = threading.Thread(target=other); t.start(); go.wait()\n"
+        "with blas.single_threaded_blas():\n"
+        "    seen.append(counts())\n"
+        "seen.append(counts()); done.set(); t.join()\n"
+        "import json; print(json.dumps([before, seen]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    before, seen = json.loads(out)
+    assert 2 in before
+    assert seen == [[1] * len(before)] * 3 + [before], seen
 
 
 def test_a_nested_single_threaded_blas_context_limits_only_libraries_loaded_since(monkeypatch):
