@@ -27,8 +27,8 @@ that the exponentials run between multiply-adds instead of in a pass of their ow
 single-threaded BLAS GEMM for both GEMMs of a chunk (the Fortran ?gemm of :func:`gemm_library`:
 Intel MKL on Intel CPUs when installed, whole calls in 0.78-0.84 of OpenBLAS's time on an AVX-512
 Xeon, benchmarks/gemm_libraries.py; else SciPy's OpenBLAS) and runs the softmax pass row by row
-while the row is in L1; it alone skips chunks (eq. 30), and a block takes it after a chunk in which
-most of its rows would have skipped.
+while the row is in L1; it skips chunks row by row (eq. 30), the fused chunk only by whole tiles of rows,
+and a block takes the BLAS path after a chunk in which most of its rows would have skipped.
 Nothing returns to Python (or takes the GIL) between chunks or blocks, and no two thread pools ever
 alternate: with multithreaded BLAS followed by a ``prange`` pass, OpenBLAS's and Numba's idle
 threads spun against each other and the kernel ran 2.5-4x slower than the two bare GEMMs on 2
