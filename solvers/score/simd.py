@@ -195,18 +195,6 @@ def vexponent_bits(typingctx, t):
     return t(t), codegen
 
 
-@intrinsic
-def vlane(typingctx, v, i):
-    """Lane ``i`` of ``v`` (0 <= i < lanes)."""
-    if not isinstance(v, Vector):
-        return None
-
-    def codegen(context, builder, sig, args):
-        return builder.extract_element(args[0], builder.trunc(args[1], ir.IntType(32)))
-
-    return v.dtype(v, types.intp), codegen
-
-
 def _reduction(combine):
     @intrinsic
     def reduce(typingctx, v):
