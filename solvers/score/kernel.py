@@ -386,40 +386,41 @@ _PAD_BIAS32 = np.float32(-1e30)
 _PAD_BIAS64 = -1e300
 
 
-def _vexp(z):
-    """exp(z) for a Vector of z <= FUSED_LIMIT (dispatched on the float type at compile time below), 0 below
-    WEIGHT_FLOOR32/64: the vector form of _exp_weight, clamped above too."""
-    raise NotImplementedError("only callable from Numba")
+def _exp_constants(P):
+    """The constants of _exp_nonpositive32 or _exp_nonpositive for P's precision, as :func:`_vexp` takes them:
+    (clamp low, clamp high, log2 e, rounding shift, ln 2 high and low parts, polynomial, weight floor, zero)
+    (in Numba chosen at compile time, by the overload below)."""
+    if P.dtype == np.float32:
+        return (*(np.float32(v) for v in (-87.0, 88.0, _LOG2E_32, _SHIFT32, _LN2_HI_32, _LN2_LO_32)), _EXP32,
+                WEIGHT_FLOOR32, np.float32(0.0))
+    return -708.0, 709.0, _LOG2E, _SHIFT64, _LN2_HI, _LN2_LO, _EXP64, WEIGHT_FLOOR64, 0.0
 
 
-@overload(_vexp)
-def _vexp_overload(z):
-    """The constants of _exp_nonpositive32 or _exp_nonpositive by z's precision, in one vector form."""
-    if z.dtype.bitwidth == 32:
-        low, high, log2e, shift, ln2_hi, ln2_lo = (np.float32(v) for v in (-87.0, 88.0, _LOG2E_32, _SHIFT32,
-                                                                           _LN2_HI_32, _LN2_LO_32))
-        coefficients, floor, zero = _EXP32, WEIGHT_FLOOR32, np.float32(0.0)
-    else:
-        low, high, log2e, shift, ln2_hi, ln2_lo = -708.0, 709.0, _LOG2E, _SHIFT64, _LN2_HI, _LN2_LO
-        coefficients, floor, zero = _EXP64, WEIGHT_FLOOR64, 0.0
+@overload(_exp_constants)
+def _exp_constants_overload(P):
+    constants = _exp_constants(np.empty(0, dtype=np.float32 if P.dtype.bitwidth == 32 else np.float64))
+    return lambda P: constants
 
-    def vexp(z):
-        zc = vmin(vmax(z, vsplat(low)), vsplat(high))
-        t = vfma(zc, vsplat(log2e), vsplat(shift))
-        n = t - vsplat(shift)
-        r = vfma(n, vsplat(-ln2_hi), zc)
-        r = vfma(n, vsplat(-ln2_lo), r)
-        p = vsplat(coefficients[0])
-        for c in coefficients[1:]:
-            p = vfma(p, r, vsplat(c))
-        return vselect_ge(z, vsplat(floor), p * vexponent_bits(t), vsplat(zero))
 
-    return vexp
+@nb.njit(inline="always")
+def _vexp(z, constants):
+    """exp(z) for a Vector of z <= FUSED_LIMIT, 0 below WEIGHT_FLOOR32/64, with the ``constants`` of z's precision
+    (:func:`_exp_constants`): the vector form of _exp_weight, clamped above too."""
+    low, high, log2e, shift, ln2_hi, ln2_lo, coefficients, floor, zero = constants
+    zc = vmin(vmax(z, vsplat(low)), vsplat(high))
+    t = vfma(zc, vsplat(log2e), vsplat(shift))
+    n = t - vsplat(shift)
+    r = vfma(n, vsplat(-ln2_hi), zc)
+    r = vfma(n, vsplat(-ln2_lo), r)
+    p = vsplat(coefficients[0])
+    for c in coefficients[1:]:
+        p = vfma(p, r, vsplat(c))
+    return vselect_ge(z, vsplat(floor), p * vexponent_bits(t), vsplat(zero))
 
 
 def _fused_bounds(P):
-    """(FUSED_LIMIT, padding bias) of P's precision (dispatched at compile time below)."""
-    raise NotImplementedError("only callable from Numba")
+    """(FUSED_LIMIT, padding bias) of P's precision (in Numba chosen at compile time, by the overload below)."""
+    return (FUSED_LIMIT32, _PAD_BIAS32) if P.dtype == np.float32 else (FUSED_LIMIT64, _PAD_BIAS64)
 
 
 @overload(_fused_bounds)
@@ -448,8 +449,9 @@ def _row_weights(a0, a1, scale, b0, b1, reference, largest, s, w, P, L, at, W):
     mr = vsplat(reference)
     z0 = l0 - mr
     z1 = l1 - mr
-    e0 = _vexp(z0)
-    e1 = _vexp(z1)
+    constants = _exp_constants(P)
+    e0 = _vexp(z0, constants)
+    e1 = _vexp(z1, constants)
     vstore(P, at, e0)
     vstore(P, at + W, e1)
     return largest, s + (e0 + e1), vfma(e0, z0, vfma(e1, z1, w))

@@ -58,8 +58,8 @@ def vector_of(dtype):
 
 
 def lanes(array):
-    """Lanes of the vectors of ``array``'s dtype, a compile-time constant (only callable from Numba)."""
-    raise NotImplementedError("only callable from Numba")
+    """Lanes of the vectors of ``array``'s float dtype (in Numba a compile-time constant, by the overload below)."""
+    return vector_bits() // (8 * array.dtype.itemsize)
 
 
 @overload(lanes)
