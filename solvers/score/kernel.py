@@ -27,7 +27,7 @@ that the exponentials run between multiply-adds instead of in a pass of their ow
 single-threaded BLAS GEMM for both GEMMs of a chunk (the Fortran ?gemm of :func:`gemm_library`:
 Intel MKL on Intel CPUs when installed, whole calls in 0.78-0.84 of OpenBLAS's time on an AVX-512
 Xeon, benchmarks/gemm_libraries.py; else SciPy's OpenBLAS) and runs the softmax pass row by row
-while the row is in L1; it skips chunks row by row (eq. 30), the fused chunk only by whole tiles of rows,
+while the row is in L1; it skips chunks row by row (eq. 30), the fused chunk by groups of 8 rows,
 and a block takes the BLAS path after a chunk in which most of its rows would have skipped.
 Nothing returns to Python (or takes the GIL) between chunks or blocks, and no two thread pools ever
 alternate: with multithreaded BLAS followed by a ``prange`` pass, OpenBLAS's and Numba's idle
@@ -54,8 +54,8 @@ from cfgphase.physics.disorder_jit import bitcast, class_scratch, fill_class_ran
 from cfgphase.solvers.score.blas import gemm_library, single_threaded_blas, usable_cores  # noqa: F401  (this API)
 from cfgphase.solvers.score.dense import PosteriorMoments, checked_hint
 from cfgphase.solvers.score.simd import lanes as _vector_lanes
-from cfgphase.solvers.score.simd import (vbroadcast, vector_bits, vexponent_bits, vfma, vhmax, vload, vmax, vmin,
-                                          vselect_ge, vsplat, vstore, vsum)
+from cfgphase.solvers.score.simd import (vbroadcast, vector_bits, vfma, vldexp, vload, vlookup, vmax, vselect_ge,
+                                          vsplat, vstore)
 
 #: Target size in bytes of each thread's (B_block, chunk) logit buffer: half an L2 cache, so that
 #: the logits, the chunk of means and the particles stay there (1 MiB buffers measured 1.2-1.4x
@@ -268,8 +268,9 @@ WEIGHT_FLOOR64 = -992 * math.log(2.0)
 
 
 def _exp_weight(z):
-    """exp(z), z <= 0, in the precision of z (dispatched at compile time below), 0 below WEIGHT_FLOOR32/64."""
-    raise NotImplementedError("only callable from Numba")
+    """exp(z), z <= 0, in the precision of z (in Numba dispatched at compile time, by the overload below), 0 below
+    WEIGHT_FLOOR32/64."""
+    return _weight32(z) if isinstance(z, np.float32) else _weight64(z)
 
 
 @nb.njit(fastmath=_EXACT_MATH, cache=True)
@@ -371,51 +372,92 @@ SUBSET = 0.5
 SPAN_CHUNKS = 4
 
 
-#: Rows of the fused chunk's register tile; a tile is TILE_ROWS rows by two vectors of classes (logits) or of
-#: mean entries (the weighted sum): 16 accumulators, half the 32 vector registers of AVX-512.
-TILE_ROWS = 8
+#: Classes of the fused chunk's logit tile: a tile is 2W rows (two vectors of W lanes) by CLASS_TILE classes, 16
+#: accumulators, half the 32 vector registers of AVX-512; the rest hold the rows' running sums and the exponentials.
+CLASS_TILE = 8
+#: Rows of the fused chunk's second-GEMM tile: PRODUCT_ROWS rows by two vectors of mean entries, 16 accumulators.
+PRODUCT_ROWS = 8
 #: A fused chunk takes its exponentials relative to each row's running maximum before the chunk; a tile of rows
 #: one of whose chunk maxima exceeds it by more than this (natural log units; float32, float64) is computed again
 #: relative to its chunk maxima, so that no weight, sum or product can overflow: e**32 kc |mu|_max < 3e38 for
 #: kc |mu|_max < 3e24 (float32), e**512 kc |mu|_max < 1e308 for kc |mu|_max < 1e85 (float64).
 FUSED_LIMIT32 = np.float32(32.0)
 FUSED_LIMIT64 = 512.0
-#: Padding classes of a fused chunk (its length rounded up to a tile) get this bias: finite, so that their
+#: Padding classes of a fused chunk (its length rounded up to CLASS_TILE) get this bias: finite, so that their
 #: weight times their logit is 0, not NaN, and far below any logit, so that their weight is 0.
 _PAD_BIAS32 = np.float32(-1e30)
 _PAD_BIAS64 = -1e300
 
 
-def _exp_constants(P):
-    """The constants of _exp_nonpositive32 or _exp_nonpositive for P's precision, as :func:`_vexp` takes them:
-    (clamp low, clamp high, log2 e, rounding shift, ln 2 high and low parts, polynomial, weight floor, zero)
-    (in Numba chosen at compile time, by the overload below)."""
-    if P.dtype == np.float32:
-        return (*(np.float32(v) for v in (-87.0, 88.0, _LOG2E_32, _SHIFT32, _LN2_HI_32, _LN2_LO_32)), _EXP32,
-                WEIGHT_FLOOR32, np.float32(0.0))
-    return -708.0, 709.0, _LOG2E, _SHIFT64, _LN2_HI, _LN2_LO, _EXP64, WEIGHT_FLOOR64, 0.0
+#: The fused chunk's exponential (:func:`_vexp`, eq. 31a) takes 2**(j/T) from a table of T = 16 (float64) or 32
+#: (float32) entries, two 512-bit registers; here 2**(j/T), j = 0 .. T - 1, correctly rounded (mpmath).
+_EXP_TABLE64 = (1.0, 1.0442737824274138, 1.0905077326652577, 1.1387886347566916, 1.189207115002721, 1.241857812073484,
+                1.2968395546510096, 1.3542555469368927, 1.4142135623730951, 1.4768261459394993, 1.5422108254079407,
+                1.6104903319492543, 1.681792830507429, 1.7562521603732995, 1.8340080864093424, 1.9152065613971474)
+_EXP_TABLE32 = (1.0, 1.0218971967697144, 1.0442737340927124, 1.0671404600143433, 1.0905077457427979,
+                1.114386796951294, 1.1387885808944702, 1.1637248992919922, 1.1892070770263672, 1.215247392654419,
+                1.2418577671051025, 1.2690509557724, 1.2968395948410034, 1.3252366781234741, 1.3542555570602417,
+                1.3839099407196045, 1.4142135381698608, 1.4451807737350464, 1.4768261909484863, 1.5091644525527954,
+                1.5422108173370361, 1.5759809017181396, 1.610490322113037, 1.6457555294036865, 1.6817928552627563,
+                1.7186193466186523, 1.7562521696090698, 1.7947090864181519, 1.8340080976486206, 1.8741676807403564,
+                1.9152065515518188, 1.9571441411972046)
+#: q(r) = (e**r - 1)/r on |r| <= ln2/(2T), highest degree first, near minimax (mpmath.chebyfit): e**r = 1 + r q(r)
+#: within 1.4e-17 (float64, degree 5) and 1.5e-10 (float32, degree 2) relative, before rounding.
+_EXPM1_64 = (0.0013889063440655327, 0.008333472974951229, 0.041666666663595475, 0.16666666664209706,
+             0.5000000000000001, 1.0000000000000007)
+_EXPM1_32 = (0.16666739978132164, 0.500003665576346, 1.0)
 
 
-@overload(_exp_constants)
-def _exp_constants_overload(P):
-    constants = _exp_constants(np.empty(0, dtype=np.float32 if P.dtype.bitwidth == 32 else np.float64))
-    return lambda P: constants
+def _exp_constants(dtype):
+    """The constants of :func:`_vexp` in one array of ``dtype``: the table 2**(j/T) (T entries), then T log2 e, the
+    rounding shift 1.5 2**mantissa, -ln2/T in a high and a low part, the weight floor WEIGHT_FLOOR32/64, and the
+    coefficients of q (:func:`_exp_layout` gives T and their number). The fused chunk reads them from this array at
+    each use: constants that LLVM knows it keeps in registers, which the tiles' accumulators need (float32 ran
+    1.3 times slower)."""
+    if np.dtype(dtype) == np.float32:
+        table, coefficients, hi, lo, floor = _EXP_TABLE32, _EXPM1_32, _LN2_HI_32, _LN2_LO_32, WEIGHT_FLOOR32
+        shift = 1.5 * 2**23
+    else:
+        table, coefficients, hi, lo, floor = _EXP_TABLE64, _EXPM1_64, _LN2_HI, _LN2_LO, WEIGHT_FLOOR64
+        shift = 1.5 * 2**52
+    T = len(table)
+    return np.array((*table, T * _LOG2E, shift, -float(hi) / T, -float(lo) / T, floor, *coefficients), dtype=dtype)
+
+
+def _exp_layout(constants):
+    """(T, number of coefficients) of :func:`_exp_constants` for the array's dtype (in Numba compile-time constants,
+    by the overload below)."""
+    return (len(_EXP_TABLE32), len(_EXPM1_32)) if constants.dtype == np.float32 else \
+        (len(_EXP_TABLE64), len(_EXPM1_64))
+
+
+@overload(_exp_layout)
+def _exp_layout_overload(constants):
+    layout = _exp_layout(np.empty(0, dtype=np.float32 if constants.dtype.bitwidth == 32 else np.float64))
+    return lambda constants: layout
 
 
 @nb.njit(inline="always")
 def _vexp(z, constants):
-    """exp(z) for a Vector of z <= FUSED_LIMIT, 0 below WEIGHT_FLOOR32/64, with the ``constants`` of z's precision
-    (:func:`_exp_constants`): the vector form of _exp_weight, clamped above too."""
-    low, high, log2e, shift, ln2_hi, ln2_lo, coefficients, floor, zero = constants
-    zc = vmin(vmax(z, vsplat(low)), vsplat(high))
-    t = vfma(zc, vsplat(log2e), vsplat(shift))
-    n = t - vsplat(shift)
-    r = vfma(n, vsplat(-ln2_hi), zc)
-    r = vfma(n, vsplat(-ln2_lo), r)
-    p = vsplat(coefficients[0])
-    for c in coefficients[1:]:
-        p = vfma(p, r, vsplat(c))
-    return vselect_ge(z, vsplat(floor), p * vexponent_bits(t), vsplat(zero))
+    """exp(z) for a Vector of z <= FUSED_LIMIT, 0 below WEIGHT_FLOOR32/64, ``constants`` from :func:`_exp_constants`
+    in z's precision (eq. 31a): with T table entries (16 in float64, 32 in float32), z = (T n + j) ln2/T + r, |r| <=
+    ln2/(2T), m = T n + j rounded by adding the shift, whose low bits then hold j and n; e**z = 2**n 2**(j/T)
+    (1 + r q(r)), 2**(j/T) from the table (:func:`vlookup`), 2**n by an integer add (:func:`vldexp`). Ten
+    multiply-adds per vector in float64 and seven in float32, where the polynomial of _exp_weight takes fifteen and
+    ten. No clamps: z below the floor is selected away whatever its exponential came to, and the fused chunk
+    computes a tile again before it uses a z above FUSED_LIMIT."""
+    T, terms = _exp_layout(constants)
+    shift = vbroadcast(constants, T + 1)
+    t = vfma(z, vbroadcast(constants, T), shift)
+    m = t - shift
+    r = vfma(m, vbroadcast(constants, T + 2), z)
+    r = vfma(m, vbroadcast(constants, T + 3), r)
+    q = vbroadcast(constants, T + 5)
+    for i in range(T + 6, T + 5 + terms):
+        q = vfma(q, r, vbroadcast(constants, i))
+    power = vlookup(constants, t)
+    e = vfma(power, q * r, power)
+    return vselect_ge(z, vbroadcast(constants, T + 4), vldexp(e, t), vsplat(constants.dtype.type(0.0)))
 
 
 def _fused_bounds(P):
@@ -430,82 +472,103 @@ def _fused_bounds_overload(P):
     return lambda P: (FUSED_LIMIT64, _PAD_BIAS64)
 
 
-@nb.njit(inline="always")
-def _fma_row(xp, i, b0, b1, a0, a1):
-    x = vbroadcast(xp, i)
-    return vfma(x, b0, a0), vfma(x, b1, a1)
+@nb.njit(nogil=True, cache=True, error_model="numpy")
+def _pack_rows(x, xt):
+    """The rows of x (B, d) as tiles of R = 2W rows (W the vector lanes of xt's dtype), transposed: row g0 + r's
+    entry k at xt[g0 d + k R + r], rows past B zero. Once per block of rows; the fused chunk loads two vectors of
+    rows per multiply-add step from it."""
+    B, d = x.shape
+    R = 2 * _vector_lanes(xt)
+    for g0 in range(0, B, R):
+        for k in range(d):
+            for r in range(R):
+                xt[g0 * d + k * R + r] = x[g0 + r, k] if g0 + r < B else 0.0
 
 
 @nb.njit(inline="always")
-def _row_weights(a0, a1, scale, b0, b1, reference, largest, s, w, P, L, at, W):
-    """One row of a logit tile: the logits, stored in L at ``at``, their running largest, and their weights
-    relative to ``reference``, stored in P at ``at``; the row's sums s of weights and w of weights times
-    (logit - reference)."""
-    l0 = vfma(a0, scale, b0)
-    l1 = vfma(a1, scale, b1)
+def _fma_class(means, at, x0, x1, a0, a1):
+    m = vbroadcast(means, at)
+    return vfma(m, x0, a0), vfma(m, x1, a1)
+
+
+@nb.njit(inline="always")
+def _class_weights(a0, a1, scale, b, r0, r1, m0, m1, s0, s1, w0, w1, P, L, at, W, constants):
+    """One class of a logit tile (2W rows): the logits, stored in L at ``at``, the rows' running largest m0, m1,
+    their weights relative to the rows' references r0, r1, stored in P at ``at``, and the rows' sums s of weights
+    and w of weights times (logit - reference)."""
+    l0 = vfma(a0, scale, b)
+    l1 = vfma(a1, scale, b)
     vstore(L, at, l0)
     vstore(L, at + W, l1)
-    largest = vmax(largest, vmax(l0, l1))
-    mr = vsplat(reference)
-    z0 = l0 - mr
-    z1 = l1 - mr
-    constants = _exp_constants(P)
+    m0 = vmax(l0, m0)  # a NaN logit loses
+    m1 = vmax(l1, m1)
+    z0 = l0 - r0
+    z1 = l1 - r1
     e0 = _vexp(z0, constants)
     e1 = _vexp(z1, constants)
     vstore(P, at, e0)
     vstore(P, at + W, e1)
-    return largest, s + (e0 + e1), vfma(e0, z0, vfma(e1, z1, w))
+    return m0, m1, s0 + e0, s1 + e1, vfma(e0, z0, w0), vfma(e1, z1, w1)
 
 
 @nb.njit(nogil=True, cache=True, error_model="numpy")
-def _fused_weights(xp, g0, d, panels, pad_bias, kp, scale, reference, P, L, largest, sums):
-    """Rows g0 .. g0 + TILE_ROWS - 1 of the packed particles ``xp`` against one chunk's packed means: the
-    logits L and weights exp(L - reference[r]) into L and P (TILE_ROWS, kp), each row's largest logit into
-    ``largest`` and its
-    sums of weights and of weights times (L - reference[r]) into sums[0], sums[1] (eq. 31a).
+def _fused_weights(xt, x0, d, means, stride, pad_bias, kp, scale, reference, P, L, largest, sums, constants):
+    """One tile of R = 2W rows (W the vector lanes) against one chunk of kp classes (a multiple of CLASS_TILE):
+    the logits and the weights exp(logit - reference[r]) into L and P, class j's R rows at j R, each row's
+    largest logit into ``largest`` (R,) and its sums of weights and of weights times (logit - reference[r]) into
+    sums[:R] and sums[R:] (eq. 31a).
 
-    The logits of a tile of TILE_ROWS rows by 2W classes (W the vector lanes) stay in 16 vector registers
-    while the multiply-adds run over d; their exponentials follow in registers. ``panels`` holds the chunk's
-    means as kp / 2W panels of (d, 2W), classes contiguous; ``pad_bias`` (kp,) the biases, padded.
+    The rows come from ``xt`` at x0 (:func:`_pack_rows`), the means from ``means`` as they are stored, class c's
+    entry k at c ``stride`` + k, the biases from ``pad_bias`` (kp,). The logits of CLASS_TILE classes by 2W rows stay
+    in 16 vector registers while the multiply-adds run over d, each step two vector loads of rows and one broadcast
+    per class; their exponentials follow in registers, and each row's sums stay in one lane of a vector.
     """
     W = _vector_lanes(P)
+    R = 2 * W
     z = vsplat(P.dtype.type(0.0))
     sc = vsplat(P.dtype.type(scale))
-    m0 = m1 = m2 = m3 = m4 = m5 = m6 = m7 = vsplat(P.dtype.type(-np.inf))
-    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = z
-    w0 = w1 = w2 = w3 = w4 = w5 = w6 = w7 = z
-    x0 = g0 * d
-    for p0 in range(0, kp, 2 * W):
-        base = p0 * d
+    r0 = vload(reference, 0)
+    r1 = vload(reference, W)
+    m0 = m1 = vsplat(P.dtype.type(-np.inf))
+    s0 = s1 = w0 = w1 = z
+    for c0 in range(0, kp, CLASS_TILE):
         a00 = a01 = a10 = a11 = a20 = a21 = a30 = a31 = z
         a40 = a41 = a50 = a51 = a60 = a61 = a70 = a71 = z
+        base = c0 * stride
         for k in range(d):
-            b0 = vload(panels, base + 2 * W * k)
-            b1 = vload(panels, base + 2 * W * k + W)
-            a00, a01 = _fma_row(xp, x0 + k, b0, b1, a00, a01)
-            a10, a11 = _fma_row(xp, x0 + d + k, b0, b1, a10, a11)
-            a20, a21 = _fma_row(xp, x0 + 2 * d + k, b0, b1, a20, a21)
-            a30, a31 = _fma_row(xp, x0 + 3 * d + k, b0, b1, a30, a31)
-            a40, a41 = _fma_row(xp, x0 + 4 * d + k, b0, b1, a40, a41)
-            a50, a51 = _fma_row(xp, x0 + 5 * d + k, b0, b1, a50, a51)
-            a60, a61 = _fma_row(xp, x0 + 6 * d + k, b0, b1, a60, a61)
-            a70, a71 = _fma_row(xp, x0 + 7 * d + k, b0, b1, a70, a71)
-        c0 = vload(pad_bias, p0)
-        c1 = vload(pad_bias, p0 + W)
-        m0, s0, w0 = _row_weights(a00, a01, sc, c0, c1, reference[0], m0, s0, w0, P, L, p0, W)
-        m1, s1, w1 = _row_weights(a10, a11, sc, c0, c1, reference[1], m1, s1, w1, P, L, kp + p0, W)
-        m2, s2, w2 = _row_weights(a20, a21, sc, c0, c1, reference[2], m2, s2, w2, P, L, 2 * kp + p0, W)
-        m3, s3, w3 = _row_weights(a30, a31, sc, c0, c1, reference[3], m3, s3, w3, P, L, 3 * kp + p0, W)
-        m4, s4, w4 = _row_weights(a40, a41, sc, c0, c1, reference[4], m4, s4, w4, P, L, 4 * kp + p0, W)
-        m5, s5, w5 = _row_weights(a50, a51, sc, c0, c1, reference[5], m5, s5, w5, P, L, 5 * kp + p0, W)
-        m6, s6, w6 = _row_weights(a60, a61, sc, c0, c1, reference[6], m6, s6, w6, P, L, 6 * kp + p0, W)
-        m7, s7, w7 = _row_weights(a70, a71, sc, c0, c1, reference[7], m7, s7, w7, P, L, 7 * kp + p0, W)
-    largest[0], largest[1], largest[2], largest[3] = vhmax(m0), vhmax(m1), vhmax(m2), vhmax(m3)
-    largest[4], largest[5], largest[6], largest[7] = vhmax(m4), vhmax(m5), vhmax(m6), vhmax(m7)
-    sums[0, 0], sums[0, 1], sums[0, 2], sums[0, 3] = vsum(s0), vsum(s1), vsum(s2), vsum(s3)
-    sums[0, 4], sums[0, 5], sums[0, 6], sums[0, 7] = vsum(s4), vsum(s5), vsum(s6), vsum(s7)
-    sums[1, 0], sums[1, 1], sums[1, 2], sums[1, 3] = vsum(w0), vsum(w1), vsum(w2), vsum(w3)
-    sums[1, 4], sums[1, 5], sums[1, 6], sums[1, 7] = vsum(w4), vsum(w5), vsum(w6), vsum(w7)
+            v0 = vload(xt, x0 + k * R)
+            v1 = vload(xt, x0 + k * R + W)
+            a00, a01 = _fma_class(means, base + k, v0, v1, a00, a01)
+            a10, a11 = _fma_class(means, base + stride + k, v0, v1, a10, a11)
+            a20, a21 = _fma_class(means, base + 2 * stride + k, v0, v1, a20, a21)
+            a30, a31 = _fma_class(means, base + 3 * stride + k, v0, v1, a30, a31)
+            a40, a41 = _fma_class(means, base + 4 * stride + k, v0, v1, a40, a41)
+            a50, a51 = _fma_class(means, base + 5 * stride + k, v0, v1, a50, a51)
+            a60, a61 = _fma_class(means, base + 6 * stride + k, v0, v1, a60, a61)
+            a70, a71 = _fma_class(means, base + 7 * stride + k, v0, v1, a70, a71)
+        at = c0 * R
+        m0, m1, s0, s1, w0, w1 = _class_weights(a00, a01, sc, vbroadcast(pad_bias, c0), r0, r1, m0, m1, s0, s1, w0,
+                                                w1, P, L, at, W, constants)
+        m0, m1, s0, s1, w0, w1 = _class_weights(a10, a11, sc, vbroadcast(pad_bias, c0 + 1), r0, r1, m0, m1, s0, s1,
+                                                w0, w1, P, L, at + R, W, constants)
+        m0, m1, s0, s1, w0, w1 = _class_weights(a20, a21, sc, vbroadcast(pad_bias, c0 + 2), r0, r1, m0, m1, s0, s1,
+                                                w0, w1, P, L, at + 2 * R, W, constants)
+        m0, m1, s0, s1, w0, w1 = _class_weights(a30, a31, sc, vbroadcast(pad_bias, c0 + 3), r0, r1, m0, m1, s0, s1,
+                                                w0, w1, P, L, at + 3 * R, W, constants)
+        m0, m1, s0, s1, w0, w1 = _class_weights(a40, a41, sc, vbroadcast(pad_bias, c0 + 4), r0, r1, m0, m1, s0, s1,
+                                                w0, w1, P, L, at + 4 * R, W, constants)
+        m0, m1, s0, s1, w0, w1 = _class_weights(a50, a51, sc, vbroadcast(pad_bias, c0 + 5), r0, r1, m0, m1, s0, s1,
+                                                w0, w1, P, L, at + 5 * R, W, constants)
+        m0, m1, s0, s1, w0, w1 = _class_weights(a60, a61, sc, vbroadcast(pad_bias, c0 + 6), r0, r1, m0, m1, s0, s1,
+                                                w0, w1, P, L, at + 6 * R, W, constants)
+        m0, m1, s0, s1, w0, w1 = _class_weights(a70, a71, sc, vbroadcast(pad_bias, c0 + 7), r0, r1, m0, m1, s0, s1,
+                                                w0, w1, P, L, at + 7 * R, W, constants)
+    vstore(largest, 0, m0)
+    vstore(largest, W, m1)
+    vstore(sums, 0, s0)
+    vstore(sums, W, s1)
+    vstore(sums, R, w0)
+    vstore(sums, R + W, w1)
 
 
 @nb.njit(inline="always")
@@ -521,25 +584,30 @@ def _store_pair(Y, at, y0, y1, W):
 
 
 @nb.njit(nogil=True, cache=True, error_model="numpy")
-def _fused_product(P, kp, means, dp, Y):
-    """Y (TILE_ROWS, dp) = P (TILE_ROWS, kp) means (kp, dp), flat arrays: the second GEMM of a fused chunk, on
-    register tiles of TILE_ROWS rows by 2W mean entries (dp a multiple of 2W)."""
+def _fused_product(P, s0, kp, means, dp, Y):
+    """Y (PRODUCT_ROWS, dp) = the weights of rows s0 .. s0 + PRODUCT_ROWS - 1 of a tile (P holds class j's R = 2W
+    rows at j R) times means (kp, dp), flat arrays, dp a multiple of W: the second GEMM of a fused chunk, on
+    register tiles of PRODUCT_ROWS rows by 2W mean entries, then one vector of entries if dp is an odd number of
+    vectors."""
     W = _vector_lanes(P)
+    R = 2 * W
     z = vsplat(P.dtype.type(0.0))
-    for l0 in range(0, dp, 2 * W):
+    pairs = dp // (2 * W) * (2 * W)
+    for l0 in range(0, pairs, 2 * W):
         y00 = y01 = y10 = y11 = y20 = y21 = y30 = y31 = z
         y40 = y41 = y50 = y51 = y60 = y61 = y70 = y71 = z
         for j in range(kp):
             q0 = vload(means, j * dp + l0)
             q1 = vload(means, j * dp + l0 + W)
-            y00, y01 = _fma_weight(P, j, q0, q1, y00, y01)
-            y10, y11 = _fma_weight(P, kp + j, q0, q1, y10, y11)
-            y20, y21 = _fma_weight(P, 2 * kp + j, q0, q1, y20, y21)
-            y30, y31 = _fma_weight(P, 3 * kp + j, q0, q1, y30, y31)
-            y40, y41 = _fma_weight(P, 4 * kp + j, q0, q1, y40, y41)
-            y50, y51 = _fma_weight(P, 5 * kp + j, q0, q1, y50, y51)
-            y60, y61 = _fma_weight(P, 6 * kp + j, q0, q1, y60, y61)
-            y70, y71 = _fma_weight(P, 7 * kp + j, q0, q1, y70, y71)
+            at = j * R + s0
+            y00, y01 = _fma_weight(P, at, q0, q1, y00, y01)
+            y10, y11 = _fma_weight(P, at + 1, q0, q1, y10, y11)
+            y20, y21 = _fma_weight(P, at + 2, q0, q1, y20, y21)
+            y30, y31 = _fma_weight(P, at + 3, q0, q1, y30, y31)
+            y40, y41 = _fma_weight(P, at + 4, q0, q1, y40, y41)
+            y50, y51 = _fma_weight(P, at + 5, q0, q1, y50, y51)
+            y60, y61 = _fma_weight(P, at + 6, q0, q1, y60, y61)
+            y70, y71 = _fma_weight(P, at + 7, q0, q1, y70, y71)
         _store_pair(Y, l0, y00, y01, W)
         _store_pair(Y, dp + l0, y10, y11, W)
         _store_pair(Y, 2 * dp + l0, y20, y21, W)
@@ -548,6 +616,27 @@ def _fused_product(P, kp, means, dp, Y):
         _store_pair(Y, 5 * dp + l0, y50, y51, W)
         _store_pair(Y, 6 * dp + l0, y60, y61, W)
         _store_pair(Y, 7 * dp + l0, y70, y71, W)
+    if pairs < dp:
+        y0 = y1 = y2 = y3 = y4 = y5 = y6 = y7 = z
+        for j in range(kp):
+            q = vload(means, j * dp + pairs)
+            at = j * R + s0
+            y0 = vfma(vbroadcast(P, at), q, y0)
+            y1 = vfma(vbroadcast(P, at + 1), q, y1)
+            y2 = vfma(vbroadcast(P, at + 2), q, y2)
+            y3 = vfma(vbroadcast(P, at + 3), q, y3)
+            y4 = vfma(vbroadcast(P, at + 4), q, y4)
+            y5 = vfma(vbroadcast(P, at + 5), q, y5)
+            y6 = vfma(vbroadcast(P, at + 6), q, y6)
+            y7 = vfma(vbroadcast(P, at + 7), q, y7)
+        vstore(Y, pairs, y0)
+        vstore(Y, dp + pairs, y1)
+        vstore(Y, 2 * dp + pairs, y2)
+        vstore(Y, 3 * dp + pairs, y3)
+        vstore(Y, 4 * dp + pairs, y4)
+        vstore(Y, 5 * dp + pairs, y5)
+        vstore(Y, 6 * dp + pairs, y6)
+        vstore(Y, 7 * dp + pairs, y7)
 
 
 @nb.njit(nogil=True, cache=True, error_model="numpy")
@@ -556,8 +645,8 @@ def _fused_chunk(x, means, bias, k0, scale, threshold, run_max, run_arg, run_sum
     (eq. 31a): the chunk's means ``means`` (kc, d) and ``bias`` (kc,) against the block's rows ``x`` (B, d), in
     their dtype, updating run_max, run_arg, run_sum, run_w, acc (float64, (B, d)) and, for rows whose hinted
     class the chunk holds, hint_logit. Returns the number of rows that :func:`_chunk_pass` would have skipped
-    (eq. 30), from which the caller chooses the next chunk's path, and the number skipped here: a tile of rows
-    that all skip the chunk leaves out its second GEMM and adds nothing (its exponentials are already spent).
+    (eq. 30), from which the caller chooses the next chunk's path, and the number skipped here: PRODUCT_ROWS rows
+    that all skip the chunk leave out their second GEMM and add nothing (their exponentials are already spent).
 
     Each row's weights are taken relative to its running maximum before the chunk (the logit of the chunk's first
     class when it has none yet), so that the weights, their sums and their product with the means come out of
@@ -565,107 +654,107 @@ def _fused_chunk(x, means, bias, k0, scale, threshold, run_max, run_arg, run_sum
     relative to its chunk maxima. The sums are then rescaled to the new running maximum in float64. A row whose
     maximum grew takes the first index of its largest logit from the tile's logits, as does a row whose hinted
     class the chunk holds its hinted logit.
-    ``work`` = (xp, panels, pad_bias, packed, P, Y, L), flat work arrays of at least the sizes used below
-    (:func:`fused_work_sizes`).
+    ``work`` = (xt, pad_bias, padded, P, Y, L, constants): flat work arrays of at least the sizes used below
+    (:func:`fused_work_sizes`), xt holding x's rows as :func:`_pack_rows` leaves them, and the exponential's
+    constants (:func:`_exp_constants`). The means are read where
+    they are, unless the chunk's length is not a multiple of CLASS_TILE or d not one of W: then from a zero-padded
+    copy in ``padded``.
     """
     B, d = x.shape
     kc = means.shape[0]
-    xp, panels, pad_bias, packed, P, Yt, L = work
+    xt, pad_bias, padded, P, Yt, L, constants = work
     W = _vector_lanes(P)
-    kp = -(-kc // (2 * W)) * (2 * W)
-    dp = -(-d // (2 * W)) * (2 * W)
+    R = 2 * W
+    kp = -(-kc // CLASS_TILE) * CLASS_TILE
+    dp = -(-d // W) * W
     limit, pad = _fused_bounds(P)
-    for c in range(kc):  # the means as panels of 2W classes, classes contiguous (read row by row)
-        at = (c // (2 * W)) * (2 * W) * d + c % (2 * W)
-        for k in range(d):
-            panels[at + 2 * W * k] = means[c, k]
+    for c in range(kc):
         pad_bias[c] = bias[c]
     for c in range(kc, kp):  # padding classes: zero means, a bias far below any logit
-        at = (c // (2 * W)) * (2 * W) * d + c % (2 * W)
-        for k in range(d):
-            panels[at + 2 * W * k] = 0.0
         pad_bias[c] = pad
-    if dp == d and kp == kc:  # the second GEMM reads the means as they are
+    if dp == d and kp == kc:  # both GEMMs read the means as they are
         flat = means.reshape(kc * d)
     else:
-        flat = packed[: kp * dp]
+        flat = padded[: kp * dp]
         for c in range(kp):
             for l in range(dp):
                 flat[c * dp + l] = means[c, l] if c < kc and l < d else 0.0
-    reference = np.empty(TILE_ROWS, dtype=P.dtype)
-    largest = np.empty(TILE_ROWS, dtype=P.dtype)
-    sums = np.empty((2, TILE_ROWS), dtype=P.dtype)
+    reference = np.empty(R, dtype=P.dtype)
+    largest = np.empty(R, dtype=P.dtype)
+    sums = np.empty(2 * R, dtype=P.dtype)
     would_skip = skipped = 0
-    for g0 in range(0, B, TILE_ROWS):
-        n = min(TILE_ROWS, B - g0)
-        for r in range(TILE_ROWS):
-            for l in range(d):
-                xp[r * d + l] = x[g0 + r, l] if r < n else 0.0
+    for g0 in range(0, B, R):
+        n = min(R, B - g0)
+        for r in range(R):
             m = run_max[g0 + r] if r < n else P.dtype.type(0.0)
             if m == -np.inf:  # no maximum yet: the chunk's first logit, in float64 (any logit serves)
                 product = 0.0
                 for l in range(d):
-                    product += float(xp[r * d + l]) * float(means[0, l])
+                    product += float(x[g0 + r, l]) * float(means[0, l])
                 m = P.dtype.type(float(scale) * product + float(bias[0]))
             reference[r] = m
-        _fused_weights(xp, 0, d, panels, pad_bias, kp, scale, reference, P, L, largest, sums)
+        _fused_weights(xt, g0 * d, d, flat, dp, pad_bias, kp, scale, reference, P, L, largest, sums, constants)
         again = False
         for r in range(n):
             if largest[r] - reference[r] > limit:
                 reference[r] = largest[r]
                 again = True
         if again:
-            _fused_weights(xp, 0, d, panels, pad_bias, kp, scale, reference, P, L, largest, sums)
-        skipping = 0
-        for r in range(n):
-            i = g0 + r
-            if hints.shape[0] != 0 and k0 <= hints[i] < k0 + kc:
-                hint_logit[i] = L[r * kp + hints[i] - k0]
-            if largest[r] - run_max[i] < threshold:
-                skipping += 1
-        would_skip += skipping
-        if skipping == n:  # every row of the tile skips the chunk (eq. 30): no second GEMM, nothing to add
-            skipped += n
-            continue
-        _fused_product(P, kp, flat, dp, Yt)
-        for r in range(n):
-            i = g0 + r
-            c = largest[r]
-            m_old = run_max[i]
-            if c > m_old:  # the first index of the largest logit
-                first = 0
-                for j in range(kc):
-                    if L[r * kp + j] == c:
-                        first = j
-                        break
-                run_arg[i] = k0 + first
-            m_new = max(m_old, c)
-            ref = float(reference[r])
-            fresh = math.exp(ref - float(m_new))
-            s_chunk, w_chunk = float(sums[0, r]), float(sums[1, r])
-            if run_sum[i] > 0.0:
-                old = math.exp(float(m_old) - float(m_new))
-                run_w[i] = old * (run_w[i] + (float(m_old) - float(m_new)) * run_sum[i]) + \
-                    fresh * (w_chunk + (ref - float(m_new)) * s_chunk)
-                run_sum[i] = old * run_sum[i] + fresh * s_chunk
-                for l in range(d):
-                    acc[i, l] = old * acc[i, l] + fresh * float(Yt[r * dp + l])
-            else:
-                run_w[i] = fresh * (w_chunk + (ref - float(m_new)) * s_chunk)
-                run_sum[i] = fresh * s_chunk
-                for l in range(d):
-                    acc[i, l] = fresh * float(Yt[r * dp + l])
-            run_max[i] = m_new
+            _fused_weights(xt, g0 * d, d, flat, dp, pad_bias, kp, scale, reference, P, L, largest, sums, constants)
+        for s0 in range(0, n, PRODUCT_ROWS):
+            rows = min(PRODUCT_ROWS, n - s0)
+            skipping = 0
+            for r in range(s0, s0 + rows):
+                i = g0 + r
+                if hints.shape[0] != 0 and k0 <= hints[i] < k0 + kc:
+                    hint_logit[i] = L[(hints[i] - k0) * R + r]
+                if largest[r] - run_max[i] < threshold:
+                    skipping += 1
+            would_skip += skipping
+            if skipping == rows:  # every row skips the chunk (eq. 30): no second GEMM, nothing to add
+                skipped += rows
+                continue
+            _fused_product(P, s0, kp, flat, dp, Yt)
+            for r in range(s0, s0 + rows):
+                i = g0 + r
+                c = largest[r]
+                m_old = run_max[i]
+                if c > m_old:  # the first index of the largest logit
+                    first = 0
+                    for j in range(kc):
+                        if L[j * R + r] == c:
+                            first = j
+                            break
+                    run_arg[i] = k0 + first
+                m_new = max(m_old, c)
+                ref = float(reference[r])
+                fresh = math.exp(ref - float(m_new))
+                s_chunk, w_chunk = float(sums[r]), float(sums[R + r])
+                y = (r - s0) * dp
+                if run_sum[i] > 0.0:
+                    old = math.exp(float(m_old) - float(m_new))
+                    run_w[i] = old * (run_w[i] + (float(m_old) - float(m_new)) * run_sum[i]) + \
+                        fresh * (w_chunk + (ref - float(m_new)) * s_chunk)
+                    run_sum[i] = old * run_sum[i] + fresh * s_chunk
+                    for l in range(d):
+                        acc[i, l] = old * acc[i, l] + fresh * float(Yt[y + l])
+                else:
+                    run_w[i] = fresh * (w_chunk + (ref - float(m_new)) * s_chunk)
+                    run_sum[i] = fresh * s_chunk
+                    for l in range(d):
+                        acc[i, l] = fresh * float(Yt[y + l])
+                run_max[i] = m_new
     return would_skip, skipped
 
 
-def fused_work_sizes(chunk, d, dtype):
-    """Sizes of the work arrays (xp, panels, pad_bias, packed, P, Y, L) of :func:`_fused_chunk` for chunks of
-    at most ``chunk`` classes in dimension d."""
+def fused_work_sizes(rows, chunk, d, dtype):
+    """Sizes of the work arrays (xt, pad_bias, padded, P, Y, L) of :func:`_fused_chunk` for blocks of at most
+    ``rows`` rows and chunks of at most ``chunk`` classes in dimension d."""
     W = vector_bits() // (8 * np.dtype(dtype).itemsize)
-    kp = -(-chunk // (2 * W)) * (2 * W)
-    dp = -(-d // (2 * W)) * (2 * W)
-    return TILE_ROWS * d, kp * d, kp, kp * dp, TILE_ROWS * kp, TILE_ROWS * dp, TILE_ROWS * kp
+    R = 2 * W
+    kp = -(-chunk // CLASS_TILE) * CLASS_TILE
+    dp = -(-d // W) * W
+    return -(-rows // R) * R * d, kp, kp * dp, kp * R, PRODUCT_ROWS * dp, kp * R
 
 
 @nb.njit(nogil=True, cache=True, error_model="numpy", fastmath=False)  # explicit: a callee inherits fast-math
@@ -762,6 +851,8 @@ def _stream_rows(gemm, x, means, bias, k_offset, scale, chunk, threshold, run_ma
     # the first chunk is fused; after each chunk, the path of the next follows from how many rows skipped (or would
     # have), carried from span to span in the block's flag (bit 1)
     use_fused = fused and (k_offset == 0 or (flags[0] & 2) != 0)
+    if fused:
+        _pack_rows(x, work[0])
     for j0 in range(0, n, chunk):
         kc = min(chunk, n - j0)
         Mc = means[j0 : j0 + kc]
@@ -1068,7 +1159,8 @@ def posterior_moments(x, means, scale, bias, chunk=None, threads=None, hint=None
     scale_x = dtype.type(scale)
     cast = x.dtype != dtype  # the lanes cast each block of rows (_rows_of)
     fuse = _fused_default() if fused is None else bool(fused)
-    work_sizes = fused_work_sizes(chunk, d, dtype) if fuse else (1,) * 7
+    work_sizes = fused_work_sizes(rows, chunk, d, dtype) if fuse else (1,) * 6
+    constants = _exp_constants(dtype)
 
     def stream_span(start, stop):
         if generated:
@@ -1096,7 +1188,8 @@ def posterior_moments(x, means, scale, bias, chunk=None, threads=None, hint=None
                                   hinted, hinted_bias, run_max, out[3], hints, hint_logit,
                                   _work_array("logits", (rows * chunk,), dtype),
                                   states or _softmax_state(rows, d, dtype, 1), generated, stop == K, *out[:3],
-                                  fuse, tuple(_work_array(f"fused{i}", (n,), dtype) for i, n in enumerate(work_sizes)))
+                                  fuse, (*(_work_array(f"fused{i}", (n,), dtype) for i, n in enumerate(work_sizes)),
+                                         constants))
 
         return sum(_on_lanes(lane, lanes))
 

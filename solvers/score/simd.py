@@ -153,18 +153,14 @@ def vfma(typingctx, a, b, c):
 
 @intrinsic
 def vmax(typingctx, a, b):
-    """Lane-wise maximum (LLVM's ``maxnum``)."""
+    """Lane-wise a where a > b, else b (x86's max: b where either is NaN)."""
     if not (isinstance(a, Vector) and a == b):
         return None
-    return a(a, b), lambda context, builder, sig, args: _llvm_call(context, builder, a, "llvm.maxnum", args)
 
+    def codegen(context, builder, sig, args):
+        return builder.select(builder.fcmp_ordered(">", args[0], args[1]), args[0], args[1])
 
-@intrinsic
-def vmin(typingctx, a, b):
-    """Lane-wise minimum (LLVM's ``minnum``)."""
-    if not (isinstance(a, Vector) and a == b):
-        return None
-    return a(a, b), lambda context, builder, sig, args: _llvm_call(context, builder, a, "llvm.minnum", args)
+    return a(a, b), codegen
 
 
 @intrinsic
@@ -180,46 +176,51 @@ def vselect_ge(typingctx, a, b, x, y):
 
 
 @intrinsic
-def vexponent_bits(typingctx, t):
-    """The floats whose bits are those of ``t`` shifted left by the mantissa's width (23 or 52): 2**n for
-    t = n + bias + 1.5 2**mantissa, the rounding trick of the kernel's exponential."""
-    if not isinstance(t, Vector):
+def vldexp(typingctx, p, t):
+    """p 2**n for t = 1.5 2**m + 2**b n + j, 0 <= j < 2**b (m the mantissa's width, 52 or 23; b = 4 for float64, 5
+    for float32, the index bits of :func:`vlookup`): t's bits shifted right by b and left by m leave n in the
+    exponent field, and are added to p's bits as integers (exact while the result is normal)."""
+    if not (isinstance(p, Vector) and p == t):
         return None
 
     def codegen(context, builder, sig, args):
-        width = t.dtype.bitwidth
-        ity = ir.VectorType(ir.IntType(width), t.lanes)
-        shifted = builder.shl(builder.bitcast(args[0], ity), ir.Constant(ity, [23 if width == 32 else 52] * t.lanes))
-        return builder.bitcast(shifted, args[0].type)
+        width = p.dtype.bitwidth
+        ity = ir.VectorType(ir.IntType(width), p.lanes)
+        bits = builder.lshr(builder.bitcast(args[1], ity), ir.Constant(ity, [4 if width == 64 else 5] * p.lanes))
+        shifted = builder.shl(bits, ir.Constant(ity, [52 if width == 64 else 23] * p.lanes))
+        return builder.bitcast(builder.add(builder.bitcast(args[0], ity), shifted), args[0].type)
 
-    return t(t), codegen
-
-
-def _reduction(combine):
-    @intrinsic
-    def reduce(typingctx, v):
-        if not isinstance(v, Vector):
-            return None
-
-        def codegen(context, builder, sig, args):
-            # pairwise halving: log2(lanes) steps of shuffles, in a fixed order (the same result on every call)
-            value, n = args[0], v.lanes
-            while n > 1:
-                n //= 2
-                low = builder.shuffle_vector(value, value, ir.Constant(ir.VectorType(ir.IntType(32), n), list(range(n))))
-                high = builder.shuffle_vector(value, value, ir.Constant(ir.VectorType(ir.IntType(32), n),
-                                                                        list(range(n, 2 * n))))
-                value = combine(context, builder, low, high)
-            return builder.extract_element(value, _i32(0))
-
-        return v.dtype(v), codegen
-    return reduce
+    return p(p, t), codegen
 
 
-vsum = _reduction(lambda context, builder, a, b: builder.fadd(a, b))
-vsum.__doc__ = "The sum of the lanes, pairwise in a fixed order."
-vhmax = _reduction(lambda context, builder, a, b: builder.select(builder.fcmp_ordered(">=", a, b), a, b))
-vhmax.__doc__ = "The largest lane (NaN lanes lose)."
+@intrinsic
+def vlookup(typingctx, table, t):
+    """The entries of ``table`` (a C-contiguous array of 1024 / width floats: 16 float64 or 32 float32, two 512-bit
+    registers) at the index held by the low bits of each lane of t's bits (4 or 5 of them): AVX-512's two-register
+    permute (vpermi2pd, vpermi2ps) where vectors are 512 bits wide, else lane by lane."""
+    if not (isinstance(table, types.Array) and isinstance(t, Vector) and table.dtype == t.dtype):
+        return None
+
+    def codegen(context, builder, sig, args):
+        width, lanes = t.dtype.bitwidth, t.lanes
+        ity = ir.VectorType(ir.IntType(width), lanes)
+        lty = args[1].type
+        index = builder.bitcast(args[1], ity)
+        data = context.make_array(sig.args[0])(context, builder, args[0]).data
+        if lanes * width == 512:
+            low = builder.load(builder.bitcast(data, lty.as_pointer()), align=width // 8)
+            high = builder.load(builder.bitcast(builder.gep(data, [_i32(lanes)]), lty.as_pointer()), align=width // 8)
+            name = "llvm.x86.avx512.vpermi2var." + ("pd" if width == 64 else "ps") + ".512"
+            permute = cgutils.get_or_insert_function(builder.module, ir.FunctionType(lty, [lty, ity, lty]), name)
+            return builder.call(permute, [low, index, high])
+        mask = ir.Constant(ir.IntType(width), 1024 // width - 1)
+        out = ir.Constant(lty, ir.Undefined)
+        for i in range(lanes):
+            j = builder.and_(builder.extract_element(index, _i32(i)), mask)
+            out = builder.insert_element(out, builder.load(builder.gep(data, [j])), _i32(i))
+        return out
+
+    return t(table, t), codegen
 
 
 def _operator(op, name):
