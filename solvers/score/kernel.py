@@ -21,8 +21,8 @@ across chunks float64 (eq. 31).
 Parallelism is over row blocks: each of ``threads`` lanes (worker threads, :func:`_on_lanes`) takes
 blocks of particles one by one from a counter shared with the other lanes and streams all K chunks for
 each, all inside one call of a ``nogil`` Numba function (:func:`_stream_blocks`). A chunk takes one of two
-paths. The fused chunk (:func:`_fused_chunk`, eq. 31a; the default on CPUs with AVX-512) computes both
-GEMMs and the exponentials on register tiles of explicit SIMD vectors (cfgphase.solvers.score.simd), so
+paths. The fused chunk (cfgphase.solvers.score.fused, eq. 31a; the default on CPUs with AVX-512) computes
+both GEMMs and the exponentials on register tiles of explicit SIMD vectors (cfgphase.solvers.score.simd), so
 that the exponentials run between multiply-adds instead of in a pass of their own. The BLAS path calls a
 single-threaded BLAS GEMM for both GEMMs of a chunk (the Fortran ?gemm of :func:`gemm_library`:
 Intel MKL on Intel CPUs when installed, whole calls in 0.78-0.84 of OpenBLAS's time on an AVX-512
@@ -50,12 +50,12 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic, overload
 
 from cfgphase.physics.disorder import NormBias, RandomMeans
-from cfgphase.physics.disorder_jit import bitcast, class_scratch, fill_class_range, int64_bits_as_float64
+from cfgphase.physics.disorder_jit import class_scratch, fill_class_range
 from cfgphase.solvers.score.blas import gemm_library, single_threaded_blas, usable_cores  # noqa: F401  (this API)
 from cfgphase.solvers.score.dense import PosteriorMoments, checked_hint
-from cfgphase.solvers.score.simd import lanes as _vector_lanes
-from cfgphase.solvers.score.simd import (vbroadcast, vector_bits, vfma, vldexp, vload, vlookup, vmax, vselect_ge,
-                                          vsplat, vstore)
+from cfgphase.solvers.score.exponential import _exp_constants, _exp_weight, _fmax
+from cfgphase.solvers.score.fused import _fused_chunk, _pack_rows, fused_work_sizes
+from cfgphase.solvers.score.simd import vector_bits
 
 #: Target size in bytes of each thread's (B_block, chunk) logit buffer: half an L2 cache, so that
 #: the logits, the chunk of means and the particles stay there (1 MiB buffers measured 1.2-1.4x
@@ -66,31 +66,6 @@ BUFFER_BYTES = 2**19
 #: (B, K, d) = (1024, 65536, 64) 1.0-1.3x faster than 512 with another job running (float32; 1.1x in
 #: float64), the same at B = 8192 and d = 256, and one thread alone runs both alike (alternating runs).
 ROW_BLOCK = 256
-
-
-# Fast-math flags without 'reassoc' and 'afn': the Cody-Waite reduction in _exp_nonpositive
-# relies on the order of its subtractions.
-_EXACT_MATH = {"nnan", "ninf", "nsz", "contract", "arcp"}
-
-
-@intrinsic
-def _fmax(typingctx, a, b):
-    """max(a, b) of two floats of one type as LLVM's maxnum with fast-math flags.
-
-    Numba lowers ``max`` to a compare and a select without fast-math flags, which LLVM refuses
-    to vectorise as a reduction (a row maximum ran 10x slower than this); maxnum vectorises.
-    """
-    if not (isinstance(a, types.Float) and a == b):
-        return None
-    sig = a(a, b)
-
-    def codegen(context, builder, signature, args):
-        lty = context.get_value_type(signature.return_type)
-        name = "llvm.maxnum.f32" if signature.return_type.bitwidth == 32 else "llvm.maxnum.f64"
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(lty, [lty, lty]), name)
-        return builder.call(fn, args, fastmath=("fast",))
-
-    return sig, codegen
 
 
 @intrinsic
@@ -190,108 +165,6 @@ def _prefer_wide_vectors(typingctx):
     return types.void(), codegen
 
 
-_LOG2E = 1.4426950408889634
-_LN2_HI = 6.93147180369123816490e-01  # low 32 bits zero: n * _LN2_HI is exact for |n| < 2**20
-_LN2_LO = 1.90821492927058770002e-10
-#: z log2(e) + _SHIFT64 rounds z log2(e) to the nearest integer n and holds n + 1023 in the
-#: low bits of its mantissa, which a left shift by 52 moves into the exponent field: the bits of 2**n.
-_SHIFT64 = 1.5 * 2**52 + 1023
-#: Near-minimax polynomial for exp(r) on |r| <= ln2/2, degree 11, highest first (Chebyshev fit in 50-digit
-#: arithmetic, mpmath.chebyfit): error 4.5e-18 relative before rounding, against 2.4e-16 for the degree-12
-#: Taylor polynomial it replaces.
-_EXP64 = (2.5110037605963777e-08, 2.763263963904103e-07, 2.755724091857897e-06, 2.4801485482328494e-05,
-          0.00019841269890047113, 0.0013888888952314775, 0.008333333333319601, 0.0416666666664881,
-          0.1666666666666668, 0.5000000000000019, 1.0, 1.0)
-
-_float64_bits_as_int64 = bitcast(types.float64, types.int64)
-
-
-@nb.njit(fastmath=_EXACT_MATH, cache=True)
-def _exp_nonpositive(z):
-    """exp(z) for z <= 0 to about 1 ulp, branch-free so that LLVM vectorises the caller's loop.
-
-    Numba's np.exp is a scalar libm call (SVML needs a patched LLVM that pip's llvmlite lacks);
-    in the softmax pass it cost as much as both GEMMs. Cody-Waite reduction z = n ln2 + r,
-    |r| <= ln2/2, with n rounded by adding _SHIFT64, whose bits then give 2**n after one integer
-    shift (no float-to-integer conversion, which AVX2 lacks for 64-bit integers); the degree-11
-    polynomial _EXP64. Inputs below -708 are clamped (result ~3e-308, negligible in any sum).
-    """
-    z = _fmax(z, -708.0)
-    t = z * _LOG2E + _SHIFT64
-    n = t - _SHIFT64  # exact: n = round(z log2 e)
-    r = z - n * _LN2_HI - n * _LN2_LO
-    p = _EXP64[0]
-    for c in _EXP64[1:]:
-        p = p * r + c
-    return p * int64_bits_as_float64(_float64_bits_as_int64(t) << 52)
-
-
-_int32_bits_as_float32 = bitcast(types.int32, types.float32)
-_float32_bits_as_int32 = bitcast(types.float32, types.int32)
-
-
-_LOG2E_32 = np.float32(_LOG2E)
-_LN2_HI_32 = np.float32(0.693145751953125)  # 12 significant bits: n * _LN2_HI_32 is exact for |n| < 2**11
-_LN2_LO_32 = np.float32(1.428606765330187e-06)
-_SHIFT32 = np.float32(1.5 * 2**23 + 127)  # as _SHIFT64
-#: exp(r) on |r| <= ln2/2, degree 6 (as _EXP64): 2.8e-9 relative before rounding to float32 (the degree-7 Taylor
-#: polynomial it replaces: 7.3e-9).
-_EXP32 = tuple(np.float32(c) for c in (0.0013941108433972674, 0.008375126398153335, 0.04166635289677516,
-                                       0.16666415514653277, 0.5000000047117757, 1.000000037716214, 1.0))
-
-
-@nb.njit(fastmath=_EXACT_MATH, cache=True)
-def _exp_nonpositive32(z):
-    """float32 exp(z) for z <= 0 to about 1 ulp (the float32 analogue of _exp_nonpositive).
-
-    The degree-6 polynomial _EXP32; inputs below -87 (the smallest normal float32) are clamped.
-    """
-    z = _fmax(z, np.float32(-87.0))
-    t = z * _LOG2E_32 + _SHIFT32
-    n = t - _SHIFT32
-    r = z - n * _LN2_HI_32 - n * _LN2_LO_32
-    p = _EXP32[0]
-    for c in _EXP32[1:]:
-        p = p * r + c
-    return p * _int32_bits_as_float32(_float32_bits_as_int32(t) << np.int32(23))
-
-
-#: Softmax weights exp(z) below 2**-96 (float32) and 2**-992 (float64) are set to 0 (docs/theory.md, after eq. 30).
-#: Near the smallest normal number (2**-126, 2**-1022) a weight times a mean entry is subnormal, and on Intel CPUs
-#: every subnormal product in the second GEMM takes a microcode assist: a condensed float32 posterior (most logits
-#: more than 87 below the maximum, clamped to about 2**-126) ran 3-4 times slower than float64 on a Sapphire Rapids
-#: VM. Above the floor, a product is normal for any mean entry above 2**-30. What is dropped is negligible: each
-#: row's weights sum to at least 1 (its largest is exp(0)), so K < 2**40 dropped weights add less than 2**-56
-#: (2**-952) to it, far below the rounding of its float32 (float64) sums.
-WEIGHT_FLOOR32 = np.float32(-96 * math.log(2.0))
-WEIGHT_FLOOR64 = -992 * math.log(2.0)
-
-
-def _exp_weight(z):
-    """exp(z), z <= 0, in the precision of z (in Numba dispatched at compile time, by the overload below), 0 below
-    WEIGHT_FLOOR32/64."""
-    return _weight32(z) if isinstance(z, np.float32) else _weight64(z)
-
-
-@nb.njit(fastmath=_EXACT_MATH, cache=True)
-def _weight32(z):
-    e = _exp_nonpositive32(z)  # computed for every z and then selected: the caller's loop stays branch-free
-    return e if z >= WEIGHT_FLOOR32 else np.float32(0.0)
-
-
-@nb.njit(fastmath=_EXACT_MATH, cache=True)
-def _weight64(z):
-    e = _exp_nonpositive(z)
-    return e if z >= WEIGHT_FLOOR64 else 0.0
-
-
-@overload(_exp_weight)
-def _exp_weight_overload(z):
-    if isinstance(z, types.Float) and z.bitwidth == 32:
-        return lambda z: _weight32(z)
-    return lambda z: _weight64(z)
-
-
 @nb.njit(nogil=True, fastmath=True, cache=True, error_model="numpy")
 def _chunk_pass(S, bias, scale, threshold, k0, run_max, run_sum, run_w, run_arg, acc, T, fold_T, active, hints,
                 hint_logit):
@@ -372,391 +245,6 @@ SUBSET = 0.5
 SPAN_CHUNKS = 4
 
 
-#: Classes of the fused chunk's logit tile: a tile is 2W rows (two vectors of W lanes) by CLASS_TILE classes, 16
-#: accumulators, half the 32 vector registers of AVX-512; the rest hold the rows' running sums and the exponentials.
-CLASS_TILE = 8
-#: Rows of the fused chunk's second-GEMM tile: PRODUCT_ROWS rows by two vectors of mean entries, 16 accumulators.
-PRODUCT_ROWS = 8
-#: A fused chunk takes its exponentials relative to each row's running maximum before the chunk; a tile of rows
-#: one of whose chunk maxima exceeds it by more than this (natural log units; float32, float64) is computed again
-#: relative to its chunk maxima, so that no weight, sum or product can overflow: e**32 kc |mu|_max < 3e38 for
-#: kc |mu|_max < 3e24 (float32), e**512 kc |mu|_max < 1e308 for kc |mu|_max < 1e85 (float64).
-FUSED_LIMIT32 = np.float32(32.0)
-FUSED_LIMIT64 = 512.0
-#: Padding classes of a fused chunk (its length rounded up to CLASS_TILE) get this bias: finite, so that their
-#: weight times their logit is 0, not NaN, and far below any logit, so that their weight is 0.
-_PAD_BIAS32 = np.float32(-1e30)
-_PAD_BIAS64 = -1e300
-
-
-#: The fused chunk's exponential (:func:`_vexp`, eq. 31a) takes 2**(j/T) from a table of T = 16 (float64) or 32
-#: (float32) entries, two 512-bit registers; here 2**(j/T), j = 0 .. T - 1, correctly rounded (mpmath).
-_EXP_TABLE64 = (1.0, 1.0442737824274138, 1.0905077326652577, 1.1387886347566916, 1.189207115002721, 1.241857812073484,
-                1.2968395546510096, 1.3542555469368927, 1.4142135623730951, 1.4768261459394993, 1.5422108254079407,
-                1.6104903319492543, 1.681792830507429, 1.7562521603732995, 1.8340080864093424, 1.9152065613971474)
-_EXP_TABLE32 = (1.0, 1.0218971967697144, 1.0442737340927124, 1.0671404600143433, 1.0905077457427979,
-                1.114386796951294, 1.1387885808944702, 1.1637248992919922, 1.1892070770263672, 1.215247392654419,
-                1.2418577671051025, 1.2690509557724, 1.2968395948410034, 1.3252366781234741, 1.3542555570602417,
-                1.3839099407196045, 1.4142135381698608, 1.4451807737350464, 1.4768261909484863, 1.5091644525527954,
-                1.5422108173370361, 1.5759809017181396, 1.610490322113037, 1.6457555294036865, 1.6817928552627563,
-                1.7186193466186523, 1.7562521696090698, 1.7947090864181519, 1.8340080976486206, 1.8741676807403564,
-                1.9152065515518188, 1.9571441411972046)
-#: q(r) = (e**r - 1)/r on |r| <= ln2/(2T), highest degree first, near minimax (mpmath.chebyfit): e**r = 1 + r q(r)
-#: within 1.4e-17 (float64, degree 5) and 1.5e-10 (float32, degree 2) relative, before rounding.
-_EXPM1_64 = (0.0013889063440655327, 0.008333472974951229, 0.041666666663595475, 0.16666666664209706,
-             0.5000000000000001, 1.0000000000000007)
-_EXPM1_32 = (0.16666739978132164, 0.500003665576346, 1.0)
-
-
-def _exp_constants(dtype):
-    """The constants of :func:`_vexp` in one array of ``dtype``: the table 2**(j/T) (T entries), then T log2 e, the
-    rounding shift 1.5 2**mantissa, -ln2/T in a high and a low part, the weight floor WEIGHT_FLOOR32/64, and the
-    coefficients of q (:func:`_exp_layout` gives T and their number). The fused chunk reads them from this array at
-    each use: constants that LLVM knows it keeps in registers, which the tiles' accumulators need (float32 ran
-    1.3 times slower)."""
-    if np.dtype(dtype) == np.float32:
-        table, coefficients, hi, lo, floor = _EXP_TABLE32, _EXPM1_32, _LN2_HI_32, _LN2_LO_32, WEIGHT_FLOOR32
-        shift = 1.5 * 2**23
-    else:
-        table, coefficients, hi, lo, floor = _EXP_TABLE64, _EXPM1_64, _LN2_HI, _LN2_LO, WEIGHT_FLOOR64
-        shift = 1.5 * 2**52
-    T = len(table)
-    return np.array((*table, T * _LOG2E, shift, -float(hi) / T, -float(lo) / T, floor, *coefficients), dtype=dtype)
-
-
-def _exp_layout(constants):
-    """(T, number of coefficients) of :func:`_exp_constants` for the array's dtype (in Numba compile-time constants,
-    by the overload below)."""
-    return (len(_EXP_TABLE32), len(_EXPM1_32)) if constants.dtype == np.float32 else \
-        (len(_EXP_TABLE64), len(_EXPM1_64))
-
-
-@overload(_exp_layout)
-def _exp_layout_overload(constants):
-    layout = _exp_layout(np.empty(0, dtype=np.float32 if constants.dtype.bitwidth == 32 else np.float64))
-    return lambda constants: layout
-
-
-@nb.njit(inline="always")
-def _vexp(z, constants):
-    """exp(z) for a Vector of z <= FUSED_LIMIT, 0 below WEIGHT_FLOOR32/64, ``constants`` from :func:`_exp_constants`
-    in z's precision (eq. 31a): with T table entries (16 in float64, 32 in float32), z = (T n + j) ln2/T + r, |r| <=
-    ln2/(2T), m = T n + j rounded by adding the shift, whose low bits then hold j and n; e**z = 2**n 2**(j/T)
-    (1 + r q(r)), 2**(j/T) from the table (:func:`vlookup`), 2**n by an integer add (:func:`vldexp`). Ten
-    multiply-adds per vector in float64 and seven in float32, where the polynomial of _exp_weight takes fifteen and
-    ten. No clamps: z below the floor is selected away whatever its exponential came to, and the fused chunk
-    computes a tile again before it uses a z above FUSED_LIMIT."""
-    T, terms = _exp_layout(constants)
-    shift = vbroadcast(constants, T + 1)
-    t = vfma(z, vbroadcast(constants, T), shift)
-    m = t - shift
-    r = vfma(m, vbroadcast(constants, T + 2), z)
-    r = vfma(m, vbroadcast(constants, T + 3), r)
-    q = vbroadcast(constants, T + 5)
-    for i in range(T + 6, T + 5 + terms):
-        q = vfma(q, r, vbroadcast(constants, i))
-    power = vlookup(constants, t)
-    e = vfma(power, q * r, power)
-    return vselect_ge(z, vbroadcast(constants, T + 4), vldexp(e, t), vsplat(constants.dtype.type(0.0)))
-
-
-def _fused_bounds(P):
-    """(FUSED_LIMIT, padding bias) of P's precision (in Numba chosen at compile time, by the overload below)."""
-    return (FUSED_LIMIT32, _PAD_BIAS32) if P.dtype == np.float32 else (FUSED_LIMIT64, _PAD_BIAS64)
-
-
-@overload(_fused_bounds)
-def _fused_bounds_overload(P):
-    if P.dtype.bitwidth == 32:
-        return lambda P: (FUSED_LIMIT32, _PAD_BIAS32)
-    return lambda P: (FUSED_LIMIT64, _PAD_BIAS64)
-
-
-@nb.njit(nogil=True, cache=True, error_model="numpy")
-def _pack_rows(x, xt):
-    """The rows of x (B, d) as tiles of R = 2W rows (W the vector lanes of xt's dtype), transposed: row g0 + r's
-    entry k at xt[g0 d + k R + r], rows past B zero. Once per block of rows; the fused chunk loads two vectors of
-    rows per multiply-add step from it."""
-    B, d = x.shape
-    R = 2 * _vector_lanes(xt)
-    for g0 in range(0, B, R):
-        for k in range(d):
-            for r in range(R):
-                xt[g0 * d + k * R + r] = x[g0 + r, k] if g0 + r < B else 0.0
-
-
-@nb.njit(inline="always")
-def _fma_class(means, at, x0, x1, a0, a1):
-    m = vbroadcast(means, at)
-    return vfma(m, x0, a0), vfma(m, x1, a1)
-
-
-@nb.njit(inline="always")
-def _class_weights(a0, a1, scale, b, r0, r1, m0, m1, s0, s1, w0, w1, P, L, at, W, constants):
-    """One class of a logit tile (2W rows): the logits, stored in L at ``at``, the rows' running largest m0, m1,
-    their weights relative to the rows' references r0, r1, stored in P at ``at``, and the rows' sums s of weights
-    and w of weights times (logit - reference)."""
-    l0 = vfma(a0, scale, b)
-    l1 = vfma(a1, scale, b)
-    vstore(L, at, l0)
-    vstore(L, at + W, l1)
-    m0 = vmax(l0, m0)  # a NaN logit loses
-    m1 = vmax(l1, m1)
-    z0 = l0 - r0
-    z1 = l1 - r1
-    e0 = _vexp(z0, constants)
-    e1 = _vexp(z1, constants)
-    vstore(P, at, e0)
-    vstore(P, at + W, e1)
-    return m0, m1, s0 + e0, s1 + e1, vfma(e0, z0, w0), vfma(e1, z1, w1)
-
-
-@nb.njit(nogil=True, cache=True, error_model="numpy")
-def _fused_weights(xt, x0, d, means, stride, pad_bias, kp, scale, reference, P, L, largest, sums, constants):
-    """One tile of R = 2W rows (W the vector lanes) against one chunk of kp classes (a multiple of CLASS_TILE):
-    the logits and the weights exp(logit - reference[r]) into L and P, class j's R rows at j R, each row's
-    largest logit into ``largest`` (R,) and its sums of weights and of weights times (logit - reference[r]) into
-    sums[:R] and sums[R:] (eq. 31a).
-
-    The rows come from ``xt`` at x0 (:func:`_pack_rows`), the means from ``means`` as they are stored, class c's
-    entry k at c ``stride`` + k, the biases from ``pad_bias`` (kp,). The logits of CLASS_TILE classes by 2W rows stay
-    in 16 vector registers while the multiply-adds run over d, each step two vector loads of rows and one broadcast
-    per class; their exponentials follow in registers, and each row's sums stay in one lane of a vector.
-    """
-    W = _vector_lanes(P)
-    R = 2 * W
-    z = vsplat(P.dtype.type(0.0))
-    sc = vsplat(P.dtype.type(scale))
-    r0 = vload(reference, 0)
-    r1 = vload(reference, W)
-    m0 = m1 = vsplat(P.dtype.type(-np.inf))
-    s0 = s1 = w0 = w1 = z
-    for c0 in range(0, kp, CLASS_TILE):
-        a00 = a01 = a10 = a11 = a20 = a21 = a30 = a31 = z
-        a40 = a41 = a50 = a51 = a60 = a61 = a70 = a71 = z
-        base = c0 * stride
-        for k in range(d):
-            v0 = vload(xt, x0 + k * R)
-            v1 = vload(xt, x0 + k * R + W)
-            a00, a01 = _fma_class(means, base + k, v0, v1, a00, a01)
-            a10, a11 = _fma_class(means, base + stride + k, v0, v1, a10, a11)
-            a20, a21 = _fma_class(means, base + 2 * stride + k, v0, v1, a20, a21)
-            a30, a31 = _fma_class(means, base + 3 * stride + k, v0, v1, a30, a31)
-            a40, a41 = _fma_class(means, base + 4 * stride + k, v0, v1, a40, a41)
-            a50, a51 = _fma_class(means, base + 5 * stride + k, v0, v1, a50, a51)
-            a60, a61 = _fma_class(means, base + 6 * stride + k, v0, v1, a60, a61)
-            a70, a71 = _fma_class(means, base + 7 * stride + k, v0, v1, a70, a71)
-        at = c0 * R
-        m0, m1, s0, s1, w0, w1 = _class_weights(a00, a01, sc, vbroadcast(pad_bias, c0), r0, r1, m0, m1, s0, s1, w0,
-                                                w1, P, L, at, W, constants)
-        m0, m1, s0, s1, w0, w1 = _class_weights(a10, a11, sc, vbroadcast(pad_bias, c0 + 1), r0, r1, m0, m1, s0, s1,
-                                                w0, w1, P, L, at + R, W, constants)
-        m0, m1, s0, s1, w0, w1 = _class_weights(a20, a21, sc, vbroadcast(pad_bias, c0 + 2), r0, r1, m0, m1, s0, s1,
-                                                w0, w1, P, L, at + 2 * R, W, constants)
-        m0, m1, s0, s1, w0, w1 = _class_weights(a30, a31, sc, vbroadcast(pad_bias, c0 + 3), r0, r1, m0, m1, s0, s1,
-                                                w0, w1, P, L, at + 3 * R, W, constants)
-        m0, m1, s0, s1, w0, w1 = _class_weights(a40, a41, sc, vbroadcast(pad_bias, c0 + 4), r0, r1, m0, m1, s0, s1,
-                                                w0, w1, P, L, at + 4 * R, W, constants)
-        m0, m1, s0, s1, w0, w1 = _class_weights(a50, a51, sc, vbroadcast(pad_bias, c0 + 5), r0, r1, m0, m1, s0, s1,
-                                                w0, w1, P, L, at + 5 * R, W, constants)
-        m0, m1, s0, s1, w0, w1 = _class_weights(a60, a61, sc, vbroadcast(pad_bias, c0 + 6), r0, r1, m0, m1, s0, s1,
-                                                w0, w1, P, L, at + 6 * R, W, constants)
-        m0, m1, s0, s1, w0, w1 = _class_weights(a70, a71, sc, vbroadcast(pad_bias, c0 + 7), r0, r1, m0, m1, s0, s1,
-                                                w0, w1, P, L, at + 7 * R, W, constants)
-    vstore(largest, 0, m0)
-    vstore(largest, W, m1)
-    vstore(sums, 0, s0)
-    vstore(sums, W, s1)
-    vstore(sums, R, w0)
-    vstore(sums, R + W, w1)
-
-
-@nb.njit(inline="always")
-def _fma_weight(P, i, q0, q1, y0, y1):
-    p = vbroadcast(P, i)
-    return vfma(p, q0, y0), vfma(p, q1, y1)
-
-
-@nb.njit(inline="always")
-def _store_pair(Y, at, y0, y1, W):
-    vstore(Y, at, y0)
-    vstore(Y, at + W, y1)
-
-
-@nb.njit(nogil=True, cache=True, error_model="numpy")
-def _fused_product(P, s0, kp, means, dp, Y):
-    """Y (PRODUCT_ROWS, dp) = the weights of rows s0 .. s0 + PRODUCT_ROWS - 1 of a tile (P holds class j's R = 2W
-    rows at j R) times means (kp, dp), flat arrays, dp a multiple of W: the second GEMM of a fused chunk, on
-    register tiles of PRODUCT_ROWS rows by 2W mean entries, then one vector of entries if dp is an odd number of
-    vectors."""
-    W = _vector_lanes(P)
-    R = 2 * W
-    z = vsplat(P.dtype.type(0.0))
-    pairs = dp // (2 * W) * (2 * W)
-    for l0 in range(0, pairs, 2 * W):
-        y00 = y01 = y10 = y11 = y20 = y21 = y30 = y31 = z
-        y40 = y41 = y50 = y51 = y60 = y61 = y70 = y71 = z
-        for j in range(kp):
-            q0 = vload(means, j * dp + l0)
-            q1 = vload(means, j * dp + l0 + W)
-            at = j * R + s0
-            y00, y01 = _fma_weight(P, at, q0, q1, y00, y01)
-            y10, y11 = _fma_weight(P, at + 1, q0, q1, y10, y11)
-            y20, y21 = _fma_weight(P, at + 2, q0, q1, y20, y21)
-            y30, y31 = _fma_weight(P, at + 3, q0, q1, y30, y31)
-            y40, y41 = _fma_weight(P, at + 4, q0, q1, y40, y41)
-            y50, y51 = _fma_weight(P, at + 5, q0, q1, y50, y51)
-            y60, y61 = _fma_weight(P, at + 6, q0, q1, y60, y61)
-            y70, y71 = _fma_weight(P, at + 7, q0, q1, y70, y71)
-        _store_pair(Y, l0, y00, y01, W)
-        _store_pair(Y, dp + l0, y10, y11, W)
-        _store_pair(Y, 2 * dp + l0, y20, y21, W)
-        _store_pair(Y, 3 * dp + l0, y30, y31, W)
-        _store_pair(Y, 4 * dp + l0, y40, y41, W)
-        _store_pair(Y, 5 * dp + l0, y50, y51, W)
-        _store_pair(Y, 6 * dp + l0, y60, y61, W)
-        _store_pair(Y, 7 * dp + l0, y70, y71, W)
-    if pairs < dp:
-        y0 = y1 = y2 = y3 = y4 = y5 = y6 = y7 = z
-        for j in range(kp):
-            q = vload(means, j * dp + pairs)
-            at = j * R + s0
-            y0 = vfma(vbroadcast(P, at), q, y0)
-            y1 = vfma(vbroadcast(P, at + 1), q, y1)
-            y2 = vfma(vbroadcast(P, at + 2), q, y2)
-            y3 = vfma(vbroadcast(P, at + 3), q, y3)
-            y4 = vfma(vbroadcast(P, at + 4), q, y4)
-            y5 = vfma(vbroadcast(P, at + 5), q, y5)
-            y6 = vfma(vbroadcast(P, at + 6), q, y6)
-            y7 = vfma(vbroadcast(P, at + 7), q, y7)
-        vstore(Y, pairs, y0)
-        vstore(Y, dp + pairs, y1)
-        vstore(Y, 2 * dp + pairs, y2)
-        vstore(Y, 3 * dp + pairs, y3)
-        vstore(Y, 4 * dp + pairs, y4)
-        vstore(Y, 5 * dp + pairs, y5)
-        vstore(Y, 6 * dp + pairs, y6)
-        vstore(Y, 7 * dp + pairs, y7)
-
-
-@nb.njit(nogil=True, cache=True, error_model="numpy")
-def _fused_chunk(x, means, bias, k0, scale, threshold, run_max, run_arg, run_sum, run_w, acc, hints, hint_logit, work):
-    """One chunk of the online softmax for every row of a block, both GEMMs and the pass fused on register tiles
-    (eq. 31a): the chunk's means ``means`` (kc, d) and ``bias`` (kc,) against the block's rows ``x`` (B, d), in
-    their dtype, updating run_max, run_arg, run_sum, run_w, acc (float64, (B, d)) and, for rows whose hinted
-    class the chunk holds, hint_logit. Returns the number of rows that :func:`_chunk_pass` would have skipped
-    (eq. 30), from which the caller chooses the next chunk's path, and the number skipped here: PRODUCT_ROWS rows
-    that all skip the chunk leave out their second GEMM and add nothing (their exponentials are already spent).
-
-    Each row's weights are taken relative to its running maximum before the chunk (the logit of the chunk's first
-    class when it has none yet), so that the weights, their sums and their product with the means come out of
-    one pass; a tile of rows with a chunk maximum more than FUSED_LIMIT above its reference is computed again
-    relative to its chunk maxima. The sums are then rescaled to the new running maximum in float64. A row whose
-    maximum grew takes the first index of its largest logit from the tile's logits, as does a row whose hinted
-    class the chunk holds its hinted logit.
-    ``work`` = (xt, pad_bias, padded, P, Y, L, constants): flat work arrays of at least the sizes used below
-    (:func:`fused_work_sizes`), xt holding x's rows as :func:`_pack_rows` leaves them, and the exponential's
-    constants (:func:`_exp_constants`). The means are read where
-    they are, unless the chunk's length is not a multiple of CLASS_TILE or d not one of W: then from a zero-padded
-    copy in ``padded``.
-    """
-    B, d = x.shape
-    kc = means.shape[0]
-    xt, pad_bias, padded, P, Yt, L, constants = work
-    W = _vector_lanes(P)
-    R = 2 * W
-    kp = -(-kc // CLASS_TILE) * CLASS_TILE
-    dp = -(-d // W) * W
-    limit, pad = _fused_bounds(P)
-    for c in range(kc):
-        pad_bias[c] = bias[c]
-    for c in range(kc, kp):  # padding classes: zero means, a bias far below any logit
-        pad_bias[c] = pad
-    if dp == d and kp == kc:  # both GEMMs read the means as they are
-        flat = means.reshape(kc * d)
-    else:
-        flat = padded[: kp * dp]
-        for c in range(kp):
-            for l in range(dp):
-                flat[c * dp + l] = means[c, l] if c < kc and l < d else 0.0
-    reference = np.empty(R, dtype=P.dtype)
-    largest = np.empty(R, dtype=P.dtype)
-    sums = np.empty(2 * R, dtype=P.dtype)
-    would_skip = skipped = 0
-    for g0 in range(0, B, R):
-        n = min(R, B - g0)
-        for r in range(R):
-            m = run_max[g0 + r] if r < n else P.dtype.type(0.0)
-            if m == -np.inf:  # no maximum yet: the chunk's first logit, in float64 (any logit serves)
-                product = 0.0
-                for l in range(d):
-                    product += float(x[g0 + r, l]) * float(means[0, l])
-                m = P.dtype.type(float(scale) * product + float(bias[0]))
-            reference[r] = m
-        _fused_weights(xt, g0 * d, d, flat, dp, pad_bias, kp, scale, reference, P, L, largest, sums, constants)
-        again = False
-        for r in range(n):
-            if largest[r] - reference[r] > limit:
-                reference[r] = largest[r]
-                again = True
-        if again:
-            _fused_weights(xt, g0 * d, d, flat, dp, pad_bias, kp, scale, reference, P, L, largest, sums, constants)
-        for s0 in range(0, n, PRODUCT_ROWS):
-            rows = min(PRODUCT_ROWS, n - s0)
-            skipping = 0
-            for r in range(s0, s0 + rows):
-                i = g0 + r
-                if hints.shape[0] != 0 and k0 <= hints[i] < k0 + kc:
-                    hint_logit[i] = L[(hints[i] - k0) * R + r]
-                if largest[r] - run_max[i] < threshold:
-                    skipping += 1
-            would_skip += skipping
-            if skipping == rows:  # every row skips the chunk (eq. 30): no second GEMM, nothing to add
-                skipped += rows
-                continue
-            _fused_product(P, s0, kp, flat, dp, Yt)
-            for r in range(s0, s0 + rows):
-                i = g0 + r
-                c = largest[r]
-                m_old = run_max[i]
-                if c > m_old:  # the first index of the largest logit
-                    first = 0
-                    for j in range(kc):
-                        if L[j * R + r] == c:
-                            first = j
-                            break
-                    run_arg[i] = k0 + first
-                m_new = max(m_old, c)
-                ref = float(reference[r])
-                fresh = math.exp(ref - float(m_new))
-                s_chunk, w_chunk = float(sums[r]), float(sums[R + r])
-                y = (r - s0) * dp
-                if run_sum[i] > 0.0:
-                    old = math.exp(float(m_old) - float(m_new))
-                    run_w[i] = old * (run_w[i] + (float(m_old) - float(m_new)) * run_sum[i]) + \
-                        fresh * (w_chunk + (ref - float(m_new)) * s_chunk)
-                    run_sum[i] = old * run_sum[i] + fresh * s_chunk
-                    for l in range(d):
-                        acc[i, l] = old * acc[i, l] + fresh * float(Yt[y + l])
-                else:
-                    run_w[i] = fresh * (w_chunk + (ref - float(m_new)) * s_chunk)
-                    run_sum[i] = fresh * s_chunk
-                    for l in range(d):
-                        acc[i, l] = fresh * float(Yt[y + l])
-                run_max[i] = m_new
-    return would_skip, skipped
-
-
-def fused_work_sizes(rows, chunk, d, dtype):
-    """Sizes of the work arrays (xt, pad_bias, padded, P, Y, L) of :func:`_fused_chunk` for blocks of at most
-    ``rows`` rows and chunks of at most ``chunk`` classes in dimension d."""
-    W = vector_bits() // (8 * np.dtype(dtype).itemsize)
-    R = 2 * W
-    kp = -(-chunk // CLASS_TILE) * CLASS_TILE
-    dp = -(-d // W) * W
-    return -(-rows // R) * R * d, kp, kp * dp, kp * R, PRODUCT_ROWS * dp, kp * R
-
-
 @nb.njit(nogil=True, cache=True, error_model="numpy", fastmath=False)  # explicit: a callee inherits fast-math
 def _generate_span(generator, start, means, sq_norms, bias, scratch):
     """Classes start .. start + n - 1 generated into ``means`` (n, d) and ``bias`` (n,) in the kernel's
@@ -833,7 +321,7 @@ def _stream_rows(gemm, x, means, bias, k_offset, scale, chunk, threshold, run_ma
     threaded under :func:`posterior_moments`); ``buffer`` holds at least B x chunk elements. In float64
     the second GEMM adds its product into acc (beta 1), which the pass has rescaled; in float32 its
     product goes to T, which the next chunk's pass folds into the float64 acc.
-    With ``fused``, chunks are fused (:func:`_fused_chunk`, on the work arrays ``work``) from the first one
+    With ``fused``, chunks are fused (cfgphase.solvers.score.fused._fused_chunk, on the work arrays ``work``) from the first one
     while at least ``SUBSET`` of the rows keep them, and take the BLAS path otherwise (which the block's flag,
     bit 1, carries from span to span).
     Returns the number of (row, chunk) pairs skipped (eq. 30): after the first GEMM of a chunk,
@@ -1087,7 +575,7 @@ def posterior_moments(x, means, scale, bias, chunk=None, threads=None, hint=None
         stored means, or of ``x`` with generated ones); the running sums and everything returned,
         ``mean`` included, are float64 (eq. 31).
     fused : bool, optional
-        Compute chunks with the fused kernel (:func:`_fused_chunk`, eq. 31a: both GEMMs and the exponentials on
+        Compute chunks with the fused kernel (cfgphase.solvers.score.fused, eq. 31a: both GEMMs and the exponentials on
         register tiles, no BLAS call) while few rows skip, the BLAS GEMMs and the pass (:func:`_chunk_pass`)
         otherwise. Default: the environment variable ``CFGPHASE_FUSED`` ("1" or "0", read at each call, so
         that a whole run, its Dask and pool workers included, can be switched), else on CPUs with AVX-512

@@ -11,8 +11,9 @@ from scipy.special import logsumexp, softmax
 from cfgphase.physics.mixture import GaussianMixture
 from cfgphase.physics.processes import OU
 from cfgphase.solvers.score import blas as blas_module
-from cfgphase.solvers.score import kernel
-from cfgphase.solvers.score.kernel import _exp_nonpositive, posterior_moments
+from cfgphase.solvers.score import exponential, fused
+from cfgphase.solvers.score.exponential import _exp_nonpositive
+from cfgphase.solvers.score.kernel import posterior_moments
 from cfgphase.solvers.score.simd import lanes, vload, vstore
 
 #: Both GEMM libraries the kernel can call; MKL (the optional mkl wheel, in the test extra on x86-64 Linux) only
@@ -186,7 +187,7 @@ def test_fast_float32_exponential_is_accurate_to_a_few_ulp():
     """The float32 exponential against the float64 one rounded to float32 (exact to 0.5 ulp of float32), over the
     clamp's whole range: 1.15 ulp of float32 measured (the polynomial's own error is 2.8e-9, 0.05 ulp; the rest
     is rounding), 3 ulp allowed."""
-    from cfgphase.solvers.score.kernel import _exp_nonpositive32
+    from cfgphase.solvers.score.exponential import _exp_nonpositive32
 
     z = -np.concatenate([np.geomspace(1e-30, 1.0, 2000), np.linspace(0, 87, 20001)]).astype(np.float32)
     got = np.array([_exp_nonpositive32(v) for v in z])  # float32 values, returned to Python as floats
@@ -601,10 +602,10 @@ def test_a_small_simulation_needs_neither_numba_nor_scipy():
 
 def test_weights_below_the_floor_are_zero_and_above_it_exact():
     """Weights under 2**-96 (float32) / 2**-992 (float64) are 0, so no subnormal reaches the second GEMM
-    (kernel.WEIGHT_FLOOR32); above the floor the weight is the fast exponential itself, bit for bit."""
+    (exponential.WEIGHT_FLOOR32); above the floor the weight is the fast exponential itself, bit for bit."""
     import numba as nb
 
-    from cfgphase.solvers.score.kernel import WEIGHT_FLOOR32, WEIGHT_FLOOR64, _exp_nonpositive32, _exp_weight
+    from cfgphase.solvers.score.exponential import WEIGHT_FLOOR32, WEIGHT_FLOOR64, _exp_nonpositive32, _exp_weight
 
     weight = nb.njit(lambda z: _exp_weight(z))
     for floor, exp, dt in ((WEIGHT_FLOOR32, _exp_nonpositive32, np.float32), (WEIGHT_FLOOR64, _exp_nonpositive, np.float64)):
@@ -747,19 +748,19 @@ def test_the_second_gemm_accumulates_in_float64_and_writes_T_in_float32(blas):
 def _vexp_of(z, out, constants):
     W = lanes(z)
     for i in range(0, z.size, W):
-        vstore(out, i, kernel._vexp(vload(z, i), constants))
+        vstore(out, i, exponential._vexp(vload(z, i), constants))
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_the_fused_exponential_is_within_one_and_a_half_ulps_of_exp(dtype):
-    """The fused chunk's exponential (kernel._vexp, eq. 31a) against exp in extended precision (x87 long double,
+    """The fused chunk's exponential (exponential._vexp, eq. 31a) against exp in extended precision (x87 long double,
     11 more bits than float64) on 2**21 points from the weight floor to FUSED_LIMIT and 2**16 on [-1, 1]: within
     1.5 ulp of the dtype (measured 1.13 in float64, 1.01 in float32: half an ulp from the table entry, half from the
     last multiply-add, the polynomial's 1.4e-17 and 1.5e-10); 0 below the floor, for -inf and for a padding class's
     bias. Its tables are 2**(j/T) correctly rounded: checked exactly, with rationals."""
-    floor, limit = (kernel.WEIGHT_FLOOR32, kernel.FUSED_LIMIT32) if dtype == np.float32 else \
-        (kernel.WEIGHT_FLOOR64, kernel.FUSED_LIMIT64)
-    constants = kernel._exp_constants(dtype)
+    floor, limit = (exponential.WEIGHT_FLOOR32, fused.FUSED_LIMIT32) if dtype == np.float32 else \
+        (exponential.WEIGHT_FLOOR64, fused.FUSED_LIMIT64)
+    constants = exponential._exp_constants(dtype)
     z = np.concatenate([np.linspace(floor, limit, 2**21), np.linspace(-1, 1, 2**16)]).astype(dtype)
     out = np.empty_like(z)
     _vexp_of(z, out, constants)
@@ -771,7 +772,7 @@ def test_the_fused_exponential_is_within_one_and_a_half_ulps_of_exp(dtype):
     result = np.empty_like(below)
     _vexp_of(below, result, constants)
     assert np.array_equal(result, np.zeros_like(below))
-    T, _ = kernel._exp_layout(constants)
+    T, _ = exponential._exp_layout(constants)
     for j, entry in enumerate(constants[:T]):  # |entry - 2**(j/T)| <= half an ulp, as powers of T
         half = Fraction(float(np.spacing(entry))) / 2
         assert (Fraction(float(entry)) - half) ** T <= 2**j <= (Fraction(float(entry)) + half) ** T, j
