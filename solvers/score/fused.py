@@ -71,23 +71,25 @@ def _fma_class(means, at, x0, x1, a0, a1):
 
 
 @nb.njit(inline="always")
-def _class_weights(a0, a1, scale, b, r0, r1, m0, m1, s0, s1, w0, w1, P, L, at, W, constants):
-    """One class of a logit tile (2W rows): the logits, stored in L at ``at``, the rows' running largest m0, m1,
-    their weights relative to the rows' references r0, r1, stored in P at ``at``, and the rows' sums s of weights
-    and w of weights times (logit - reference)."""
+def _class_weights(a0, a1, c, rows, P, L, pad_bias, scale, r0, r1, constants):
+    """Class c of a logit tile (2W rows; a0, a1 its multiply-adds): the logits, stored in L at c 2W, the weights
+    relative to the rows' references r0, r1, stored in P at c 2W, and ``rows`` = (m0, m1, s0, s1, w0, w1), the
+    rows' running largest logits, sums of weights and sums of weights times (logit - reference), updated."""
+    m0, m1, s0, s1, w0, w1 = rows
+    W = _vector_lanes(P)
+    at = 2 * W * c
+    b = vbroadcast(pad_bias, c)
     l0 = vfma(a0, scale, b)
     l1 = vfma(a1, scale, b)
     vstore(L, at, l0)
     vstore(L, at + W, l1)
-    m0 = vmax(l0, m0)  # a NaN logit loses
-    m1 = vmax(l1, m1)
     z0 = l0 - r0
     z1 = l1 - r1
     e0 = _vexp(z0, constants)
     e1 = _vexp(z1, constants)
     vstore(P, at, e0)
     vstore(P, at + W, e1)
-    return m0, m1, s0 + e0, s1 + e1, vfma(e0, z0, w0), vfma(e1, z1, w1)
+    return vmax(l0, m0), vmax(l1, m1), s0 + e0, s1 + e1, vfma(e0, z0, w0), vfma(e1, z1, w1)  # a NaN logit loses
 
 
 @nb.njit(nogil=True, cache=True, error_model="numpy")
@@ -108,8 +110,7 @@ def _fused_weights(xt, x0, d, means, stride, pad_bias, kp, scale, reference, P, 
     sc = vsplat(P.dtype.type(scale))
     r0 = vload(reference, 0)
     r1 = vload(reference, W)
-    m0 = m1 = vsplat(P.dtype.type(-np.inf))
-    s0 = s1 = w0 = w1 = z
+    rows = (vsplat(P.dtype.type(-np.inf)), vsplat(P.dtype.type(-np.inf)), z, z, z, z)  # m0, m1, s0, s1, w0, w1
     for c0 in range(0, kp, CLASS_TILE):
         a00 = a01 = a10 = a11 = a20 = a21 = a30 = a31 = z
         a40 = a41 = a50 = a51 = a60 = a61 = a70 = a71 = z
@@ -125,23 +126,15 @@ def _fused_weights(xt, x0, d, means, stride, pad_bias, kp, scale, reference, P, 
             a50, a51 = _fma_class(means, base + 5 * stride + k, v0, v1, a50, a51)
             a60, a61 = _fma_class(means, base + 6 * stride + k, v0, v1, a60, a61)
             a70, a71 = _fma_class(means, base + 7 * stride + k, v0, v1, a70, a71)
-        at = c0 * R
-        m0, m1, s0, s1, w0, w1 = _class_weights(a00, a01, sc, vbroadcast(pad_bias, c0), r0, r1, m0, m1, s0, s1, w0,
-                                                w1, P, L, at, W, constants)
-        m0, m1, s0, s1, w0, w1 = _class_weights(a10, a11, sc, vbroadcast(pad_bias, c0 + 1), r0, r1, m0, m1, s0, s1,
-                                                w0, w1, P, L, at + R, W, constants)
-        m0, m1, s0, s1, w0, w1 = _class_weights(a20, a21, sc, vbroadcast(pad_bias, c0 + 2), r0, r1, m0, m1, s0, s1,
-                                                w0, w1, P, L, at + 2 * R, W, constants)
-        m0, m1, s0, s1, w0, w1 = _class_weights(a30, a31, sc, vbroadcast(pad_bias, c0 + 3), r0, r1, m0, m1, s0, s1,
-                                                w0, w1, P, L, at + 3 * R, W, constants)
-        m0, m1, s0, s1, w0, w1 = _class_weights(a40, a41, sc, vbroadcast(pad_bias, c0 + 4), r0, r1, m0, m1, s0, s1,
-                                                w0, w1, P, L, at + 4 * R, W, constants)
-        m0, m1, s0, s1, w0, w1 = _class_weights(a50, a51, sc, vbroadcast(pad_bias, c0 + 5), r0, r1, m0, m1, s0, s1,
-                                                w0, w1, P, L, at + 5 * R, W, constants)
-        m0, m1, s0, s1, w0, w1 = _class_weights(a60, a61, sc, vbroadcast(pad_bias, c0 + 6), r0, r1, m0, m1, s0, s1,
-                                                w0, w1, P, L, at + 6 * R, W, constants)
-        m0, m1, s0, s1, w0, w1 = _class_weights(a70, a71, sc, vbroadcast(pad_bias, c0 + 7), r0, r1, m0, m1, s0, s1,
-                                                w0, w1, P, L, at + 7 * R, W, constants)
+        rows = _class_weights(a00, a01, c0, rows, P, L, pad_bias, sc, r0, r1, constants)
+        rows = _class_weights(a10, a11, c0 + 1, rows, P, L, pad_bias, sc, r0, r1, constants)
+        rows = _class_weights(a20, a21, c0 + 2, rows, P, L, pad_bias, sc, r0, r1, constants)
+        rows = _class_weights(a30, a31, c0 + 3, rows, P, L, pad_bias, sc, r0, r1, constants)
+        rows = _class_weights(a40, a41, c0 + 4, rows, P, L, pad_bias, sc, r0, r1, constants)
+        rows = _class_weights(a50, a51, c0 + 5, rows, P, L, pad_bias, sc, r0, r1, constants)
+        rows = _class_weights(a60, a61, c0 + 6, rows, P, L, pad_bias, sc, r0, r1, constants)
+        rows = _class_weights(a70, a71, c0 + 7, rows, P, L, pad_bias, sc, r0, r1, constants)
+    m0, m1, s0, s1, w0, w1 = rows
     vstore(largest, 0, m0)
     vstore(largest, W, m1)
     vstore(sums, 0, s0)
