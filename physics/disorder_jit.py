@@ -22,6 +22,7 @@ from numba.extending import intrinsic
 
 from cfgphase.physics.disorder import (_ATANH_SERIES, _COS_SERIES, _HALF_PI, _LN2_HI, _LN2_LO, _LOW32, _M0, _M1,
                                        _ONE_BITS, _S12, _S32, _SIN_SERIES, _SQRT2, _W0, _W1)
+from cfgphase.physics.numba_cache import njit
 
 
 def bitcast(source, target):
@@ -42,7 +43,7 @@ int64_bits_as_float64 = bitcast(types.int64, types.float64)
 _float64_bits_as_int64 = bitcast(types.float64, types.int64)
 
 
-@nb.njit(cache=True, error_model="numpy", fastmath=False, inline="always")
+@njit(error_model="numpy", fastmath=False, inline="always")
 def horner(x, coefficients):
     """sum_i coefficients[i] x^(n-1-i), highest power first, by Horner's rule; inlined in Numba's IR, so
     that it runs with the caller's floating-point flags."""
@@ -52,7 +53,7 @@ def horner(x, coefficients):
     return p
 
 
-@nb.njit(cache=True, error_model="numpy", fastmath=False)
+@njit(error_model="numpy", fastmath=False)
 def _philox_round(c0, c1, c2, c3, k0, k1, i):
     """Round i of Philox-4x32, with the key bumped i times by the Weyl constants."""
     p0 = _M0 * c0
@@ -62,7 +63,7 @@ def _philox_round(c0, c1, c2, c3, k0, k1, i):
     return (p1 >> _S32) ^ c1 ^ k0, p1 & _LOW32, (p0 >> _S32) ^ c3 ^ k1, p0 & _LOW32
 
 
-@nb.njit(cache=True, error_model="numpy", fastmath=False, inline="always")
+@njit(error_model="numpy", fastmath=False, inline="always")
 def philox4x32(c0, c1, c2, c3, k0, k1):
     """Philox-4x32-10 of counter (c0, c1, c2, c3) under key (k0, k1): four 32-bit words.
 
@@ -81,7 +82,7 @@ def philox4x32(c0, c1, c2, c3, k0, k1):
     return _philox_round(c0, c1, c2, c3, k0, k1, np.uint64(9))
 
 
-@nb.njit(cache=True, error_model="numpy", fastmath=False)
+@njit(error_model="numpy", fastmath=False)
 def _log_unit(u):
     """log(u) for u in (0, 1), branch-free: u = 2^e m with m in [sqrt(1/2), sqrt(2)),
     log m = 2 atanh f, f = (m - 1)/(m + 1), |f| < 0.172, by its series to f^23 (truncation < 1e-18)."""
@@ -95,7 +96,7 @@ def _log_unit(u):
     return e * _LN2_HI + (2.0 * f * horner(f * f, _ATANH_SERIES) + e * _LN2_LO)
 
 
-@nb.njit(cache=True, error_model="numpy", fastmath=False)
+@njit(error_model="numpy", fastmath=False)
 def _cos_sin_turn(u):
     """(cos 2 pi u, sin 2 pi u) for u in [0, 1), branch-free: 4u = n + r exactly, |r| <= 1/2, then
     Taylor polynomials of phi = r pi/2 (|phi| <= pi/4; truncation < 1e-16) rotated by n quarter turns."""
@@ -112,7 +113,7 @@ def _cos_sin_turn(u):
     return sign_cos * (c * (1.0 - odd) + s * odd), sign_sin * (s * (1.0 - odd) + c * odd)
 
 
-@nb.njit(cache=True, error_model="numpy", fastmath=False)
+@njit(error_model="numpy", fastmath=False)
 def _unit_interval(bits):
     """(bits >> 12) 2^-52 in [0, 1) for a uint64, exactly: the 52 bits become the mantissa of a number
     in [1, 2) (a bitcast; vectorises, where AVX2 has no 64-bit integer to float conversion)."""
@@ -123,7 +124,7 @@ def _unit_interval(bits):
 GROUP = 32
 
 
-@nb.njit(nogil=True, cache=True, error_model="numpy", fastmath=False)
+@njit(nogil=True, error_model="numpy", fastmath=False)
 def _fill(k0, k1, std, start, indices, scratch, out, sq_norms):
     r"""Class means (start + i, or indices[i] if given) into ``out`` (n, d) of any float dtype (cast from
     float64), and their squared norms in float64 into ``sq_norms`` (n,), summed in a fixed order: pair
@@ -194,14 +195,14 @@ def class_scratch(d):
     return np.empty(h, np.uint64), np.empty(h, np.uint64), np.empty(h), np.empty(h), np.empty(h)
 
 
-@nb.njit(nogil=True, cache=True, error_model="numpy", fastmath=False)
+@njit(nogil=True, error_model="numpy", fastmath=False)
 def fill_class_means(k0, k1, std, indices, scratch, out, sq_norms):
     """Class means ``indices`` (n,) into ``out`` (n, d) (any float dtype) and their squared norms
     into ``sq_norms`` (n,) float64; ``scratch`` from :func:`class_scratch`."""
     _fill(k0, k1, std, 0, indices, scratch, out, sq_norms)
 
 
-@nb.njit(nogil=True, cache=True, error_model="numpy", fastmath=False)
+@njit(nogil=True, error_model="numpy", fastmath=False)
 def fill_class_range(k0, k1, std, start, scratch, out, sq_norms):
     """Class means start .. start + n - 1 into ``out`` (n, d) (any float dtype), squared norms into
     ``sq_norms`` (n,) float64; ``scratch`` from :func:`class_scratch`."""

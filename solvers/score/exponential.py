@@ -23,6 +23,7 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic, overload
 
 from cfgphase.physics.disorder_jit import bitcast, int64_bits_as_float64
+from cfgphase.physics.numba_cache import njit
 from cfgphase.solvers.score.simd import vbroadcast, vfma, vldexp, vlookup, vselect_ge, vsplat
 
 
@@ -67,7 +68,7 @@ _EXP64 = (2.5110037605963777e-08, 2.763263963904103e-07, 2.755724091857897e-06, 
 _float64_bits_as_int64 = bitcast(types.float64, types.int64)
 
 
-@nb.njit(fastmath=_EXACT_MATH, cache=True)
+@njit(fastmath=_EXACT_MATH)
 def _exp_nonpositive(z):
     """exp(z) for z <= 0 to about 1 ulp, branch-free so that LLVM vectorises the caller's loop.
 
@@ -101,7 +102,7 @@ _EXP32 = tuple(np.float32(c) for c in (0.0013941108433972674, 0.0083751263981533
                                        0.16666415514653277, 0.5000000047117757, 1.000000037716214, 1.0))
 
 
-@nb.njit(fastmath=_EXACT_MATH, cache=True)
+@njit(fastmath=_EXACT_MATH)
 def _exp_nonpositive32(z):
     """float32 exp(z) for z <= 0 to about 1 ulp (the float32 analogue of _exp_nonpositive).
 
@@ -134,13 +135,13 @@ def _exp_weight(z):
     return _weight32(z) if isinstance(z, np.float32) else _weight64(z)
 
 
-@nb.njit(fastmath=_EXACT_MATH, cache=True)
+@njit(fastmath=_EXACT_MATH)
 def _weight32(z):
     e = _exp_nonpositive32(z)  # computed for every z and then selected: the caller's loop stays branch-free
     return e if z >= WEIGHT_FLOOR32 else np.float32(0.0)
 
 
-@nb.njit(fastmath=_EXACT_MATH, cache=True)
+@njit(fastmath=_EXACT_MATH)
 def _weight64(z):
     e = _exp_nonpositive(z)
     return e if z >= WEIGHT_FLOOR64 else 0.0

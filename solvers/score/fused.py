@@ -17,6 +17,7 @@ import numba as nb
 import numpy as np
 from numba.extending import overload
 
+from cfgphase.physics.numba_cache import njit
 from cfgphase.solvers.score.exponential import _vexp
 from cfgphase.solvers.score.simd import lanes as _vector_lanes
 from cfgphase.solvers.score.simd import vbroadcast, vector_bits, vfma, vload, vmax, vsplat, vstore
@@ -51,7 +52,7 @@ def _fused_bounds_overload(P):
     return lambda P: (FUSED_LIMIT64, _PAD_BIAS64)
 
 
-@nb.njit(nogil=True, cache=True, error_model="numpy")
+@njit(nogil=True, error_model="numpy")
 def _pack_rows(x, xt):
     """The rows of x (B, d) as tiles of R = 2W rows (W the vector lanes of xt's dtype), transposed: row g0 + r's
     entry k at xt[g0 d + k R + r], rows past B zero. Once per block of rows; the fused chunk loads two vectors of
@@ -92,7 +93,7 @@ def _class_weights(a0, a1, c, rows, P, L, pad_bias, scale, r0, r1, constants):
     return vmax(l0, m0), vmax(l1, m1), s0 + e0, s1 + e1, vfma(e0, z0, w0), vfma(e1, z1, w1)  # a NaN logit loses
 
 
-@nb.njit(nogil=True, cache=True, error_model="numpy")
+@njit(nogil=True, error_model="numpy")
 def _fused_weights(xt, x0, d, means, stride, pad_bias, kp, scale, reference, P, L, largest, sums, constants):
     """One tile of R = 2W rows (W the vector lanes) against one chunk of kp classes (a multiple of CLASS_TILE):
     the logits and the weights exp(logit - reference[r]) into L and P, class j's R rows at j R, each row's
@@ -155,7 +156,7 @@ def _store_pair(Y, at, y0, y1, W):
     vstore(Y, at + W, y1)
 
 
-@nb.njit(nogil=True, cache=True, error_model="numpy")
+@njit(nogil=True, error_model="numpy")
 def _fused_product(P, s0, kp, means, dp, Y):
     """Y (PRODUCT_ROWS, dp) = the weights of rows s0 .. s0 + PRODUCT_ROWS - 1 of a tile (P holds class j's R = 2W
     rows at j R) times means (kp, dp), flat arrays, dp a multiple of W: the second GEMM of a fused chunk, on
@@ -211,7 +212,7 @@ def _fused_product(P, s0, kp, means, dp, Y):
         vstore(Y, 7 * dp + pairs, y7)
 
 
-@nb.njit(nogil=True, cache=True, error_model="numpy")
+@njit(nogil=True, error_model="numpy")
 def _fused_chunk(x, means, bias, k0, scale, threshold, run_max, run_arg, run_sum, run_w, acc, hints, hint_logit, work):
     """One chunk of the online softmax for every row of a block, both GEMMs and the pass fused on register tiles
     (eq. 31a): the chunk's means ``means`` (kc, d) and ``bias`` (kc,) against the block's rows ``x`` (B, d), in

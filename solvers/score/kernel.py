@@ -51,6 +51,7 @@ from numba.extending import intrinsic, overload
 
 from cfgphase.physics.disorder import NormBias, RandomMeans
 from cfgphase.physics.disorder_jit import class_scratch, fill_class_range
+from cfgphase.physics.numba_cache import njit
 from cfgphase.solvers.score.blas import gemm_library, single_threaded_blas, usable_cores  # noqa: F401  (this API)
 from cfgphase.solvers.score.dense import PosteriorMoments, checked_hint
 from cfgphase.solvers.score.exponential import _exp_constants, _exp_weight, _fmax
@@ -126,7 +127,7 @@ def _take_next(typingctx, counter):
 _N, _T = ord("N"), ord("T")
 
 
-@nb.njit(nogil=True, cache=True)
+@njit(nogil=True)
 def _gemm_logits(gemm, x, means, S):
     """S (B, kc) = x (B, d) means (kc, d)^T, row-major and contiguous, by the ?gemm at address ``gemm``."""
     (B, d), kc = x.shape, means.shape[0]
@@ -134,7 +135,7 @@ def _gemm_logits(gemm, x, means, S):
     _fortran_gemm(gemm, _T, _N, kc, B, d, means, ld, x, ld, 0.0, S, kc)
 
 
-@nb.njit(nogil=True, cache=True)
+@njit(nogil=True)
 def _gemm_weighted(gemm, S, means, T, beta=0.0):
     """T (B, d) = S (B, kc) means (kc, d) + beta T, row-major and contiguous, by the ?gemm at address ``gemm``."""
     (B, kc), d = S.shape, means.shape[1]
@@ -165,7 +166,7 @@ def _prefer_wide_vectors(typingctx):
     return types.void(), codegen
 
 
-@nb.njit(nogil=True, fastmath=True, cache=True, error_model="numpy")
+@njit(nogil=True, fastmath=True, error_model="numpy")
 def _chunk_pass(S, bias, scale, threshold, k0, run_max, run_sum, run_w, run_arg, acc, T, fold_T, active, hints,
                 hint_logit):
     """One chunk of the online softmax (eq. 7) for every row of a block, in place.
@@ -245,7 +246,7 @@ SUBSET = 0.5
 SPAN_CHUNKS = 4
 
 
-@nb.njit(nogil=True, cache=True, error_model="numpy", fastmath=False)  # explicit: a callee inherits fast-math
+@njit(nogil=True, error_model="numpy", fastmath=False)  # explicit: a callee inherits fast-math
 def _generate_span(generator, start, means, sq_norms, bias, scratch):
     """Classes start .. start + n - 1 generated into ``means`` (n, d) and ``bias`` (n,) in the kernel's
     dtype, the bias log_weight - coefficient |mu_k|^2 rounded as NumPy rounds the stored one
@@ -308,7 +309,7 @@ def _rows_of_overload(x, b0, b1, buffer):
     return cast
 
 
-@nb.njit(nogil=True, fastmath=True, cache=True, error_model="numpy")
+@njit(nogil=True, fastmath=True, error_model="numpy")
 def _stream_rows(gemm, x, means, bias, k_offset, scale, chunk, threshold, run_max, run_arg, hints, hint_logit, buffer,
                  state, finish, Y, log_partition, entropy, fused, work):
     """Stream classes k_offset .. k_offset + len(means) - 1 in chunks for one block of rows, without the
@@ -389,7 +390,7 @@ def _stream_rows(gemm, x, means, bias, k_offset, scale, chunk, threshold, run_ma
     return skipped
 
 
-@nb.njit(nogil=True, fastmath=True, cache=True, error_model="numpy")
+@njit(nogil=True, fastmath=True, error_model="numpy")
 def _stream_blocks(gemm, counter, rows, x, x_rows, means, bias, k_offset, scale, chunk, threshold, hinted, hinted_bias,
                    run_max, run_arg, hints, hint_logit, buffer, state, carried, finish, Y, log_partition, entropy, fused,
                    work):
