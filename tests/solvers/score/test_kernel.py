@@ -112,11 +112,13 @@ def test_calls_from_several_threads_at_once_give_the_sequential_numbers(generate
         for field in ("mean", "log_partition", "entropy", "argmax"):
             np.testing.assert_array_equal(getattr(res, field), getattr(alone[i % 4], field))
 
+@pytest.mark.parametrize("fused", [False, True])
 @pytest.mark.parametrize("blas", LIBRARIES)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_argmax_is_the_first_of_tied_largest_logits(dtype, blas):
+def test_argmax_is_the_first_of_tied_largest_logits(dtype, blas, fused):
     """Tied largest logits: the index returned is the first of them, as np.argmax gives, whichever chunk
-    holds them and whether or not the running maximum grows there. Small integers and a scale of 1/2 make
+    holds them and whether or not the running maximum grows there, on either path (the fused chunk finds it
+    from its running maxima, fused._first_largest: ties within and across class tiles). Small integers and a scale of 1/2 make
     every logit exact in either precision, whatever the BLAS's order of summation, so ties are exact
     (every mean appears three times, and distinct means tie too)."""
     rng = np.random.default_rng(5)
@@ -127,7 +129,7 @@ def test_argmax_is_the_first_of_tied_largest_logits(dtype, blas):
     assert np.mean(np.sum(x @ means.T == (x @ means.T).max(1, keepdims=True), axis=1) > 1) == 1.0
     for chunk in (7, 40, 64, 120):
         res = posterior_moments(x, means, 0.5, np.zeros(len(means), dtype=dtype), chunk=chunk, threads=2, skip=False,
-                                blas=blas)
+                                blas=blas, fused=fused)
         np.testing.assert_array_equal(res.argmax, first)
 
 
