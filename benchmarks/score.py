@@ -208,7 +208,7 @@ class _Estimator:
             _lane_gemms(gemm, counter, rows, x, self.means, chunk, np.empty(rows * chunk, dtype=x.dtype), out)
 
         with kernel.single_threaded_blas():
-            kernel._on_lanes(lane, lanes)
+            kernel._on_lanes([lane] * lanes)
         return out
 
     def evaluate(self, x, t):
@@ -315,7 +315,7 @@ def _square_gemm_kernel(dtype, n):
                 kernel._gemm_weighted(gemm, a[rows], b, out[rows])
 
         with kernel.single_threaded_blas():
-            kernel._on_lanes(lane, lanes)
+            kernel._on_lanes([lane] * lanes)
 
     return call
 

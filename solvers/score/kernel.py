@@ -451,51 +451,62 @@ def _workers(pid, n):
     return ThreadPoolExecutor(n, thread_name_prefix=f"cfgphase-{pid}")
 
 
-def _on_lanes(lane, lanes):
-    """``lane()`` run ``lanes`` times at once, on the kernel's worker threads (:func:`_workers`; in the calling
-    thread when ``lanes`` is 1); the list of their results. The lanes share their work through a counter or an
-    iterator they all take from.
+def _on_lanes(tasks):
+    """The zero-argument callables ``tasks`` run at once, one per lane, on the kernel's worker threads
+    (:func:`_workers`; in the calling thread when there is one task); the list of their results. The lanes share
+    their work through a counter or an iterator they all take from.
 
-    The caller waits rather than run a lane itself. Running one saved 30-40 us a call (a worker's round trip is
-    about 70 us on this VM), but Linux then sometimes woke the worker on the caller's busy core and left it there
-    for whole calls: the caller streamed every block while the worker waited, at the speed of one thread, in
-    streaks of calls (measured on the 2-core VM with the benchmark's GEMMs alone: 3.5-3.9 ms against 2.0-2.2).
-    A waiting caller leaves its core to a worker.
+    A lane should be a nogil Numba function with its arguments bound (``functools.partial``), prepared by the
+    caller: a worker then holds the GIL only to unbox them (2-3 us). Lanes that ran 20 us of Python each
+    (their work arrays) contended for the GIL with each other and with the caller, and two lanes cost 130 us a
+    call more than one (a call on 8 classes, 2 cores), against 55 us for the bare round trip.
+
+    The caller waits rather than run a lane itself. Running one saved 30-40 us a call, but Linux then sometimes
+    woke the worker on the caller's busy core and left it there for whole calls: the caller streamed every block
+    while the worker waited, at the speed of one thread, in streaks of calls (measured on the 2-core VM with the
+    benchmark's GEMMs alone: 3.5-3.9 ms against 2.0-2.2). A waiting caller leaves its core to a worker.
     """
-    if lanes == 1:
-        return [lane()]
-    futures = [_workers(os.getpid(), lanes).submit(lane) for _ in range(lanes)]
+    if len(tasks) == 1:
+        return [tasks[0]()]
+    pool = _workers(os.getpid(), len(tasks))
+    futures = [pool.submit(task) for task in tasks]
     return [future.result() for future in futures]
 
 
-#: ``arrays``, (name, dtype) -> 1-d array: the work arrays of each thread that runs a lane (:func:`_work_array`)
+#: ``arrays``, (lane, name, dtype) -> 1-d array: the work arrays of the lanes of each calling thread
+#: (:func:`_work_array`)
 _work = threading.local()
 
 
-def _work_array(name, shape, dtype):
-    """Work array ``name`` of ``shape`` and ``dtype`` of the calling thread, uninitialised.
+def _work_array(lane, name, shape, dtype):
+    """Work array ``name`` of lane ``lane`` of a call from the calling thread, of ``shape`` and ``dtype``,
+    uninitialised.
 
     Kept from call to call (grown when too small) while it holds at most BUFFER_BYTES: the logit buffer at the
-    default chunk, the accumulators up to d = 256 in float64 (1.5 MiB with the small state arrays) per thread
-    that has run a lane, freed with the thread. Fresh ones in every call cost about 480 new pages per call of a
-    default ``cfgphase simulate`` on 2 threads, 1.1-1.5 ms of page faults.
+    default chunk, the accumulators up to d = 256 in float64 (1.5 MiB with the small state arrays) per lane of
+    each thread that has called the kernel, freed with that thread. The calls of one thread follow each other
+    and each lane runs on one worker at a time, so that no two tasks ever share an array, however many threads
+    call at once. Fresh ones in every call cost about 480 new pages per call of a default ``cfgphase simulate``
+    on 2 threads, 1.1-1.5 ms of page faults.
     """
     size = math.prod(shape)
     if size * dtype.itemsize > BUFFER_BYTES:
         return np.empty(shape, dtype=dtype)
     arrays = _work.__dict__.setdefault("arrays", {})
-    array = arrays.get((name, dtype))
+    array = arrays.get((lane, name, dtype))
     if array is None or array.size < size:
-        array = arrays[name, dtype] = np.empty(size, dtype=dtype)
+        array = arrays[lane, name, dtype] = np.empty(size, dtype=dtype)
     return array[:size].reshape(shape)
 
 
-def _softmax_state(n, d, dtype, flags, work=True):
+def _softmax_state(n, d, dtype, flags, lane=None):
     """The arrays of an online softmax state for ``n`` rows, (sums (2, n), acc (n, d), T, flags (flags,)), for
     :func:`_stream_blocks` to initialise: T (n, d) in ``dtype``, or without rows in float64 (whose second GEMM
-    adds into acc: :func:`_weighted_product`); acc and sums float64. On the calling thread's work arrays
-    (:func:`_work_array`) for one block at a time, else the call's own."""
-    new = _work_array if work else (lambda name, shape, dtype: np.empty(shape, dtype=dtype))
+    adds into acc: :func:`_weighted_product`); acc and sums float64. On the work arrays of ``lane``
+    (:func:`_work_array`) for one block at a time, else (``lane`` None) the call's own."""
+    def new(name, shape, dtype):
+        return np.empty(shape, dtype=dtype) if lane is None else _work_array(lane, name, shape, dtype)
+
     return (new("sums", (2, n), np.dtype(np.float64)), new("acc", (n, d), np.dtype(np.float64)),
             new("T", (n if dtype == np.float32 else 0, d), np.dtype(dtype)), new("flags", (flags,), np.dtype(np.int64)))
 
@@ -632,9 +643,9 @@ def posterior_moments(x, means, scale, bias, chunk=None, threads=None, hint=None
         hinted_rows, hinted_rows_bias = _hinted_means(means, bias, classes, generated, dtype)
         run_max[:] = scale * np.einsum("ij,ij->i", x.astype(dtype, copy=False), hinted_rows[where]) + \
             hinted_rows_bias[where]
-    # the lanes stream on work arrays their threads keep from call to call (_work_array); the states of
-    # generated means are carried from span to span, so they are the call's own
-    states = _softmax_state(B, d, dtype, -(-B // rows), work=False) if generated else None
+    # the lanes stream on work arrays that the calling thread keeps from call to call, a set per lane
+    # (_work_array); the states of generated means are carried from span to span, so they are the call's own
+    states = _softmax_state(B, d, dtype, -(-B // rows)) if generated else None
     if generated:
         # a span of SPAN_CHUNKS chunks per lane is generated by all lanes, then streamed by each block: every
         # mean entry is generated once per call, not once per block
@@ -650,6 +661,11 @@ def posterior_moments(x, means, scale, bias, chunk=None, threads=None, hint=None
     fuse = _fused_default() if fused is None else bool(fused)
     work_sizes = fused_work_sizes(rows, chunk, d, dtype) if fuse else (1,) * 6
     constants = _exp_constants(dtype)
+    # each lane's own arguments: the block of rows cast (_rows_of), logit buffer, softmax state, fused work
+    own = [(_work_array(i, "rows", (rows, d), dtype) if cast else x[:0], _work_array(i, "logits", (rows * chunk,), dtype),
+            states or _softmax_state(rows, d, dtype, 1, lane=i),
+            (*(_work_array(i, f"fused{j}", (n,), dtype) for j, n in enumerate(work_sizes)), constants))
+           for i in range(lanes)]
 
     def stream_span(start, stop):
         if generated:
@@ -664,23 +680,16 @@ def posterior_moments(x, means, scale, bias, chunk=None, threads=None, hint=None
                     a, b = cuts[i], cuts[i + 1]
                     _generate_span(generator, start + a, span_means[a:b], span_sq[a:b], span_bias[a:b], work)
 
-            _on_lanes(generate, lanes)
+            _on_lanes([generate] * lanes)
             span_m, span_b = span_means[:n], span_bias[:n]
         else:
             span_m, span_b = means, bias
         counter = np.zeros(1, dtype=np.int64)  # the next block: each lane takes one until none is left, which
         # balances a core slowed by another process
-
-        def lane():
-            x_rows = _work_array("rows", (rows, d), dtype) if cast else x[:0]
-            return _stream_blocks(gemm, counter, rows, x, x_rows, span_m, span_b, start, scale_x, chunk, threshold,
-                                  hinted, hinted_bias, run_max, out[3], hints, hint_logit,
-                                  _work_array("logits", (rows * chunk,), dtype),
-                                  states or _softmax_state(rows, d, dtype, 1), generated, stop == K, *out[:3],
-                                  fuse, (*(_work_array(f"fused{i}", (n,), dtype) for i, n in enumerate(work_sizes)),
-                                         constants))
-
-        return sum(_on_lanes(lane, lanes))
+        return sum(_on_lanes([functools.partial(
+            _stream_blocks, gemm, counter, rows, x, x_rows, span_m, span_b, start, scale_x, chunk, threshold, hinted,
+            hinted_bias, run_max, out[3], hints, hint_logit, buffer, state, generated, stop == K, *out[:3], fuse, work)
+            for x_rows, buffer, state, work in own]))
 
     with single_threaded_blas():
         skipped = sum(stream_span(*s) for s in spans)
