@@ -55,7 +55,7 @@ from cfgphase.physics.numba_cache import njit
 from cfgphase.solvers.score.blas import gemm_library, single_threaded_blas, usable_cores  # noqa: F401  (this API)
 from cfgphase.solvers.score.dense import PosteriorMoments, checked_hint
 from cfgphase.solvers.score.exponential import _exp_constants, _exp_weight, _fmax
-from cfgphase.solvers.score.fused import _fused_chunk, _pack_rows, fused_work_sizes
+from cfgphase.solvers.score.fused import FUSED_CLASSES, _fused_chunk, _pack_rows, fused_work_sizes
 from cfgphase.solvers.score.simd import vector_bits
 
 #: Target size in bytes of each thread's (B_block, chunk) logit buffer: half an L2 cache, so that
@@ -311,7 +311,7 @@ def _rows_of_overload(x, b0, b1, buffer):
 
 @njit(nogil=True, fastmath=True, error_model="numpy")
 def _stream_rows(gemm, x, means, bias, k_offset, scale, chunk, threshold, run_max, run_arg, hints, hint_logit, buffer,
-                 state, finish, Y, log_partition, entropy, fused, work):
+                 state, finish, Y, log_partition, entropy, fused_chunk, work):
     """Stream classes k_offset .. k_offset + len(means) - 1 in chunks for one block of rows, without the
     GIL: all K of them for stored means, one span for generated ones. ``state`` = (run_sum, run_w, acc,
     T, pending) carries the online softmax between spans; with ``finish`` it is turned into Y,
@@ -322,9 +322,12 @@ def _stream_rows(gemm, x, means, bias, k_offset, scale, chunk, threshold, run_ma
     threaded under :func:`posterior_moments`); ``buffer`` holds at least B x chunk elements. In float64
     the second GEMM adds its product into acc (beta 1), which the pass has rescaled; in float32 its
     product goes to T, which the next chunk's pass folds into the float64 acc.
-    With ``fused``, chunks are fused (cfgphase.solvers.score.fused._fused_chunk, on the work arrays ``work``) from the first one
-    while at least ``SUBSET`` of the rows keep them, and take the BLAS path otherwise (which the block's flag,
-    bit 1, carries from span to span).
+    With ``fused_chunk`` > 0, classes are fused (cfgphase.solvers.score.fused._fused_chunk, on the work arrays
+    ``work``) from the first one while at least ``SUBSET`` of the rows keep them, and take the BLAS path otherwise
+    (which the block's flag, bit 1, carries from span to span): ``fused_chunk`` classes at a time (a multiple of
+    ``chunk``) after a fused chunk that no row would have skipped, else (the first one included) ``chunk``, so that
+    rows skip as early and as finely as on the BLAS path. A fused chunk that a row skips counts as skipping each
+    of its chunks.
     Returns the number of (row, chunk) pairs skipped (eq. 30): after the first GEMM of a chunk,
     a row whose largest logit there is below its running maximum by more than ``-threshold`` =
     log(K/SKIP_WEIGHT) skips the chunk; if every row does, the second GEMM is skipped too, and
@@ -339,29 +342,33 @@ def _stream_rows(gemm, x, means, bias, k_offset, scale, chunk, threshold, run_ma
     n = means.shape[0]
     # the first chunk is fused; after each chunk, the path of the next follows from how many rows skipped (or would
     # have), carried from span to span in the block's flag (bit 1)
-    use_fused = fused and (k_offset == 0 or (flags[0] & 2) != 0)
-    if fused:
+    use_fused = fused_chunk > 0 and (k_offset == 0 or (flags[0] & 2) != 0)
+    if fused_chunk > 0:
         _pack_rows(x, work[0])
-    for j0 in range(0, n, chunk):
-        kc = min(chunk, n - j0)
-        Mc = means[j0 : j0 + kc]
+    j0 = 0
+    spread = False  # no row would have skipped the last fused chunk: the next one takes fused_chunk classes
+    while j0 < n:
+        kc = min((fused_chunk if spread else chunk) if use_fused else chunk, n - j0)
+        Mc, bc, k0 = means[j0 : j0 + kc], bias[j0 : j0 + kc], k_offset + j0
+        j0 += kc
         if use_fused:
             if pending:
                 for i in range(B):
                     for l in range(d):
                         acc[i, l] += T[i, l]
                 pending = False
-            would_skip, tiles_skipped = _fused_chunk(x, Mc, bias[j0 : j0 + kc], k_offset + j0, scale, threshold,
-                                                     run_max, run_arg, run_sum, run_w, acc, hints, hint_logit, work)
-            skipped += tiles_skipped
+            would_skip, tiles_skipped = _fused_chunk(x, Mc, bc, k0, scale, threshold, run_max, run_arg, run_sum,
+                                                     run_w, acc, hints, hint_logit, work)
+            skipped += tiles_skipped * -(-kc // chunk)
             use_fused = B - would_skip >= SUBSET * B
+            spread = would_skip == 0
             continue
         S = buffer[: B * kc].reshape((B, kc))
         _gemm_logits(gemm, x, Mc, S)
-        n_active = _chunk_pass(S, bias[j0 : j0 + kc], scale, threshold, k_offset + j0, run_max, run_sum, run_w,
-                               run_arg, acc, T, pending, active, hints, hint_logit)
+        n_active = _chunk_pass(S, bc, scale, threshold, k0, run_max, run_sum, run_w, run_arg, acc, T, pending, active,
+                               hints, hint_logit)
         skipped += B - n_active
-        use_fused = fused and n_active >= SUBSET * B
+        use_fused = fused_chunk > 0 and n_active >= SUBSET * B
         if n_active >= SUBSET * B:  # skipped rows of S are zero
             pending = _weighted_product(gemm, S, Mc, acc, T)
             continue
@@ -392,8 +399,8 @@ def _stream_rows(gemm, x, means, bias, k_offset, scale, chunk, threshold, run_ma
 
 @njit(nogil=True, fastmath=True, error_model="numpy")
 def _stream_blocks(gemm, counter, rows, x, x_rows, means, bias, k_offset, scale, chunk, threshold, hinted, hinted_bias,
-                   run_max, run_arg, hints, hint_logit, buffer, state, carried, finish, Y, log_partition, entropy, fused,
-                   work):
+                   run_max, run_arg, hints, hint_logit, buffer, state, carried, finish, Y, log_partition, entropy,
+                   fused_chunk, work):
     """One lane of a call: the blocks of ``rows`` rows of x that it takes one by one from ``counter``
     (:func:`_take_next`, shared with the call's other lanes), each streamed by :func:`_stream_rows` over classes
     k_offset .. k_offset + len(means) - 1, without returning to Python between blocks; the number of (row, chunk)
@@ -435,7 +442,7 @@ def _stream_blocks(gemm, counter, rows, x, x_rows, means, bias, k_offset, scale,
         block = (sums[0, o : o + n], sums[1, o : o + n], acc[o : o + n], T[o : o + n], flags[f : f + 1])
         skipped += _stream_rows(gemm, xb, means, bias, k_offset, scale, chunk, threshold, run_max[b0:b1],
                                 run_arg[b0:b1], hints[b0:b1], hint_logit[b0:b1], buffer, block, finish, Y[b0:b1],
-                                log_partition[b0:b1], entropy[b0:b1], fused, work)
+                                log_partition[b0:b1], entropy[b0:b1], fused_chunk, work)
 
 
 @functools.cache
@@ -621,6 +628,7 @@ def posterior_moments(x, means, scale, bias, chunk=None, threads=None, hint=None
     if d_means != d:
         raise ValueError(f"shapes do not match: x {x.shape}, means ({K}, {d_means})")
     hint = checked_hint(hint, K, B)
+    default = chunk is None
     rows, chunk, lanes = block_layout(B, K, dtype.itemsize, threads, chunk)
     if B == 0:
         return PosteriorMoments(np.empty((0, d)), np.empty(0), np.empty(0), np.empty(0, dtype=np.int64), 0.0,
@@ -659,11 +667,14 @@ def posterior_moments(x, means, scale, bias, chunk=None, threads=None, hint=None
     scale_x = dtype.type(scale)
     cast = x.dtype != dtype  # the lanes cast each block of rows (_rows_of)
     fuse = _fused_default() if fused is None else bool(fused)
-    work_sizes = fused_work_sizes(rows, chunk, d, dtype) if fuse else (1,) * 6
+    # classes per fused chunk: FUSED_CLASSES (a whole number of chunks, so that the paths stay aligned) unless the
+    # chunk was given; none when not fused
+    fused_chunk = (min(K, chunk * max(1, FUSED_CLASSES // chunk)) if default else chunk) if fuse else 0
+    work_sizes = fused_work_sizes(rows, fused_chunk, d, dtype) if fuse else (1,) * 6
     constants = _exp_constants(dtype)
     # each lane's own arguments: the block of rows cast (_rows_of), logit buffer, softmax state, fused work
-    own = [(_work_array(i, "rows", (rows, d), dtype) if cast else x[:0], _work_array(i, "logits", (rows * chunk,), dtype),
-            states or _softmax_state(rows, d, dtype, 1, lane=i),
+    own = [(_work_array(i, "rows", (rows, d), dtype) if cast else x[:0],
+            _work_array(i, "logits", (rows * chunk,), dtype), states or _softmax_state(rows, d, dtype, 1, lane=i),
             (*(_work_array(i, f"fused{j}", (n,), dtype) for j, n in enumerate(work_sizes)), constants))
            for i in range(lanes)]
 
@@ -688,7 +699,8 @@ def posterior_moments(x, means, scale, bias, chunk=None, threads=None, hint=None
         # balances a core slowed by another process
         return sum(_on_lanes([functools.partial(
             _stream_blocks, gemm, counter, rows, x, x_rows, span_m, span_b, start, scale_x, chunk, threshold, hinted,
-            hinted_bias, run_max, out[3], hints, hint_logit, buffer, state, generated, stop == K, *out[:3], fuse, work)
+            hinted_bias, run_max, out[3], hints, hint_logit, buffer, state, generated, stop == K, *out[:3], fused_chunk,
+            work)
             for x_rows, buffer, state, work in own]))
 
     with single_threaded_blas():

@@ -56,6 +56,33 @@ def test_chunked_kernel_equals_dense_formula_float64(problem, chunk, threads, bl
         np.testing.assert_array_equal(res.argmax, ref[3])
 
 
+@pytest.mark.parametrize("skip", [False, True])
+def test_float64_fused_chunks_of_two_chunks_equal_the_dense_formula(skip):
+    """With the chunk left to the kernel, float64's fused chunks take FUSED_CLASSES = 2 chunks of classes after a
+    fused chunk that no row would have skipped (kernel._stream_rows), one chunk otherwise: B = 1100 rows (blocks of
+    256, chunks of 256 classes), K = 3000, hinted; a condensed mixture of rows switches between the lengths and to
+    the BLAS path, a spread one keeps the long chunks. The numbers are the dense formula's, and the skipped
+    fraction counts each chunk of a skipped fused chunk: between 0 and 1 at t = 0.01, 0 at t = 3."""
+    from cfgphase.solvers.score import kernel
+
+    assert kernel.FUSED_CLASSES // kernel.block_layout(1100, 3000, 8, threads=2)[1] == 2
+    rng = np.random.default_rng(12)
+    model = GaussianMixture.random(32, classes=3000, seed=5)
+    x = np.concatenate([model.sample_noised(0.01, OU(), 900, rng, target=0)[0], rng.standard_normal((200, 32)) * 3])
+    for t in (0.01, 3.0):
+        scale, bias = model.logit_coefficients(t, OU())
+        ref = dense(x, model.means, scale, bias)
+        res = posterior_moments(x, model.means, scale, bias, threads=2, hint=0 if skip else None, skip=skip,
+                                fused=True)
+        spread = np.abs(model.means).max() * 2
+        np.testing.assert_allclose(res.mean, ref[0], rtol=0, atol=1e-12 * spread + 1e-12)
+        np.testing.assert_allclose(res.log_partition, ref[1], rtol=1e-13, atol=1e-12)
+        np.testing.assert_allclose(res.entropy, ref[2], rtol=0, atol=4e-11)
+        np.testing.assert_array_equal(res.argmax, ref[3])
+        if skip:
+            assert (0 < res.skipped < 1) if t == 0.01 else res.skipped == 0
+
+
 @pytest.mark.parametrize("blas", LIBRARIES)
 @pytest.mark.parametrize("skip", [False, True])
 def test_several_row_blocks_per_thread_equal_the_dense_formula(skip, blas):
