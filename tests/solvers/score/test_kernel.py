@@ -56,24 +56,18 @@ def test_chunked_kernel_equals_dense_formula_float64(problem, chunk, threads, bl
         np.testing.assert_array_equal(res.argmax, ref[3])
 
 
-@pytest.mark.parametrize("skip", [False, True])
-def test_float64_fused_chunks_of_two_chunks_equal_the_dense_formula(skip):
-    """With the chunk left to the kernel, float64's fused chunks take FUSED_CLASSES = 2 chunks of classes after a
-    fused chunk that no row would have skipped (kernel._stream_rows), one chunk otherwise: B = 1100 rows (blocks of
-    256, chunks of 256 classes), K = 3000, hinted; a condensed mixture of rows switches between the lengths and to
-    the BLAS path, a spread one keeps the long chunks. The numbers are the dense formula's, and the skipped
-    fraction counts each chunk of a skipped fused chunk: between 0 and 1 at t = 0.01, 0 at t = 3."""
-    from cfgphase.solvers.score import kernel
-
-    assert kernel.FUSED_CLASSES // kernel.block_layout(1100, 3000, 8, threads=2)[1] == 2
-    rng = np.random.default_rng(12)
-    model = GaussianMixture.random(32, classes=3000, seed=5)
+def _mixed_rows_equal_the_dense_formula(skip, seed, **options):
+    """B = 1100 rows, K = 3000 classes, d = 32, two threads: at t = 0.01, 900 rows of the hinted class and 200
+    others; at t = 3 a spread posterior. The kernel's numbers with ``options`` against the dense formula, and the
+    skipped fraction between 0 and 1 at t = 0.01, 0 at t = 3."""
+    rng = np.random.default_rng(seed)
+    model = GaussianMixture.random(32, classes=3000, seed=seed - 7)
     x = np.concatenate([model.sample_noised(0.01, OU(), 900, rng, target=0)[0], rng.standard_normal((200, 32)) * 3])
     for t in (0.01, 3.0):
         scale, bias = model.logit_coefficients(t, OU())
         ref = dense(x, model.means, scale, bias)
         res = posterior_moments(x, model.means, scale, bias, threads=2, hint=0 if skip else None, skip=skip,
-                                fused=True)
+                                **options)
         spread = np.abs(model.means).max() * 2
         np.testing.assert_allclose(res.mean, ref[0], rtol=0, atol=1e-12 * spread + 1e-12)
         np.testing.assert_allclose(res.log_partition, ref[1], rtol=1e-13, atol=1e-12)
@@ -81,6 +75,18 @@ def test_float64_fused_chunks_of_two_chunks_equal_the_dense_formula(skip):
         np.testing.assert_array_equal(res.argmax, ref[3])
         if skip:
             assert (0 < res.skipped < 1) if t == 0.01 else res.skipped == 0
+
+
+@pytest.mark.parametrize("skip", [False, True])
+def test_float64_fused_chunks_of_two_chunks_equal_the_dense_formula(skip):
+    """With the chunk left to the kernel, float64's fused chunks take FUSED_CLASSES = 2 chunks of classes after a
+    fused chunk that no row would have skipped (kernel._stream_rows), one chunk otherwise: blocks of 256 rows,
+    chunks of 256 classes; the condensed mixture of rows switches between the lengths and to the BLAS path, the
+    spread one keeps the long chunks. The skipped fraction counts each chunk of a skipped fused chunk."""
+    from cfgphase.solvers.score import kernel
+
+    assert kernel.FUSED_CLASSES // kernel.block_layout(1100, 3000, 8, threads=2)[1] == 2
+    _mixed_rows_equal_the_dense_formula(skip, 12, fused=True)
 
 
 @pytest.mark.parametrize("blas", LIBRARIES)
@@ -90,22 +96,7 @@ def test_several_row_blocks_per_thread_equal_the_dense_formula(skip, blas):
     streams several blocks with one buffer. At t = 0.01, 900 rows of the hinted class and 200 others,
     so that a chunk's second GEMM runs on every row, on a gathered subset or not at all (with 512-row
     blocks: 12, 69 and 9 of 90 (block, chunk) pairs, counted with the dense logits)."""
-    rng = np.random.default_rng(11)
-    model = GaussianMixture.random(32, classes=3000, seed=4)
-    x = np.concatenate([model.sample_noised(0.01, OU(), 900, rng, target=0)[0], rng.standard_normal((200, 32)) * 3])
-    for t in (0.01, 3.0):
-        scale, bias = model.logit_coefficients(t, OU())
-        ref = dense(x, model.means, scale, bias)
-        res = posterior_moments(x, model.means, scale, bias, chunk=100, threads=2, hint=0 if skip else None, skip=skip,
-                                blas=blas)
-        spread = np.abs(model.means).max() * 2
-        np.testing.assert_allclose(res.mean, ref[0], rtol=0, atol=1e-12 * spread + 1e-12)
-        np.testing.assert_allclose(res.log_partition, ref[1], rtol=1e-13, atol=1e-12)
-        np.testing.assert_allclose(res.entropy, ref[2], rtol=0, atol=4e-11)
-        np.testing.assert_array_equal(res.argmax, ref[3])
-        if skip:
-            assert (0 < res.skipped < 1) if t == 0.01 else res.skipped == 0
-
+    _mixed_rows_equal_the_dense_formula(skip, 11, chunk=100, blas=blas)
 
 
 @pytest.mark.parametrize("fused", [False, True])
