@@ -77,7 +77,7 @@ def dependencies(module_name):
             continue
         seen.add(name)
         path = _origin(name)
-        if path is None or not path.endswith(".py"):
+        if path is None or not path.endswith(".py") or not os.path.isfile(path):  # e.g. inside a zip file
             continue
         files.add(path)
         package = name if path.endswith("__init__.py") else name.rpartition(".")[0]

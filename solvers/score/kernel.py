@@ -465,8 +465,9 @@ def _on_lanes(tasks):
 
     A lane should be a nogil Numba function with its arguments bound (``functools.partial``), prepared by the
     caller: a worker then holds the GIL only to unbox them (2-3 us). Lanes that ran 20 us of Python each
-    (their work arrays) contended for the GIL with each other and with the caller, and two lanes cost 130 us a
-    call more than one (a call on 8 classes, 2 cores), against 55 us for the bare round trip.
+    (their work arrays) contended for the GIL with each other and with the caller: a call on 8 classes took 165 us
+    on two lanes and 38 on one, 136 us on two with bound lanes (2 cores; the bare round trip of two empty tasks
+    is 55 us).
 
     The caller waits rather than run a lane itself. Running one saved 30-40 us a call, but Linux then sometimes
     woke the worker on the caller's busy core and left it there for whole calls: the caller streamed every block
@@ -574,7 +575,9 @@ def posterior_moments(x, means, scale, bias, chunk=None, threads=None, hint=None
         :math:`b`; with generated means, :math:`b_k = \log\pi - c\,|\mu_k|^2`
         (cfgphase.physics.disorder.NormBias), computed per chunk.
     chunk : int, optional
-        Classes per chunk; default keeps each thread's buffer near ``BUFFER_BYTES``.
+        Classes per chunk; default keeps each thread's buffer near ``BUFFER_BYTES``, and a fused chunk after one
+        that no row would have skipped then takes cfgphase.solvers.score.fused.FUSED_CLASSES classes (a whole
+        number of chunks; :func:`_stream_rows`).
     threads : int, optional
         Worker threads, each owning a block of rows (default: :func:`usable_cores`, read at call time).
     hint : int or ndarray (B,) of int, optional
