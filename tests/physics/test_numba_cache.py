@@ -32,7 +32,7 @@ def _package(root, decorator, value):
             else "import numba\nnjit = lambda **o: numba.njit(cache=True, **o)\n")
     (package / "b.py").write_text(head + f"@njit()\ndef f():\n    return {value}\n")
     (package / "a.py").write_text(head + textwrap.dedent("""\
-        from stamped.b import f
+        from .b import f  # a relative import: numba_cache resolves it
 
 
         @njit()
