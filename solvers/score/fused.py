@@ -28,9 +28,9 @@ from cfgphase.solvers.score.simd import vbroadcast, vector_bits, vfma, vload, vm
 CLASS_TILE = 8
 #: Classes of a fused chunk when the kernel chooses the chunk (cfgphase.solvers.score.kernel.posterior_moments: the
 #: multiple of its chunk nearest below, at least one): a tile's weights and logits take 64 KiB each with 512-bit
-#: vectors. Float64's chunk of 256 classes (blocks of 256 rows) fused two at a time ran (1024, 65536, 64) 1.02-1.03x
-#: and (1024, 4096, 32) 1.01x faster and the rest alike (alternating runs); float32's 512 were the best of
-#: 256-1024.
+#: vectors. Float64's chunk of 256 classes (blocks of 256 rows) fused two at a time (after a chunk no row would
+#: have skipped) ran (1024, 65536, 64), (1024, 4096, 32) and (1024, 4096, 64) 1.02-1.03x faster and the rest alike
+#: (alternating runs); float32's 512 were the best of 256-1024.
 FUSED_CLASSES = 512
 #: Rows of the fused chunk's second-GEMM tile: PRODUCT_ROWS rows by two vectors of mean entries, 16 accumulators.
 PRODUCT_ROWS = 8
